@@ -25,10 +25,10 @@ class Reader:
     structure); inside it, reads past the window raise :class:`DecodeError`.
     """
 
-    __slots__ = ("_buf", "_pos", "_end")
+    __slots__ = ("_buf", "_end", "_pos")
 
     def __init__(self, data: bytes | bytearray | memoryview, start: int = 0, end: int | None = None) -> None:
-        self._buf = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        self._buf = memoryview(data).cast("B")
         self._pos = start
         self._end = len(self._buf) if end is None else min(end, len(self._buf))
         if start < 0 or start > self._end:
@@ -46,7 +46,8 @@ class Reader:
 
     def _need(self, n: int) -> int:
         if n < 0 or self._pos + n > self._end:
-            raise DecodeError(f"truncated: need {n} bytes at offset {self._pos}, have {self._end - self._pos}")
+            have = self._end - self._pos
+            raise DecodeError(f"truncated: need {n} bytes at offset {self._pos}, have {have}")
         p = self._pos
         self._pos = p + n
         return p
@@ -67,7 +68,7 @@ class Reader:
         p = self._need(st.size)
         return st.unpack_from(self._buf, p)
 
-    def bytes(self, n: int) -> bytes:
+    def take(self, n: int) -> bytes:
         p = self._need(n)
         return bytes(self._buf[p : p + n])
 
@@ -76,7 +77,7 @@ class Reader:
         return self._buf[p : p + n]
 
     def rest(self) -> bytes:
-        return self.bytes(self.remaining())
+        return self.take(self.remaining())
 
     def skip(self, n: int) -> None:
         self._need(n)
@@ -125,7 +126,7 @@ class Writer:
         self._buf += st.pack(*values)
         return self
 
-    def bytes(self, data: bytes | bytearray | memoryview) -> Writer:
+    def raw(self, data: bytes | bytearray | memoryview) -> Writer:
         self._buf += data
         return self
 
