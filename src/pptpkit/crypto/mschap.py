@@ -69,7 +69,8 @@ assert len(_AUTH_MAGIC1) == 39 and len(_AUTH_MAGIC2) == 41
 
 
 class CryptoInputError(DecodeError, ValueError):
-    """An input of the wrong size (a challenge, hash or response that cannot be right)."""
+    """An input a primitive cannot take: a challenge, hash or response of the wrong size, or a
+    value out of range (such as a protocol MPPE does not encrypt)."""
 
 
 def _need(name: str, value: bytes, size: int) -> None:

@@ -49,3 +49,20 @@ class VectorFile:
 
     def keys(self) -> list[str]:
         return list(self._values)
+
+
+def rc4_reference(key: bytes, data: bytes) -> bytes:
+    """A deliberately naive RC4, a second path independent of pycryptodome."""
+    s = list(range(256))
+    j = 0
+    for i in range(256):
+        j = (j + s[i] + key[i % len(key)]) & 0xFF
+        s[i], s[j] = s[j], s[i]
+    i = j = 0
+    out = bytearray()
+    for byte in data:
+        i = (i + 1) & 0xFF
+        j = (j + s[i]) & 0xFF
+        s[i], s[j] = s[j], s[i]
+        out.append(byte ^ s[(s[i] + s[j]) & 0xFF])
+    return bytes(out)
