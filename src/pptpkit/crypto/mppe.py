@@ -440,8 +440,11 @@ class MppeDecryptor:
     :attr:`last_drop`).  It never raises on peer input.
 
     Stateful mode: after a loss :attr:`reset_requested` becomes True; the CCP layer sends a
-    Reset-Request when :meth:`take_reset_request` returns True and keeps retransmitting it (its
-    restart timer) while :attr:`discarding` stays True.
+    Reset-Request when :meth:`take_reset_request` returns True and retransmits it per RFC 1962
+    until a Reset-Ack arrives (pppd acks every Reset-Request and its kernel changes key once per
+    ack, so with ``flushed_means_rekey`` a retransmission after the ack, or a lost FLUSHED
+    answer, costs synchronisation exactly as it does between two Linux peers; RFC mode is immune).
+    :attr:`discarding` says whether we are still waiting for the FLUSHED packet.
     """
 
     __slots__ = (
