@@ -389,9 +389,7 @@ def _engine_in(state_steps: int) -> Toy:
         lambda: eng.open(0),
         lambda: eng.up(0),
         lambda: eng.receive_packet(Packet(code=1, identifier=1, data=b"\x01\x03\x05").encode(), 0),
-        lambda: eng.receive_packet(
-            Packet(code=2, identifier=eng._req_id, data=eng._req_data).encode(), 0
-        ),
+        lambda: eng.receive_packet(Packet(code=2, identifier=eng._req_id, data=eng._req_data).encode(), 0),
         lambda: eng.close(0),
     ]
     for step in steps[:state_steps]:
