@@ -138,7 +138,7 @@ def test_never_allowed_addresses() -> None:
     ("text", "line", "fragment"),
     [
         ("ok s p\n\nonlytwo fields\n", 3, "at least three fields"),
-        ("ok s p\nbad s \"unterminated\n", 2, "unterminated"),
+        ('ok s p\nbad s "unterminated\n', 2, "unterminated"),
         ("# c\nok s p 192.0.2.300\n", 2, "bad address"),
         ("ok s p host.example.org\n", 1, "host names"),
         ("a s p\nb s p\\\n 10.0.0.1\nc s p bogus\n", 4, "bad address"),
