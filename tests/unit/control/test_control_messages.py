@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import struct
 
 import pytest
+from control_harness import any_message, message_strategy, raw_message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -236,50 +236,11 @@ def test_full_64_byte_string_without_terminator() -> None:
 
 # --- hypothesis: round trips and fuzzing ---------------------------------------------------------
 
-_U8_FIELDS = {"result_code", "error_code", "reason"}
-_U16_FIELDS = {
-    "call_id", "peer_call_id", "call_serial_number", "max_channels", "firmware_revision",
-    "protocol_version", "packet_receive_window", "packet_processing_delay", "packet_transmit_delay",
-    "cause_code",
-}
-_TEXT_FIELDS = {
-    "host_name": 64, "vendor": 64, "phone_number": 64, "subaddress": 64, "dialed_number": 64,
-    "dialing_number": 64, "call_statistics": 128,
-}
-
-
-def _text(size: int) -> st.SearchStrategy[str]:
-    return st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=255), max_size=size)
-
-
-def _field_strategy(name: str) -> st.SearchStrategy[object]:
-    if name in _TEXT_FIELDS:
-        return _text(_TEXT_FIELDS[name])
-    if name in _U8_FIELDS:
-        return st.integers(0, 0xFF)
-    if name in _U16_FIELDS:
-        return st.integers(0, 0xFFFF)
-    return st.integers(0, 0xFFFFFFFF)
-
-
-def _message_strategy(cls: type[ControlMessage]) -> st.SearchStrategy[ControlMessage]:
-    fields = {f.name: _field_strategy(f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return st.builds(cls, **fields)
-
-
-_raw = st.builds(
-    RawControlMessage,
-    raw_type=st.integers(0, 0xFFFF).filter(lambda t: t not in MESSAGE_TYPES),
-    body=st.binary(max_size=MAX_MESSAGE_SIZE - 12),
-)
-any_message = st.one_of([_message_strategy(cls) for cls in MESSAGE_TYPES.values()] + [_raw])
-
-
 @pytest.mark.parametrize("cls", list(MESSAGE_TYPES.values()), ids=lambda c: c.__name__)
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_round_trip_every_type(cls: type[ControlMessage], data: st.DataObject) -> None:
-    msg = data.draw(_message_strategy(cls))
+    msg = data.draw(message_strategy(cls))
     encoded = msg.encode()
     assert len(encoded) == cls.SIZE
     assert struct.unpack_from("!HHIH", encoded) == (cls.SIZE, 1, MAGIC_COOKIE, cls.TYPE)
@@ -288,7 +249,7 @@ def test_round_trip_every_type(cls: type[ControlMessage], data: st.DataObject) -
 
 
 @settings(max_examples=300, deadline=None)
-@given(msg=_raw)
+@given(msg=raw_message)
 def test_round_trip_raw(msg: RawControlMessage) -> None:
     assert decode_message(msg.encode()) == msg
 
