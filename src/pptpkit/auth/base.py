@@ -48,10 +48,10 @@ __all__ = [
 ]
 
 #: Longest name (CHAP Name, PAP Peer-ID, EAP identity) we accept or send, in bytes: pppd's
-#: MAXNAMELEN is 256 and the MS-CHAP RFCs say 0 to 256 characters.
-MAX_NAME_LEN: Final = 256
-#: Longest password we accept or send (PAP's Passwd-Length is one octet anyway).
-MAX_SECRET_LEN: Final = 256
+#: MAXNAMELEN buffer is 256 with its terminating NUL, and PAP's Peer-ID Length is one octet.
+MAX_NAME_LEN: Final = 255
+#: Longest secret we use (pppd's MAXSECRETLEN buffer; PAP's Passwd-Length is one octet).
+MAX_SECRET_LEN: Final = 255
 #: Caps on what an engine queues for its owner to drain.
 MAX_QUEUED_PACKETS: Final = 16
 MAX_QUEUED_EVENTS: Final = 16
@@ -173,6 +173,8 @@ class AuthenticatorConfig:
     send after an MS-CHAP Failure (sent with ``R=1`` and a new challenge while any remain);
     pppd allows none.  ``mschap_retry_timeout`` bounds the wait for such a retry (the RFCs tell
     the authenticator to drop short timeouts while the user types a new password).
+    ``mschap_strip_domain`` is pppd's chapms-strip-domain: look MS-CHAP users up without their
+    ``DOMAIN\\`` prefix.
     ``eap_methods`` are the EAP types we offer, in order.  ``random`` supplies challenges.
     """
 
@@ -184,6 +186,7 @@ class AuthenticatorConfig:
     rechallenge_interval: float | None = None
     mschap_retries: int = 0
     mschap_retry_timeout: float = 60.0
+    mschap_strip_domain: bool = False
     eap_methods: tuple[int, ...] = (26, 4)
     success_message: str = "Access granted"
     failure_message: str = "Access denied"
@@ -442,8 +445,15 @@ class AuthEngine(abc.ABC):
         )
 
 
-def lookup_peer_secret(config: AuthenticatorConfig, peer_name: str) -> SecretMatch | None:
-    """The authenticator's view of the secrets: the peer's name as client, ours as server."""
+def lookup_peer_secret(
+    config: AuthenticatorConfig, peer_name: str, *, ms_name: bool = False
+) -> SecretMatch | None:
+    """The authenticator's view of the secrets: the peer's name as client, ours as server.
+
+    ``ms_name``: the name came from MS-CHAP, where ``mschap_strip_domain`` may apply.
+    """
+    if ms_name and config.mschap_strip_domain:
+        peer_name = peer_name.rsplit("\\", 1)[-1]
     found = config.secrets.lookup(peer_name, config.name)
     if found is None:
         return None

@@ -161,6 +161,10 @@ class EapMsChapV2OpCode(IntEnum):
 
 _MS_HDR: Final = struct.Struct("!BBH")
 
+#: Requests the peer answers without a verdict before giving up (pppd's eap-max-rreq default):
+#: a server cannot keep us busy forever with fresh Requests.
+MAX_PEER_REQUESTS: Final = 20
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EapMsChapV2:
@@ -438,7 +442,7 @@ class EapAuthenticator(AuthEngine):
         if len(ms.name) > MAX_NAME_LEN:
             raise DecodeError("EAP-MS-CHAPv2 name longer than we accept")
         name = text_name(ms.name)
-        found = lookup_peer_secret(self.config, name)
+        found = lookup_peer_secret(self.config, name, ms_name=True)
         kind: FailureKind | None = None
         if found is None:
             kind, reason = FailureKind.UNKNOWN_PEER, f"no EAP-MS-CHAPv2 secret for {name!r}"
@@ -513,6 +517,7 @@ class EapPeer(AuthEngine):
         self._v2: V2PeerState | None = None
         self._ever_succeeded = False
         self.notifications: list[str] = []  # the last few Notification texts, for logs
+        self._requests = 0  # new Requests answered since the last verdict
 
     def _start(self, now: float) -> None:
         if self.config.timeout:
@@ -551,6 +556,14 @@ class EapPeer(AuthEngine):
                 # RFC 3748 4.1: a retransmitted Request gets the same Response again.
                 self._send(self._last_response, retransmission=True)
                 return
+            self._requests += 1
+            if self._requests > MAX_PEER_REQUESTS:
+                self._give_up(
+                    PeerFailure(
+                        FailureKind.PROTOCOL, f"more than {MAX_PEER_REQUESTS} EAP requests without a verdict"
+                    )
+                )
+                return
             try:
                 self._on_request(pkt)
             except PeerFailure as exc:
@@ -577,6 +590,7 @@ class EapPeer(AuthEngine):
             return
         self._state = _PeerState.OPEN
         self._set_timer(None)
+        self._requests = 0
         repeat = self._ever_succeeded
         self._ever_succeeded = True
         eap_type = self._method_type

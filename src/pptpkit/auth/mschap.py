@@ -314,7 +314,7 @@ class MsChapV2Authenticator(ChapAuthenticatorBase):
         )
 
     def _verify(self, response: ChapResponse, name: str, may_retry: bool) -> Verdict:
-        found = lookup_peer_secret(self.config, name)
+        found = lookup_peer_secret(self.config, name, ms_name=True)
         if found is None:
             return self._failure(FailureKind.UNKNOWN_PEER, f"no MS-CHAPv2 secret for {name!r}", may_retry)
         if len(response.value) != MSCHAP_RESPONSE_LEN:
@@ -424,7 +424,7 @@ class MsChapV1Authenticator(ChapAuthenticatorBase):
         )
 
     def _verify(self, response: ChapResponse, name: str, may_retry: bool) -> Verdict:
-        found = lookup_peer_secret(self.config, name)
+        found = lookup_peer_secret(self.config, name, ms_name=True)
         if found is None:
             return self._failure(FailureKind.UNKNOWN_PEER, f"no MS-CHAP secret for {name!r}", may_retry)
         value = response.value

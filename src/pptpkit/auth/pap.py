@@ -186,6 +186,9 @@ class PapAuthenticator(AuthEngine):
             # The peer did not hear our verdict: repeat it, with its new identifier.
             self._send(type(self._verdict)(identifier=pkt.identifier, message=self._verdict.message).encode())
             return
+        if self._state is not _ServerState.WAITING:
+            self.counters.ignored += 1  # we already gave up waiting
+            return
         if len(pkt.peer_id) > MAX_NAME_LEN:
             raise DecodeError("PAP Peer-ID longer than we accept")
         name = text_name(pkt.peer_id)

@@ -315,3 +315,28 @@ def test_ms_length_mismatch_is_dropped_by_peer() -> None:
     bad = bytes([1, 0x22, 0, 4, 16]) + bytes(16)
     p.receive(EapPacket(code=1, identifier=3, type=26, data=bad).encode(), 0.0)
     assert p.counters.malformed == 1 and p.packets_to_send() == []
+
+
+def test_peer_caps_requests_without_verdict() -> None:
+    p = EapPeer(PeerConfig(username="u", password="p"), 0.0)
+    p.start(0.0)
+    answered = 0
+    for i in range(20):
+        p.receive(EapPacket(code=1, identifier=i, type=EapType.NOTIFICATION, data=b"spam").encode(), 0.0)
+        answered += len(p.packets_to_send())
+    assert p.next_event() is None and answered == 20
+    assert len(p.notifications) == 8
+    p.receive(EapPacket(code=1, identifier=200, type=EapType.IDENTITY).encode(), 0.0)
+    ev = p.next_event()
+    assert isinstance(ev, AuthFailed) and ev.kind is FailureKind.PROTOCOL
+    assert p.packets_to_send() == []
+
+
+def test_strip_domain_for_lookup() -> None:
+    secrets = StaticSecrets({("User", "gw"): "clientPass"})
+    for strip, expect in ((True, AuthSucceeded), (False, AuthFailed)):
+        a = EapAuthenticator(AuthenticatorConfig(name="gw", secrets=secrets, mschap_strip_domain=strip), 0.0)
+        p = EapPeer(PeerConfig(username="CORP\\User", password="clientPass"), 0.0)
+        link = Link(a, p)
+        link.start()
+        assert isinstance(link.a_events[0], expect)

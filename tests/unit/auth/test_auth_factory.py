@@ -40,7 +40,7 @@ def test_wrong_config_type() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"name": "x" * 300},
+        {"name": "x" * 256},
         {"name": "\u20ac"},
         {"restart_interval": 0},
         {"max_transmits": 0},
@@ -64,7 +64,7 @@ def test_authenticator_config_validation(kwargs: dict[str, object]) -> None:
         {"password": None},
         {"timeout": -1},
         {"eap_methods": (1,)},
-        {"username": "x" * 300},
+        {"username": "x" * 256},
     ],
 )
 def test_peer_config_validation(kwargs: dict[str, object]) -> None:

@@ -105,6 +105,9 @@ def test_authenticator_timeout() -> None:
     a.handle_timer(5.0)
     ev = a.next_event()
     assert isinstance(ev, AuthFailed) and ev.kind is FailureKind.TIMEOUT
+    # a request arriving after we gave up changes nothing
+    a.receive(PapRequest(identifier=1, peer_id=b"alice", password=b"wonderland").encode(), 6.0)
+    assert a.next_event() is None and a.packets_to_send() == [] and a.failed
 
 
 def test_lost_ack_is_repeated_for_the_retransmission() -> None:
@@ -186,3 +189,20 @@ def test_malformed_input_is_counted_not_raised() -> None:
     link.a.receive(b"\x01\x02\x00\x50", 1.0)
     link.p.receive(b"garbage", 1.0)
     assert link.a.counters.malformed == 1 and link.p.counters.malformed == 1
+
+
+def test_longest_name_and_password() -> None:
+    name, password = "n" * 255, "p" * 255
+    secrets = StaticSecrets({(name, "pptpd"): password})
+    a = PapAuthenticator(AuthenticatorConfig(name="pptpd", secrets=secrets), 0.0)
+    p = PapPeer(PeerConfig(username=name, password=password), 0.0)
+    link = Link(a, p)
+    link.start()
+    assert a.succeeded and p.succeeded
+
+
+def test_too_long_secret_from_file_is_no_secret() -> None:
+    p = PapPeer(PeerConfig(username="u", secrets=StaticSecrets({("u", "*"): "p" * 256})), 0.0)
+    p.start(0.0)
+    ev = p.next_event()
+    assert isinstance(ev, AuthFailed) and ev.kind is FailureKind.NO_SECRET
