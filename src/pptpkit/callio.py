@@ -1,0 +1,173 @@
+"""The data plane of one PPTP call on asyncio: a :class:`~pptpkit.gre.GreCall` engine on the
+process's raw GRE socket, with its one timer.
+
+Both the client (:mod:`pptpkit.client`) and the server (:mod:`pptpkit.server`) run every call
+through a :class:`GreChannel`.  The raw GRE socket is per process (per network namespace): the
+kernel delivers every GRE packet to every raw GRE socket, so two of them would each see, and
+each count as unknown, the other's traffic.  :func:`acquire_gre_socket` /
+:func:`release_gre_socket` share one per event loop with a reference count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .gre import GreCall, GreCallConfig, GreStats
+from .gre.packet import MAX_PAYLOAD
+from .io.gresock import GreSocket
+
+__all__ = [
+    "ChannelStats",
+    "GreChannel",
+    "acquire_gre_socket",
+    "release_gre_socket",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Shared:
+    sock: GreSocket
+    users: int
+
+
+_shared: dict[asyncio.AbstractEventLoop, _Shared] = {}
+
+
+def acquire_gre_socket(loop: asyncio.AbstractEventLoop | None = None) -> GreSocket:
+    """The raw GRE socket shared by everything on ``loop`` (opened on first use).
+
+    It is opened in the network namespace current at the first call.  Raises ``OSError``
+    (typically ``PermissionError``) when raw sockets are not allowed.
+    """
+    loop = loop or asyncio.get_running_loop()
+    shared = _shared.get(loop)
+    if shared is None or shared.sock.closed:
+        shared = _Shared(GreSocket(loop=loop), 0)
+        _shared[loop] = shared
+    shared.users += 1
+    return shared.sock
+
+
+def release_gre_socket(sock: GreSocket) -> None:
+    """Drop one reference taken by :func:`acquire_gre_socket`; the last one closes it."""
+    for loop, shared in list(_shared.items()):
+        if shared.sock is sock:
+            shared.users -= 1
+            if shared.users <= 0:
+                del _shared[loop]
+                sock.close()
+            return
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """Counters of the adapter, next to the engine's :class:`~pptpkit.gre.GreStats`."""
+
+    frames_after_close: int = 0
+    """Frames handed to :meth:`GreChannel.send_frame` after the call ended (dropped)."""
+    oversized_frames: int = 0
+    """Frames too long for one GRE packet (dropped)."""
+
+
+class GreChannel:
+    """One call's GRE data channel: send PPP frames, receive them through ``on_frame``.
+
+    Registers ``(peer_address, config.call_id)`` on ``gre_socket`` at once, so packets that
+    arrive as soon as the peer learns our call ID are not lost.  Exactly one ``loop.call_at``
+    handle is kept armed at the engine's next deadline.  :meth:`close` unregisters and stops the
+    timer; GRE still arriving for the call is then counted by the socket as an unknown call.
+    """
+
+    def __init__(
+        self,
+        gre_socket: GreSocket,
+        peer_address: str,
+        config: GreCallConfig,
+        *,
+        on_frame: Callable[[bytes], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._sock = gre_socket
+        self.peer_address = peer_address
+        self.engine = GreCall(config)
+        self.adapter_stats = ChannelStats()
+        self._on_frame = on_frame
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
+        gre_socket.register(peer_address, config.call_id, self._received)
+
+    @property
+    def stats(self) -> GreStats:
+        return self.engine.stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Send one PPP frame (no HDLC); False when it was dropped."""
+        if self._closed:
+            self.adapter_stats.frames_after_close += 1
+            return False
+        if len(frame) > MAX_PAYLOAD:
+            self.adapter_stats.oversized_frames += 1
+            return False
+        now = self._loop.time()
+        out = self.engine.send(frame, now)
+        for datagram in out:
+            self._sock.send(self.peer_address, datagram)
+        self._flush()
+        return bool(out)
+
+    def _received(self, data: bytes, now: float) -> None:
+        if self._closed:
+            return
+        frames = self.engine.receive_datagram(data, now)
+        self._flush()
+        for frame in frames:
+            if self._closed:
+                return
+            self._on_frame(frame)
+
+    def _flush(self) -> None:
+        for datagram in self.engine.datagrams_to_send():
+            self._sock.send(self.peer_address, datagram)
+        at = self.engine.get_timer()
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        if at is not None:
+            self._timer = self._loop.call_at(at, self._fire, at)
+
+    def _fire(self, at: float) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._closed:
+            return
+        # call_at may run a hair early; the deadline itself avoids re-arming the same instant.
+        frames = self.engine.handle_timer(max(self._loop.time(), at))
+        self._flush()
+        for frame in frames:
+            if self._closed:
+                return
+            self._on_frame(frame)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = None
+        self._sock.unregister(self.peer_address, self.engine.config.call_id)
