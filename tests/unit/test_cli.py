@@ -1,0 +1,224 @@
+"""Command-line parsing of ``pptpkit``: listen addresses, pptpd address lists, argv of the PPP
+program, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pptpkit.cli import EXIT_CODES_HELP, _server_program_config, _Usage, build_parser, main, parse_listen
+from pptpkit.errors import ConfigError
+from pptpkit.server import MAX_POOL_ADDRESSES, AddressPool, PppProgramConfig, parse_ip_list, ppp_program_argv
+
+# -- --listen ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("192.0.2.1", ("192.0.2.1", 1723)),
+        ("192.0.2.1:1724", ("192.0.2.1", 1724)),
+        (":1800", (None, 1800)),
+        ("0.0.0.0", (None, 1723)),
+        ("*:99", (None, 99)),
+    ],
+)
+def test_parse_listen(text: str, expected: tuple[str | None, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("192.0.2.1:0", "bad port '0'"),
+        ("192.0.2.1:65536", "bad port '65536'"),
+        ("192.0.2.1:x", "bad port 'x'"),
+        ("example.org", "'example.org' is not an IPv4 address"),
+        ("192.0.2.300:1", "'192.0.2.300' is not an IPv4 address"),
+    ],
+)
+def test_parse_listen_errors(text: str, message: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        parse_listen(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_parse_listen_never_crashes(text: str) -> None:
+    try:
+        host, port = parse_listen(text)
+    except argparse.ArgumentTypeError:
+        return
+    assert 1 <= port <= 65535
+    assert host is None or host.count(".") == 3
+
+
+# -- pptpd address lists ----------------------------------------------------------------------------
+
+
+def test_ip_list_pptpd_syntax() -> None:
+    addrs = parse_ip_list("198.51.100.10-50,198.51.100.60")
+    assert len(addrs) == 42
+    assert addrs[0] == "198.51.100.10" and addrs[40] == "198.51.100.50" and addrs[41] == "198.51.100.60"
+
+
+def test_ip_list_full_range_end_and_duplicates() -> None:
+    assert parse_ip_list("198.51.100.254-198.51.101.1") == [
+        "198.51.100.254", "198.51.100.255", "198.51.101.0", "198.51.101.1"]
+    assert parse_ip_list("192.0.2.1, 192.0.2.1-2") == ["192.0.2.1", "192.0.2.2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty item"),
+        ("192.0.2.1,,192.0.2.2", "empty item"),
+        ("192.0.2.x", "'192.0.2.x' is not an IPv4 address"),
+        ("192.0.2.10-300", "range end 300 is not an octet"),
+        ("192.0.2.10-5", "ends before it starts"),
+        ("192.0.2.1-foo", "'foo' is not a range end"),
+        ("10.0.0.0-10.255.255.255", f"more than {MAX_POOL_ADDRESSES} addresses"),
+    ],
+)
+def test_ip_list_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_ip_list(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.,- x", max_size=40))
+def test_ip_list_only_config_errors(text: str) -> None:
+    try:
+        addrs = parse_ip_list(text)
+    except ConfigError:
+        return
+    assert addrs and len(addrs) == len(set(addrs)) <= MAX_POOL_ADDRESSES
+
+
+def test_address_pool_single_local_shared() -> None:
+    pool = AddressPool(["198.51.100.1"], parse_ip_list("198.51.100.2-3"))
+    a, b = pool.allocate(), pool.allocate()
+    assert a == ("198.51.100.1", "198.51.100.2") and b == ("198.51.100.1", "198.51.100.3")
+    assert pool.allocate() is None
+    pool.release(a)  # type: ignore[arg-type]
+    assert pool.allocate() == a
+
+
+def test_address_pool_paired_lists() -> None:
+    pool = AddressPool(parse_ip_list("198.51.100.1-2"), parse_ip_list("198.51.100.11-13"))
+    assert pool.size == 2
+    assert [pool.allocate(), pool.allocate(), pool.allocate()] == [
+        ("198.51.100.1", "198.51.100.11"), ("198.51.100.2", "198.51.100.12"), None]
+
+
+# -- the PPP program's argv (pptpctrl's, see INTEROP.md) -------------------------------------------
+
+
+def test_program_argv_like_pptpd_noipparam() -> None:
+    cfg = PppProgramConfig(program="/usr/sbin/pppd", noipparam=True)
+    argv = ppp_program_argv(cfg, "192.0.2.1", ("198.51.100.1", "198.51.100.2"))
+    assert argv == ["/usr/sbin/pppd", "local", "115200", "198.51.100.1:198.51.100.2", "remotenumber",
+                    "192.0.2.1"]
+
+
+def test_program_argv_full() -> None:
+    cfg = PppProgramConfig(program="/p", program_args=("-m", "mod"), option_file="/etc/ppp/opts",
+                           speed="9600")
+    argv = ppp_program_argv(cfg, "192.0.2.7", ("198.51.100.1", "198.51.100.5"))
+    assert argv == ["/p", "-m", "mod", "local", "file", "/etc/ppp/opts", "9600",
+                    "198.51.100.1:198.51.100.5", "ipparam", "192.0.2.7", "remotenumber", "192.0.2.7"]
+
+
+def test_program_argv_delegate() -> None:
+    cfg = PppProgramConfig(program="/p", delegate=True)
+    assert ppp_program_argv(cfg, "192.0.2.7", None) == [
+        "/p", "local", "115200", "ipparam", "192.0.2.7", "remotenumber", "192.0.2.7"]
+
+
+def test_bad_speed_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="speed"):
+        PppProgramConfig(program="/p", speed="fast")
+
+
+# -- the parser as a whole ---------------------------------------------------------------------------
+
+
+def _server_args(*extra: str) -> argparse.Namespace:
+    return build_parser().parse_args(["server", "--ppp-program", "/bin/cat", *extra])
+
+
+def test_server_options() -> None:
+    args = _server_args("--localip", "198.51.100.1", "--remoteip", "198.51.100.10-50,198.51.100.60",
+                        "--listen", "192.0.2.1:1724", "--connections", "5", "--stimeout", "2.5",
+                        "--speed", "9600", "--noipparam", "--option", "/etc/opts", "--ppp-arg=-m",
+                        "--ppp-arg", "x")
+    assert args.listen == ("192.0.2.1", 1724)
+    assert args.connections == 5 and args.stimeout == 2.5
+    program = _server_program_config(args)
+    assert program.pool is not None and program.pool.size == 42
+    assert program.program_args == ("-m", "x") and program.speed == "9600" and program.noipparam
+    assert program.option_file == "/etc/opts"
+
+
+def test_server_defaults_listen_everywhere() -> None:
+    args = _server_args("--delegate")
+    assert args.listen == (None, 1723) and args.connections == 100
+    assert _server_program_config(args).pool is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ((), "give --localip and --remoteip, or --delegate"),
+        (("--localip", "198.51.100.1"), "--remoteip is missing"),
+        (("--remoteip", "198.51.100.2"), "--localip is missing"),
+        (("--delegate", "--localip", "198.51.100.1"), "--delegate passes no addresses"),
+    ],
+)
+def test_server_address_option_errors(extra: tuple[str, ...], message: str) -> None:
+    with pytest.raises(_Usage, match=message):
+        _server_program_config(_server_args(*extra))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["server"], "the following arguments are required: --ppp-program"),
+        (["server", "--ppp-program", "/p", "--remoteip", "198.51.100.9-1"], "ends before it starts"),
+        (["server", "--ppp-program", "/p", "--listen", "192.0.2.1:70000"], "bad port '70000'"),
+        (["server", "--ppp-program", "/p", "--connections", "0"], "0 is not in 1..65535"),
+        (["server", "--ppp-program", "/p"], "give --localip and --remoteip"),
+        (["pty", "vpn.example"], "'vpn.example' is not an IPv4 address"),
+        (["pty", "192.0.2.1", "--timeout", "-1"], "must be a positive number"),
+        (["pty", "192.0.2.1", "--window", "0"], "0 is not in 1..65535"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_errors_are_clear_usage_messages(argv: list[str], message: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_pty_options() -> None:
+    args = build_parser().parse_args(["pty", "192.0.2.2", "--port", "1724", "--nobuffer", "--timeout", "3",
+                                      "--window", "8", "--stdin-only", "-vv"])
+    assert (args.server, args.port, args.nobuffer, args.timeout, args.window, args.stdin_only,
+            args.verbose) == ("192.0.2.2", 1724, True, 3.0, 8, True, 2)
+
+
+def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["pty", "--help"], ["server", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert EXIT_CODES_HELP.splitlines()[0] in out
+        assert "5  (pty) the server cleared the call" in out
