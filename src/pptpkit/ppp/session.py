@@ -1,0 +1,995 @@
+"""One PPP session: LCP, authentication, IPCP/IPV6CP and CCP/MPPE joined into one sans-IO engine.
+
+Drive it like every engine (docs/conventions.md, docs/engine-api.md)::
+
+    session = PppSession(config, now)
+    session.open(now)                           # the PPTP call is up
+    ip = session.receive_frame(frame, now)      # a frame from GRE; an IP packet or None
+    frame = session.send_packet(ip, now)        # an IP packet to send; a frame or None
+    session.frames_to_send(); session.next_event(); session.get_timer(); session.handle_timer(now)
+
+Phases follow RFC 1661 3.2: nothing of the network phase (no NCP packet, no data) happens
+before authentication succeeded, NCP packets arriving before are silently discarded, and
+every way the session can end ends in exactly one :class:`LinkDown` with an
+:class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Final
+
+from ..auth.base import AuthEngine, AuthFailed, AuthSucceeded, MsChapV1Keys, MsChapV2Keys, Role
+from ..auth.factory import create_engine
+from ..auth.methods import PROTO_CHAP, PROTO_EAP, PROTO_PAP, AuthMethod
+from ..auth.secrets import AddressPolicy
+from ..crypto.mppe import (
+    MPPE_OVERHEAD,
+    MppeConfig,
+    MppeDecryptor,
+    MppeEncryptor,
+    MppeStats,
+    mschapv1_start_key_from_hash,
+    mschapv2_start_keys,
+)
+from ..crypto.mschap import hash_nt_password_hash
+from ..errors import DecodeError
+from .ccp import CcpConfig, CcpEngine, CcpResult, MppeFailed, MppeParams, ResetAcked, ResetRequested
+from .frame import decode_frame, frame_header
+from .fsm import (
+    CodeRejected,
+    ControlProtocol,
+    LayerDown,
+    LayerFinished,
+    LayerUp,
+    NegotiationFailed,
+    State,
+    TerminateReceived,
+)
+from .ipcp import IpcpConfig, IpcpEngine
+from .ipv6cp import Ipv6cpConfig, Ipv6cpEngine
+from .lcp import AuthNegotiationFailed, EchoTimeout, LcpConfig, LcpEngine, LoopbackDetected, ProtocolRejected
+from .packet import Code
+from .protocols import PppProtocol, is_network_control
+from .session_config import (
+    AccmChanged,
+    Authenticated,
+    AuthenticationFailed,
+    Ipv6Down,
+    Ipv6Up,
+    LinkDown,
+    LinkParameters,
+    LinkUp,
+    NetworkDown,
+    Outcome,
+    Phase,
+    PhaseChanged,
+    SessionConfig,
+    SessionEvent,
+)
+
+__all__ = ["PppSession", "SessionStats"]
+
+_IP: Final = int(PppProtocol.IP)
+_IPV6: Final = int(PppProtocol.IPV6)
+_MPPE: Final = int(PppProtocol.COMPRESSED_DATAGRAM)
+_LCP: Final = int(PppProtocol.LCP)
+_IPCP: Final = int(PppProtocol.IPCP)
+_IPV6CP: Final = int(PppProtocol.IPV6CP)
+_CCP: Final = int(PppProtocol.CCP)
+_AUTH_PROTOCOLS: Final = frozenset({PROTO_PAP, PROTO_CHAP, PROTO_EAP})
+#: Codes that travel from the authenticated peer to the authenticator (PAP Authenticate-
+#: Request, CHAP Response, EAP Response); every other code goes the other way.
+_TO_AUTHENTICATOR: Final = {PROTO_PAP: 1, PROTO_CHAP: 2, PROTO_EAP: 2}
+#: Stop looping over sub-engine events after this many in one input: a bound on the work a
+#: single frame can cause (each engine already caps its own queues).
+_MAX_EVENTS_PER_INPUT: Final = 4096
+
+# pppd's wording of the Terminate-Request reasons, so that logs on both ends read the same.
+REASON_AUTH_PEER_FAILED: Final = "Authentication failed"
+REASON_AUTH_SELF_FAILED: Final = "Failed to authenticate ourselves to peer"
+REASON_MPPE_REFUSED: Final = "MPPE required but peer refused"
+REASON_MPPE_UNAVAILABLE: Final = "MPPE required but not available"
+REASON_NO_NCP: Final = "No network protocols running"
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Counters of one session.  ``rx_frames``/``rx_octets``: every frame fed in;
+    ``rx_packets``/``rx_packet_octets``: IP packets delivered; ``tx_*`` the same outwards;
+    ``dropped``: frames or packets dropped, by reason (a bounded set of names)."""
+
+    rx_frames: int = 0
+    rx_octets: int = 0
+    rx_packets: int = 0
+    rx_packet_octets: int = 0
+    tx_frames: int = 0
+    tx_octets: int = 0
+    tx_packets: int = 0
+    tx_packet_octets: int = 0
+    control_frames_in: int = 0
+    control_frames_out: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+class PppSession:
+    """A PPP session in either role, sans-IO.  See the module docstring and docs/engine-api.md."""
+
+    def __init__(self, config: SessionConfig, now: float = 0.0) -> None:
+        self.config = config
+        self.stats = SessionStats()
+        policy = config.auth_policy
+        self._lcp = LcpEngine(
+            LcpConfig(
+                mru=config.mru,
+                accm=config.accm,
+                auth_require=policy.offered_methods(),
+                auth_accept=policy.peer_preference() if config.peer is not None else (),
+                magic_source=config.magic_source,
+                pfc=config.pfc,
+                acfc=config.acfc,
+                echo_interval=config.echo_interval,
+                echo_failure=config.echo_failure,
+                fsm=config.fsm,
+            )
+        )
+        self._phase = Phase.DEAD
+        self._now = now
+        self._out: deque[bytes] = deque()
+        self._events: deque[SessionEvent] = deque()
+        self._outcome: Outcome | None = None
+        self._reason = ""
+        self._finished = False
+        self._opened = False
+        self._network_reached = False
+        self._ctl_acfc = False
+        # Authentication state of the current LCP incarnation.
+        self._authenticator: AuthEngine | None = None
+        self._auth_peer_engine: AuthEngine | None = None
+        self._auth_pending = 0
+        self._auth_method: AuthMethod | None = None
+        self._username = ""
+        self._addresses: AddressPolicy | None = None
+        self._keys: MsChapV1Keys | MsChapV2Keys | None = None
+        self._keys_are_server = False
+        # Network phase.
+        self._ipcp: IpcpEngine | None = None
+        self._ipv6cp: Ipv6cpEngine | None = None
+        self._ccp: CcpEngine | None = None
+        self._ccp_settled = False
+        self._mppe_required = False
+        self._ncps_gone: set[int] = set()
+        self._encryptor: MppeEncryptor | None = None
+        self._decryptor: MppeDecryptor | None = None
+        self._mppe_text = "none"
+        self._reset_deadline: float | None = None
+        self._reset_tries = 0
+        self._reset_id: int | None = None
+        self._link_up_sent = False
+        self._ipv6_up = False
+        self._last_data = now
+        # The per-packet path reads only these (see _update_data_path).
+        self._tx4: bytes | None = None
+        self._tx6: bytes | None = None
+        self._rx4 = False
+        self._rx6 = False
+        self._rx_clear = False
+
+    # --- public API -------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """Why the session ended or is ending (None while it runs)."""
+        return self._outcome
+
+    @property
+    def finished(self) -> bool:
+        """True once :class:`LinkDown` was queued; the session then ignores input."""
+        return self._finished
+
+    @property
+    def lcp(self) -> LcpEngine:
+        """The LCP engine (read-only use: ``result``, ``counters`` incl. echo statistics)."""
+        return self._lcp
+
+    @property
+    def mppe_stats(self) -> tuple[MppeStats | None, MppeStats | None]:
+        """``(tx, rx)`` MPPE counters of the current CCP incarnation (None: no MPPE that way)."""
+        enc, dec = self._encryptor, self._decryptor
+        return (enc.stats if enc is not None else None, dec.stats if dec is not None else None)
+
+    @property
+    def mppe(self) -> str:
+        """The MPPE in force, e.g. ``"MPPE 128-bit stateless"``, or ``"none"``."""
+        return self._mppe_text
+
+    def open(self, now: float) -> None:
+        """The lower layer (the PPTP call) is up: start LCP (we speak first, as pptpd wants)."""
+        if self._opened:
+            return
+        self._opened = True
+        self._now = now
+        self._set_phase(Phase.ESTABLISH)
+        self._lcp.open(now)
+        self._lcp.up(now)
+        self._process(now)
+
+    def close(self, now: float, reason: str = "User request") -> None:
+        """Administrative close: LCP Terminate-Request carrying ``reason``, then LinkDown."""
+        if self._finished:
+            return
+        self._now = now
+        if not self._opened:
+            self._finish(Outcome.LOCAL_CLOSE, reason)
+            return
+        self._terminate(Outcome.LOCAL_CLOSE, reason, now)
+        self._process(now)
+
+    def lower_down(self, now: float) -> None:
+        """The lower layer went away (call cleared, GRE gone): the session ends at once."""
+        if self._finished:
+            return
+        self._now = now
+        self._collect()
+        self._network_down("lower layer down", now)
+        self._stop_auth()
+        self._lcp.down(now)
+        self._drain_engine_events_silently()
+        self._out.clear()
+        outcome = self._outcome or Outcome.LOWER_LAYER_DOWN
+        self._finish(outcome, self._reason or "lower layer down")
+
+    def receive_frame(self, frame: bytes | bytearray | memoryview, now: float) -> bytes | None:
+        """One PPP frame (no HDLC framing, as carried in GRE).  Returns an IP or IPv6 packet for
+        the data plane, or None when the frame was control traffic or dropped."""
+        stats = self.stats
+        stats.rx_frames += 1
+        stats.rx_octets += len(frame)
+        if self._finished:
+            stats.dropped["finished"] += 1
+            return None
+        try:
+            protocol, info = decode_frame(frame)
+        except DecodeError:
+            stats.dropped["malformed_frame"] += 1
+            return None
+        if protocol == _MPPE:
+            dec = self._decryptor
+            if dec is None:
+                stats.dropped["mppe_not_negotiated"] += 1
+                return None
+            result = dec.decrypt(info)
+            if dec.reset_requested:
+                self._send_reset_request(now)
+            if result is None:
+                stats.dropped["mppe_" + (dec.last_drop.name.lower() if dec.last_drop else "drop")] += 1
+                return None
+            protocol, payload = result
+            if (protocol == _IP and self._rx4) or (protocol == _IPV6 and self._rx6):
+                self._last_data = now
+                stats.rx_packets += 1
+                stats.rx_packet_octets += len(payload)
+                return payload
+            stats.dropped["mppe_inner_protocol"] += 1
+            return None
+        if protocol in (_IP, _IPV6):
+            if not self._rx_clear:
+                # MPPE required or in force: a clear datagram is never delivered.
+                stats.dropped["clear_data_refused"] += 1
+                return None
+            if (self._rx4 if protocol == _IP else self._rx6) and len(info):
+                self._last_data = now
+                stats.rx_packets += 1
+                stats.rx_packet_octets += len(info)
+                return bytes(info)
+            stats.dropped["data_not_open"] += 1
+            return None
+        stats.control_frames_in += 1
+        self._now = now
+        self._control(protocol, info, now)
+        self._process(now)
+        return None
+
+    def send_packet(self, packet: bytes | bytearray | memoryview, now: float) -> bytes | None:
+        """An IP/IPv6 packet from the data plane as a PPP frame ready for GRE, or None when it
+        must not be sent (link not up, protocol not open, MPPE required but not on)."""
+        stats = self.stats
+        if not packet:
+            stats.dropped["tx_empty"] += 1
+            return None
+        version = packet[0] >> 4
+        if version == 4:
+            header, protocol = self._tx4, _IP
+        elif version == 6:
+            header, protocol = self._tx6, _IPV6
+        else:
+            stats.dropped["tx_not_ip"] += 1
+            return None
+        if header is None:
+            stats.dropped["tx_not_open"] += 1
+            return None
+        self._last_data = now
+        stats.tx_packets += 1
+        stats.tx_packet_octets += len(packet)
+        enc = self._encryptor
+        frame = header + (enc.encrypt(protocol, packet) if enc is not None else bytes(packet))
+        stats.tx_frames += 1
+        stats.tx_octets += len(frame)
+        return frame
+
+    def frames_to_send(self) -> list[bytes]:
+        """Control frames (LCP, authentication, NCPs, CCP) queued for the peer, oldest first."""
+        self._collect()
+        out = list(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of every sub-engine and of the session's own timers."""
+        if self._finished:
+            return None
+        best: float | None = None
+        for engine in self._engines():
+            t = engine.get_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+        for t in (self._reset_deadline, self._idle_deadline()):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        if self._finished:
+            return
+        self._now = now
+        for engine in self._engines():
+            t = engine.get_timer()
+            if t is not None and now >= t:
+                engine.handle_timer(now)
+                self._process(now)
+                if self._finished:
+                    return
+        if self._reset_deadline is not None and now >= self._reset_deadline:
+            self._reset_timeout(now)
+        idle = self._idle_deadline()
+        if idle is not None and now >= idle:
+            self._terminate(Outcome.IDLE_TIMEOUT, "Link inactive", now)
+        self._process(now)
+
+    # --- sub-engines ---------------------------------------------------------------------------
+
+    def _engines(self) -> list[ControlProtocol | AuthEngine]:
+        engines: list[ControlProtocol | AuthEngine] = [self._lcp]
+        for auth in (self._authenticator, self._auth_peer_engine):
+            if auth is not None:
+                engines.append(auth)
+        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
+            if ncp is not None:
+                engines.append(ncp)
+        return engines
+
+    def _queue_frame(self, frame: bytes) -> None:
+        if len(self._out) >= self.config.max_queued_frames:
+            self.stats.dropped["tx_queue_full"] += 1
+            return
+        self._out.append(frame)
+        self.stats.control_frames_out += 1
+        self.stats.tx_frames += 1
+        self.stats.tx_octets += len(frame)
+
+    def _collect(self) -> None:
+        """Move every sub-engine's packets into our queue, framed, in causal order."""
+        acfc = self._ctl_acfc
+        for packet in self._lcp.packets_to_send():
+            self._queue_frame(frame_header(_LCP) + packet)
+        for auth in (self._authenticator, self._auth_peer_engine):
+            if auth is not None:
+                for packet in auth.packets_to_send():
+                    self._queue_frame(frame_header(auth.protocol, acfc=acfc) + packet)
+        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
+            if ncp is not None:
+                for packet in ncp.packets_to_send():
+                    self._queue_frame(frame_header(ncp.protocol, acfc=acfc) + packet)
+
+    def _emit(self, event: SessionEvent) -> None:
+        if len(self._events) >= self.config.max_queued_events and not isinstance(event, LinkDown):
+            self.stats.dropped["events_queue_full"] += 1
+            return
+        self._events.append(event)
+
+    def _set_phase(self, phase: Phase) -> None:
+        if phase is not self._phase:
+            previous, self._phase = self._phase, phase
+            self._emit(PhaseChanged(phase=phase, previous=previous))
+
+    # --- input routing ---------------------------------------------------------------------------
+
+    def _control(self, protocol: int, info: memoryview, now: float) -> None:
+        phase = self._phase
+        if protocol == _LCP:
+            self._lcp.receive_packet(info, now)
+            return
+        if protocol in _AUTH_PROTOCOLS:
+            if phase is not Phase.AUTHENTICATE and phase is not Phase.NETWORK:
+                self.stats.dropped["auth_wrong_phase"] += 1
+                return
+            engine = self._auth_engine_for(protocol, info)
+            if engine is None:
+                self.stats.dropped["auth_not_negotiated"] += 1
+                return
+            engine.receive(bytes(info), now)
+            return
+        if is_network_control(protocol) and phase is not Phase.NETWORK:
+            # RFC 1661 3.5: NCP packets before the network phase are silently discarded.
+            self.stats.dropped["ncp_before_network"] += 1
+            return
+        ncp: ControlProtocol | None = None
+        if protocol == _IPCP:
+            ncp = self._ipcp
+        elif protocol == _IPV6CP:
+            ncp = self._ipv6cp
+        elif protocol == _CCP:
+            ncp = self._ccp
+        if ncp is not None:
+            ncp.receive_packet(info, now)
+            return
+        # Not a protocol we run (IPV6CP/CCP turned off, LQR, VJ, anything else).
+        if self._lcp.send_protocol_reject(protocol, info):
+            self.stats.dropped["protocol_rejected"] += 1
+        else:
+            self.stats.dropped["unknown_protocol_not_opened"] += 1
+
+    def _auth_engine_for(self, protocol: int, info: memoryview) -> AuthEngine | None:
+        if not len(info):
+            return None
+        to_authenticator = info[0] == _TO_AUTHENTICATOR[protocol]
+        engine = self._authenticator if to_authenticator else self._auth_peer_engine
+        if engine is None or engine.protocol != protocol:
+            return None
+        return engine
+
+    # --- event processing ------------------------------------------------------------------------
+
+    def _process(self, now: float) -> None:
+        """Act on every sub-engine event until all are quiet, then collect their packets."""
+        for _ in range(_MAX_EVENTS_PER_INPUT):
+            if not self._step(now):
+                break
+        self._collect()
+
+    def _step(self, now: float) -> bool:
+        event = self._lcp.next_event()
+        if event is not None:
+            self._collect()
+            self._on_lcp_event(event, now)
+            return True
+        for auth in (self._authenticator, self._auth_peer_engine):
+            if auth is not None:
+                auth_event = auth.next_event()
+                if auth_event is not None:
+                    self._collect()
+                    self._on_auth_event(auth, auth_event, now)
+                    return True
+        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
+            if ncp is not None:
+                event = ncp.next_event()
+                if event is not None:
+                    self._collect()
+                    self._on_ncp_event(ncp, event, now)
+                    return True
+        return False
+
+    def _drain_engine_events_silently(self) -> None:
+        for engine in self._engines():
+            for _ in range(_MAX_EVENTS_PER_INPUT):
+                if engine.next_event() is None:
+                    break
+
+    def _on_lcp_event(self, event: object, now: float) -> None:
+        if isinstance(event, LayerUp):
+            self._lcp_up(now)
+        elif isinstance(event, LayerDown):
+            self._network_down("LCP down", now)
+            self._stop_auth()
+            self._ctl_acfc = False
+            if self._outcome is None and self._lcp.state in (State.REQ_SENT, State.ACK_SENT):
+                # The peer sent a Configure-Request in Opened: RFC 1661 renegotiation goes back
+                # to Link Establishment and then through authentication again (pppd does too).
+                self._set_phase(Phase.ESTABLISH)
+            else:
+                self._set_phase(Phase.TERMINATE)
+        elif isinstance(event, TerminateReceived):
+            if self._outcome is None:
+                text = event.reason.decode("utf-8", "replace") or "terminated by peer"
+                self._outcome, self._reason = Outcome.PEER_TERMINATED, text
+            if self._phase is not Phase.DEAD:
+                self._set_phase(Phase.TERMINATE)
+        elif isinstance(event, LayerFinished):
+            outcome = self._outcome or Outcome.NEGOTIATION_FAILED
+            self._finish(outcome, self._reason or "LCP negotiation failed")
+        elif isinstance(event, EchoTimeout):
+            self._set_outcome(Outcome.PEER_DEAD, f"No response to {event.unanswered} echo-requests")
+            self._set_phase(Phase.TERMINATE)
+        elif isinstance(event, LoopbackDetected):
+            self._set_outcome(Outcome.LOOPBACK, event.reason)
+            self._set_phase(Phase.TERMINATE)
+        elif isinstance(event, AuthNegotiationFailed):
+            self._set_outcome(Outcome.PEER_AUTH_FAILED, event.reason)
+            self._set_phase(Phase.TERMINATE)
+        elif isinstance(event, NegotiationFailed):
+            self._set_outcome(Outcome.NEGOTIATION_FAILED, event.reason)
+            self._set_phase(Phase.TERMINATE)
+        elif isinstance(event, ProtocolRejected):
+            self._protocol_rejected(event.rejected_protocol, now)
+
+    def _lcp_up(self, now: float) -> None:
+        result = self._lcp.result
+        assert result is not None
+        self._ctl_acfc = result.peer_acfc
+        self._emit(
+            LinkParameters(
+                local_mru=result.local_mru,
+                peer_mru=result.peer_mru,
+                local_magic=result.local_magic,
+                peer_magic=result.peer_magic,
+                local_pfc=result.local_pfc,
+                peer_pfc=result.peer_pfc,
+                local_acfc=result.local_acfc,
+                peer_acfc=result.peer_acfc,
+                auth_peer=result.auth_peer,
+                auth_self=result.auth_self,
+            )
+        )
+        self._emit(AccmChanged(send_accm=result.peer_accm, recv_accm=result.local_accm))
+        self._keys = None
+        self._username = ""
+        self._addresses = None
+        self._auth_method = None
+        self._auth_pending = 0
+        cfg = self.config
+        if result.auth_peer is not None:
+            assert cfg.authenticator is not None  # LCP only asks when the policy says so
+            self._authenticator = create_engine(result.auth_peer, Role.AUTHENTICATOR, cfg.authenticator, now)
+            self._auth_pending += 1
+        if result.auth_self is not None:
+            assert cfg.peer is not None  # LCP only agrees when we have a PeerConfig
+            self._auth_peer_engine = create_engine(result.auth_self, Role.PEER, cfg.peer, now)
+            self._auth_pending += 1
+        if not self._auth_pending:
+            self._network_phase(now)
+            return
+        self._set_phase(Phase.AUTHENTICATE)
+        for engine in (self._authenticator, self._auth_peer_engine):
+            if engine is not None:
+                engine.start(now)
+
+    def _stop_auth(self) -> None:
+        for engine in (self._authenticator, self._auth_peer_engine):
+            if engine is not None:
+                engine.stop()
+                engine.packets_to_send()
+        self._authenticator = self._auth_peer_engine = None
+
+    def _on_auth_event(self, engine: AuthEngine, event: object, now: float) -> None:
+        checked_peer = engine is self._authenticator
+        if isinstance(event, AuthSucceeded):
+            if event.repeat:
+                return
+            self._emit(
+                Authenticated(
+                    method=event.method,
+                    username=event.username,
+                    peer_name=event.peer_name,
+                    we_authenticated_peer=checked_peer,
+                )
+            )
+            if checked_peer or self._auth_method is None:
+                self._auth_method = event.method
+                self._username = event.username
+            if checked_peer:
+                self._addresses = event.addresses
+            if event.key_material is not None and (checked_peer or self._keys is None):
+                self._keys = event.key_material
+                self._keys_are_server = checked_peer
+            self._auth_pending -= 1
+            if self._auth_pending == 0 and self._phase is Phase.AUTHENTICATE:
+                self._network_phase(now)
+        elif isinstance(event, AuthFailed):
+            self._emit(
+                AuthenticationFailed(
+                    method=event.method,
+                    username=event.username,
+                    reason=event.reason,
+                    we_authenticated_peer=checked_peer,
+                )
+            )
+            if checked_peer:
+                self._terminate(Outcome.PEER_AUTH_FAILED, REASON_AUTH_PEER_FAILED, now)
+            else:
+                self._terminate(Outcome.AUTH_TOPEER_FAILED, REASON_AUTH_SELF_FAILED, now)
+
+    # --- network phase ---------------------------------------------------------------------------
+
+    def _network_phase(self, now: float) -> None:
+        cfg = self.config
+        self._set_phase(Phase.NETWORK)
+        self._network_reached = True
+        policy = cfg.mppe
+        keyed = self._keys is not None
+        self._mppe_required = policy.required
+        if policy.required and not keyed:
+            self._terminate(Outcome.MPPE_REFUSED, REASON_MPPE_UNAVAILABLE, now)
+            return
+        self._ncps_gone = set()
+        peer_address = cfg.peer_address
+        if self._addresses is not None:
+            single = self._addresses.single_address()
+            if isinstance(single, IPv4Address):
+                peer_address = single
+        self._ipcp = IpcpEngine(
+            IpcpConfig(
+                local_address=cfg.local_address,
+                peer_address=peer_address,
+                dns_servers=cfg.dns_servers,
+                nbns_servers=cfg.nbns_servers,
+                request_dns=cfg.request_dns,
+                request_nbns=cfg.request_nbns,
+                fsm=cfg.fsm,
+            )
+        )
+        if cfg.ipv6:
+            self._ipv6cp = Ipv6cpEngine(
+                Ipv6cpConfig(interface_id=cfg.ipv6_interface_id, id_source=cfg.ipv6_id_source, fsm=cfg.fsm)
+            )
+        self._ccp_settled = not cfg.ccp
+        if cfg.ccp:
+            # Without MS-CHAP keys there is nothing to encrypt with: offer no MPPE, as pppd
+            # does, and still run CCP so that compressors the peer offers can be rejected.
+            use = keyed and policy.allowed
+            self._ccp = CcpEngine(
+                CcpConfig(
+                    mppe_40=use and policy.bits_40,
+                    mppe_56=use and policy.bits_56,
+                    mppe_128=use and policy.bits_128,
+                    mppe_stateful=policy.stateful,
+                    mppe_required=policy.required,
+                    fsm=cfg.fsm,
+                )
+            )
+        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
+            if ncp is not None:
+                ncp.peer_mru = self._lcp.peer_mru
+                ncp.open(now)
+                ncp.up(now)
+
+    def _network_down(self, reason: str, now: float) -> None:
+        """Leave the network phase: every NCP down, MPPE forgotten, data stopped."""
+        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
+            if ncp is not None:
+                ncp.down(now)
+                ncp.packets_to_send()
+                self._drain(ncp)
+        self._ipcp = self._ipv6cp = None
+        self._ccp = None
+        self._mppe_off()
+        if self._ipv6_up:
+            self._ipv6_up = False
+            self._emit(Ipv6Down())
+        if self._link_up_sent:
+            self._link_up_sent = False
+            self._emit(NetworkDown(reason=reason))
+        self._update_data_path()
+
+    @staticmethod
+    def _drain(engine: ControlProtocol) -> None:
+        for _ in range(_MAX_EVENTS_PER_INPUT):
+            if engine.next_event() is None:
+                return
+
+    def _on_ncp_event(self, ncp: ControlProtocol, event: object, now: float) -> None:
+        if isinstance(event, MppeFailed):
+            self._terminate(Outcome.MPPE_REFUSED, REASON_MPPE_REFUSED, now)
+            return
+        if isinstance(event, ResetRequested):
+            if self._encryptor is not None:
+                self._encryptor.reset()
+            # RFC 3078 says MPPE needs no Reset-Ack, but RFC 1962 has the receiver of a
+            # Reset-Request answer one, and pppd both sends it and waits for it.
+            assert self._ccp is not None
+            self._ccp.send_reset_ack(event.identifier)
+            return
+        if isinstance(event, ResetAcked):
+            if self._reset_id is not None and event.identifier == self._reset_id:
+                self._reset_deadline = None
+                self._reset_id = None
+            return
+        if isinstance(event, CodeRejected):
+            if ncp is self._ccp and event.code == Code.RESET_REQUEST:
+                self._reset_deadline = None
+                self._reset_id = None
+            return
+        if isinstance(event, LayerUp):
+            if ncp is self._ccp:
+                self._ccp_opened()
+            elif ncp is self._ipv6cp:
+                result = self._ipv6cp.result if self._ipv6cp is not None else None
+                self._ipv6_up = True
+                self._emit(
+                    Ipv6Up(
+                        local_id=result.local_id if result else None,
+                        peer_id=result.peer_id if result else None,
+                    )
+                )
+            elif ncp is self._ipcp and not self._address_authorized(now):
+                return
+            self._update_data_path()
+            self._maybe_link_up()
+        elif isinstance(event, LayerDown):
+            if ncp is self._ccp:
+                self._mppe_off()
+                self._ccp_settled = False
+            elif ncp is self._ipv6cp and self._ipv6_up:
+                self._ipv6_up = False
+                self._emit(Ipv6Down())
+            data_stops = ncp is self._ipcp or (ncp is self._ccp and self._mppe_required)
+            if data_stops and self._link_up_sent:
+                self._link_up_sent = False
+                self._emit(NetworkDown(reason=f"{_name(ncp.protocol)} down"))
+            self._update_data_path()
+        elif isinstance(event, LayerFinished):
+            self._ncp_finished(ncp, now)
+
+    def _ncp_finished(self, ncp: ControlProtocol, now: float) -> None:
+        self._ncps_gone.add(ncp.protocol)
+        if ncp is self._ccp:
+            if self._mppe_required and self._outcome is None:
+                self._terminate(Outcome.MPPE_REFUSED, "MPPE required but peer negotiation failed", now)
+                return
+            self._ccp_settled = True
+            self._maybe_link_up()
+        self._check_ncps(now)
+
+    def _check_ncps(self, now: float) -> None:
+        running = [
+            n for n in (self._ipcp, self._ipv6cp) if n is not None and n.protocol not in self._ncps_gone
+        ]
+        if not running and self._phase is Phase.NETWORK and self._outcome is None:
+            self._terminate(Outcome.NEGOTIATION_FAILED, REASON_NO_NCP, now)
+
+    def _protocol_rejected(self, protocol: int, now: float) -> None:
+        ncp = {_IPCP: self._ipcp, _IPV6CP: self._ipv6cp, _CCP: self._ccp}.get(protocol)
+        if ncp is None or self._phase is not Phase.NETWORK:
+            return
+        # The peer does not run this protocol at all: stop it quietly, as if its lower layer
+        # were gone, rather than send Terminate-Requests for a protocol it just refused.
+        ncp.down(now)
+        ncp.packets_to_send()
+        self._drain(ncp)
+        if ncp is self._ipv6cp and self._ipv6_up:
+            self._ipv6_up = False
+            self._emit(Ipv6Down())
+        self._ncp_finished(ncp, now)
+        self._update_data_path()
+
+    def _address_authorized(self, now: float) -> bool:
+        """pppd refuses a peer address its secrets entry does not allow (auth_ip_addr)."""
+        policy = self._addresses
+        ipcp = self._ipcp
+        if policy is None or ipcp is None or ipcp.result is None:
+            return True
+        address = ipcp.result.peer_address
+        if address is None or policy.permits(address):
+            return True
+        self._terminate(
+            Outcome.NEGOTIATION_FAILED, f"Peer is not authorized to use remote address {address}", now
+        )
+        return False
+
+    # --- MPPE --------------------------------------------------------------------------------------
+
+    def _start_keys(self, params: MppeParams) -> tuple[bytes, bytes]:
+        keys = self._keys
+        assert keys is not None
+        if isinstance(keys, MsChapV2Keys):
+            return mschapv2_start_keys(
+                hash_nt_password_hash(keys.nt_password_hash),
+                keys.nt_response,
+                is_server=self._keys_are_server,
+                key_bits=params.key_bits,
+            )
+        key = mschapv1_start_key_from_hash(keys.nt_password_hash, keys.challenge, params.key_bits)
+        return key, key
+
+    def _ccp_opened(self) -> None:
+        ccp = self._ccp
+        assert ccp is not None
+        result: CcpResult | None = ccp.result
+        self._ccp_settled = True
+        self._mppe_off()
+        if result is None or self._keys is None:
+            return
+        rekey = self.config.mppe.flushed_means_rekey
+        if result.tx is not None:
+            send_key = self._start_keys(result.tx)[0]
+            self._encryptor = MppeEncryptor(
+                MppeConfig(
+                    start_key=send_key,
+                    key_bits=result.tx.key_bits,
+                    stateless=result.tx.stateless,
+                    flushed_means_rekey=rekey,
+                )
+            )
+        if result.rx is not None:
+            recv_key = self._start_keys(result.rx)[1]
+            self._decryptor = MppeDecryptor(
+                MppeConfig(
+                    start_key=recv_key,
+                    key_bits=result.rx.key_bits,
+                    stateless=result.rx.stateless,
+                    flushed_means_rekey=rekey,
+                )
+            )
+        self._mppe_text = _describe(result)
+
+    def _mppe_off(self) -> None:
+        self._encryptor = None
+        self._decryptor = None
+        self._mppe_text = "none"
+        self._reset_deadline = None
+        self._reset_id = None
+        self._reset_tries = 0
+
+    def _send_reset_request(self, now: float) -> None:
+        dec = self._decryptor
+        if dec is None or not dec.take_reset_request() or self._ccp is None:
+            return
+        if self._reset_deadline is not None:
+            # One is already on its way; the retransmission timer covers this loss too.
+            return
+        self._reset_tries = 0
+        self._transmit_reset(now)
+        self._collect()
+
+    def _transmit_reset(self, now: float) -> None:
+        assert self._ccp is not None
+        self._reset_id = self._ccp.send_reset_request()
+        self._reset_tries += 1
+        self._reset_deadline = now + self.config.mppe.reset_interval if self._reset_id is not None else None
+
+    def _reset_timeout(self, now: float) -> None:
+        self._reset_deadline = None
+        dec = self._decryptor
+        if dec is None or self._ccp is None or not dec.discarding:
+            self._reset_id = None
+            return
+        if self._reset_tries >= self.config.mppe.reset_max:
+            self.stats.dropped["mppe_reset_gave_up"] += 1
+            self._reset_id = None
+            return
+        self._transmit_reset(now)
+
+    # --- data path ---------------------------------------------------------------------------------
+
+    def _update_data_path(self) -> None:
+        """Recompute what the per-packet methods read, whenever a layer changes state."""
+        result = self._lcp.result
+        in_network = self._phase is Phase.NETWORK and result is not None and self._outcome is None
+        ipcp_open = in_network and self._ipcp is not None and self._ipcp.is_open
+        ipv6_open = in_network and self._ipv6cp is not None and self._ipv6cp.is_open
+        self._rx_clear = self._decryptor is None and not self._mppe_required
+        self._rx4 = ipcp_open
+        self._rx6 = ipv6_open
+        if result is None or not self._link_up_ready():
+            self._tx4 = self._tx6 = None
+            return
+        acfc, pfc = result.peer_acfc, result.peer_pfc
+        if self._encryptor is not None:
+            # Encrypted frames all travel as protocol 0x00FD; the real protocol is inside.
+            self._tx4 = frame_header(_MPPE, acfc=acfc, pfc=pfc) if ipcp_open else None
+            self._tx6 = frame_header(_MPPE, acfc=acfc, pfc=pfc) if ipv6_open else None
+        else:
+            self._tx4 = frame_header(_IP, acfc=acfc, pfc=pfc) if ipcp_open else None
+            self._tx6 = frame_header(_IPV6, acfc=acfc, pfc=pfc) if ipv6_open else None
+
+    def _link_up_ready(self) -> bool:
+        if not self._ccp_settled:
+            return False
+        if self._mppe_required:
+            return self._encryptor is not None and self._decryptor is not None
+        return True
+
+    def _maybe_link_up(self) -> None:
+        ipcp = self._ipcp
+        if self._link_up_sent or ipcp is None or not ipcp.is_open or self._phase is not Phase.NETWORK:
+            return
+        if self._outcome is not None or not self._link_up_ready():
+            return
+        self._update_data_path()
+        ip = ipcp.result
+        v6 = self._ipv6cp.result if self._ipv6cp is not None and self._ipv6cp.is_open else None
+        lcp = self._lcp.result
+        assert lcp is not None and ip is not None
+        mtu = min(lcp.peer_mru, lcp.local_mru)
+        if self._encryptor is not None:
+            mtu -= MPPE_OVERHEAD
+        self._link_up_sent = True
+        self._emit(
+            LinkUp(
+                local_address=ip.local_address,
+                peer_address=ip.peer_address,
+                dns_servers=ip.dns_servers,
+                nbns_servers=ip.nbns_servers,
+                local_ipv6_id=v6.local_id if v6 else None,
+                peer_ipv6_id=v6.peer_id if v6 else None,
+                mtu=mtu,
+                mppe=self._mppe_text,
+                auth_method=self._auth_method,
+                username=self._username,
+            )
+        )
+
+    def _idle_deadline(self) -> float | None:
+        idle = self.config.idle_timeout
+        if not idle or not self._link_up_sent:
+            return None
+        return self._last_data + idle
+
+    # --- ending ----------------------------------------------------------------------------------
+
+    def _set_outcome(self, outcome: Outcome, reason: str) -> None:
+        if self._outcome is None:
+            self._outcome, self._reason = outcome, reason
+
+    def _terminate(self, outcome: Outcome, reason: str, now: float) -> None:
+        """End the session for ``outcome``: network down, LCP Terminate-Request with ``reason``."""
+        self._collect()
+        self._set_outcome(outcome, reason)
+        self._network_down(reason, now)
+        self._set_phase(Phase.TERMINATE)
+        self._lcp.close(now, reason)
+
+    def _finish(self, outcome: Outcome, reason: str) -> None:
+        if self._finished:
+            return
+        self._collect()
+        self._outcome = outcome
+        self._reason = reason
+        self._network_down(reason, self._now)
+        self._stop_auth()
+        self._set_phase(Phase.DEAD)
+        self._finished = True
+        self._update_data_path()
+        # pppd sets EXIT_OK once the network came up (np_up); a later peer termination keeps it.
+        peer_after_up = outcome is Outcome.PEER_TERMINATED and self._network_reached
+        status = 0 if peer_after_up else outcome.exit_status
+        self._emit(LinkDown(outcome=outcome, reason=reason, exit_status=status))
+
+
+def _describe(result: CcpResult) -> str:
+    def one(p: MppeParams) -> str:
+        return f"MPPE {p.key_bits}-bit {'stateless' if p.stateless else 'stateful'}"
+
+    rx, tx = result.rx, result.tx
+    if rx is None and tx is None:
+        return "none"
+    if rx == tx:
+        assert rx is not None
+        return one(rx)
+    return f"send {one(tx) if tx else 'none'}, receive {one(rx) if rx else 'none'}"
+
+
+def _name(protocol: int) -> str:
+    try:
+        return PppProtocol(protocol).name
+    except ValueError:
+        return f"0x{protocol:04x}"
+
