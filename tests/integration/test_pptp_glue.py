@@ -41,7 +41,7 @@ RECORDER = textwrap.dedent('''
     pid = os.getpid()
     with open(f"{out}/argv.{pid}", "w") as f:
         f.write("\\n".join(sys.argv[2:]))
-    os.write(1, encode_frame(%r))
+    os.write(1, encode_frame(GREETING_REPR))
     dec = HdlcDecoder(max_frame=65535)
     rec = open(f"{out}/recv.{pid}", "ab", buffering=0)
     while True:
@@ -55,7 +55,7 @@ RECORDER = textwrap.dedent('''
         frames = dec.feed(data)
         if frames:
             os.write(1, b"".join(encode_frame(f) for f in frames))
-''' % GREETING)
+''').replace("GREETING_REPR", repr(GREETING))
 
 
 class Server:
