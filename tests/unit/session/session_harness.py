@@ -35,6 +35,11 @@ def bytes_source(seed: int) -> Callable[[int], bytes]:
     return lambda n: rng.randbytes(n)
 
 
+def id_source(seed: int) -> Callable[[], bytes]:
+    rng = random.Random(seed)
+    return lambda: rng.randbytes(8)
+
+
 def server_config(
     method: AuthMethod | None = AuthMethod.MSCHAP_V2,
     *,
@@ -56,7 +61,7 @@ def server_config(
         peer_address=CLIENT_ADDRESS,
         dns_servers=DNS,
         magic_source=counter_source(2),
-        ipv6_id_source=bytes_source(3),
+        ipv6_id_source=id_source(3),
         mppe=mppe or MppePolicy(),
     )
     kwargs.update(overrides)
@@ -71,7 +76,7 @@ def client_config(
         peer=PeerConfig(username=username, password=password, random=bytes_source(4)),
         request_dns=True,
         magic_source=counter_source(5),
-        ipv6_id_source=bytes_source(6),
+        ipv6_id_source=id_source(6),
         mppe=mppe or MppePolicy(),
     )
     kwargs.update(overrides)
