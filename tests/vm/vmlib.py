@@ -409,7 +409,12 @@ def vm_session_fixture() -> Iterator[GuestVm]:
     require_binary("qemu-system-x86_64")
     require(PKVM.exists(), f"{PKVM} missing")
     machine = GuestVm()
-    machine.up()
+    try:
+        machine.up()
+    except BaseException:
+        # A boot that failed half-way can leave qemu and the namespace behind.
+        machine.down()
+        raise
     yield machine
     if os.environ.get("PKVM_KEEP") != "1":
         machine.down()

@@ -31,6 +31,7 @@ PKVM_BOOT_TIMEOUT=${PKVM_BOOT_TIMEOUT:-120}
 PKVM_SUITE=${PKVM_SUITE:-bookworm}
 # Empty = taken from the host's apt configuration at build time (pkvm_mirror below).
 PKVM_MIRROR=${PKVM_MIRROR:-}
+PKVM_APT_DIR=${PKVM_APT_DIR:-/etc/apt}
 # Empty = whatever linux-image-amd64 depends on in the host's apt lists.
 PKVM_KERNEL_PKG=${PKVM_KERNEL_PKG:-}
 
@@ -51,7 +52,7 @@ pkvm_mirror() {
         return 0
     fi
     local f uri
-    for f in /etc/apt/sources.list.d/*.sources; do
+    for f in "$PKVM_APT_DIR"/sources.list.d/*.sources; do
         [ -r "$f" ] || continue
         uri=$(awk '
             /^[ \t]*$/ { if (deb && uri != "") { print uri; exit } deb = 0; uri = ""; next }
@@ -64,7 +65,7 @@ pkvm_mirror() {
             return 0
         fi
     done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    for f in "$PKVM_APT_DIR"/sources.list "$PKVM_APT_DIR"/sources.list.d/*.list; do
         [ -r "$f" ] || continue
         uri=$(awk '
             $1 == "deb" {
