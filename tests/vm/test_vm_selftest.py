@@ -197,6 +197,7 @@ def test_wrong_password_makes_pppd_exit_19(vm: GuestVm, guest_lab: None) -> None
         VETH_SERVER_ADDR, name="self", netns=GUEST_NS, password="not-" + "wonderland", timeout=30
     )
     assert (client.state, client.exit_status) == ("exited", PPPD_EXIT_PEER_AUTH_FAILED)
+    vm.wait_for_log(client.log_name, "MS-CHAP authentication failed", timeout=10)
     vm.wait_for_log(SERVER_LOG, f"Peer {USER} failed CHAP authentication", timeout=10)
     vm.wait_for_log(SERVER_LOG, "CHAP Failure", timeout=10)  # carries E=691, access denied
 
