@@ -285,6 +285,14 @@ def _stdout_writable() -> bool:
     return (flags & os.O_ACCMODE) in (os.O_WRONLY, os.O_RDWR)
 
 
+def _plug_fd(fd: int) -> None:
+    """Point a closed ``fd`` at /dev/null so nothing we open later takes its number."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
+
+
 async def run_pty(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -310,7 +318,7 @@ async def run_pty(args: argparse.Namespace) -> int:
         await client.close()
         return EXIT_CONNECTION_LOST
 
-    one_fd = args.stdin_only or not _stdout_writable()
+    one_fd = args.stdin_only or not args.stdout_usable
     stream = FdStream(0, close_fds=False) if one_fd else FdStream(0, write_fd=1, close_fds=False)
     input_ended = asyncio.Event()
     saved_tty: list[Any] | None = None
@@ -417,6 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         if args.command == "pty":
+            # Decided before anything opens a file descriptor: a closed fd 1 would otherwise be
+            # reused by the event loop or a socket, and frames written "to stdout" would land there.
+            args.stdout_usable = _stdout_writable()
+            if not args.stdout_usable:
+                _plug_fd(1)
             return asyncio.run(run_pty(args))
         if args.command == "server":
             try:

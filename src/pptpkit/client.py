@@ -331,6 +331,9 @@ class PptpClient:
         if self._driver is not None:
             self._driver.close()
         self._release_gre()
+        established = self._established
+        if established is not None and established.done() and not established.cancelled():
+            established.exception()  # reported to the caller already; mark it retrieved
 
     def _release_gre(self) -> None:
         if self._gre is not None and self._given_gre is None:

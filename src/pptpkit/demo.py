@@ -284,6 +284,13 @@ def run_demo(*, frames: int = 5000, size: int = 200, verbose: int = 0) -> int:
     lab = _Lab()
     result = DemoResult()
     code = 1
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM cleans up like Ctrl-C; SIGINT gets Python's handler even if our parent ignored it.
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         lab.build()
         asyncio.run(_run(lab, frames, size, verbose, result))

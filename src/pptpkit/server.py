@@ -405,12 +405,17 @@ class PptpServer:
     async def _answer(self, conn: _Conn, call: ServerCall) -> None:
         try:
             handler = await self._factory(call)
-        except (PptpkitError, OSError) as exc:
+        except Exception as exc:
+            # Whatever went wrong in the data plane, the peer gets an answer rather than a
+            # call left waiting for the reply timeout.
             if isinstance(exc, RejectCall):
                 result, error = exc.result, exc.error
             else:
                 result, error = OutgoingCallResult.GENERAL_ERROR, GeneralError.PAC_ERROR
-            log.warning("refusing call from %s: %s", conn.peer_address, exc)
+            if isinstance(exc, (PptpkitError, OSError)):
+                log.warning("refusing call from %s: %s", conn.peer_address, exc)
+            else:
+                log.exception("refusing call from %s: the call handler failed", conn.peer_address)
             self._reject(conn, call, result, error)
             return
         call.handler = handler

@@ -357,15 +357,23 @@ def test_pptpkit_pty_stdin_stdout(lab: tuple[NetnsLab, str, str], tmp_path: Path
     assert server.received_frames(server.program_pids()[0]) == sent
 
 
-def test_pptpkit_pty_one_fd_and_server_hangup(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
-    """fd 0 both ways (pptp-linux style, a socketpair end); the server clearing the call makes
-    ``pptpkit pty`` exit with status 5 and one line on stderr."""
+@pytest.mark.parametrize("mode", ["flag", "stdout-closed"])
+def test_pptpkit_pty_one_fd_and_server_hangup(lab: tuple[NetnsLab, str, str], tmp_path: Path,
+                                              mode: str) -> None:
+    """fd 0 both ways (pptp-linux style, a socketpair end), asked for with --stdin-only or
+    chosen because fd 1 is closed; the server clearing the call makes ``pptpkit pty`` exit
+    with status 5 and one line on stderr."""
     netlab, server_ns, client_ns = lab
     server = Server(netlab, server_ns, tmp_path)
     ours, theirs = socket.socketpair()
     with ours:
-        proc = _pty(netlab, client_ns, "--stdin-only", stdin=theirs.fileno(), stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE)
+        if mode == "flag":
+            proc = _pty(netlab, client_ns, "--stdin-only", stdin=theirs.fileno(), stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE)
+        else:
+            proc = netlab.popen(client_ns, [
+                "sh", "-c", 'exec "$0" "$@" >&-', sys.executable, "-m", "pptpkit", "pty", SERVER,
+            ], stdin=theirs.fileno(), stderr=subprocess.PIPE)
         theirs.close()
         assert _read_frames(ours.fileno(), 1) == [GREETING]
         ours.sendall(encode_frame(b"\xff\x03\x00\x21abc"))
@@ -385,3 +393,26 @@ def test_pptpkit_pty_connection_refused(lab: tuple[NetnsLab, str, str]) -> None:
     assert proc.wait(10) == 3
     assert proc.stderr is not None
     assert "control connection to 192.0.2.1:1723 failed" in proc.stderr.read().decode()
+
+
+def test_pptpkit_pty_call_refused(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
+    """A program that cannot start: the server refuses the call (General Error / PAC error)
+    and ``pptpkit pty`` exits 4 naming the result code."""
+    netlab, server_ns, client_ns = lab
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        server = netlab.popen(server_ns, [
+            sys.executable, "-m", "pptpkit", "server", "--listen", SERVER, "--delegate",
+            "--ppp-program", str(tmp_path / "missing-program"),
+        ], stdout=subprocess.DEVNULL, stderr=log)
+    probe = Server.__new__(Server)
+    probe.ns = server_ns
+    wait_until(probe.listening, 10, "the server to listen")
+    proc = _pty(netlab, client_ns, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.wait(10) == 4
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert "the server refused the call" in err and "result code 2, error code 6" in err, err
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(5) == 0
+    assert "refusing call from 192.0.2.2" in log_path.read_text()
