@@ -1,0 +1,235 @@
+"""PppLink on a real event loop, two links back to back over in-memory transports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+
+from pptpkit.auth.base import AuthenticatorConfig, PeerConfig
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.policy import AuthPolicy
+from pptpkit.auth.secrets import StaticSecrets
+from pptpkit.errors import PptpkitError
+from pptpkit.link import LinkDownError, PacketSink, PppLink
+from pptpkit.ppp.fsm import FsmConfig
+from pptpkit.ppp.session_config import (
+    AccmChanged,
+    LinkDown,
+    LinkUp,
+    MppePolicy,
+    Outcome,
+    SessionConfig,
+    SessionEvent,
+    SessionRole,
+)
+
+SERVER_IP, CLIENT_IP = IPv4Address("192.0.2.1"), IPv4Address("192.0.2.2")
+PING = bytes([0x45, 0, 0, 28]) + bytes(8) + SERVER_IP.packed + CLIENT_IP.packed + bytes(8)
+
+
+class Wire:
+    """A frame transport whose frames reach the other end on the next loop iteration."""
+
+    def __init__(self) -> None:
+        self.peer: Callable[[bytes], None] | None = None
+        self.sent = 0
+        self.closes = 0
+        self.link_info: list[tuple[int, int]] = []
+        self.up = True
+        self.on_close: Callable[[], None] | None = None
+
+    def send_frame(self, frame: bytes) -> bool:
+        if not self.up:
+            return False
+        self.sent += 1
+        peer = self.peer
+        if peer is not None:
+            asyncio.get_running_loop().call_soon(peer, frame)
+        return True
+
+    def set_link_info(self, send_accm: int, receive_accm: int) -> None:
+        self.link_info.append((send_accm, receive_accm))
+
+    async def close(self) -> None:
+        self.closes += 1
+        self.up = False
+        if self.on_close is not None:
+            self.on_close()
+
+
+class MemoryPlane:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.received: list[bytes] = []
+        self.attached: list[LinkUp] = []
+        self.detached = 0
+        self.fail = fail
+
+    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
+        await asyncio.sleep(0)
+        if self.fail:
+            raise PptpkitError("no TUN for you")
+        self.attached.append(up)
+        link.interface = "mem0"
+        return self.received.append
+
+    async def detach(self, link: PppLink) -> None:
+        self.detached += 1
+
+
+def configs(*, mppe: bool = True, password: str = "s3cret") -> tuple[SessionConfig, SessionConfig]:
+    secrets = StaticSecrets({("alice", "pptpd"): "s3cret"})
+    policy = MppePolicy(required=True) if mppe else MppePolicy.nomppe()
+    server = SessionConfig(
+        role=SessionRole.SERVER,
+        auth_policy=AuthPolicy(require=frozenset({AuthMethod.MSCHAP_V2})),
+        authenticator=AuthenticatorConfig(name="pptpd", secrets=secrets),
+        local_address=SERVER_IP, peer_address=CLIENT_IP, mppe=policy,
+        fsm=_fast_fsm())
+    client = SessionConfig(role=SessionRole.CLIENT, peer=PeerConfig(username="alice", password=password),
+                           mppe=policy, fsm=_fast_fsm())
+    return server, client
+
+
+def _fast_fsm() -> FsmConfig:
+    return FsmConfig(restart_interval=0.2)
+
+
+def pair(server_cfg: SessionConfig, client_cfg: SessionConfig, *, server_plane: MemoryPlane | None,
+         client_plane: MemoryPlane | None) -> tuple[PppLink, PppLink, Wire, Wire, list[SessionEvent]]:
+    to_client, to_server = Wire(), Wire()
+    events: list[SessionEvent] = []
+
+    def on_event(link: PppLink, event: SessionEvent) -> None:
+        events.append(event)
+        if isinstance(event, LinkUp) and server_plane is not None:
+            # LinkUp is passed on only once the data plane is attached.
+            assert link.interface == "mem0" and link.up is event
+
+    server = PppLink(server_cfg, to_client, server_plane, name="server", on_event=on_event)
+    client = PppLink(client_cfg, to_server, client_plane, name="client")
+    to_client.peer = client.frame_received
+    to_server.peer = server.frame_received
+    # A transport that closes takes the other side's lower layer with it, as a cleared call does.
+    to_client.on_close = lambda: client.lower_down("call cleared")
+    to_server.on_close = lambda: server.lower_down("call cleared")
+    return server, client, to_client, to_server, events
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 20))
+
+
+@pytest.mark.parametrize("mppe", [True, False])
+def test_up_packets_both_ways_and_clean_close(mppe: bool) -> None:
+    async def main() -> None:
+        sp, cp = MemoryPlane(), MemoryPlane()
+        server, client, _, to_server, events = pair(*configs(mppe=mppe), server_plane=sp,
+                                                             client_plane=cp)
+        server.start()
+        client.start()
+        up_s, up_c = await server.wait_up(), await client.wait_up()
+        assert up_s.peer_address == CLIENT_IP and up_c.local_address == CLIENT_IP
+        assert up_s.username == "alice"
+        assert (up_s.mppe != "none") is mppe
+        assert up_s.mtu == 1500 - (4 if mppe else 0)
+        assert server.interface == "mem0" and server.up is up_s
+        # LinkUp reaches on_event only after the data plane attached.
+        assert sum(isinstance(e, LinkUp) for e in events) == 1
+        assert to_server.link_info and all(len(x) == 2 for x in to_server.link_info)
+        assert any(isinstance(e, AccmChanged) for e in events)
+        for i in range(50):
+            assert client.send_ip(PING + bytes([i]))
+            assert server.send_ip(PING[:-1] + bytes([i, 0xAA]))
+        for _ in range(100):
+            if len(sp.received) == 50 and len(cp.received) == 50:
+                break
+            await asyncio.sleep(0.01)
+        assert sp.received == [PING + bytes([i]) for i in range(50)]
+        assert cp.received == [PING[:-1] + bytes([i, 0xAA]) for i in range(50)]
+        assert server.stats.packets_in == 50 and server.stats.packets_out == 50
+        assert client.stats.octets_out == 50 * (len(PING) + 1)
+        down = await client.aclose("bye")
+        assert down.outcome is Outcome.LOCAL_CLOSE
+        assert client.closed.done() and cp.detached == 1 and to_server.closes == 1
+        sdown = await asyncio.wait_for(asyncio.shield(server.closed), 5)
+        assert sdown.outcome in (Outcome.PEER_TERMINATED, Outcome.LOWER_LAYER_DOWN)
+        assert sp.detached == 1
+        assert isinstance(events[-1], LinkDown)
+        # After the end nothing goes out any more.
+        assert not server.send_ip(PING)
+        assert server.stats.refused_by_session == 1
+
+    run(main())
+
+
+def test_wrong_password_ends_before_up() -> None:
+    async def main() -> None:
+        sp = MemoryPlane()
+        server, client, *_ = pair(*configs(password="wrong"), server_plane=sp, client_plane=None)
+        server.start()
+        client.start()
+        with pytest.raises(LinkDownError) as info:
+            await server.wait_up()
+        assert info.value.down.outcome is Outcome.PEER_AUTH_FAILED
+        cdown = await asyncio.wait_for(asyncio.shield(client.closed), 5)
+        assert cdown.outcome is Outcome.AUTH_TOPEER_FAILED and cdown.exit_status == 19
+        assert sp.attached == [] and sp.detached == 0
+
+    run(main())
+
+
+def test_data_plane_failure_closes_the_session() -> None:
+    async def main() -> None:
+        server, client, *_ = pair(*configs(), server_plane=MemoryPlane(fail=True), client_plane=None)
+        server.start()
+        client.start()
+        down = await asyncio.wait_for(asyncio.shield(server.closed), 5)
+        assert down.outcome is Outcome.LOCAL_CLOSE
+        assert down.reason.startswith("data plane failed: no TUN for you")
+        assert server.up is None
+
+    run(main())
+
+
+def test_lower_down_and_no_data_plane_drops() -> None:
+    async def main() -> None:
+        server, client, to_client, _, _ = pair(*configs(mppe=False), server_plane=None,
+                                               client_plane=MemoryPlane())
+        server.start()
+        client.start()
+        await server.wait_up()
+        await client.wait_up()
+        client.send_ip(PING)
+        for _ in range(100):
+            if server.stats.dropped_no_data_plane:
+                break
+            await asyncio.sleep(0.01)
+        assert server.stats.dropped_no_data_plane == 1 and server.stats.packets_in == 0
+        server.lower_down("gone")
+        down = await asyncio.wait_for(asyncio.shield(server.closed), 5)
+        assert down.outcome is Outcome.LOWER_LAYER_DOWN and down.exit_status == 16
+        # The link hangs up its transport, which here takes the client's lower layer along.
+        cdown = await asyncio.wait_for(asyncio.shield(client.closed), 5)
+        assert cdown.outcome is Outcome.LOWER_LAYER_DOWN and to_client.closes == 1
+
+    run(main())
+
+
+def test_peer_silence_times_out_with_one_timer() -> None:
+    async def main() -> None:
+        wire = Wire()  # nobody answers
+        server_cfg, _ = configs()
+        link = PppLink(server_cfg, wire, None)
+        link.start()
+        down = await asyncio.wait_for(asyncio.shield(link.closed), 10)
+        # LCP gave up after its Configure-Requests (max-configure 10 at 0.2 s).
+        assert down.outcome is Outcome.NEGOTIATION_FAILED
+        assert wire.sent >= 5 and wire.closes == 1
+        with pytest.raises(Exception, match="twice"):
+            link.start()
+
+    run(main())
