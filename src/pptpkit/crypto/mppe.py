@@ -34,10 +34,12 @@ and FreeBSD's ng_mppc:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import enum
 import hashlib
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Protocol
 
 from Crypto.Cipher import ARC4
 
@@ -247,6 +249,103 @@ def is_encryptable_protocol(protocol: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
+# RC4 for the per-packet path
+#
+# Stateless MPPE runs RC4 twice per packet (the 16-octet key change, then the data), so the
+# per-call overhead of the cipher wrapper dominates: pycryptodome's ARC4 class costs ~8 us per
+# new key + 1400-octet packet through its ctypes glue, OpenSSL's RC4_set_key/RC4 called directly
+# ~3 us, with no allocation per packet (one RC4_KEY per direction, reused).  OpenSSL is used when
+# libcrypto exports them and passes a known-answer test at import; pycryptodome otherwise.
+
+
+class _Rc4(Protocol):
+    def set_key(self, key: bytes) -> None: ...
+
+    def crypt(self, data: bytes) -> bytes: ...
+
+
+# RC4_KEY is {RC4_INT x, y; RC4_INT data[256]} with RC4_INT at most an unsigned int.
+_RC4_KEY_SIZE: Final = 258 * 4
+# Output scratch, grown on demand: enough for a full-size packet on a 1500-octet link.
+_SCRATCH_MIN: Final = 2048
+
+
+def _load_libcrypto() -> ctypes.CDLL | None:
+    names = [n for n in (ctypes.util.find_library("crypto"),) if n] + ["libcrypto.so.3", "libcrypto.so"]
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+            set_key, rc4 = lib.RC4_set_key, lib.RC4
+        except (OSError, AttributeError):
+            continue
+        set_key.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p]
+        set_key.restype = None
+        rc4.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+        rc4.restype = None
+        return lib
+    return None
+
+
+class _OpenSslRc4:
+    """One RC4 keystream in a private RC4_KEY; ``crypt`` continues the stream."""
+
+    __slots__ = ("_ks", "_out", "_out_addr")
+
+    def __init__(self) -> None:
+        self._ks = ctypes.create_string_buffer(_RC4_KEY_SIZE)
+        # Lazily allocated: an idle session never pays for it.
+        self._out: ctypes.Array[ctypes.c_char] | None = None
+        self._out_addr = 0
+
+    def set_key(self, key: bytes) -> None:
+        _rc4_set_key(self._ks, len(key), key)
+
+    def crypt(self, data: bytes) -> bytes:
+        n = len(data)
+        out = self._out
+        if out is None or n > len(out):
+            out = self._out = ctypes.create_string_buffer(max(n, _SCRATCH_MIN))
+            self._out_addr = ctypes.addressof(out)
+        _rc4(self._ks, n, data, self._out_addr)
+        return ctypes.string_at(self._out_addr, n)
+
+
+class _PyCryptodomeRc4:
+    __slots__ = ("_cipher",)
+
+    def __init__(self) -> None:
+        self._cipher = ARC4.new(b"\0" * 16)
+
+    def set_key(self, key: bytes) -> None:
+        self._cipher = ARC4.new(key)
+
+    def crypt(self, data: bytes) -> bytes:
+        return self._cipher.encrypt(data)
+
+
+def _openssl_works() -> bool:
+    # The RFC 6229 style check: a 5-octet key's first keystream octets, compared with
+    # pycryptodome, on a fresh and on a continued stream.
+    try:
+        probe = _OpenSslRc4()
+        probe.set_key(b"\x01\x02\x03\x04\x05")
+        first = probe.crypt(bytes(16)) + probe.crypt(bytes(3000))
+    except (OSError, ctypes.ArgumentError):
+        return False
+    return first == ARC4.new(b"\x01\x02\x03\x04\x05").encrypt(bytes(3016))
+
+
+_libcrypto = _load_libcrypto()
+_rc4_set_key: Any = _libcrypto.RC4_set_key if _libcrypto is not None else None
+_rc4: Any = _libcrypto.RC4 if _libcrypto is not None else None
+#: Which RC4 implementation the transform uses ("openssl" or "pycryptodome").
+RC4_BACKEND: Final = "openssl" if _libcrypto is not None and _openssl_works() else "pycryptodome"
+_new_rc4: type[_OpenSslRc4] | type[_PyCryptodomeRc4] = (
+    _OpenSslRc4 if RC4_BACKEND == "openssl" else _PyCryptodomeRc4
+)
+
+
+# --------------------------------------------------------------------------------------------
 # The transform
 
 
@@ -331,7 +430,12 @@ class MppeStats:
 
 
 class _Keys:
-    """Session-key state of one direction, shared by the encryptor and decryptor."""
+    """Session-key state of one direction, shared by the encryptor and decryptor.
+
+    ``rc4`` doubles as the scratch cipher of a key change: a key change is always followed by
+    ``rc4.set_key(new key)`` (or by a stateless packet that sets its own key), so the stream it
+    overwrites is never needed again.
+    """
 
     __slots__ = ("_n", "_salt", "_sha_start", "key", "rc4", "stats")
 
@@ -342,19 +446,22 @@ class _Keys:
         # SHA-1 state after "start key || pad1": identical for every key change of the session.
         self._sha_start = hashlib.sha1(start + _SHA_PAD1)
         self.key = initial_session_key(start, config.key_bits)
-        self.rc4 = ARC4.new(self.key)
+        self.rc4: _Rc4 = _new_rc4()
+        self.rc4.set_key(self.key)
         self.stats = stats
 
     def _next(self, key: bytes) -> bytes:
         h = self._sha_start.copy()
         h.update(key + _SHA_PAD2)
         interim = h.digest()[: self._n]
-        key = ARC4.new(interim).encrypt(interim)
+        rc4 = self.rc4
+        rc4.set_key(interim)
+        key = rc4.crypt(interim)
         salt = self._salt
         return salt + key[len(salt) :] if salt else key
 
     def derive(self, steps: int) -> bytes:
-        """The session key ``steps`` key changes ahead, without moving to it."""
+        """The session key ``steps`` key changes ahead, without moving to it (clobbers ``rc4``)."""
         key = self.key
         for _ in range(steps):
             key = self._next(key)
@@ -362,11 +469,11 @@ class _Keys:
 
     def rekey(self, steps: int = 1) -> None:
         self.key = key = self.derive(steps)
-        self.rc4 = ARC4.new(key)
+        self.rc4.set_key(key)
         self.stats.rekeys += steps
 
     def reinit(self) -> None:
-        self.rc4 = ARC4.new(self.key)
+        self.rc4.set_key(self.key)
 
 
 class MppeEncryptor:
@@ -429,7 +536,7 @@ class MppeEncryptor:
         stats.octets += len(payload)
         if bits & BIT_FLUSHED:
             stats.flushed += 1
-        return bytes((bits | cc >> 8, cc & 0xFF)) + keys.rc4.encrypt(bytes((0, protocol)) + payload)
+        return bytes((bits | cc >> 8, cc & 0xFF)) + keys.rc4.crypt(bytes((0, protocol)) + payload)
 
 
 class MppeDecryptor:
@@ -533,13 +640,13 @@ class MppeDecryptor:
             # Nothing is committed until the packet proves the key right, so a corrupted or
             # forged count that decrypts to garbage does not drag the receiver ahead.
             key = keys.derive(steps)
-            rc4 = ARC4.new(key)
-            result = _split_protocol(rc4.decrypt(body[2:]))
+            rc4 = keys.rc4
+            rc4.set_key(key)
+            result = _split_protocol(rc4.crypt(bytes(body[2:])))
             if result is None:
                 self._drop(DropReason.BAD_PROTOCOL)
                 return None
             keys.key = key
-            keys.rc4 = rc4
             stats.rekeys += steps
             stats.lost += steps - 1
             stats.flushed += 1
@@ -573,7 +680,7 @@ class MppeDecryptor:
                 # changed key before it, so follow.
                 keys.rekey()
             self._expected = (cc + 1) & _CC_MASK
-            result = _split_protocol(keys.rc4.decrypt(body[2:]))
+            result = _split_protocol(keys.rc4.crypt(bytes(body[2:])))
             if result is None:
                 # Garbage: the RC4 state no longer matches the sender's, so resynchronise.
                 self._lose_sync(DropReason.BAD_PROTOCOL)
