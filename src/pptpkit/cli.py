@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="number of PPP frames to echo (default 5000)")
     demo.add_argument("--size", type=_int_range(4, 1500), default=200, metavar="BYTES",
                       help="PPP frame size (default 200)")
+    from .cli_connect import add_connect_parser
+
+    add_connect_parser(sub, common)
     return parser
 
 
@@ -437,6 +440,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (_Usage, ConfigError) as exc:
                 parser.error(f"server: {exc}")
             return asyncio.run(run_server(args, program))
+        if args.command == "connect":
+            from .cli_connect import run_connect_command
+
+            return run_connect_command(args)
         if args.command == "demo":
             from .demo import run_demo
 
