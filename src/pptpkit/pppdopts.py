@@ -73,7 +73,7 @@ NOOP_OPTIONS: Final[dict[str, str]] = {
     "novjccomp": "refuse VJ connection-ID compression; we never negotiate VJ at all",
     "noipx": "disable IPX; we have no IPX support to disable",
     "nodefaultroute": "do not add a default route; we never add one unless defaultroute is given",
-    "noreplacedefaultroute": "do not replace the default route; we never do unless asked",
+    "noreplacedefaultroute": "do not replace the default route; we never replace one",
     "noipdefault": "do not derive our IP address from the host name; we never do (the peer or "
                    "LOCAL:REMOTE gives it)",
     "ipcp-accept-local": "accept the peer's idea of our address; we always take the address the "
@@ -129,9 +129,10 @@ class PppdOptions:
     default-asyncmap, not negotiated), ``pfc``, ``acfc``, ``echo_interval``/``echo_failure``
     (pppd's lcp-echo-*; 0 = off), ``idle``.  IPCP: ``local_address``/``remote_address``
     (LOCAL:REMOTE), ``ms_dns``/``ms_wins`` (pushed to the peer), ``usepeerdns``, ``ipv6``.
-    The interface and host: ``ifname``, ``proxyarp``, ``defaultroute``,
-    ``replacedefaultroute``.  Context from pptpctrl: ``speed``, ``ipparam``, ``remotenumber``,
-    ``original_ip`` (the logwtmp plugin's pptpd-original-ip), ``logwtmp``.  Logging: ``debug``,
+    The interface and host: ``ifname``, ``proxyarp``, ``defaultroute`` (added only when there
+    is no default route; ``replacedefaultroute`` is not supported).  Context from pptpctrl:
+    ``speed``, ``ipparam``, ``remotenumber``, ``original_ip`` (the logwtmp plugin's
+    pptpd-original-ip), ``logwtmp``.  Logging: ``debug``,
     ``logfile``, ``logfd`` (None: nologfd), ``files`` (every file read, in order).
     ``notices``: things the user should know that do not stop us (logged by the caller).
     """
@@ -161,7 +162,6 @@ class PppdOptions:
     ifname: str | None = None
     proxyarp: bool = False
     defaultroute: bool = False
-    replacedefaultroute: bool = False
     speed: int | None = None
     ipparam: str | None = None
     remotenumber: str | None = None
@@ -456,7 +456,7 @@ def _original_ip(p: _Parser, args: list[str], where: Where) -> None:
 def _defaultroute(p: _Parser, args: list[str], where: Where) -> None:
     p.state.values["defaultroute"] = True
     p.state.notices.append(f"{where}: defaultroute: a default route is added through the link only "
-                           "if there is none; use replacedefaultroute to replace an existing one")
+                           "if there is none, an existing one is never replaced")
 
 
 _OPTIONS: Final[dict[str, tuple[int, _Handler]]] = {
@@ -488,7 +488,6 @@ _OPTIONS: Final[dict[str, tuple[int, _Handler]]] = {
     "ifname": (1, _ifname),
     "proxyarp": (0, _set("proxyarp", True)),
     "defaultroute": (0, _defaultroute),
-    "replacedefaultroute": (0, _set("replacedefaultroute", True)),
     "ipparam": (1, _set_name("ipparam", 1024)),
     "remotenumber": (1, _set_name("remotenumber")),
     "plugin": (1, _plugin),
