@@ -21,6 +21,7 @@ and ``noauth`` is absent; we never look at routes, so a server configuration mus
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -295,10 +296,12 @@ class _Parser:
             msg = f"options files nested deeper than {MAX_INCLUDE_DEPTH} (a file including itself?)"
             raise where.error(msg) if where else ConfigError(msg, path=path)
         try:
+            if "\0" in path:
+                raise OSError(errno.EINVAL, "NUL in the file name")
             with open(path, "rb") as f:
                 data = f.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            msg = f"cannot read options file {path}: {exc.strerror or exc}"
+            msg = f"cannot read options file {path!r}: {exc.strerror or exc}"
             raise where.error(msg) if where else ConfigError(msg, path=path) from None
         if len(data) > MAX_FILE_BYTES:
             raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes", path=path)
