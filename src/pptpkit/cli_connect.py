@@ -110,7 +110,9 @@ def _route(text: str) -> ipaddress.IPv4Network:
 def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``connect`` subcommand to ``sub`` (the subparsers of ``pptpkit``)."""
     p: argparse.ArgumentParser = sub.add_parser(
-        "connect", parents=[common], help="VPN client: PPTP + PPP to SERVER, a TUN interface, routes",
+        # No abbreviations: "--password X" must not quietly mean --password-file X.
+        "connect", parents=[common], allow_abbrev=False,
+        help="VPN client: PPTP + PPP to SERVER, a TUN interface, routes",
         description=DESCRIPTION, epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("server", type=_ipv4_or_name, metavar="SERVER", help="the server (IPv4 address or name)")
     p.add_argument("-u", "--user", required=True, metavar="NAME", help="user name to authenticate as")

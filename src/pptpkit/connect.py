@@ -104,12 +104,14 @@ class ExitCode(enum.IntEnum):
 
 EXIT_CODES_HELP: Final = """\
 exit status (pppd's numbers where pppd has the same case):
-   0  the tunnel was up and was closed by SIGINT/SIGTERM (pppd would say 5)
+   0  stopped by SIGINT/SIGTERM/SIGHUP and torn down cleanly (pppd would say 5)
    1  local error (TUN device, netlink, resolv.conf, ...)
    2  bad command line or password source
    3  not permitted: needs root (CAP_NET_ADMIN + CAP_NET_RAW)
    8  the server answered but refused the control connection or the call
   10  PPP negotiation failed, MPPE required by one side and refused by the other included
+  11  the server failed to authenticate itself (only if it was asked to)
+  12  idle timeout
   15  the server stopped answering LCP echo requests (peer dead)
   16  hangup: the server cleared the call or closed the control connection
   17  loopback detected (our own LCP magic number came back)
