@@ -109,7 +109,8 @@ class Client:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"client still running after {timeout:g} s; stderr:\n{self.stderr}") from None
+            raise AssertionError(
+                f"client still running after {timeout:g} s; stderr:\n{self.stderr}") from None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:

@@ -4,7 +4,7 @@ the GRE watchdog, route planning (the loop refusal), resolv.conf handling, argum
 from __future__ import annotations
 
 import argparse
-import os
+import io
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -174,13 +174,14 @@ def test_default_route_is_two_halves() -> None:
 def test_covering_routes_need_the_host_route() -> None:
     net = IPv4Network("192.0.2.0/24")
     assert plan_routes(SERVER, [net], default_route=False, host_route_pinned=True).tunnel_routes == (net,)
-    with pytest.raises(RouteLoopError, match="covers the server 192.0.2.1"):
+    with pytest.raises(RouteLoopError, match=r"covers the server 192\.0\.2\.1"):
         plan_routes(SERVER, [net], default_route=False, host_route_pinned=False)
     with pytest.raises(RouteLoopError, match="--default-route covers"):
         plan_routes(SERVER, [], default_route=True, host_route_pinned=False)
     # Routes that do not cover the server are fine without the pin.
     other = IPv4Network("203.0.113.0/24")
-    assert plan_routes(SERVER, [other], default_route=False, host_route_pinned=False).tunnel_routes == (other,)
+    plan = plan_routes(SERVER, [other], default_route=False, host_route_pinned=False)
+    assert plan.tunnel_routes == (other,)
 
 
 def test_server_host_route_through_the_tunnel_is_always_refused() -> None:
@@ -190,7 +191,8 @@ def test_server_host_route_through_the_tunnel_is_always_refused() -> None:
 
 def test_duplicate_routes_dropped() -> None:
     net = IPv4Network("203.0.113.0/24")
-    assert plan_routes(SERVER, [net, net], default_route=False, host_route_pinned=True).tunnel_routes == (net,)
+    plan = plan_routes(SERVER, [net, net], default_route=False, host_route_pinned=True)
+    assert plan.tunnel_routes == (net,)
 
 
 def test_check_no_loop() -> None:
@@ -200,8 +202,8 @@ def test_check_no_loop() -> None:
         check_no_loop(SERVER, "pptp0", "pptp0", DEFAULT_ROUTE_HALVES)
 
 
-@pytest.mark.parametrize(("text", "net"), [("203.0.113.0/24", "203.0.113.0/24"), ("198.51.100.7", "198.51.100.7/32"),
-                                           (" 0.0.0.0/0 ", "0.0.0.0/0")])
+@pytest.mark.parametrize(("text", "net"), [("203.0.113.0/24", "203.0.113.0/24"),
+                                           ("198.51.100.7", "198.51.100.7/32"), (" 0.0.0.0/0 ", "0.0.0.0/0")])
 def test_parse_route(text: str, net: str) -> None:
     assert parse_route(text) == IPv4Network(net)
 
@@ -386,7 +388,7 @@ def test_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert read_password(parse("192.0.2.1", "-u", "a", "--password-file", str(pw))) == "s3cret"
     assert read_password(parse("192.0.2.1", "-u", "a")) == "from-env"
     monkeypatch.delenv(PASSWORD_ENV)
-    monkeypatch.setattr("sys.stdin", open(os.devnull))  # not a terminal: no prompt
+    monkeypatch.setattr("sys.stdin", io.StringIO())  # not a terminal: no prompt
     with pytest.raises(ConnectUsageError, match="no password"):
         read_password(parse("192.0.2.1", "-u", "a"))
     empty = tmp_path / "empty"
@@ -402,7 +404,7 @@ def test_usage_error_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     from pptpkit.cli import main
 
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
-    monkeypatch.setattr("sys.stdin", open(os.devnull))
+    monkeypatch.setattr("sys.stdin", io.StringIO())
     assert main(["connect", "192.0.2.1", "-u", "a"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no password" in err[0]
