@@ -176,16 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
     pty.add_argument("--summary", action="store_true",
                      help="print one JSON line 'pptpkit-summary {...}' on stderr at the end")
 
+    from .cli_server import BUILTIN_HELP, add_builtin_arguments
+
     srv = sub.add_parser(
-        "server", parents=[common], epilog=EXIT_CODES_HELP,
+        "server", parents=[common], epilog=BUILTIN_HELP + "\n" + EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="PPTP server; each call is handed to a PPP program on a pty (as pptpd)",
-        description="Accept PPTP connections and start --ppp-program for every call on a raw pty "
-                    "with pptpd's argument list: PROGRAM local [file OPTFILE] SPEED "
-                    "[LOCAL:REMOTE] [ipparam CLIENT] remotenumber CLIENT.",
+        help="PPTP server with the built-in PPP stack on TUN, or a PPP program per call (as pptpd)",
+        description="Accept PPTP connections.  Without --ppp-program every call runs our own PPP "
+                    "stack and IP goes over TUN interfaces (built-in mode).  With it, the program "
+                    "is started for every call on a raw pty with pptpd's argument list: PROGRAM "
+                    "local [file OPTFILE] SPEED [LOCAL:REMOTE] [ipparam CLIENT] remotenumber CLIENT.",
     )
-    srv.add_argument("--ppp-program", required=True, metavar="PATH",
-                     help="program to run per call instead of pppd")
+    srv.add_argument("--ppp-program", metavar="PATH",
+                     help="program to run per call instead of the built-in PPP stack (pppd)")
     srv.add_argument("--ppp-arg", action="append", default=[], metavar="ARG",
                      help="extra argument placed right after PATH (repeatable; use --ppp-arg=-m)")
     srv.add_argument("--option", metavar="FILE", help="pass 'file FILE' to the program (pptpd's option)")
@@ -210,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="packet receive window to advertise (default 64)")
     srv.add_argument("--nobuffer", action="store_true",
                      help="deliver GRE packets at once, never hold them for reordering")
+
+    add_builtin_arguments(srv)
 
     demo = sub.add_parser(
         "demo", parents=[common], help="run server and client in two fresh network namespaces",
@@ -434,6 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.stdout_usable:
                 _plug_fd(1)
             return asyncio.run(run_pty(args))
+        if args.command == "server" and args.ppp_program is None:
+            from .cli_server import run_builtin
+
+            return asyncio.run(run_builtin(args))
         if args.command == "server":
             try:
                 program = _server_program_config(args)

@@ -648,7 +648,7 @@ async def _add_host_route(nc: NetConfig, ifname: str, peer: IPv4Address, local: 
     index = await nc.link_index(ifname)
     try:
         await nc.ipr.route("replace", dst=str(peer), dst_len=32, oif=index, prefsrc=local,
-                           metrics={"attrs": [("RTAX_MTU", mtu)]})
+                           metrics={"mtu": mtu})
     except NetlinkError as exc:
         raise NetConfigError(f"add route {peer}/32 dev {ifname}: {exc}", errno_=exc.code) from exc
 

@@ -19,10 +19,14 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from .auth.base import AuthenticatorConfig
+from .auth.methods import AuthMethod
+from .auth.policy import AuthPolicy
+from .auth.secrets import SecretsProvider
 from .bridge import HdlcStreamBridge
 from .callio import GreChannel, acquire_gre_socket, release_gre_socket
 from .control import (
@@ -48,9 +52,24 @@ from .gre import GreCallConfig, GreStats
 from .io.driver import ConnectionInfo, EngineDriver, EngineServer, start_tcp_server
 from .io.gresock import GreSocket
 from .io.pty import PtyProcess, spawn_on_pty
+from .link import DataPlane, PacketSink, PppLink, outcome_text
+from .ppp.ipcp import PeerAddress
+from .ppp.session_config import (
+    Authenticated,
+    AuthenticationFailed,
+    LinkDown,
+    LinkUp,
+    MppePolicy,
+    SessionConfig,
+    SessionEvent,
+    SessionRole,
+)
 
 __all__ = [
+    "DEFAULT_BUILTIN_MRU",
     "AddressPool",
+    "BuiltinConfig",
+    "BuiltinSessions",
     "CallHandler",
     "CallHandlerFactory",
     "PppProgramConfig",
@@ -539,9 +558,11 @@ class AddressPool:
     def size(self) -> int:
         return len(self.remote) if len(self.local) == 1 else min(len(self.local), len(self.remote))
 
-    def allocate(self) -> tuple[str, str] | None:
+    def allocate(self, exclude: Container[str] = ()) -> tuple[str, str] | None:
+        """The first free pair whose remote address is not in ``exclude`` (addresses held
+        otherwise, e.g. static ones from a secrets file)."""
         for i in range(self.size):
-            if i not in self._used:
+            if i not in self._used and self.remote[i] not in exclude:
                 self._used.add(i)
                 local = self.local[0] if len(self.local) == 1 else self.local[i]
                 return local, self.remote[i]
@@ -653,3 +674,303 @@ def ppp_program_factory(config: PppProgramConfig) -> CallHandlerFactory:
 
     return factory
 
+
+
+# -- the built-in data plane: our own PPP stack per call, IP on TUN ---------------------------------
+
+#: Default MRU (and so, less the MPPE overhead, the TUN MTU) of the built-in server.  A 1500-byte
+#: underlay carries 1500 - 20 (IPv4) - 16 (GRE with sequence and ack) - 4 (PPP address/control
+#: and protocol) = 1460 octets of PPP information without fragmenting GRE; 1400, what pptpd
+#: setups commonly configure, keeps a margin for underlays that are themselves tunnelled
+#: (PPPoE 1492, IPsec) so GRE is never fragmented on the way.
+DEFAULT_BUILTIN_MRU: Final = 1400
+
+
+def _default_mppe() -> MppePolicy:
+    return MppePolicy(bits_40=False, bits_56=False, bits_128=True, required=True)
+
+
+def _default_auth() -> AuthPolicy:
+    return AuthPolicy(require=frozenset({AuthMethod.MSCHAP_V2}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltinConfig:
+    """The built-in server's PPP settings (what pptpd's options.pptpd says to pppd).
+
+    ``pool``: the localip/remoteip pool; a secrets entry naming one address gives that user
+    that address instead.  ``secrets``: the authenticator's provider (a
+    :class:`~pptpkit.auth.secrets.PppSecretsFile`, reloadable).  ``name``: our CHAP name.
+    Security defaults: MS-CHAPv2 required, MPPE-128 required.  ``max_sessions``: live
+    sessions in all; ``max_per_source``: sessions from one client address.  Both refuse the
+    call with Outgoing-Call-Reply result Busy.  ``close_timeout``: how long a shutdown waits
+    for each peer's LCP Terminate-Ack.
+    """
+
+    pool: AddressPool
+    secrets: SecretsProvider
+    name: str = "pptpd"
+    auth_policy: AuthPolicy = field(default_factory=_default_auth)
+    mppe: MppePolicy = field(default_factory=_default_mppe)
+    dns_servers: tuple[ipaddress.IPv4Address, ...] = ()
+    nbns_servers: tuple[ipaddress.IPv4Address, ...] = ()
+    mru: int = DEFAULT_BUILTIN_MRU
+    echo_interval: float = 10.0
+    echo_failure: int = 3
+    idle_timeout: float = 0.0
+    max_sessions: int = 1000
+    max_per_source: int = 16
+    close_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1 or self.max_per_source < 1:
+            raise ConfigError("max_sessions and max_per_source must be at least 1")
+        if not self.name:
+            raise ConfigError("the server name must not be empty")
+        if self.mppe.required and not self.auth_policy.authenticates_peer:
+            raise ConfigError("MPPE needs keys from MS-CHAP: it cannot be required without authentication")
+        self.session_config(None)
+
+    def session_config(self, peer_address: PeerAddress, local: str | None = None) -> SessionConfig:
+        return SessionConfig(
+            role=SessionRole.SERVER,
+            auth_policy=self.auth_policy,
+            authenticator=AuthenticatorConfig(name=self.name, secrets=self.secrets)
+            if self.auth_policy.authenticates_peer else None,
+            mru=self.mru,
+            echo_interval=self.echo_interval,
+            echo_failure=self.echo_failure,
+            local_address=ipaddress.IPv4Address(local or self.pool.local[0]),
+            peer_address=peer_address,
+            dns_servers=self.dns_servers,
+            nbns_servers=self.nbns_servers,
+            mppe=self.mppe,
+            idle_timeout=self.idle_timeout,
+        )
+
+
+class _CallTransport:
+    """A :class:`ServerCall` as a :class:`~pptpkit.link.FrameTransport`."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: ServerCall) -> None:
+        self.call = call
+
+    def send_frame(self, frame: bytes) -> bool:
+        return self.call.send_frame(frame)
+
+    def close(self) -> None:
+        self.call.clear("PPP session ended", result=DisconnectResult.ADMIN_SHUTDOWN)
+
+
+class _Session:
+    __slots__ = ("address", "call", "link", "pair", "source", "user")
+
+    def __init__(self, call: ServerCall, source: str) -> None:
+        self.call = call
+        self.source = source
+        self.link: PppLink | None = None
+        self.pair: tuple[str, str] | None = None
+        self.user = ""
+        self.address: ipaddress.IPv4Address | None = None
+
+
+class _CheckedPlane:
+    """Refuses a peer address another live session already has (a secrets-file static address
+    that collides with the pool), then hands over to the real data plane."""
+
+    def __init__(self, owner: BuiltinSessions, inner: DataPlane) -> None:
+        self._owner = owner
+        self._inner = inner
+
+    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
+        holder = self._owner._address_holder(up.peer_address)
+        if holder is not None and holder is not link:
+            raise RejectCall(f"address {up.peer_address} is in use by {holder.name}")
+        return await self._inner.attach(link, up)
+
+    async def detach(self, link: PppLink) -> None:
+        await self._inner.detach(link)
+
+
+class BuiltinSessions:
+    """The built-in call handler factory: a :class:`~pptpkit.link.PppLink` per call.
+
+    Use an instance as the ``handler_factory`` of :class:`PptpServer`.  ``data_plane`` is a
+    :class:`~pptpkit.link.TunDataPlane` (an interface per session) or an open
+    :class:`~pptpkit.link.SharedTunRouter`.  :meth:`close_all` ends every session with an
+    LCP Terminate-Request (call before :meth:`PptpServer.close`, which then stops the control
+    connections); :meth:`reload_secrets` re-reads a secrets file without touching sessions.
+    """
+
+    def __init__(self, config: BuiltinConfig, data_plane: DataPlane) -> None:
+        self.config = config
+        self._plane = _CheckedPlane(self, data_plane)
+        self._sessions: dict[ServerCall, _Session] = {}
+        self._per_source: dict[str, int] = {}
+        self._closing = False
+        self.refused_max_sessions = 0
+        self.refused_per_source = 0
+        self.sessions_up_total = 0
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def links(self) -> list[PppLink]:
+        return [s.link for s in self._sessions.values() if s.link is not None]
+
+    def _address_holder(self, address: ipaddress.IPv4Address | None) -> PppLink | None:
+        for session in self._sessions.values():
+            if session.address == address and session.link is not None:
+                return session.link
+        return None
+
+    def _in_use(self) -> set[str]:
+        used = {str(s.address) for s in self._sessions.values() if s.address is not None}
+        used.update(s.pair[1] for s in self._sessions.values() if s.pair is not None)
+        return used
+
+    async def __call__(self, call: ServerCall) -> CallHandler:
+        cfg = self.config
+        source = call.peer_address
+        if self._closing:
+            raise RejectCall("shutting down", result=OutgoingCallResult.GENERAL_ERROR)
+        if len(self._sessions) >= cfg.max_sessions:
+            self.refused_max_sessions += 1
+            raise RejectCall(f"{cfg.max_sessions} sessions already (max sessions)",
+                             result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
+        if self._per_source.get(source, 0) >= cfg.max_per_source:
+            self.refused_per_source += 1
+            raise RejectCall(f"{cfg.max_per_source} sessions from {source} already (max per source)",
+                             result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
+        session = _Session(call, source)
+        local: str | None = None
+        if len(cfg.pool.local) > 1:
+            # Several local addresses are paired with remote ones in order (pptpd), so the
+            # pair is taken now; with one local address the peer's is picked only if the
+            # secrets file does not name one.
+            session.pair = cfg.pool.allocate(exclude=self._in_use())
+            if session.pair is None:
+                raise RejectCall("no free address in the remoteip pool")
+            local = session.pair[0]
+
+        def peer_address() -> ipaddress.IPv4Address | None:
+            if session.pair is None:
+                session.pair = cfg.pool.allocate(exclude=self._in_use())
+                if session.pair is None:
+                    log.warning("call %d from %s: no free address in the remoteip pool", call.call_id, source)
+                    return None
+            return ipaddress.IPv4Address(session.pair[1])
+
+        link_config = cfg.session_config(peer_address, local)
+        link = PppLink(link_config, _CallTransport(call), self._plane, on_event=self._event,
+                       name=f"call {call.call_id} from {source}")
+        session.link = link
+        self._sessions[call] = session
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        handler = _LinkHandler(self, session)
+        # We speak first (pptpd's pppd does), as soon as the Outgoing-Call-Reply is out.
+        asyncio.get_running_loop().call_soon(handler.start)
+        return handler
+
+    def _forget(self, session: _Session) -> None:
+        if self._sessions.pop(session.call, None) is None:
+            return
+        left = self._per_source.get(session.source, 1) - 1
+        if left > 0:
+            self._per_source[session.source] = left
+        else:
+            self._per_source.pop(session.source, None)
+        if session.pair is not None:
+            self.config.pool.release(session.pair)
+            session.pair = None
+
+    def _session_of(self, link: PppLink) -> _Session | None:
+        for session in self._sessions.values():
+            if session.link is link:
+                return session
+        return None
+
+    def _event(self, link: PppLink, event: SessionEvent) -> None:
+        session = self._session_of(link)
+        source = session.source if session is not None else "?"
+        if isinstance(event, LinkUp):
+            self.sessions_up_total += 1
+            if session is not None:
+                session.user = event.username
+                session.address = event.peer_address
+            log.info("session up: user %r, peer %s, address %s, local %s, %s, interface %s, mtu %d",
+                     event.username, source, event.peer_address, event.local_address, event.mppe,
+                     link.interface, event.mtu)
+        elif isinstance(event, AuthenticationFailed) and event.we_authenticated_peer:
+            log.warning("authentication failed: user %r, peer %s, %s: %s", event.username, source,
+                        event.method.name, event.reason)
+        elif isinstance(event, Authenticated) and event.we_authenticated_peer:
+            log.debug("call %s: user %r authenticated with %s", link.name, event.username, event.method.name)
+        elif isinstance(event, LinkDown):
+            now = link.loop.time()
+            duration = now - (link.up_at if link.up_at is not None else link.started_at or now)
+            stats = link.session.stats
+            user = session.user if session is not None and session.user else "-"
+            log.info("session down: user %r, peer %s, reason %s, duration %.1f s, bytes in %d out %d",
+                     user, source, outcome_text(event), duration, stats.rx_packet_octets,
+                     stats.tx_packet_octets)
+            if session is not None:
+                session.address = None
+        else:
+            log.debug("%s: %s", link.name, event)
+
+    async def close_all(self, reason: str = "server shutting down") -> None:
+        """LCP Terminate-Request to every session; wait (``close_timeout``) for the answers;
+        every link's data plane is released when this returns.  New calls are refused."""
+        self._closing = True
+        links = self.links
+        if links:
+            await asyncio.gather(*(link.aclose(reason, self.config.close_timeout) for link in links),
+                                 return_exceptions=True)
+
+    def reload_secrets(self) -> bool:
+        """Re-read the secrets file (a provider with ``reload()``).  On error the old secrets
+        stay in use and the error (``path:line: ...``) is logged; returns whether it worked."""
+        reload = getattr(self.config.secrets, "reload", None)
+        if reload is None:
+            return False
+        try:
+            reload()
+        except ConfigError as exc:
+            log.error("secrets not reloaded, keeping the previous ones: %s", exc)
+            return False
+        log.info("secrets reloaded")
+        return True
+
+
+class _LinkHandler:
+    """The :class:`CallHandler` of one built-in session."""
+
+    def __init__(self, owner: BuiltinSessions, session: _Session) -> None:
+        self._owner = owner
+        self._session = session
+        assert session.link is not None
+        self.link: PppLink = session.link
+        self._closed = False
+
+    def start(self) -> None:
+        if not self._closed and self._session.call.answered and not self.link.finished:
+            self.link.start()
+
+    def frame_received(self, frame: bytes) -> None:
+        self.link.frame_received(frame)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        link = self.link
+        if not link.finished:
+            link.lower_down(self._session.call.end_reason or "call ended")
+        with contextlib.suppress(Exception):
+            await asyncio.shield(link.closed)
+        self._owner._forget(self._session)

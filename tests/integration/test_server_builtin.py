@@ -1,0 +1,377 @@
+"""``pptpkit server`` in built-in mode (a CLI process in one namespace) against an in-process
+client (PptpClient + PppLink with a real TUN) in another: IP through the tunnel both ways,
+large TCP transfers, full-size packets, static addresses, limits, SIGHUP, SIGTERM, shared TUN.
+
+The client's event loop runs in this thread, inside the client namespace; every external
+command (ping, TCP endpoints, ip) runs as an asyncio subprocess so that the loop keeps moving
+the tunnel's packets meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import require_binary, require_root
+from netns import NetnsLab, inside, pids_in
+from pptpkit.auth.base import PeerConfig
+from pptpkit.client import CallRefusedError, PptpCall, PptpClient, PptpClientConfig
+from pptpkit.link import PppLink, TunDataPlane
+from pptpkit.ppp.session_config import LinkUp, MppePolicy, Outcome, SessionConfig, SessionRole
+
+pytestmark = [pytest.mark.root]
+
+SERVER, CLIENT = "192.0.2.1", "192.0.2.2"
+LOCAL_IP = "198.51.100.1"
+SECRETS = 'alice pptpd "alice pw" *\nbob pptpd bobpw 198.51.100.50\n'
+
+TCP_PEER = textwrap.dedent('''
+    """TCP endpoint: listen|connect ADDR PORT send|recv NBYTES; prints the sha256 it saw."""
+    import hashlib, socket, sys, random
+    role, addr, port, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    if role == "listen":
+        srv = socket.create_server((addr, port))
+        print("ready", flush=True)
+        sock, _ = srv.accept()
+    else:
+        sock = socket.create_connection((addr, port), timeout=30)
+    sock.settimeout(60)
+    h = hashlib.sha256()
+    if mode == "send":
+        rnd = random.Random(7)
+        left = n
+        while left:
+            chunk = rnd.randbytes(min(65536, left))
+            sock.sendall(chunk)
+            h.update(chunk)
+            left -= len(chunk)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1)
+    else:
+        got = 0
+        while got < n:
+            data = sock.recv(262144)
+            if not data:
+                break
+            h.update(data)
+            got += len(data)
+        print("bytes", got)
+        sock.close()
+    print("sha", h.hexdigest(), flush=True)
+''')
+
+
+@pytest.fixture
+def lab() -> Iterator[NetnsLab]:
+    require_root()
+    with NetnsLab("pks") as lab:
+        yield lab
+
+
+class Server:
+    """The CLI server process in ``ns`` with its log file."""
+
+    def __init__(self, lab: NetnsLab, ns: str, workdir: Path, *extra: str, secrets: str = SECRETS) -> None:
+        self.lab, self.ns, self.workdir = lab, ns, workdir
+        self.secrets = workdir / "chap-secrets"
+        self.secrets.write_text(secrets)
+        self.log_path = workdir / "server.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = lab.popen(ns, [
+                sys.executable, "-m", "pptpkit", "server", "--listen", SERVER, "--local-ip", LOCAL_IP,
+                "--remote-ip", "198.51.100.10-20", "--secrets", str(self.secrets), "--dns", "203.0.113.53",
+                *extra,
+            ], stdout=subprocess.DEVNULL, stderr=log)
+        self.wait_log("listening on", 15)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 10, count: int = 1) -> None:
+        end = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            assert self.proc.poll() is None or self.log().count(text) >= count, self.log()
+            assert time.monotonic() < end, f"no {text!r} in the log:\n{self.log()}"
+            time.sleep(0.05)
+
+    async def await_log(self, text: str, timeout: float = 10, count: int = 1) -> None:
+        end = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            assert time.monotonic() < end, f"no {text!r} in the log:\n{self.log()}"
+            await asyncio.sleep(0.05)
+
+
+def two_namespaces(lab: NetnsLab) -> tuple[str, str]:
+    srv, cli = lab.add_namespace("s"), lab.add_namespace("c")
+    lab.add_veth(srv, cli, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24")
+    return srv, cli
+
+
+async def sh(*argv: str, timeout: float = 60) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def in_ns(ns: str, *argv: str, timeout: float = 60) -> tuple[int, str]:
+    return await sh("ip", "netns", "exec", ns, *argv, timeout=timeout)
+
+
+class Session:
+    def __init__(self, client: PptpClient, call: PptpCall, link: PppLink, up: LinkUp) -> None:
+        self.client, self.call, self.link, self.up = client, call, link, up
+
+    async def close(self) -> None:
+        await self.link.aclose()
+        await self.client.close()
+
+
+async def connect(user: str, password: str, *, local_address: str | None = None,
+                  tun: str = "pkc%d", mppe: MppePolicy | None = None) -> Session:
+    """A client session: PPTP call + PppLink on its own TUN in the current namespace."""
+    client = PptpClient(PptpClientConfig(server=SERVER, local_address=local_address))
+    await client.connect()
+    early: list[bytes] = []
+    holder: list[PppLink] = []
+
+    def on_frame(frame: bytes) -> None:
+        # The server speaks first; its first frames may beat the link's creation.
+        if holder:
+            holder[0].frame_received(frame)
+        else:
+            early.append(frame)
+
+    try:
+        call = await client.open_call(on_frame=on_frame)
+    except BaseException:
+        await client.close()
+        raise
+    cfg = SessionConfig(role=SessionRole.CLIENT, peer=PeerConfig(username=user, password=password),
+                        mppe=mppe or MppePolicy(required=True), request_dns=True)
+    link = PppLink(cfg, call, TunDataPlane(tun), name=f"client {user}")
+    call.on_close = lambda info: link.lower_down(info.reason)
+    link.start()
+    holder.append(link)
+    for frame in early:
+        link.frame_received(frame)
+    try:
+        up = await asyncio.wait_for(link.wait_up(), 20)
+    except BaseException:
+        await link.aclose(timeout=1)
+        await client.close()
+        raise
+    return Session(client, call, link, up)
+
+
+def run_in(ns: str, coro_fn: Callable[[], Any]) -> None:
+    with inside(ns):
+        asyncio.run(asyncio.wait_for(coro_fn(), 240))
+
+
+async def ping(ns: str, target: str, *extra: str) -> tuple[int, str]:
+    return await in_ns(ns, "ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "3", *extra, target)
+
+
+async def tcp_transfer(lab_ns_listen: str, listen_addr: str, ns_connect: str, mode_listen: str,
+                       nbytes: int, workdir: Path, port: int) -> None:
+    script = workdir / "tcp_peer.py"
+    script.write_text(TCP_PEER)
+    listener = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", lab_ns_listen, sys.executable, str(script), "listen", listen_addr, str(port),
+        mode_listen, str(nbytes), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert listener.stdout is not None
+    assert (await asyncio.wait_for(listener.stdout.readline(), 20)).strip() == b"ready"
+    other = "recv" if mode_listen == "send" else "send"
+    rc, out = await in_ns(ns_connect, sys.executable, str(script), "connect", listen_addr, str(port),
+                          other, str(nbytes), timeout=120)
+    rest, _ = await asyncio.wait_for(listener.communicate(), 60)
+    assert rc == 0 and listener.returncode == 0, out + rest.decode()
+    text = out + rest.decode()
+    shas = [line.split()[1] for line in text.splitlines() if line.startswith("sha ")]
+    assert len(shas) == 2 and shas[0] == shas[1], text
+    assert f"bytes {nbytes}" in text, text
+
+
+def test_ping_tcp_full_size_and_sigterm_cleanup(lab: NetnsLab, tmp_path: Path) -> None:
+    require_binary("ping")
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path)
+
+    async def main() -> None:
+        s = await connect("alice", "alice pw")
+        up = s.up
+        assert str(up.local_address) == "198.51.100.10" and str(up.peer_address) == LOCAL_IP
+        assert up.mppe == "MPPE 128-bit stateless" and up.mtu == 1396
+        assert [str(a) for a in up.dns_servers] == ["203.0.113.53"]
+        await server.await_log("session up: user 'alice', peer 192.0.2.2, address 198.51.100.10")
+        assert "interface pptpkit0" in server.log()
+        # Kernel ICMP both ways through real TUNs.
+        rc, out = await ping(cli, LOCAL_IP)
+        assert rc == 0, out
+        rc, out = await ping(srv, "198.51.100.10")
+        assert rc == 0, out
+        # Full-size packets with DF both ways; one octet more does not fit the tunnel MTU.
+        size = str(up.mtu - 28)
+        for ns, target in ((cli, LOCAL_IP), (srv, "198.51.100.10")):
+            rc, out = await ping(ns, target, "-M", "do", "-s", size)
+            assert rc == 0, out
+            rc, out = await ping(ns, target, "-M", "do", "-s", str(up.mtu - 27))
+            assert rc != 0, out
+        _, links = await in_ns(srv, "ip", "-o", "link", "show", "pptpkit0")
+        assert "mtu 1396" in links
+        # 20 MB each way (the veth MTU is 1500, TCP sets DF): nothing blackholes.
+        await tcp_transfer(srv, LOCAL_IP, cli, "send", 20_000_000, tmp_path, 5001)
+        await tcp_transfer(srv, LOCAL_IP, cli, "recv", 20_000_000, tmp_path, 5002)
+        assert s.link.stats.packets_in > 10_000 and s.link.session.stats.dropped["mppe_lost"] == 0
+        _, tables = await in_ns(srv, "nft", "list", "tables")
+        assert "inet pptpkit" in tables
+        # SIGTERM: the client is told (LCP Terminate), everything is removed on the server.
+        server.proc.send_signal(signal.SIGTERM)
+        down = await asyncio.wait_for(asyncio.shield(s.link.closed), 10)
+        assert down.outcome is Outcome.PEER_TERMINATED
+        assert "server shutting down" in down.reason
+        await s.client.close()
+
+    run_in(cli, main)
+    assert server.proc.wait(10) == 0, server.log()
+    log = server.log()
+    assert "session down: user 'alice', peer 192.0.2.2" in log and "bytes in" in log
+    assert "Traceback" not in log
+    assert "pptpkit" not in lab.ip(srv, "-o", "link")
+    assert "198.51.100" not in lab.ip(srv, "route")
+    assert "pptpkit" not in lab.run(srv, ["nft", "list", "tables"]).stdout
+    assert pids_in(srv) == [] or pids_in(srv) == [os.getpid()]
+    # The client side's TUN went with its link.
+    assert "pkc" not in lab.ip(cli, "-o", "link")
+
+
+def test_static_address_auth_failure_and_sighup_reload(lab: NetnsLab, tmp_path: Path) -> None:
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path)
+
+    async def main() -> None:
+        bob = await connect("bob", "bobpw", tun="pkb%d")
+        assert str(bob.up.local_address) == "198.51.100.50"
+        rc, out = await ping(srv, "198.51.100.50")
+        assert rc == 0, out
+        # carol is unknown: authentication fails, logged with user and peer.
+        with pytest.raises(Exception):  # noqa: B017 - LinkDownError or a timeout, both mean "not up"
+            await connect("carol", "carolpw", tun="pkx%d")
+        await server.await_log("authentication failed: user 'carol', peer 192.0.2.2")
+        # A bad file keeps the old secrets and says where it is wrong.
+        server.secrets.write_text(SECRETS + 'carol pptpd "unterminated\n')
+        server.proc.send_signal(signal.SIGHUP)
+        await server.await_log("secrets not reloaded")
+        assert f"{server.secrets}:3:" in server.log()
+        server.secrets.write_text(SECRETS + "carol pptpd carolpw *\n")
+        server.proc.send_signal(signal.SIGHUP)
+        await server.await_log("secrets reloaded")
+        carol = await connect("carol", "carolpw", tun="pkx%d")
+        assert str(carol.up.local_address) == "198.51.100.10"
+        # bob's session survived both reloads.
+        assert not bob.link.finished
+        rc, out = await ping(cli, LOCAL_IP)
+        assert rc == 0, out
+        rc, out = await ping(srv, "198.51.100.50")
+        assert rc == 0, out
+        await carol.close()
+        await bob.close()
+        await server.await_log("session down: user 'bob'")
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()
+
+
+def test_limits_refuse_calls_with_busy(lab: NetnsLab, tmp_path: Path) -> None:
+    srv, cli = two_namespaces(lab)
+    # One client namespace means one source address (the kernel picks GRE's source), so the
+    # two limits are checked against two server runs.
+    server = Server(lab, srv, tmp_path, "--max-per-source", "1")
+
+    async def per_source() -> None:
+        a = await connect("alice", "alice pw", tun="pka%d")
+        with pytest.raises(CallRefusedError) as refused:
+            await connect("alice", "alice pw", tun="pkz%d")
+        assert refused.value.result_code == 4  # Busy
+        await server.await_log("sessions from 192.0.2.2 already (max per source)")
+        # A session that ends frees its place.
+        await a.close()
+        await server.await_log("session down")
+        b = await connect("alice", "alice pw", tun="pkb%d")
+        assert str(b.up.local_address) == "198.51.100.10"
+        await b.close()
+
+    run_in(cli, per_source)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(10) == 0, server.log()
+    server = Server(lab, srv, tmp_path / "2" if (tmp_path / "2").mkdir() is None else tmp_path,
+                    "--max-sessions", "2")
+
+    async def max_sessions() -> None:
+        a = await connect("alice", "alice pw", tun="pka%d")
+        b = await connect("bob", "bobpw", tun="pkb%d")
+        with pytest.raises(CallRefusedError) as refused:
+            await connect("alice", "alice pw", tun="pkz%d")
+        assert refused.value.result_code == 4
+        await server.await_log("2 sessions already (max sessions)")
+        assert not a.link.finished and not b.link.finished
+        await a.close()
+        await b.close()
+
+    run_in(cli, max_sessions)
+    assert "Traceback" not in server.log()
+
+
+def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
+    require_binary("ping")
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "--tun-mode", "shared")
+
+    async def main() -> None:
+        sessions = [await connect("alice", "alice pw", tun=f"pk{i}x%d") for i in range(3)]
+        addresses = sorted(str(s.up.local_address) for s in sessions)
+        assert addresses == ["198.51.100.10", "198.51.100.11", "198.51.100.12"]
+        _, links = await in_ns(srv, "ip", "-o", "link")
+        assert "pptpkit-srv" in links and "pptpkit0" not in links
+        for address in addresses:
+            rc, out = await ping(srv, address)
+            assert rc == 0, out
+        for s in sessions:
+            rc, out = await in_ns(cli, "ping", "-n", "-q", "-c", "1", "-W", "3", "-I",
+                                  str(s.up.local_address), LOCAL_IP)
+            assert rc == 0, out
+        _, routes = await in_ns(srv, "ip", "route", "show", "dev", "pptpkit-srv")
+        assert routes.count("mtu 1396") == 3, routes
+        await tcp_transfer(cli, addresses[1], srv, "send", 5_000_000, tmp_path, 5003)
+        await sessions[0].close()
+        await server.await_log("session down")
+        _, routes = await in_ns(srv, "ip", "route", "show", "dev", "pptpkit-srv")
+        assert addresses[0] not in routes and addresses[1] in routes
+        rc, out = await ping(srv, addresses[1])
+        assert rc == 0, out
+        server.proc.send_signal(signal.SIGTERM)
+        for s in sessions[1:]:
+            down = await asyncio.wait_for(asyncio.shield(s.link.closed), 10)
+            assert down.outcome is Outcome.PEER_TERMINATED
+            await s.client.close()
+
+    run_in(cli, main)
+    assert server.proc.wait(10) == 0, server.log()
+    assert "pptpkit" not in lab.ip(srv, "-o", "link")
+    assert "Traceback" not in server.log()
