@@ -583,7 +583,8 @@ class SharedTunRouter:
         tun.start(self._dispatch, max_batch=self.max_batch)
 
     def _dispatch(self, packet: bytes) -> None:
-        link = self._routes.get(packet[16:20]) if packet[0] >> 4 == 4 else None
+        # A TUN read is never empty, but a short or non-IPv4 packet must not raise here.
+        link = self._routes.get(packet[16:20]) if len(packet) >= 20 and packet[0] >> 4 == 4 else None
         if link is None:
             self.unroutable += 1
             return

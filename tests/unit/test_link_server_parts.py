@@ -1,0 +1,91 @@
+"""Pieces of the built-in server that need no namespace: the shared-TUN dispatcher, the nft
+ruleset, address pool exclusion and BuiltinConfig validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pptpkit.auth.policy import AuthPolicy
+from pptpkit.auth.secrets import StaticSecrets
+from pptpkit.errors import ConfigError
+from pptpkit.link import SharedTunRouter
+from pptpkit.netpolicy import nft_ruleset
+from pptpkit.ppp.session_config import MppePolicy
+from pptpkit.server import AddressPool, BuiltinConfig
+
+PEER = bytes([198, 51, 100, 10])
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def send_ip(self, packet: bytes) -> bool:
+        self.packets.append(packet)
+        return True
+
+
+def router_with(link: Any) -> SharedTunRouter:
+    router = SharedTunRouter()
+    router._routes[PEER] = link
+    return router
+
+
+def test_dispatch_routes_by_ipv4_destination() -> None:
+    link = FakeLink()
+    router = router_with(link)
+    packet = bytes([0x45]) + bytes(15) + PEER + b"data"
+    router._dispatch(packet)
+    router._dispatch(bytes([0x45]) + bytes(15) + bytes([198, 51, 100, 11]))
+    router._dispatch(bytes([0x60]) + bytes(15) + PEER + bytes(20))  # IPv6: not routed
+    assert link.packets == [packet] and router.unroutable == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_dispatch_never_raises(packet: bytes) -> None:
+    link = FakeLink()
+    router = router_with(link)
+    router._dispatch(packet)
+    routed = len(packet) >= 20 and packet[0] >> 4 == 4 and packet[16:20] == PEER
+    assert link.packets == ([packet] if routed else [])
+    assert router.unroutable == (0 if routed else 1)
+
+
+def test_nft_ruleset_is_self_contained_and_validated() -> None:
+    text = nft_ruleset("pptpkit", "pptpkit*")
+    assert text.startswith("add table inet pptpkit\ndelete table inet pptpkit\n")
+    assert 'oifname "pptpkit*" tcp flags syn / syn,rst tcp option maxseg size set rt mtu' in text
+    for table, pattern in (("bad table", "x*"), ("t", 'x"; drop'), ("t", "")):
+        with pytest.raises(ValueError):
+            nft_ruleset(table, pattern)
+
+
+def test_pool_allocate_skips_excluded_and_released_pairs_return() -> None:
+    pool = AddressPool(["198.51.100.1"], ["198.51.100.10", "198.51.100.11", "198.51.100.12"])
+    first = pool.allocate(exclude={"198.51.100.10"})
+    assert first == ("198.51.100.1", "198.51.100.11")
+    assert pool.allocate() == ("198.51.100.1", "198.51.100.10")
+    assert pool.allocate(exclude={"198.51.100.12"}) is None
+    pool.release(first)
+    assert pool.allocate() == first
+
+
+def test_builtin_config_defaults_and_validation() -> None:
+    pool = AddressPool(["198.51.100.1"], ["198.51.100.10"])
+    secrets = StaticSecrets({("alice", "pptpd"): "pw"})
+    cfg = BuiltinConfig(pool=pool, secrets=secrets)
+    assert cfg.mppe.required and cfg.mppe.bits_128 and not cfg.mppe.bits_40
+    assert cfg.auth_policy.authenticates_peer and cfg.mru == 1400
+    session = cfg.session_config(None)
+    assert str(session.local_address) == "198.51.100.1" and session.authenticator is not None
+    with pytest.raises(ConfigError, match="without authentication"):
+        BuiltinConfig(pool=pool, secrets=secrets, auth_policy=AuthPolicy())
+    noauth = BuiltinConfig(pool=pool, secrets=secrets, auth_policy=AuthPolicy(), mppe=MppePolicy.nomppe())
+    assert noauth.session_config(None).authenticator is None
+    with pytest.raises(ConfigError):
+        BuiltinConfig(pool=pool, secrets=secrets, max_sessions=0)
