@@ -160,6 +160,7 @@ class PppSession:
         self._ccp: CcpEngine | None = None
         self._ccp_settled = False
         self._mppe_required = False
+        self._ncps_held = False
         self._ncps_gone: set[int] = set()
         self._encryptor: MppeEncryptor | None = None
         self._decryptor: MppeDecryptor | None = None
@@ -665,10 +666,15 @@ class PppSession:
                     fsm=cfg.fsm,
                 )
             )
+        # Like pppd (auth.c start_networks), a side that requires MPPE opens IPCP and IPV6CP
+        # only once CCP is up: a pppd peer in that mode answers earlier Configure-Requests with
+        # Terminate-Ack, so sending them costs a whole restart interval before the link is up.
+        self._ncps_held = self._mppe_required and self._ccp is not None
         for ncp in (self._ipcp, self._ipv6cp, self._ccp):
             if ncp is not None:
                 ncp.peer_mru = self._lcp.peer_mru
-                ncp.open(now)
+                if not self._ncps_held or ncp is self._ccp:
+                    ncp.open(now)
                 ncp.up(now)
 
     def _network_down(self, reason: str, now: float) -> None:
@@ -720,6 +726,7 @@ class PppSession:
         if isinstance(event, LayerUp):
             if ncp is self._ccp:
                 self._ccp_opened()
+                self._release_held_ncps(now)
             elif ncp is self._ipv6cp:
                 result = self._ipv6cp.result if self._ipv6cp is not None else None
                 self._ipv6_up = True
@@ -747,6 +754,14 @@ class PppSession:
             self._update_data_path()
         elif isinstance(event, LayerFinished):
             self._ncp_finished(ncp, now)
+
+    def _release_held_ncps(self, now: float) -> None:
+        if not self._ncps_held:
+            return
+        self._ncps_held = False
+        for held in (self._ipcp, self._ipv6cp):
+            if held is not None and held.protocol not in self._ncps_gone:
+                held.open(now)
 
     def _ncp_finished(self, ncp: ControlProtocol, now: float) -> None:
         self._ncps_gone.add(ncp.protocol)

@@ -146,7 +146,9 @@ def test_no_clear_data_while_required_mppe_is_not_on() -> None:
     )
     pair.start()
     pair.run(until=5.0)
-    assert pair.client.phase is Phase.NETWORK and pair.client._ipcp is not None and pair.client._ipcp.is_open
+    # Requiring MPPE, both sides hold IPCP back until CCP is up (as pppd does).
+    assert pair.client.phase is Phase.NETWORK and pair.client._ipcp is not None
+    assert not pair.client._ipcp.is_open
     assert pair.send("client", ipv4_packet(1)) is None
     assert pair.send("server", ipv4_packet(2)) is None
     # A clear IP frame from the peer is refused too.
