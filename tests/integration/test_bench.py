@@ -1,0 +1,77 @@
+"""``pptpkit bench`` end to end in its short (CI) mode: complete, sane output, no timing asserts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from conftest import require_binary, require_root
+
+pytestmark = [pytest.mark.root]
+
+
+def bench(*args: str, timeout: float = 600) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run([sys.executable, "-m", "pptpkit", "bench", *args, "--short", "--json"],
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def figures(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["label"].strip() + " [" + f["unit"] + "]": f for f in data["figures"]}
+
+
+def assert_sane(data: dict[str, Any]) -> None:
+    assert data["machine"]["nproc"] >= 1 and data["machine"]["python"]
+    assert data["figures"], data
+    for fig in data["figures"]:
+        assert fig["samples"], fig
+        assert all(v > 0 for v in fig["samples"]), fig
+    assert data["checks"] and all(data["checks"].values()), data["checks"]
+
+
+def test_bench_throughput_short() -> None:
+    require_root()
+    require_binary("pptp")
+    require_binary("pptpd")
+    code, data = bench("throughput", "--seconds", "1")
+    figs = figures(data)
+    for mode in ("stateless", "stateful", "none"):
+        for way in ("client->server", "server->client"):
+            assert f"MPPE {mode} {way} [Mbit/s]" in figs
+    assert "veth client->server [Mbit/s]" in figs and "veth server->client [Mbit/s]" in figs
+    anchors = [k for k in figs if k.startswith("pptp-linux+pptpd") and k.endswith("[frames/s]")]
+    assert len(anchors) == 2, (figs, data["notes"])
+    assert_sane(data)
+    # Every transfer's checksum was compared, both directions, veth and every mode.
+    assert sum(1 for k in data["checks"] if "checksum" in k) == 8
+    assert {g["name"] for g in data["goals"]} >= {"single-session TCP, MPPE-128 stateless"}
+    assert code == 0
+
+
+def test_bench_setup_short() -> None:
+    require_root()
+    code, data = bench("setup")
+    figs = figures(data)
+    median = figs["setup time median (TCP connect -> IPCP up) [ms]"]["value"]
+    assert median > 0
+    assert figs["setup time p99 [ms]"]["value"] >= median
+    assert any(k.startswith("setups per second") for k in figs)
+    assert_sane(data)
+    assert code == 0
+
+
+def test_bench_scale_short() -> None:
+    require_root()
+    code, data = bench("scale", "--sessions", "200")
+    figs = figures(data)
+    assert figs["sessions established [sessions]"]["value"] == 200
+    assert figs["sessions alive at the end [sessions]"]["value"] == 200
+    assert figs["sessions passing a packet at the end [sessions]"]["value"] == 200
+    assert figs["RSS per session [KiB]"]["value"] > 0
+    assert_sane(data)
+    assert code == 0
