@@ -340,8 +340,9 @@ class ManagedCall:
 
 class ManagedClient:
     """The member end, shaped like the part of :class:`~pptpkit.client.PptpClient` a one-call
-    program uses: ``await connect()`` (attach, starting the manager if needed), ``await
-    open_call()``, ``await close()``; ``closed``/``idle_stopped`` as in PptpClient."""
+    program uses: ``await connect()`` (attach, starting the manager if needed, and get a call),
+    ``await open_call()``, ``await close()``; ``closed``/``idle_stopped`` as in PptpClient.
+    One call per member."""
 
     def __init__(self, config: PptpClientConfig, *, directory: str | None = None) -> None:
         self.config = config
@@ -353,27 +354,18 @@ class ManagedClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opened: asyncio.Future[Message] | None = None
         self._call: ManagedCall | None = None
+        self._refused: CallRefusedError | None = None
         self._queue: list[bytes] = []
         self.frames_dropped = 0
 
-    async def connect(self) -> None:
-        """Attach to the manager (no control-connection traffic yet: the manager connects,
-        or reuses its connection, on :meth:`open_call`)."""
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        self.closed = loop.create_future()
-        sock = await loop.run_in_executor(
-            None, lambda: open_member_socket(self.config, directory=self.directory))
-        sock.setblocking(False)
-        self._sock = sock
-        loop.add_reader(sock.fileno(), self._readable)
-
-    async def open_call(self, *, on_frame: Callable[[bytes], None] | None = None) -> ManagedCall:
-        """Ask the manager for a call.  Raises :class:`ControlConnectionError` (no control
-        connection) or :class:`CallRefusedError` (the server refused) like PptpClient."""
+    async def connect(self) -> PeerInfo:
+        """Attach to the manager (starting one if needed) and have it open our call on its
+        control connection (set up by the first member).  Returns the server's PeerInfo.
+        Raises :class:`ControlConnectionError` when there is no control connection; a call the
+        server refuses is reported by :meth:`open_call` (:class:`CallRefusedError`), so callers
+        keep PptpClient's two steps and their distinct failures."""
         for attempt in range(3):
-            if self._sock is None:
-                await self.connect()
+            await self._attach()
             assert self._loop is not None
             self._opened = self._loop.create_future()
             self._send(Message(MsgType.OPEN, data={}))
@@ -381,22 +373,47 @@ class ManagedClient:
             if msg.type is MsgType.OPENED:
                 d = msg.data
                 self.peer = _peer_from(d["peer"])
-                call = ManagedCall(self, ManagedCallInfo(d["call_id"], d["peer_call_id"],
-                                                         d["peer_window"], d["connect_speed"]))
-                call.on_frame = on_frame
-                self._call = call
-                return call
+                self._call = ManagedCall(self, ManagedCallInfo(d["call_id"], d["peer_call_id"],
+                                                               d["peer_window"], d["connect_speed"]))
+                return self.peer
             kind, reason = msg.data.get("kind"), str(msg.data.get("reason", ""))
             if kind == "retry" and attempt < 2:
                 # The manager was shutting down as we attached: start afresh.
                 self._detach()
                 continue
             if kind == "refused":
-                raise CallRefusedError(reason, result_code=_opt_int(msg.data.get("result_code")),
-                                       error_code=_opt_int(msg.data.get("error_code")),
-                                       cause_code=_opt_int(msg.data.get("cause_code")))
+                self._refused = CallRefusedError(
+                    reason, result_code=_opt_int(msg.data.get("result_code")),
+                    error_code=_opt_int(msg.data.get("error_code")),
+                    cause_code=_opt_int(msg.data.get("cause_code")))
+                # The server answered, so the control connection itself is up.
+                self.peer = _peer_from(msg.data.get("peer") or {}) if msg.data.get("peer") else None
+                return self.peer  # type: ignore[return-value]
+            self._detach()
             raise ControlConnectionError(reason or "the call manager failed")
         raise ControlConnectionError("the call manager kept shutting down")
+
+    async def _attach(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        if self.closed is None or self.closed.done():
+            self.closed = loop.create_future()
+        sock = await loop.run_in_executor(
+            None, lambda: open_member_socket(self.config, directory=self.directory))
+        sock.setblocking(False)
+        self._sock = sock
+        loop.add_reader(sock.fileno(), self._readable)
+
+    async def open_call(self, *, on_frame: Callable[[bytes], None] | None = None) -> ManagedCall:
+        """The call :meth:`connect` obtained.  Raises :class:`CallRefusedError` when the server
+        refused it, :class:`ControlConnectionError` when there is none."""
+        if self._refused is not None:
+            raise self._refused
+        if self._call is None:
+            raise ControlConnectionError("not connected to the call manager")
+        if on_frame is not None:
+            self._call.on_frame = on_frame
+        return self._call
 
     def _send(self, msg: Message) -> bool:
         sock = self._sock
@@ -659,9 +676,10 @@ class CallManager:
             call = await client.open_call()
         except CallRefusedError as exc:
             member.opening = False
+            peer = asdict(self.client.peer) if self.client and self.client.peer else None
             member.send(Message(MsgType.FAILED, data={
                 "kind": "refused", "reason": str(exc), "result_code": exc.result_code,
-                "error_code": exc.error_code, "cause_code": exc.cause_code}))
+                "error_code": exc.error_code, "cause_code": exc.cause_code, "peer": peer}))
             self._maybe_exit()
             return
         except ControlConnectionError as exc:

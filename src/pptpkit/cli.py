@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds to wait for the server at each step (default 10)")
     pty.add_argument("--window", type=_int_range(1, 0xFFFF), default=64, metavar="N",
                      help="packet receive window to advertise (default 64)")
+    pty.add_argument("--callmgr", action="store_true",
+                     help="share one control connection with every other 'pptpkit pty --callmgr' "
+                          "to the same server (a detached call manager, as pptp-linux's)")
     pty.add_argument("--stdin-only", action="store_true",
                      help="read and write the frames on fd 0 (a socketpair end or raw pty)")
     pty.add_argument("--summary", action="store_true",
@@ -230,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_connect import add_connect_parser
 
     add_connect_parser(sub, common)
+    from .cli_ppp import add_ppp_parser
+
+    add_ppp_parser(sub, common)
     from .cli_bench import add_bench_parser
 
     add_bench_parser(sub, common)
@@ -312,7 +318,9 @@ async def run_pty(args: argparse.Namespace) -> int:
     started = time.monotonic()
     config = PptpClientConfig(server=args.server, port=args.port, connect_timeout=args.timeout,
                               call_timeout=args.timeout, window=args.window, nobuffer=args.nobuffer)
-    client = PptpClient(config)
+    from .callmgr import ManagedClient
+
+    client: PptpClient | ManagedClient = ManagedClient(config) if args.callmgr else PptpClient(config)
     try:
         peer = await client.connect()
     except ControlConnectionError as exc:
@@ -432,6 +440,12 @@ async def run_server(args: argparse.Namespace, program: PppProgramConfig) -> int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["ppp"]:
+        # pppd's options (-pap, +ipv6 ...) are not argparse's: hand them over untouched.
+        from .cli_ppp import main as ppp_main
+
+        return ppp_main(words[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)

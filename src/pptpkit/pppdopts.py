@@ -64,6 +64,9 @@ NOOP_OPTIONS: Final[dict[str, str]] = {
             "given (a pty or socketpair nobody else can dial), so there is nothing to lock",
     "nolock": "see lock: no device is opened by name",
     "local": "ignore modem control lines; a pty or socketpair has none",
+    "modem": "use modem control lines (carrier detect, DTR hang-up); a pty or socketpair has "
+             "none, so there is nothing to wait for or drop (Debian's /etc/ppp/options says it, "
+             "pptpctrl's 'local' overrides it)",
     "crtscts": "hardware flow control of a serial line; a pty has no RTS/CTS lines",
     "nocrtscts": "see crtscts",
     "-crtscts": "see crtscts",

@@ -31,6 +31,7 @@ async def main():
     member = ManagedClient(PptpClientConfig(server=sys.argv[1], connect_timeout=5, call_timeout=5))
     await member.connect()
     call = await member.open_call()
+    assert member.peer is not None and member.peer.vendor == "pptpkit"
     got = asyncio.Queue()
     call.on_frame = got.put_nowait
     print("opened", call.call_id, call.peer_call_id, flush=True)
