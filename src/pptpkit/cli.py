@@ -446,6 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cli_ppp import main as ppp_main
 
         return ppp_main(words[1:])
+    if words[:1] == ["connect"] and "--pppd" in words:
+        # pptp-linux style: the options after --pppd are pppd's, and pppd's own options say
+        # who we are, so connect's -u/--user does not apply.
+        from .pppd_launch import main as pppd_main
+
+        return pppd_main(words[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)

@@ -180,6 +180,12 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
 
     p.add_argument("--json", action="store_true",
                    help="print events (up, down, retry) as JSON lines on stdout")
+    p.add_argument("--pppd", nargs=argparse.REMAINDER, metavar="PPPD_OPTION",
+                   help="instead of the built-in PPP: run pppd on a pty with the remaining "
+                        "arguments as its options, like 'pptp SERVER [pppd options]', sharing "
+                        "the control connection with other such calls ($PPTPKIT_PPPD: the pppd "
+                        "program); the exit status is pppd's.  -u is then not needed: pppd's own "
+                        "options (user/name) say who we are")
     return p
 
 
@@ -297,6 +303,15 @@ async def _run(config: ConnectConfig, as_json: bool) -> int:
 
 def run_connect_command(args: argparse.Namespace) -> int:
     """``main`` for ``connect``: usage errors exit 2 with one line, the rest per the exit table."""
+    if getattr(args, "pppd", None) is not None:
+        from .pppd_launch import run_connect_pppd
+
+        try:
+            server = str(_resolve(args.server))
+        except ConnectUsageError as exc:
+            print(f"pptpkit connect: {exc}", file=sys.stderr)
+            return int(ExitCode.USAGE)
+        return run_connect_pppd(server, args.pppd, port=args.port, timeout=args.timeout)
     try:
         password = read_password(args)
         config = config_from_args(args, password)
