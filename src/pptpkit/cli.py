@@ -463,6 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.stdout_usable:
                 _plug_fd(1)
             return asyncio.run(run_pty(args))
+        if args.command == "server" and args.config:
+            from .pptpdconf import apply_to_server_args
+
+            apply_to_server_args(args)
         if args.command == "server" and args.ppp_program is None:
             from .cli_server import run_builtin
 

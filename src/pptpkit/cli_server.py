@@ -65,6 +65,9 @@ def add_builtin_arguments(srv: argparse.ArgumentParser) -> None:
     """Add the built-in mode's options to the ``server`` parser (cli.py owns the others)."""
     from .cli import _ip_list
 
+    srv.add_argument("--config", metavar="PPTPD_CONF",
+                     help="read an existing pptpd.conf: 'ppp PROGRAM' selects the PPP-program mode, "
+                          "otherwise the built-in stack runs with the pppd options file 'option' names")
     group = srv.add_argument_group("built-in mode (no --ppp-program)")
     group.add_argument("--local-ip", dest="localip", type=_ip_list, metavar="LIST",
                        help="our tunnel address(es), pptpd localip syntax (same as --localip)")

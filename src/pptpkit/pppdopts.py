@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Final
@@ -176,6 +176,12 @@ class PppdOptions:
     logfd: int | None = 2
     files: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
+    locations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """Option name -> ``path:line`` where it was last given (for callers' own errors)."""
+
+    def where(self, option: str) -> str:
+        """``path:line`` of ``option``, or ``"<options>"`` when it was not given."""
+        return self.locations.get(option, "<options>")
 
     @property
     def role(self) -> SessionRole:
@@ -257,6 +263,7 @@ class _State:
     ms_wins: list[IPv4Address] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    locations: dict[str, str] = field(default_factory=dict)
     words: int = 0
     depth: int = 0
 
@@ -329,6 +336,7 @@ class _Parser:
             self.state.words += 1
             if self.state.words > MAX_WORDS:
                 raise where.error(f"more than {MAX_WORDS} option words")
+            self.state.locations[word] = str(where)
             spec = _OPTIONS.get(word)
             if spec is None:
                 self.bare_word(word, where)
@@ -526,7 +534,8 @@ def _finish(p: _Parser) -> PppdOptions:
         # let the user believe dead peers are detected.
         st.notices.append("lcp-echo-failure has no effect without lcp-echo-interval")
     opts = PppdOptions(auth_policy=policy, mppe=mppe, ms_dns=tuple(st.ms_dns),
-                       ms_wins=tuple(st.ms_wins), files=tuple(st.files), notices=tuple(st.notices))
+                       ms_wins=tuple(st.ms_wins), files=tuple(st.files), notices=tuple(st.notices),
+                       locations=dict(st.locations))
     return replace(opts, **values)  # type: ignore[arg-type]
 
 

@@ -17,12 +17,16 @@ configured from the pppd options file named by ``option`` (see :mod:`pptpkit.ppp
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from .auth.methods import AuthMethod
 from .errors import ConfigError
+from .pppdopts import PppdOptions, parse_pppd_argv
 from .server import AddressPool, PppProgramConfig, parse_ip_list
 
 __all__ = [
@@ -33,6 +37,8 @@ __all__ = [
     "SUPPORTED",
     "UNSUPPORTED",
     "PptpdConf",
+    "apply_to_server_args",
+    "builtin_options",
     "parse_pptpd_conf",
     "read_pptpd_conf",
 ]
@@ -208,3 +214,123 @@ def read_pptpd_conf(path: str) -> PptpdConf:
     if len(data) > MAX_CONF_BYTES:
         raise ConfigError(f"larger than {MAX_CONF_BYTES} bytes", path=path)
     return parse_pptpd_conf(data.decode("utf-8", "surrogateescape"), path)
+
+
+# -- pptpkit server --config ----------------------------------------------------------------------
+
+
+def builtin_options(conf: PptpdConf, *, etc_dir: str = "/etc/ppp") -> PppdOptions:
+    """The pppd options the built-in stack runs with: what pptpd's pppd would read, i.e.
+    ``etc_dir/options`` (when it exists) and then the ``option`` file."""
+    argv = ["file", conf.option] if conf.option else []
+    return parse_pppd_argv(argv, etc_dir=etc_dir, default_files=[os.path.join(etc_dir, "options")])
+
+
+#: PppdOptions fields the built-in server cannot honour, with why; a non-default value is an
+#: error naming where the option was given.
+_BUILTIN_UNSUPPORTED: Final = {
+    "proxyarp": ("proxyarp", "the built-in server adds no proxy ARP entries: route the remoteip "
+                             "range to this host, or run 'ppp pptpkit ppp' (bridge mode), which does"),
+    "defaultroute": ("defaultroute", "a server does not route through its clients"),
+    "usepeerdns": ("usepeerdns", "a server pushes DNS (ms-dns), it does not take any"),
+    "mtu": ("mtu", "the built-in server sets its MRU (mru); the link MTU follows from both MRUs"),
+    "ifname": ("ifname", "interfaces are named by --tun-name"),
+    "ipv6": ("+ipv6", "IPv6 is not offered by the built-in server"),
+    "user": ("user", "the server does not authenticate itself to its clients"),
+    "password": ("password", "the server does not authenticate itself to its clients"),
+    "accm": ("asyncmap", "PPTP carries no async map"),
+    "pfc": ("nopcomp", "protocol compression is always negotiated"),
+    "acfc": ("noaccomp", "address/control compression is always negotiated"),
+    "local_address": ("LOCAL:REMOTE", "addresses come from localip/remoteip"),
+    "remote_address": ("LOCAL:REMOTE", "addresses come from localip/remoteip"),
+}
+
+
+def apply_to_server_args(args: argparse.Namespace, *, etc_dir: str | None = None) -> PptpdConf:
+    """``pptpkit server --config FILE``: fill the server's argparse namespace from pptpd.conf.
+
+    With ``ppp``: bridge mode (``ppp_program``, ``option``, the pool, speed, noipparam,
+    delegate).  Without: built-in mode, configured from the pppd options it would read (see
+    :func:`builtin_options`).  listen, connections, stimeout and debug apply to both.  Options
+    the mode cannot honour raise :class:`ConfigError` with their ``path:line``.  ``etc_dir``:
+    pppd's directory (default ``$PPTPKIT_PPP_ETC`` or /etc/ppp).
+    """
+    etc_dir = etc_dir or os.environ.get("PPTPKIT_PPP_ETC") or "/etc/ppp"
+    conf = read_pptpd_conf(args.config)
+    if conf.listen is not None:
+        args.listen = (conf.listen, args.listen[1] if args.listen else 1723)
+    args.connections = conf.connections
+    args.stimeout = conf.stimeout
+    if conf.debug:
+        args.verbose = max(args.verbose, 1)
+    if conf.bridge_mode:
+        program = conf.program_config()  # validates the pool
+        args.ppp_program = program.program
+        args.option = conf.option
+        args.localip = list(conf.localip) if conf.localip else None
+        args.remoteip = list(conf.remoteip) if conf.remoteip else None
+        args.speed = conf.speed
+        args.noipparam = conf.noipparam
+        args.delegate = conf.delegate
+        return conf
+    conf.check_builtin()
+    if conf.speed != DEFAULT_SPEED or conf.noipparam:
+        log.info("%s: speed/noipparam only matter to a PPP program; ignored in built-in mode", conf.path)
+    opts = builtin_options(conf, etc_dir=etc_dir)
+    _apply_builtin(args, conf, opts)
+    return conf
+
+
+def _apply_builtin(args: argparse.Namespace, conf: PptpdConf, opts: PppdOptions) -> None:
+    defaults = PppdOptions()
+    for name, (option, why) in _BUILTIN_UNSUPPORTED.items():
+        if getattr(opts, name) != getattr(defaults, name):
+            raise ConfigError(f"{option}: not supported by the built-in server ({why}) "
+                              f"[{opts.where(option)}]", path=conf.path)
+    if not opts.ccp and opts.mppe.allowed:
+        raise ConfigError(f"noccp without nomppe [{opts.where('noccp')}]", path=conf.path)
+    args.localip = list(conf.localip or ())
+    args.remoteip = list(conf.remoteip or ())
+    args.option = None
+    args.noipparam = False
+    args.delegate = False
+    if opts.name:
+        args.name = opts.name
+    args.dns = [str(a) for a in opts.ms_dns]
+    args.wins = [str(a) for a in opts.ms_wins]
+    mppe = opts.mppe
+    args.mppe_stateful = mppe.stateful
+    if not mppe.allowed:
+        args.mppe = "none"
+    elif not mppe.required:
+        args.mppe = "optional"
+    elif mppe.bits_128 and not mppe.bits_40:
+        args.mppe = "128"
+    elif mppe.bits_128 and mppe.bits_40:
+        args.mppe = "any"
+    else:
+        raise ConfigError("require-mppe-40 alone: the built-in server requires 128 bits or either "
+                          f"[{opts.where('require-mppe-40')}]", path=conf.path)
+    policy = opts.auth_policy
+    if not policy.authenticates_peer:
+        if mppe.allowed and mppe.required:
+            raise ConfigError("noauth with required MPPE: MPPE keys come from MS-CHAP", path=conf.path)
+        args.noauth = True
+        args.require = None
+    else:
+        # pppd's bare 'auth' offers every method it knows; require-X narrows that.
+        methods = policy.offered_methods()
+        names = {m: m.pppd_name for m in AuthMethod}
+        args.noauth = False
+        args.require = [names[m] for m in methods]
+    if opts.mru is not None:
+        args.mtu = opts.mru
+    args.echo_interval = opts.echo_interval
+    # pppd's lcp-echo-failure 0 means "never give up"; the closest is the largest count.
+    args.echo_failure = opts.echo_failure or 1000
+    if opts.idle:
+        args.idle = opts.idle
+    if opts.debug:
+        args.verbose = max(args.verbose, 1)
+    for notice in opts.notices:
+        log.warning("%s", notice)

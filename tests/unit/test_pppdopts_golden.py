@@ -28,7 +28,7 @@ def render(opts: PppdOptions) -> str:
     lines = [f"role = {opts.role.value}"]
     for f in dataclasses.fields(PppdOptions):
         value = getattr(opts, f.name)
-        if value == getattr(DEFAULTS, f.name):
+        if f.name == "locations" or value == getattr(DEFAULTS, f.name):
             continue
         if f.name == "auth_policy":
             pol = opts.auth_policy
