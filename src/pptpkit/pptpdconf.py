@@ -278,6 +278,9 @@ def apply_to_server_args(args: argparse.Namespace, *, etc_dir: str | None = None
         log.info("%s: speed/noipparam only matter to a PPP program; ignored in built-in mode", conf.path)
     opts = builtin_options(conf, etc_dir=etc_dir)
     _apply_builtin(args, conf, opts)
+    if getattr(args, "secrets", None) in (None, "/etc/ppp/chap-secrets"):
+        # pptpd's pppd reads chap-secrets next to its options.
+        args.secrets = os.path.join(etc_dir, "chap-secrets")
     return conf
 
 
