@@ -186,7 +186,10 @@ class VpnLab:
 
     def ping(self, ns: str, target: str, *, count: int = 3, interface: str | None = None,
              timeout: float = 20) -> subprocess.CompletedProcess[str]:
-        argv = ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2"]
+        # -w: keep trying until ``count`` replies or the deadline.  The server configures its
+        # side of a session (TUN, address) just after IPCP opens, so a packet sent the instant
+        # the client reports "up" can still meet a server that is not ready for it.
+        argv = ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", "-w", "10"]
         if interface is not None:
             argv += ["-I", interface]
         return self.lab.run(ns, [*argv, target], check=False, timeout=timeout)

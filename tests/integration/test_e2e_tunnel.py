@@ -55,7 +55,7 @@ def test_ping_both_ways_and_clean_shutdown(vpn: VpnLab) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     back = vpn.ping(vpn.server_ns, up["local_address"])
     assert back.returncode == 0, back.stdout + back.stderr
-    assert " 0% packet loss" in out.stdout and " 0% packet loss" in back.stdout
+    assert "3 received" in out.stdout and "3 received" in back.stdout
 
     server_links_up = [n for n in vpn.links(vpn.server_ns) if n.startswith("pptpkit")]
     assert len(server_links_up) == 1
