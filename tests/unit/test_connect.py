@@ -19,9 +19,11 @@ from pptpkit.client import ControlConnectionError
 from pptpkit.connect import (
     EXIT_CODES_HELP,
     PERMANENT_CODES,
+    AttemptResult,
     Backoff,
     ConnectConfig,
     ExitCode,
+    Failure,
     GreWatchdog,
     classify_link_down,
     control_failure,
@@ -417,3 +419,68 @@ def test_config_validation() -> None:
         ConnectConfig(server=SERVER, username="a", password="p", max_retries=-1)
     with pytest.raises(ConfigError):
         ConnectConfig(server=SERVER, username="a", password="p", ifname="x" * 16)
+
+
+# -- the --persist loop (attempts faked) --------------------------------------------------------------
+
+
+def _run_with(results: list[AttemptResult], **cfg: object) -> tuple[int, list[dict[str, object]], int]:
+    import asyncio
+
+    from pptpkit.connect import Connector
+
+    config = ConnectConfig(server=SERVER, username="a", password="p", backoff_initial=0.001,
+                           backoff_cap=0.004, **cfg)  # type: ignore[arg-type]
+    statuses: list[dict[str, object]] = []
+    queue = list(results)
+
+    async def main() -> tuple[int, int]:
+        connector = Connector(config, on_status=statuses.append)
+
+        async def attempt() -> AttemptResult:
+            if not queue:
+                connector.stop.set()
+                return AttemptResult(None, stopped=True)
+            return queue.pop(0)
+
+        connector.attempt = attempt  # type: ignore[method-assign]
+        code = await connector.run()
+        return int(code), connector.attempts
+
+    code, attempts = asyncio.run(main())
+    return code, statuses, attempts
+
+
+HANGUP = Failure(code=ExitCode.HANGUP, message="hung up")
+WRONG_PASSWORD = Failure(code=ExitCode.AUTH_FAILED, message="bad", permanent=True)
+
+
+def test_without_persist_the_first_failure_ends_it() -> None:
+    code, statuses, attempts = _run_with([AttemptResult(HANGUP)])
+    assert (code, attempts) == (16, 1)
+    assert statuses == [{"event": "down", "code": 16, "message": "hung up", "permanent": False}]
+
+
+def test_persist_retries_transient_failures_with_backoff() -> None:
+    code, statuses, attempts = _run_with([AttemptResult(HANGUP)] * 3, persist=True)
+    assert code == 0 and attempts == 4  # the fourth attempt is the user's stop
+    assert [s["delay"] for s in statuses if s["event"] == "retry"] == [0.001, 0.002, 0.004]
+
+
+def test_persist_stops_at_a_permanent_failure() -> None:
+    code, _, attempts = _run_with([AttemptResult(HANGUP), AttemptResult(WRONG_PASSWORD),
+                                   AttemptResult(HANGUP)], persist=True)
+    assert (code, attempts) == (19, 2)
+    mppe = Failure(code=ExitCode.NEGOTIATION_FAILED, message="MPPE required", permanent=True)
+    assert _run_with([AttemptResult(mppe)], persist=True)[0] == 10
+
+
+def test_persist_max_retries() -> None:
+    code, _, attempts = _run_with([AttemptResult(HANGUP)] * 5, persist=True, max_retries=2)
+    assert (code, attempts) == (16, 3)
+
+
+def test_backoff_resets_after_a_stable_link() -> None:
+    long_up = AttemptResult(HANGUP, up_for=3600.0)
+    _, statuses, _ = _run_with([AttemptResult(HANGUP), AttemptResult(HANGUP), long_up], persist=True)
+    assert [s["delay"] for s in statuses if s["event"] == "retry"] == [0.001, 0.002, 0.001]
