@@ -386,9 +386,11 @@ class ManagedClient:
                     reason, result_code=_opt_int(msg.data.get("result_code")),
                     error_code=_opt_int(msg.data.get("error_code")),
                     cause_code=_opt_int(msg.data.get("cause_code")))
-                # The server answered, so the control connection itself is up.
-                self.peer = _peer_from(msg.data.get("peer") or {}) if msg.data.get("peer") else None
-                return self.peer  # type: ignore[return-value]
+                # The server answered, so the control connection itself is up; a manager that
+                # did not describe the server leaves an empty description.
+                peer = msg.data.get("peer")
+                self.peer = _peer_from(peer) if isinstance(peer, dict) and peer else _NO_PEER
+                return self.peer
             self._detach()
             raise ControlConnectionError(reason or "the call manager failed")
         raise ControlConnectionError("the call manager kept shutting down")
@@ -527,6 +529,10 @@ class ManagedClient:
         if self.closed is not None and self.closed.done():
             return self.closed.result()
         return None
+
+
+_NO_PEER: Final = PeerInfo(protocol_version=0, framing_capabilities=0, bearer_capabilities=0,
+                           max_channels=0, firmware_revision=0, host_name="", vendor="")
 
 
 def _opt_int(value: object) -> int | None:

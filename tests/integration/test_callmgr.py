@@ -195,3 +195,61 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     assert d.proc.wait(10) == 0
     wait_until(lambda: manager_pids(client_ns, run_dir) == [], what="the new manager to exit")
     assert "Traceback" not in cm_log(), cm_log()
+
+
+def read_frame(fd: int, timeout: float = 10.0) -> bytes:
+    from pptpkit.ppp.hdlc import HdlcDecoder
+
+    decoder = HdlcDecoder(max_frame=65535)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            data = os.read(fd, 65536)
+            assert data, "EOF from pptpkit pty"
+            frames = decoder.feed(data)
+            if frames:
+                return frames[0]
+    raise AssertionError("no frame from pptpkit pty")
+
+
+def test_pptpkit_pty_callmgr(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
+    """The CLI: two ``pptpkit pty --callmgr`` share one connection; the last EOF closes it."""
+    from pptpkit.ppp.hdlc import encode_frame
+
+    netlab, server_ns, client_ns = lab
+    with open(tmp_path / "server.log", "wb") as log:
+        netlab.popen(server_ns, [
+            sys.executable, "-m", "pptpkit", "server", "--listen", SERVER,
+            "--ppp-program", sys.executable, "--ppp-arg=-m", "--ppp-arg=pptpkit._echo",
+            "--localip", "198.51.100.1", "--remoteip", "198.51.100.2-20", "--noipparam",
+        ], stdout=subprocess.DEVNULL, stderr=log)
+    wait_until(lambda: any(r[3] == "0A" and r[1].endswith(":06BB") for r in tcp_rows(server_ns)),
+               what="the server to listen")
+    env = {**os.environ, "PPTPKIT_RUN_DIR": str(tmp_path / "run")}
+    ptys = [netlab.popen(client_ns, [sys.executable, "-m", "pptpkit", "pty", SERVER, "--callmgr"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            for _ in range(2)]
+    frame = b"\xff\x03\xc0\x21\x09\x07\x00\x0c\x00\x00\x00\x00pty!"
+    for proc in ptys:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(encode_frame(frame))
+        proc.stdin.flush()
+        assert read_frame(proc.stdout.fileno()) == frame
+    assert control_connections(client_ns) == 1
+    first, second = ptys
+    assert first.stdin is not None and second.stdin is not None and second.stdout is not None
+    first.stdin.close()
+    assert first.wait(10) == 0
+    time.sleep(0.3)
+    assert control_connections(client_ns) == 1
+    second.stdin.write(encode_frame(frame))
+    second.stdin.flush()
+    assert read_frame(second.stdout.fileno()) == frame
+    second.stdin.close()
+    assert second.wait(10) == 0
+    wait_until(lambda: control_connections(client_ns) == 0, what="the control connection to close")
+    wait_until(lambda: not (tmp_path / "run" / f"{SERVER}:1723").exists(), what="the manager to exit")
+    for proc in ptys:
+        assert proc.stderr is not None
+        assert b"Traceback" not in proc.stderr.read()
