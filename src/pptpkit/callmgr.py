@@ -6,7 +6,8 @@ Design
 * The **manager** is a detached process (``python -m pptpkit.callmgr``, its own session, no
   terminal) owning the TCP control connection (a :class:`~pptpkit.client.PptpClient`) and the
   raw GRE socket.  It listens on a unix ``SOCK_SEQPACKET`` socket
-  ``RUN_DIR/<server>:<port>`` (``RUN_DIR``: ``$PPTPKIT_RUN_DIR`` or ``/run/pptpkit``).
+  ``RUN_DIR/<server>:<port>@<netns inode>`` (``RUN_DIR``: ``$PPTPKIT_RUN_DIR`` or
+  ``/run/pptpkit``).
 * A **member** process connects to that socket, asks for a call (``OPEN``), gets ``OPENED``
   (call IDs, peer window, speed) or ``FAILED``, then exchanges PPP frames with the manager, one
   datagram per frame; ``CLOSED`` tells it the call ended.  Closing its socket hangs up.
@@ -186,8 +187,17 @@ def run_dir(environ: Mapping[str, str] | None = None) -> str:
     return env.get(ENV_RUN_DIR) or DEFAULT_RUN_DIR
 
 
-def socket_path(server: str, port: int, directory: str | None = None) -> str:
-    return os.path.join(directory or run_dir(), f"{server}:{port}")
+def _netns_id() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/net").st_ino)
+    except OSError:
+        return "0"
+
+
+def socket_path(server: str, port: int, directory: str | None = None, *, netns: str | None = None) -> str:
+    """``DIR/SERVER:PORT@NETNS``: TCP and GRE belong to a network namespace, so processes in
+    different namespaces (containers, tests) must never share a manager even with one /run."""
+    return os.path.join(directory or run_dir(), f"{server}:{port}@{netns or _netns_id()}")
 
 
 @contextlib.contextmanager

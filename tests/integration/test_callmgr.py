@@ -92,6 +92,12 @@ def control_connections(ns: str) -> int:
     return sum(1 for row in tcp_rows(ns) if row[3] == "01" and row[2].endswith(":06BB"))
 
 
+def managed_socket(run_dir: Path) -> Path:
+    """The manager's socket for SERVER:1723 (its name ends with the namespace's inode)."""
+    found = [p for p in run_dir.glob(f"{SERVER}:1723@*") if not p.name.endswith(".lock")]
+    return found[0] if found else run_dir / f"{SERVER}:1723@none"
+
+
 def wait_until(cond: object, timeout: float = 10.0, what: str = "condition") -> None:
     end = time.monotonic() + timeout
     while not cond():  # type: ignore[operator]
@@ -151,7 +157,9 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     a = Member(netlab, client_ns, script, env)
     assert a.line().startswith("opened"), cm_log()
     assert control_connections(client_ns) == 1
-    assert (run_dir / f"{SERVER}:1723").is_socket()
+    assert managed_socket(run_dir).is_socket()
+    # One manager per server, port and network namespace.
+    assert managed_socket(run_dir).name == f"{SERVER}:1723@{os.stat(f'/run/netns/{client_ns}').st_ino}"
     first_manager = manager_pids(client_ns, run_dir)
     assert len(first_manager) == 1
     b = Member(netlab, client_ns, script, env)
@@ -172,7 +180,7 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     assert b.proc.wait(10) == 0
     wait_until(lambda: control_connections(client_ns) == 0, what="the control connection to close")
     wait_until(lambda: manager_pids(client_ns, run_dir) == [], what="the manager to exit")
-    assert not (run_dir / f"{SERVER}:1723").exists()
+    assert not managed_socket(run_dir).exists()
     server_text = server_log.read_text()
     # The server agrees: one control connection carried both calls.
     assert server_text.count("control connection from 192.0.2.1 up") == 1, server_text
@@ -186,7 +194,7 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     os.kill(victim, signal.SIGKILL)
     assert c.line().startswith("closed"), cm_log()
     assert c.proc.wait(10) == 0
-    assert (run_dir / f"{SERVER}:1723").exists()  # the leftover a dead manager cannot remove
+    assert managed_socket(run_dir).exists()  # the leftover a dead manager cannot remove
     d = Member(netlab, client_ns, script, env)
     assert d.line().startswith("opened"), cm_log()
     assert manager_pids(client_ns, run_dir) not in ([], [victim])
@@ -249,7 +257,7 @@ def test_pptpkit_pty_callmgr(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> 
     second.stdin.close()
     assert second.wait(10) == 0
     wait_until(lambda: control_connections(client_ns) == 0, what="the control connection to close")
-    wait_until(lambda: not (tmp_path / "run" / f"{SERVER}:1723").exists(), what="the manager to exit")
+    wait_until(lambda: not managed_socket(tmp_path / "run").exists(), what="the manager to exit")
     for proc in ptys:
         assert proc.stderr is not None
         assert b"Traceback" not in proc.stderr.read()

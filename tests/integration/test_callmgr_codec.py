@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -56,9 +57,11 @@ def test_encoder_refuses_oversized() -> None:
         encode_message(Message(MsgType.FRAME, frame=bytes(MAX_FRAME + 1)))
 
 
-def test_socket_path_is_per_server_and_port(tmp_path: object) -> None:
-    assert socket_path("192.0.2.2", 1723, "/d") == "/d/192.0.2.2:1723"
+def test_socket_path_is_per_server_port_and_namespace() -> None:
+    assert socket_path("192.0.2.2", 1723, "/d", netns="7") == "/d/192.0.2.2:1723@7"
     assert socket_path("192.0.2.2", 1724, "/d") != socket_path("192.0.2.2", 1723, "/d")
+    assert socket_path("192.0.2.2", 1723, "/d", netns="7") != socket_path("192.0.2.2", 1723, "/d", netns="8")
+    assert socket_path("192.0.2.2", 1723, "/d").endswith(f"@{os.stat('/proc/self/ns/net').st_ino}")
 
 
 @settings(max_examples=400, deadline=None)
