@@ -47,7 +47,8 @@ def start(netlab: NetnsLab, ns: str, fd: int, etc: Path, args: list[str],
 
 
 SERVER_ARGS = ["local", "115200", f"{LOCAL}:{REMOTE}", "remotenumber", "192.0.2.1", "name", "pptpd",
-               "require-mschap-v2", "refuse-pap", "require-mppe-128", "ms-dns", "198.51.100.53"]
+               "require-mschap-v2", "refuse-pap", "require-mppe-128", "ms-dns", "198.51.100.53",
+               "proxyarp"]
 CLIENT_ARGS = ["name", "alice", "remotename", "pptpd", "require-mppe-128", "noauth", "usepeerdns",
                "nodetach", "ifname", "vpn0"]
 
@@ -57,6 +58,10 @@ def test_pptpkit_ppp_back_to_back(lab: tuple[NetnsLab, str, str], tmp_path: Path
     netlab, server_ns, client_ns = lab
     server_etc = etc_dir(tmp_path / "server-etc", "right")
     client_etc = etc_dir(tmp_path / "client-etc", secret)
+    # A "LAN" on the server side holding the client's address: proxyarp publishes it there.
+    netlab.ip(server_ns, "link", "add", "lan0", "type", "veth", "peer", "name", "lan1")
+    netlab.ip(server_ns, "addr", "add", "198.51.100.254/24", "dev", "lan0")
+    netlab.ip(server_ns, "link", "set", "lan0", "up")
     a, b = socket.socketpair()
     server = start(netlab, server_ns, a.fileno(), server_etc, SERVER_ARGS, tmp_path / "server.log")
     client = start(netlab, client_ns, b.fileno(), client_etc, CLIENT_ARGS, tmp_path / "client.log")
@@ -75,12 +80,14 @@ def test_pptpkit_ppp_back_to_back(lab: tuple[NetnsLab, str, str], tmp_path: Path
     ping = netlab.run(client_ns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", LOCAL], check=False)
     assert ping.returncode == 0, ping.stdout + logs()
     assert (client_etc / "resolv.conf").read_text() == "nameserver 198.51.100.53\n"
+    assert f"{REMOTE} dev lan0" in netlab.ip(server_ns, "neigh", "show", "proxy"), logs()
     client.terminate()  # pppd: SIGTERM -> LCP Terminate, exit 5
     assert client.wait(10) == 5, logs()
     # The server saw the peer terminate a link that was up: pppd's status is 0... or the line
     # closing right after (hang-up, 16) when the Terminate-Ack raced the close.
     assert server.wait(10) in (0, 16), logs()
     assert not (client_etc / "resolv.conf").exists()
+    assert REMOTE not in netlab.ip(server_ns, "neigh", "show", "proxy")  # unpublished at the end
     text = logs()
     assert "Traceback" not in text
     assert "MPPE 128-bit stateless compression enabled" in text
