@@ -291,13 +291,13 @@ def _printer(as_json: bool) -> Any:
     return on_status
 
 
-async def _run(config: ConnectConfig, as_json: bool) -> int:
+async def _run(config: ConnectConfig, as_json: bool, verbose: int = 0) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    connector = Connector(config, stop=stop, on_status=_printer(as_json))
+    connector = Connector(config, stop=stop, on_status=_printer(as_json), log_frames=verbose >= 2)
     return int(await connector.run())
 
 
@@ -319,7 +319,7 @@ def run_connect_command(args: argparse.Namespace) -> int:
         print(f"pptpkit connect: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
     try:
-        return asyncio.run(_run(config, args.json))
+        return asyncio.run(_run(config, args.json, args.verbose))
     except PermissionError as exc:
         print(f"pptpkit connect: {exc} (needs root: CAP_NET_ADMIN and CAP_NET_RAW)", file=sys.stderr)
         return int(ExitCode.NOT_PERMITTED)

@@ -38,7 +38,14 @@ from typing import Any, Final
 from .auth.base import PeerConfig
 from .auth.methods import AuthMethod
 from .auth.policy import AuthPolicy
-from .client import CallRefusedError, ControlConnectionError, PptpCall, PptpClient, PptpClientConfig
+from .client import (
+    CallRefusedError,
+    CloseInfo,
+    ControlConnectionError,
+    PptpCall,
+    PptpClient,
+    PptpClientConfig,
+)
 from .control import PPTP_PORT
 from .control.connection import CloseCause
 from .errors import ConfigError, PptpkitError
@@ -392,11 +399,14 @@ class Connector:
     ``stop``: set it (a signal handler does) to tear down cleanly.  ``on_status(dict)``:
     ``{"event": "up", ...}`` (see :func:`up_status`), ``{"event": "down", "code", "message"}``,
     ``{"event": "retry", "delay"}``.  ``gre_socket``: a raw GRE socket to use (tests).
+    ``log_frames``: one debug log line per PPP frame each way (the CLI's ``-vv``).
     """
 
     def __init__(self, config: ConnectConfig, *, stop: asyncio.Event | None = None,
-                 on_status: StatusCallback | None = None, gre_socket: GreSocket | None = None) -> None:
+                 on_status: StatusCallback | None = None, gre_socket: GreSocket | None = None,
+                 log_frames: bool = False) -> None:
         self.config = config
+        self.log_frames = log_frames
         self.stop = stop or asyncio.Event()
         self.on_status = on_status
         self._gre_socket = gre_socket
@@ -557,6 +567,20 @@ class Connector:
             log.error("%s", exc)
 
 
+class _FrameLog:
+    """The call as PppLink's transport, with one debug line per frame sent (``-vv``)."""
+
+    def __init__(self, call: PptpCall) -> None:
+        self.call = call
+
+    def send_frame(self, frame: bytes) -> bool:
+        log.debug("to server %d bytes: %s", len(frame), frame[:24].hex())
+        return self.call.send_frame(frame)
+
+    def close(self) -> Awaitable[CloseInfo]:
+        return self.call.close()
+
+
 class _LinkRun:
     """The PPP phase of one attempt: PppLink on the call, watchdog, routes, DNS."""
 
@@ -570,23 +594,29 @@ class _LinkRun:
         self.wake = asyncio.Event()
         self.failure: Failure | None = None
         self.route_error: RouteLoopError | None = None
-        self.link = PppLink(self.config.session_config(), call,
+        transport: PptpCall | _FrameLog = _FrameLog(call) if owner.log_frames else call
+        self.link = PppLink(self.config.session_config(), transport,
                             TunDataPlane(self.config.ifname, mtu=self.config.mtu, hook=self._hook),
                             on_event=self._on_event, name=f"call {call.call_id} to {owner.server}")
 
     async def run(self) -> AttemptResult:
         link, call = self.link, self.call
 
+        log_frames = self.owner.log_frames
+
         def frame_in(frame: bytes) -> None:
             if not self.watchdog.seen:
                 self.watchdog.gre_seen()
+            if log_frames:
+                log.debug("from server %d bytes: %s", len(frame), frame[:24].hex())
             link.frame_received(frame)
 
         call.on_frame = frame_in
         call.on_close = lambda info: link.lower_down(info.reason)
         if call.is_closed:
-            link.lower_down("call ended before PPP started")
-        link.start()
+            link.lower_down("the call ended before PPP started")
+        else:
+            link.start()
         self.watchdog.start(self.loop.time())
         deadline = self.watchdog.get_timer()
         timer = self.loop.call_at(deadline, self.wake.set) if deadline is not None else None

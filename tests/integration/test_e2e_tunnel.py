@@ -156,10 +156,12 @@ def test_dns_untouched_without_the_flag(vpn: VpnLab, tmp_path: Path) -> None:
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 192.0.2.250\n")
     vpn.start_server()
-    client = vpn.connect("--resolv-conf", str(resolv))
+    client = vpn.connect("--resolv-conf", str(resolv), "-vv")
     assert client.wait_up()["dns"] == [PUSHED_DNS]
     assert resolv.read_text() == "nameserver 192.0.2.250\n"
     assert client.stop() == 0
+    # -vv: one line per PPP frame each way (LCP c021 among them).
+    assert "to server" in client.stderr and "from server" in client.stderr and "c021" in client.stderr
 
 
 def test_wrong_password_exits_19(vpn: VpnLab, tmp_path: Path) -> None:
