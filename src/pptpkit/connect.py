@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -349,6 +350,10 @@ def control_failure(exc: ControlConnectionError, server: str, port: int) -> Fail
                    message=f"cannot open the PPTP control connection to {server}:{port}: {exc}")
 
 
+#: Host routes to one server we try to add side by side (one per tunnel to it, see
+#: :meth:`Connector._pin_host_route`).
+_MAX_PIN_METRIC: Final = 256
+
 _REFUSED_BY_SERVER: Final = frozenset({
     CloseCause.START_REJECTED, CloseCause.VERSION_MISMATCH, CloseCause.STOPPED_BY_PEER,
 })
@@ -504,29 +509,42 @@ class Connector:
         return None
 
     async def _pin_host_route(self, nc: NetConfig) -> bool:
+        """Add ``SERVER/32`` through the current path; True when the server cannot be routed
+        into the tunnel afterwards (pinned, or the server is one of our own addresses).
+
+        Each process adds a route of its own, with the lowest metric no other route to the
+        server uses: two tunnels to the same server then each remove only their own pin on
+        exit, and the other tunnel stays protected (with one shared route, the first to leave
+        would unpin the other).  Routes with another metric point the same way, so which one
+        the kernel picks does not matter.
+        """
         cfg = self.config
         if not cfg.host_route:
             return False
         try:
-            info = await nc.add_host_route_via_current_path(self.server)
-            if info is not None:
-                via = f" via {info.gateway}" if info.gateway else ""
-                log.info("host route %s/32%s dev %s pinned outside the tunnel", self.server, via, info.ifname)
+            info = await nc.route_get(self.server)
+            if info.is_local:
                 return True
-            current = await nc.route_get(self.server)
+            if info.oif is None or info.ifname is None:
+                log.warning("cannot pin a host route to %s: no interface towards it", self.server)
+                return False
+            for metric in range(_MAX_PIN_METRIC):
+                try:
+                    await nc.add_route(f"{self.server}/32", dev=info.ifname, gateway=info.gateway,
+                                       metric=metric)
+                except NetConfigError as exc:
+                    if exc.errno == errno.EEXIST:
+                        continue
+                    raise
+                via = f" via {info.gateway}" if info.gateway else ""
+                log.info("host route %s/32%s dev %s metric %d pinned outside the tunnel", self.server,
+                         via, info.ifname, metric)
+                return True
+            log.warning("cannot pin a host route to %s: %d routes to it exist already", self.server,
+                        _MAX_PIN_METRIC)
         except NetConfigError as exc:
             log.warning("cannot pin a host route to %s: %s", self.server, exc)
-            return False
-        # None from the pin: the server is one of our own addresses (nothing can loop), or
-        # its /32 exists already (someone else's, e.g. another tunnel to the same server).
-        return True if current.is_local else await self._host_route_exists(nc)
-
-    async def _host_route_exists(self, nc: NetConfig) -> bool:
-        try:
-            routes = await nc.routes()
-        except NetConfigError:
-            return False
-        return any(dst == f"{self.server}/32" for dst, _gw, _oif in routes)
+        return False
 
     async def _open_call(self, client: PptpClient) -> PptpCall | Failure:
         cfg = self.config

@@ -247,8 +247,14 @@ def test_twenty_concurrent_clients(vpn: VpnLab) -> None:
     # And from the server to every client address.
     for up in ups:
         assert vpn.ping(vpn.server_ns, up["local_address"], count=1).returncode == 0
-    for c in clients:
+    # Each tunnel pinned a host route of its own: the first to leave unpins only itself.
+    pins = vpn.lab.ip(vpn.client_ns, "route", "show", f"{SERVER}/32").splitlines()
+    assert len(pins) == 20, pins
+    assert clients[0].stop() == 0, clients[0].stderr
+    assert len(vpn.lab.ip(vpn.client_ns, "route", "show", f"{SERVER}/32").splitlines()) == 19
+    for c in clients[1:]:
         c.proc.send_signal(signal.SIGTERM)
-    for c in clients:
+    for c in clients[1:]:
         assert c.wait_exit(20) == 0, c.stderr
     assert not [n for n in vpn.links(vpn.client_ns) if n.startswith("pptp")]
+    assert vpn.lab.ip(vpn.client_ns, "route", "show", f"{SERVER}/32").strip() == ""
