@@ -258,3 +258,15 @@ def test_twenty_concurrent_clients(vpn: VpnLab) -> None:
         assert c.wait_exit(20) == 0, c.stderr
     assert not [n for n in vpn.links(vpn.client_ns) if n.startswith("pptp")]
     assert vpn.lab.ip(vpn.client_ns, "route", "show", f"{SERVER}/32").strip() == ""
+
+
+def test_call_refused_exits_8(vpn: VpnLab) -> None:
+    vpn.start_server("--max-sessions", "1")
+    first = vpn.connect()
+    first.wait_up()
+    second = vpn.connect()
+    assert second.wait_exit(20) == 8, second.stderr
+    lines = [ln for ln in second.stderr.splitlines() if ln.startswith("pptpkit connect:")]
+    assert len(lines) == 1 and f"{SERVER} refused the call" in lines[0], second.stderr
+    assert first.proc.poll() is None  # the first tunnel is not disturbed
+    assert first.stop() == 0
