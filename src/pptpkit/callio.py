@@ -83,6 +83,11 @@ class GreChannel:
     timer; GRE still arriving for the call is then counted by the socket as an unknown call.
     """
 
+    __slots__ = (
+        '_closed', '_loop', '_on_frame', '_sock', '_timer', '_timer_at', 'adapter_stats', 'engine',
+        'peer_address',
+    )
+
     def __init__(
         self,
         gre_socket: GreSocket,
@@ -101,7 +106,7 @@ class GreChannel:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
-        gre_socket.register(peer_address, config.call_id, self._received)
+        gre_socket.register(peer_address, config.call_id, self.receive_packet)
 
     @property
     def stats(self) -> GreStats:
@@ -126,7 +131,12 @@ class GreChannel:
         self._flush()
         return bool(out)
 
-    def _received(self, data: bytes, now: float) -> None:
+    def receive_packet(self, data: bytes, now: float) -> None:
+        """Process one GRE packet (GRE header on) for this call, as the socket would.
+
+        For packets that reached us before the channel existed (the client buffers those while
+        the Outgoing-Call-Reply is on its way); ignored once the channel is closed.
+        """
         if self._closed:
             return
         frames = self.engine.receive_datagram(data, now)

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from .callio import GreChannel, acquire_gre_socket, release_gre_socket
 from .control import (
@@ -32,6 +32,7 @@ from .control import (
     CallCleared,
     CallEstablished,
     CallFailed,
+    CallIdAllocator,
     CallInfo,
     ConnectionClosed,
     ConnectionEstablished,
@@ -62,6 +63,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: GRE packets kept for a call whose Outgoing-Call-Reply has not been processed yet.  The peer
+#: sends its first LCP frame right after the reply, so a handful is all that can legitimately
+#: arrive; more is a peer flooding a call it has not accepted.
+MAX_EARLY_GRE: Final = 16
 
 
 class PptpError(PptpkitError):
@@ -227,8 +233,28 @@ class PptpCall:
 
 @dataclass(slots=True)
 class _Pending:
+    """A call between Outgoing-Call-Request and -Reply.
+
+    Its GRE demux entry is registered with the request (our call ID is known then): the server
+    sends its first LCP frame right after its reply, and over the raw GRE socket that frame can
+    be read before the reply is read from TCP.  Such packets wait in ``early`` (at most
+    :data:`MAX_EARLY_GRE`) and are replayed into the call's channel once it exists.
+    """
+
     future: asyncio.Future[PptpCall]
     on_frame: Callable[[bytes], None] | None
+    registered: bool = False
+    early: list[tuple[bytes, float]] | None = None
+    early_dropped: int = 0
+
+    def hold(self, packet: bytes, now: float) -> None:
+        early = self.early
+        if early is None:
+            early = self.early = []
+        if len(early) >= MAX_EARLY_GRE:
+            self.early_dropped += 1
+            return
+        early.append((packet, now))
 
 
 @dataclass(slots=True)
@@ -238,17 +264,27 @@ class _ClientStats:
     protocol_violations: int = 0
     wan_errors: int = 0
     link_infos: int = 0
+    early_gre: int = 0
+    """GRE packets that arrived before their call's Outgoing-Call-Reply was processed and
+    were delivered once it was."""
+    early_gre_dropped: int = 0
+    """Such packets beyond :data:`MAX_EARLY_GRE` per call, or for a call that then failed."""
 
 
 class PptpClient:
     """A PPTP control connection to one server, in the PNS role.
 
     ``gre_socket``: a raw GRE socket to use instead of the process-wide shared one (tests).
+    ``call_ids``: where our call IDs come from.  Every client of a process shares the one raw
+    GRE socket, demultiplexed by (server address, our call ID), so many clients to one server
+    must share one allocator; the default is a private random one (fine for a single client).
     ``on_close(info)`` runs once when the control connection ends; ``closed`` resolves then.
     """
 
-    def __init__(self, config: PptpClientConfig, *, gre_socket: GreSocket | None = None) -> None:
+    def __init__(self, config: PptpClientConfig, *, gre_socket: GreSocket | None = None,
+                 call_ids: CallIdAllocator | None = None) -> None:
         self.config = config
+        self._call_ids = call_ids
         self.stats = _ClientStats()
         self.on_close: Callable[[CloseInfo], None] | None = None
         self._given_gre = gre_socket
@@ -325,7 +361,7 @@ class PptpClient:
         self.local = info.local
         if info.peer is not None:
             self._peer_address = str(info.peer[0])
-        return ControlConnection(self.config.control_config(), now=info.now)
+        return ControlConnection(self.config.control_config(), now=info.now, call_ids=self._call_ids)
 
     async def _abort(self) -> None:
         if self._driver is not None:
@@ -359,9 +395,39 @@ class PptpClient:
         except StateError as exc:
             raise CallRefusedError(str(exc), result_code=None, error_code=None, cause_code=None) from exc
         future: asyncio.Future[PptpCall] = loop.create_future()
-        self._pending[call_id] = _Pending(future, on_frame)
+        pending = self._pending[call_id] = _Pending(future, on_frame)
+        self._register_early(call_id, pending)
         driver.flush()
-        return await future
+        try:
+            return await future
+        finally:
+            if future.cancelled():
+                # The opener went away before the reply; _call_established clears the call.
+                self._unregister_early(call_id, pending)
+
+    def _register_early(self, call_id: int, pending: _Pending) -> None:
+        gre, peer = self._gre, self._peer_address
+        if gre is None or peer is None:
+            return
+        try:
+            gre.register(peer, call_id, pending.hold)
+        except ValueError as exc:
+            # Collision or a full table: the channel's own registration will fail the same way
+            # and refuse the call; until then there is simply no early buffering.
+            log.debug("cannot register call %d early: %s", call_id, exc)
+            return
+        pending.registered = True
+
+    def _unregister_early(self, call_id: int, pending: _Pending) -> None:
+        if pending.registered:
+            pending.registered = False
+            if self._gre is not None and self._peer_address is not None:
+                self._gre.unregister(self._peer_address, call_id)
+        if pending.early:
+            self.stats.early_gre_dropped += len(pending.early)
+        self.stats.early_gre_dropped += pending.early_dropped
+        pending.early = None
+        pending.early_dropped = 0
 
     def _clear(self, call: PptpCall) -> None:
         driver = self._driver
@@ -433,6 +499,12 @@ class PptpClient:
         if pending is None or self._gre is None or self._peer_address is None:
             return
         assert info.peer_call_id is not None
+        # Hand the demux entry over to the channel; nothing runs in between, so no packet can
+        # fall into the gap.
+        early, pending.early = pending.early, None
+        if pending.registered:
+            pending.registered = False
+            self._gre.unregister(self._peer_address, info.call_id)
         call: PptpCall | None = None
 
         def deliver(frame: bytes) -> None:
@@ -455,17 +527,25 @@ class PptpClient:
                 pending.future.set_exception(
                     CallRefusedError(f"cannot set up GRE for call {info.call_id}: {exc}",
                                      result_code=None, error_code=None, cause_code=None))
+            self.stats.early_gre_dropped += len(early or ()) + pending.early_dropped
             self._clear_id(info.call_id)
             return
         call = PptpCall(self, info, channel, pending.on_frame)
         self._calls[info.call_id] = call
         self.stats.calls_opened += 1
+        self.stats.early_gre_dropped += pending.early_dropped
         log.info("call established: our call ID %d, peer call ID %d, peer window %s, speed %s",
                  info.call_id, info.peer_call_id, info.peer_window, info.connect_speed)
         if pending.future.done():  # the opener was cancelled: nobody will use the call
             self._clear_id(info.call_id)
-        else:
-            pending.future.set_result(call)
+            return
+        pending.future.set_result(call)
+        if early:
+            # Delivered now, in arrival order, before anything that comes later on the socket;
+            # the opener's on_frame (given to open_call) receives them.
+            self.stats.early_gre += len(early)
+            for packet, at in early:
+                channel.receive_packet(packet, at)
 
     def _clear_id(self, call_id: int) -> None:
         driver = self._driver
@@ -479,6 +559,8 @@ class PptpClient:
         self.stats.calls_refused += 1
         pending = self._pending.pop(event.call_id, None)
         log.info("call %d failed: %s", event.call_id, event.reason)
+        if pending is not None:
+            self._unregister_early(event.call_id, pending)
         if pending is not None and not pending.future.done():
             pending.future.set_exception(CallRefusedError(
                 event.reason, result_code=event.result_code, error_code=event.error_code,
@@ -511,7 +593,8 @@ class PptpClient:
         if self._established is not None and not self._established.done():
             self._established.set_exception(
                 ControlConnectionError(event.reason, cause=event.cause, code=event.code))
-        for pending in self._pending.values():
+        for call_id, pending in self._pending.items():
+            self._unregister_early(call_id, pending)
             if not pending.future.done():
                 pending.future.set_exception(ControlConnectionError(event.reason, cause=event.cause,
                                                                     code=event.code))

@@ -175,6 +175,12 @@ class PppLink:
     pptpd clears the call).
     """
 
+    __slots__ = (
+        '_attached', '_close_transport', '_data_plane', '_loop', '_on_event', '_plane_chain', '_sink',
+        '_started', '_tasks', '_timer', '_timer_at', '_transport', '_up_waiter', 'closed', 'config',
+        'down_event', 'interface', 'name', 'session', 'started_at', 'stats', 'up', 'up_at',
+    )
+
     def __init__(
         self,
         config: SessionConfig,
@@ -402,6 +408,9 @@ class PppLink:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if self._plane_chain is task:
+            # Nothing left to wait for; a finished task kept per link would be dead weight.
+            self._plane_chain = None
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: data plane task failed", self.name, exc_info=task.exception())
 

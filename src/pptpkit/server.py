@@ -49,7 +49,7 @@ from .control import (
 )
 from .errors import ConfigError, PptpkitError, StateError
 from .gre import GreCallConfig, GreStats
-from .io.driver import ConnectionInfo, EngineDriver, EngineServer, start_tcp_server
+from .io.driver import ConnectionInfo, EngineDriver, EngineServer, listen_backlog, start_tcp_server
 from .io.gresock import GreSocket
 from .io.pty import PtyProcess, spawn_on_pty
 from .link import DataPlane, PacketSink, PppLink, outcome_text
@@ -169,6 +169,11 @@ class PptpServerConfig:
 class ServerCall:
     """One call as the handler sees it.  ``peer_address`` is the client's IPv4 address."""
 
+    __slots__ = (
+        '_conn', 'answered', 'call_id', 'channel', 'end_reason', 'ended', 'frames_unclaimed', 'handler',
+        'peer_address', 'peer_call_id', 'peer_port', 'phone_number', 'serial_number',
+    )
+
     def __init__(self, conn: _Conn, event: CallRequested, channel: GreChannel) -> None:
         self._conn = conn
         self.call_id = event.call_id
@@ -245,6 +250,9 @@ class PptpServer:
                 cfg.listen, cfg.port, self._make_engine, on_event=self._on_event,
                 on_closed=self._on_closed, on_connection=self._on_connection,
                 max_connections=cfg.max_connections,
+                # A burst of clients connecting at once must not overflow the accept queue: a
+                # dropped SYN costs that client a one-second (then longer) retransmit.
+                backlog=listen_backlog(max(128, cfg.max_connections)),
             )
         except BaseException:
             self._release_gre()
@@ -949,6 +957,8 @@ class BuiltinSessions:
 
 class _LinkHandler:
     """The :class:`CallHandler` of one built-in session."""
+
+    __slots__ = ('_closed', '_owner', '_session', 'link')
 
     def __init__(self, owner: BuiltinSessions, session: _Session) -> None:
         self._owner = owner

@@ -21,7 +21,6 @@ import abc
 import enum
 import os
 import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
@@ -323,10 +322,12 @@ class AuthEngine(abc.ABC):
     method: ClassVar[AuthMethod]
     role: ClassVar[Role]
 
+    __slots__ = ('_events', '_out', '_result', '_started', '_stopped', '_timer', 'counters')
+
     def __init__(self, now: float) -> None:
         self.counters = AuthCounters()
-        self._out: deque[bytes] = deque()
-        self._events: deque[AuthEvent] = deque()
+        self._out: list[bytes] = []
+        self._events: list[AuthEvent] = []
         self._timer: float | None = None
         self._started = False
         self._stopped = False
@@ -374,12 +375,12 @@ class AuthEngine(abc.ABC):
             self.counters.malformed += 1
 
     def packets_to_send(self) -> list[bytes]:
-        out = list(self._out)
-        self._out.clear()
+        out = self._out
+        self._out = []
         return out
 
     def next_event(self) -> AuthEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         return self._timer
@@ -403,7 +404,7 @@ class AuthEngine(abc.ABC):
 
     def _send(self, packet: bytes, *, retransmission: bool = False) -> None:
         if len(self._out) >= MAX_QUEUED_PACKETS:
-            self._out.popleft()
+            del self._out[0]
             self.counters.dropped_output += 1
         self._out.append(packet)
         self.counters.sent += 1
@@ -412,7 +413,7 @@ class AuthEngine(abc.ABC):
 
     def _emit(self, event: AuthEvent) -> None:
         if len(self._events) >= MAX_QUEUED_EVENTS:
-            self._events.popleft()
+            del self._events[0]
             self.counters.dropped_events += 1
         self._events.append(event)
         self._result = event

@@ -209,6 +209,11 @@ class ChapAuthenticatorBase(AuthEngine):
     role = Role.AUTHENTICATOR
     challenge_length: ClassVar[int]
 
+    __slots__ = (
+        '_authenticated_name', '_challenge', '_id', '_last_name', '_last_status', '_retries_used',
+        '_state', '_transmits', 'config',
+    )
+
     def __init__(self, config: AuthenticatorConfig, now: float) -> None:
         super().__init__(now)
         self.config = config
@@ -378,6 +383,11 @@ class ChapPeerBase(AuthEngine):
 
     role = Role.PEER
 
+    __slots__ = (
+        '_ever_succeeded', '_last_challenge', '_last_response', '_resp_id', '_retries_used',
+        '_server_name', '_state', 'config',
+    )
+
     def __init__(self, config: PeerConfig, now: float) -> None:
         super().__init__(now)
         self.config = config
@@ -521,6 +531,8 @@ class ChapMd5Authenticator(ChapAuthenticatorBase):
     method = AuthMethod.CHAP_MD5
     challenge_length = 16
 
+    __slots__ = ()
+
     def _verify(self, response: ChapResponse, name: str, may_retry: bool) -> Verdict:
         fail_msg = _message_bytes(self.config.failure_message)
         found = lookup_peer_secret(self.config, name)
@@ -549,6 +561,8 @@ class ChapMd5Authenticator(ChapAuthenticatorBase):
 
 class ChapMd5Peer(ChapPeerBase):
     method = AuthMethod.CHAP_MD5
+
+    __slots__ = ()
 
     def _make_response(self, identifier: int, challenge: bytes, password: str) -> bytes:
         return chap_md5_response(identifier, wire_name(password), challenge)

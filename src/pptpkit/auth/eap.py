@@ -247,6 +247,11 @@ class EapAuthenticator(AuthEngine):
     method = AuthMethod.EAP
     role = Role.AUTHENTICATOR
 
+    __slots__ = (
+        '_challenge', '_current', '_id', '_identity', '_outcome', '_remaining', '_request', '_state',
+        '_transmits', 'config',
+    )
+
     def __init__(self, config: AuthenticatorConfig, now: float) -> None:
         super().__init__(now)
         self.config = config
@@ -503,6 +508,11 @@ class EapPeer(AuthEngine):
 
     method = AuthMethod.EAP
     role = Role.PEER
+
+    __slots__ = (
+        '_ever_succeeded', '_keys', '_last_request_id', '_last_response', '_method_done', '_method_type',
+        '_requests', '_server_name', '_state', '_v2', 'config', 'notifications',
+    )
 
     def __init__(self, config: PeerConfig, now: float) -> None:
         super().__init__(now)

@@ -294,6 +294,8 @@ class MsChapV2Authenticator(ChapAuthenticatorBase):
     method = AuthMethod.MSCHAP_V2
     challenge_length = MSCHAPV2_CHALLENGE_LEN
 
+    __slots__ = ()
+
     def _failure(self, kind: FailureKind, reason: str, may_retry: bool) -> Verdict:
         retry = self._make_challenge() if may_retry else None
         text = MsChapFailureMessage(
@@ -355,6 +357,8 @@ def _failure_error(raw: bytes, method: str) -> PeerFailure:
 class MsChapV2Peer(ChapPeerBase):
     method = AuthMethod.MSCHAP_V2
 
+    __slots__ = ('_v2',)
+
     def __init__(self, config: PeerConfig, now: float) -> None:
         super().__init__(config, now)
         self._v2: V2PeerState | None = None
@@ -405,6 +409,8 @@ class MsChapV1Authenticator(ChapAuthenticatorBase):
     method = AuthMethod.MSCHAP_V1
     challenge_length = MSCHAPV1_CHALLENGE_LEN
 
+    __slots__ = ()
+
     def _failure(self, kind: FailureKind, reason: str, may_retry: bool) -> Verdict:
         retry = self._make_challenge() if may_retry else None
         text = MsChapFailureMessage(
@@ -451,6 +457,8 @@ class MsChapV1Authenticator(ChapAuthenticatorBase):
 
 class MsChapV1Peer(ChapPeerBase):
     method = AuthMethod.MSCHAP_V1
+
+    __slots__ = ('_keys',)
 
     def __init__(self, config: PeerConfig, now: float) -> None:
         super().__init__(config, now)

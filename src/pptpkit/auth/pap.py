@@ -157,6 +157,8 @@ class PapAuthenticator(AuthEngine):
     method = AuthMethod.PAP
     role = Role.AUTHENTICATOR
 
+    __slots__ = ('_state', '_username', '_verdict', 'config')
+
     def __init__(self, config: AuthenticatorConfig, now: float) -> None:
         super().__init__(now)
         self.config = config
@@ -237,6 +239,8 @@ class PapPeer(AuthEngine):
 
     method = AuthMethod.PAP
     role = Role.PEER
+
+    __slots__ = ('_id', '_password', '_sent_ids', '_state', '_transmits', 'config')
 
     def __init__(self, config: PeerConfig, now: float) -> None:
         super().__init__(now)

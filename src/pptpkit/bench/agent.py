@@ -31,7 +31,7 @@ import os
 import resource
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from ipaddress import IPv4Address
 from typing import Any, Final
 
@@ -41,8 +41,8 @@ from ..auth.policy import AuthPolicy
 from ..auth.secrets import StaticSecrets
 from ..callio import acquire_gre_socket, release_gre_socket
 from ..client import PptpClient, PptpClientConfig
-from ..control import CallIdAllocator, ControlConnection
-from ..io.driver import ConnectionInfo
+from ..control import CallIdAllocator
+from ..io.loop import run as run_on_loop
 from ..link import PacketSink, PppLink, TunDataPlane
 from ..ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole
 from ..server import CallHandler, PptpServer, PptpServerConfig, ServerCall
@@ -249,8 +249,10 @@ async def run_server(args: argparse.Namespace) -> None:
         if isinstance(event, LinkUp):
             ups += 1
 
+    # One immutable configuration for every call, as a real server shares it.
+    cfg = session_config(SessionRole.SERVER, args.mppe, echo_interval=args.echo_interval)
+
     async def factory(call: ServerCall) -> CallHandler:
-        cfg = session_config(SessionRole.SERVER, args.mppe, echo_interval=args.echo_interval)
         link = PppLink(cfg, _CallTransport(call), plane, on_event=on_event,
                        name=f"call {call.call_id}")
         links.append(link)
@@ -267,6 +269,12 @@ async def run_server(args: argparse.Namespace) -> None:
     await server.start()
     _emit("ready", pid=os.getpid())
     await _stdin_closed()
+    trace_to = os.environ.get("PPTPKIT_BENCH_TRACEMALLOC")
+    if trace_to:
+        # Where the memory held per session goes (started in main(); see the README).
+        import tracemalloc
+
+        tracemalloc.take_snapshot().dump(os.path.join(trace_to, "server.tracemalloc"))
     _emit("stats", sessions_up=ups, links=len(links),
           alive=sum(1 for link in links if not link.finished),
           echoed=getattr(plane, "echoed", 0))
@@ -274,24 +282,6 @@ async def run_server(args: argparse.Namespace) -> None:
 
 
 # -- clients -----------------------------------------------------------------------------------
-
-
-class _BenchClient(PptpClient):
-    """A client whose call IDs come from one allocator shared by every client of the process.
-
-    Every client shares the process's raw GRE socket, demultiplexed by (server address, our call
-    ID); independent random allocators would collide among thousands of clients.
-    """
-
-    def __init__(self, config: PptpClientConfig, call_ids: CallIdAllocator) -> None:
-        super().__init__(config)
-        self._call_ids = call_ids
-
-    def _make_engine(self, info: ConnectionInfo) -> ControlConnection:
-        self.local = info.local
-        if info.peer is not None:
-            self._peer_address = str(info.peer[0])
-        return ControlConnection(self.config.control_config(), now=info.now, call_ids=self._call_ids)
 
 
 class Session:
@@ -312,10 +302,12 @@ class Session:
 
 async def open_session(args: argparse.Namespace, plane: Any, call_ids: CallIdAllocator) -> Session:
     loop = asyncio.get_running_loop()
-    client = _BenchClient(PptpClientConfig(
+    # Every client of the process shares its raw GRE socket, demultiplexed by (server address,
+    # our call ID): one allocator for all of them keeps the IDs apart.
+    client = PptpClient(PptpClientConfig(
         server=SERVER_ADDRESS, respect_peer_window=False, echo_interval=args.echo_interval,
         connect_timeout=30.0, call_timeout=30.0,
-    ), call_ids)
+    ), call_ids=call_ids)
     t0 = loop.time()
     try:
         await client.connect()
@@ -445,17 +437,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     enter(args.netns)
     _raise_fd_limit()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.role == "server" and os.environ.get("PPTPKIT_BENCH_TRACEMALLOC"):
+        import tracemalloc
+
+        tracemalloc.start(4)
     runner = {"server": run_server, "client": run_client, "setup": run_setup, "scale": run_scale}[args.role]
+    # uvloop cannot carry pyroute2's netlink socket (AsyncIPRoute), which configures the TUNs:
+    # the agents with a TUN stay on the standard loop, the others take uvloop when installed.
+    uses_tun = args.role == "client" or (args.role == "server" and args.plane == "tun")
+    choice = "asyncio" if uses_tun else None
+
+    def run_loop(main: Coroutine[Any, Any, None]) -> None:
+        run_on_loop(main, choice=choice)
+
     profile_to = os.environ.get("PPTPKIT_BENCH_PROFILE")
     try:
         if profile_to:
             # cProfile of the whole agent, one file per role (the benchmark's --profile DIR).
             import cProfile
 
-            cProfile.runctx("asyncio.run(runner(args))", globals(), {"runner": runner, "args": args},
+            cProfile.runctx("run_loop(runner(args))", globals(),
+                            {"runner": runner, "args": args, "run_loop": run_loop},
                             os.path.join(profile_to, f"{args.role}-{args.mppe}.prof"))
         else:
-            asyncio.run(runner(args))
+            run_loop(runner(args))
     except Exception as exc:
         _emit("error", error=f"{type(exc).__name__}: {exc}")
         log.exception("agent failed")

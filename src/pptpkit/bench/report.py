@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 from ..crypto.mppe import RC4_BACKEND
+from ..errors import ConfigError
+from ..io.loop import loop_kind
 from .runner import Report
 
 __all__ = ["machine", "to_json", "to_table"]
@@ -25,7 +27,15 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-            "python": sys.version.split()[0], "rc4": RC4_BACKEND}
+            "python": sys.version.split()[0], "rc4": RC4_BACKEND, "loop": _loop_kind()}
+
+
+def _loop_kind() -> str:
+    # The agents pick their loop the same way (PPTPKIT_LOOP, else uvloop when installed).
+    try:
+        return loop_kind()
+    except ConfigError as exc:
+        return f"invalid ({exc})"
 
 
 def _fmt(value: float) -> str:
@@ -40,7 +50,7 @@ def to_table(report: Report) -> str:
     lines = [f"pptpkit bench {report.benchmark}" + (f"   ({report.command})" if report.command else "")]
     m = machine()
     lines.append(f"machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}, "
-                 f"RC4 via {m['rc4']}")
+                 f"RC4 via {m['rc4']}, event loop {m['loop']}")
     width = max([len(f.label) for f in report.figures] + [20])
     section = None
     for fig in report.figures:

@@ -151,7 +151,9 @@ class GreCall:
         # Serial "highest acknowledged": one below the first number, so nothing is in flight.
         self._tx_acked = (config.first_seq - 1) & _MASK
         self._tx_progress = 0.0
-        self._queue: deque[bytes] = deque()
+        # Shared empty tuple until the window first closes: a deque costs 600-odd bytes per
+        # call, and most calls (or peers that keep the window open) never queue anything.
+        self._queue: deque[bytes] | tuple[()] = ()
         self._rtt_seq: int | None = None
         self._rtt_time = 0.0
         self._rx_started = False
@@ -211,7 +213,10 @@ class GreCall:
             if len(self._queue) >= self.config.send_queue:
                 self.stats.window_drops += 1
             else:
-                self._queue.append(payload)
+                queue = self._queue
+                if not isinstance(queue, deque):
+                    queue = self._queue = deque()
+                queue.append(payload)
             return []
         return [self._transmit(payload, now)]
 
@@ -304,6 +309,8 @@ class GreCall:
 
     def _release_queue(self, now: float) -> None:
         queue = self._queue
+        if not isinstance(queue, deque):
+            return
         while queue and (self._tx_next - 1 - self._tx_acked) & _MASK < self._window:
             self._out.append(self._transmit(queue.popleft(), now))
 
@@ -402,6 +409,8 @@ class GreCall:
     def get_timer(self) -> float | None:
         """Absolute time of the next deadline (ack delay, reorder timeout, stalled window)."""
         best = self._ack_deadline
+        if not self._held and not self._queue:
+            return best  # the per-packet case: only the ack delay can be armed
         for deadline in (self._reorder_deadline(), self._stall_deadline()):
             if deadline is not None and (best is None or deadline < best):
                 best = deadline

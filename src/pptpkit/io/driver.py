@@ -21,7 +21,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 __all__ = [
     "ConnectionInfo",
@@ -29,6 +29,7 @@ __all__ = [
     "EngineDriver",
     "EngineServer",
     "StreamEngine",
+    "listen_backlog",
     "open_tcp_connection",
     "start_tcp_server",
 ]
@@ -83,6 +84,11 @@ class EngineDriver(Generic[E]):
     and :meth:`flush` re-entrantly (the nested flush is folded into the running one).
     ``on_closed(driver)`` is called once when the stream is finished, whichever side ended it.
     """
+
+    __slots__ = (
+        '_again', '_close', '_finished', '_flushing', '_loop', '_on_closed', '_on_event', '_timer',
+        '_timer_at', '_write', 'closed_future', 'engine',
+    )
 
     def __init__(
         self,
@@ -217,6 +223,11 @@ class EngineConnection(asyncio.Protocol, Generic[E]):
     high-water mark so a peer that does not read cannot make us buffer without bound.
     """
 
+    __slots__ = (
+        '_factory', '_high_water', '_loop', '_on_closed', '_on_connection', '_on_event',
+        '_on_transport_lost', 'connected', 'driver', 'transport',
+    )
+
     def __init__(
         self,
         engine_factory: Callable[[ConnectionInfo], E],
@@ -245,7 +256,9 @@ class EngineConnection(asyncio.Protocol, Generic[E]):
         return self.driver.engine
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though not necessarily an asyncio.Transport subclass (uvloop's
+        # are not registered as one).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=self._high_water)
         sock = transport.get_extra_info("socket")
@@ -391,6 +404,27 @@ class EngineServer(Generic[E]):
     async def wait_closed(self) -> None:
         if self.server is not None:
             await self.server.wait_closed()
+
+
+_SOMAXCONN_PATH = "/proc/sys/net/core/somaxconn"
+
+
+def listen_backlog(wanted: int) -> int:
+    """``wanted`` (at least 1) capped by this network namespace's ``net.core.somaxconn``.
+
+    The kernel caps a listen backlog at somaxconn silently; capping here makes the figure we log
+    the one in force.  When the sysctl cannot be read, ``wanted`` is returned as is.
+    """
+    wanted = max(1, wanted)
+    try:
+        with open(_SOMAXCONN_PATH, encoding="ascii") as f:
+            limit = int(f.read().strip())
+    except (OSError, ValueError):
+        return wanted
+    if limit < wanted:
+        log.info("listen backlog %d capped at net.core.somaxconn = %d", wanted, limit)
+        return max(1, limit)
+    return wanted
 
 
 class _Refuse(asyncio.Protocol):

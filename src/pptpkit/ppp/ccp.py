@@ -127,6 +127,8 @@ def _mppe_option(bits: int) -> Option:
 class CcpEngine(ControlProtocol):
     extra_codes = frozenset({Code.RESET_REQUEST, Code.RESET_ACK})
 
+    __slots__ = ('_hinted', '_offer', '_result', '_rx_bits', '_tx_bits', 'config')
+
     def __init__(self, config: CcpConfig | None = None) -> None:
         self.config = config or CcpConfig()
         super().__init__(PppProtocol.CCP, self.config.fsm)

@@ -16,7 +16,7 @@ events through :meth:`ControlProtocol.next_event`, and the restart timer through
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -267,6 +267,9 @@ class OptionHandler(ABC):
     (when mixed into the engine) to give up on the negotiation.
     """
 
+    # Engines are per session; without slots anywhere in the hierarchy each would carry a dict.
+    __slots__ = ()
+
     @abstractmethod
     def reset_negotiation(self) -> None:
         """A fresh negotiation starts: go back to the configured wishes."""
@@ -325,6 +328,13 @@ class ControlProtocol(OptionHandler):
     #: Codes beyond 1-7 that this protocol implements (anything else gets a Code-Reject).
     extra_codes: frozenset[int] = frozenset()
 
+    __slots__ = (
+        '_deadline', '_events', '_failure', '_last_id', '_naks_received', '_naks_sent', '_now', '_out',
+        '_reply', '_reply_acked', '_req_answered', '_req_data', '_req_id', '_req_options',
+        '_restart_count', '_state', '_term_id', '_term_reason', '_trigger', 'counters', 'fsm_config',
+        'peer_mru', 'protocol',
+    )
+
     def __init__(self, protocol: int, fsm: FsmConfig) -> None:
         self.protocol = int(protocol)
         self.fsm_config = fsm
@@ -349,8 +359,8 @@ class ControlProtocol(OptionHandler):
         self._reply_acked: list[Option] | None = None
         self._trigger: Packet | None = None
         self._failure: NegotiationFailed | None = None
-        self._out: deque[bytes] = deque()
-        self._events: deque[object] = deque()
+        self._out: list[bytes] = []
+        self._events: list[object] = []
 
     # --- public API -----------------------------------------------------------------------
 
@@ -396,12 +406,12 @@ class ControlProtocol(OptionHandler):
 
     def packets_to_send(self) -> list[bytes]:
         """Control packets queued for the peer, oldest first (without the PPP frame header)."""
-        out = list(self._out)
-        self._out.clear()
+        out = self._out
+        self._out = []
         return out
 
     def next_event(self) -> object | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         return self._deadline

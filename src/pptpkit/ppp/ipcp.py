@@ -91,6 +91,11 @@ def _servers(acked: dict[int, IPv4Address], *kinds: int) -> tuple[IPv4Address, .
 
 
 class IpcpEngine(ControlProtocol):
+    __slots__ = (
+        '_acked_local', '_acked_peer', '_assigned', '_assigned_known', '_hinted', '_result', '_wanted',
+        'config',
+    )
+
     def __init__(self, config: IpcpConfig | None = None) -> None:
         self.config = config or IpcpConfig()
         super().__init__(PppProtocol.IPCP, self.config.fsm)

@@ -48,6 +48,8 @@ class Ipv6cpResult:
 
 
 class Ipv6cpEngine(ControlProtocol):
+    __slots__ = ('_last_nak_id', '_local_acked', '_ours', '_peer_acked', '_result', '_source', 'config')
+
     def __init__(self, config: Ipv6cpConfig | None = None) -> None:
         self.config = config or Ipv6cpConfig()
         super().__init__(PppProtocol.IPV6CP, self.config.fsm)

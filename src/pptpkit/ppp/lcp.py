@@ -170,6 +170,12 @@ class LcpEngine(ControlProtocol):
 
     extra_codes = frozenset(range(Code.PROTOCOL_REJECT, Code.TIME_REMAINING + 1))
 
+    __slots__ = (
+        '_accm', '_acfc', '_acked_local', '_acked_peer', '_auth', '_auth_tried', '_echo_deadline',
+        '_echo_enabled', '_echo_pending', '_last_nak_magic', '_loops', '_magic', '_magic_source', '_mru',
+        '_pfc', '_result', 'config',
+    )
+
     def __init__(self, config: LcpConfig | None = None) -> None:
         self.config = config or LcpConfig()
         super().__init__(PppProtocol.LCP, self.config.fsm)

@@ -16,7 +16,7 @@ every way the session can end ends in exactly one :class:`LinkDown` with an
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final
@@ -117,6 +117,15 @@ class SessionStats:
 class PppSession:
     """A PPP session in either role, sans-IO.  See the module docstring and docs/engine-api.md."""
 
+    __slots__ = (
+        '_addresses', '_auth_method', '_auth_peer_engine', '_auth_pending', '_authenticator', '_ccp',
+        '_ccp_settled', '_ctl_acfc', '_decryptor', '_encryptor', '_events', '_finished', '_ipcp',
+        '_ipv6_up', '_ipv6cp', '_keys', '_keys_are_server', '_last_data', '_lcp', '_link_up_sent',
+        '_mppe_required', '_mppe_text', '_ncps_gone', '_ncps_held', '_network_reached', '_now', '_opened',
+        '_out', '_outcome', '_phase', '_reason', '_reset_deadline', '_reset_id', '_reset_tries', '_rx4',
+        '_rx6', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'stats',
+    )
+
     def __init__(self, config: SessionConfig, now: float = 0.0) -> None:
         self.config = config
         self.stats = SessionStats()
@@ -137,8 +146,8 @@ class PppSession:
         )
         self._phase = Phase.DEAD
         self._now = now
-        self._out: deque[bytes] = deque()
-        self._events: deque[SessionEvent] = deque()
+        self._out: list[bytes] = []
+        self._events: list[SessionEvent] = []
         self._outcome: Outcome | None = None
         self._reason = ""
         self._finished = False
@@ -327,12 +336,12 @@ class PppSession:
     def frames_to_send(self) -> list[bytes]:
         """Control frames (LCP, authentication, NCPs, CCP) queued for the peer, oldest first."""
         self._collect()
-        out = list(self._out)
-        self._out.clear()
+        out = self._out
+        self._out = []
         return out
 
     def next_event(self) -> SessionEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         """The earliest deadline of every sub-engine and of the session's own timers."""
