@@ -206,7 +206,8 @@ class PppLink:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._started = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Created with the first data-plane task: most of a link's life has none running.
+        self._tasks: set[asyncio.Task[None]] | None = None
         # Data-plane changes run one after the other, in event order (up, down, up, end).
         self._plane_chain: asyncio.Future[None] | None = None
         self.closed: asyncio.Future[LinkDown] = self._loop.create_future()
@@ -403,11 +404,16 @@ class PppLink:
 
         task = asyncio.ensure_future(run())
         self._plane_chain = task
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None
         if self._plane_chain is task:
             # Nothing left to wait for; a finished task kept per link would be dead weight.
             self._plane_chain = None

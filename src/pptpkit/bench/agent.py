@@ -61,6 +61,7 @@ TUNNEL_PEER: Final = IPv4Address("198.51.100.2")
 #: MRU of both ends: a 1400-octet link keeps GRE packets under the veth's 1500 (no fragments).
 MRU: Final = 1400
 MPPE_MODES: Final = ("stateless", "stateful", "none")
+_PROBES_AT_ONCE: Final = 500
 _PROBE_PROTO: Final = 253  # RFC 3692 experimentation protocol number
 _IPV4: Final = struct.Struct("!BBHHHBBH4s4s")
 
@@ -267,14 +268,17 @@ async def run_server(args: argparse.Namespace) -> None:
         respect_peer_window=False, echo_interval=args.echo_interval, start_timeout=30.0,
     ), factory, call_ids=CallIdAllocator(max_in_use=min(65535, max(n + 16, 32767))))
     await server.start()
-    _emit("ready", pid=os.getpid())
-    await _stdin_closed()
     trace_to = os.environ.get("PPTPKIT_BENCH_TRACEMALLOC")
     if trace_to:
-        # Where the memory held per session goes (started in main(); see the README).
+        # Where the memory held per session goes: SIGUSR1 (sent during the hold) dumps a
+        # tracemalloc snapshot (tracing started in main()).
+        import signal
         import tracemalloc
 
-        tracemalloc.take_snapshot().dump(os.path.join(trace_to, "server.tracemalloc"))
+        loop.add_signal_handler(signal.SIGUSR1, lambda: tracemalloc.take_snapshot().dump(
+            os.path.join(trace_to, "server.tracemalloc")))
+    _emit("ready", pid=os.getpid())
+    await _stdin_closed()
     _emit("stats", sessions_up=ups, links=len(links),
           alive=sum(1 for link in links if not link.finished),
           echoed=getattr(plane, "echoed", 0))
@@ -410,7 +414,15 @@ async def run_scale(args: argparse.Namespace) -> None:
     # Hold: the orchestrator measures the server, the keepalives run.
     await _stdin_closed()
     alive_before = sum(1 for s in sessions if not s.link.finished)
-    oks = await asyncio.gather(*(_probe(plane, s, i) for i, s in enumerate(sessions)))
+    # At most _PROBES_AT_ONCE in flight: 10 000 echoes at once overflow a GRE socket's receive
+    # buffer, which would measure the burst, not the sessions.
+    probes = asyncio.Semaphore(_PROBES_AT_ONCE)
+
+    async def probe(session: Session, tag: int) -> bool:
+        async with probes:
+            return await _probe(plane, session, tag)
+
+    oks = await asyncio.gather(*(probe(s, i) for i, s in enumerate(sessions)))
     _emit("result", sessions=len(sessions), alive=alive_before, passed=sum(oks))
     closers = [asyncio.ensure_future(s.close()) for s in sessions]
     with contextlib.suppress(Exception):

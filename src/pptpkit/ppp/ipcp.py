@@ -8,16 +8,21 @@ IP-Compression-Protocol (2, Van Jacobson) are always rejected.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from ipaddress import IPv4Address
+from types import MappingProxyType
 from typing import Final
 
 from ..errors import ConfigError
 from .fsm import ACK, REJECT, ControlProtocol, FsmConfig, Judgement, nak
 from .packet import Option
 from .protocols import PppProtocol
+
+# What the acked-option tables hold outside a negotiation: shared, read-only, so an opened
+# layer keeps no per-session copy of options it has already turned into its result.
+_NO_OPTIONS: Final[Mapping[int, IPv4Address]] = MappingProxyType({})
 
 _ZERO: Final = IPv4Address(0)
 
@@ -86,7 +91,7 @@ def _addr_option(kind: int, address: IPv4Address) -> Option:
     return Option(type=kind, data=address.packed)
 
 
-def _servers(acked: dict[int, IPv4Address], *kinds: int) -> tuple[IPv4Address, ...]:
+def _servers(acked: Mapping[int, IPv4Address], *kinds: int) -> tuple[IPv4Address, ...]:
     return tuple(a for k in kinds if (a := acked.get(k, _ZERO)) != _ZERO)
 
 
@@ -103,8 +108,8 @@ class IpcpEngine(ControlProtocol):
         self._assigned: IPv4Address | None = None
         self._assigned_known = False
         self._hinted = False
-        self._acked_local: dict[int, IPv4Address] = {}
-        self._acked_peer: dict[int, IPv4Address] = {}
+        self._acked_local: Mapping[int, IPv4Address] = _NO_OPTIONS
+        self._acked_peer: Mapping[int, IPv4Address] = _NO_OPTIONS
         self._result: IpcpResult | None = None
         self.reset_negotiation()
 
@@ -199,6 +204,7 @@ class IpcpEngine(ControlProtocol):
             dns_servers=_servers(local, IpcpOption.PRIMARY_DNS, IpcpOption.SECONDARY_DNS),
             nbns_servers=_servers(local, IpcpOption.PRIMARY_NBNS, IpcpOption.SECONDARY_NBNS),
         )
+        self._acked_local = self._acked_peer = _NO_OPTIONS
 
     def layer_down(self) -> None:
         self._result = None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from types import MappingProxyType
 from typing import Final
 
 from ..auth.methods import DEFAULT_SERVER_ORDER, AuthMethod
@@ -20,6 +21,10 @@ from ..errors import ConfigError, DecodeError
 from .fsm import ACK, REJECT, ControlProtocol, Event, FsmConfig, Judgement, NegotiationFailed, nak
 from .packet import HEADER_SIZE, Code, Option, Packet
 from .protocols import PppProtocol
+
+# What the acked-option tables hold outside a negotiation: shared, read-only, so an opened
+# layer keeps no per-session copy of options it has already turned into its result.
+_NO_OPTIONS: Final[Mapping[int, bytes]] = MappingProxyType({})
 
 _U16: Final = struct.Struct("!H")
 _U32: Final = struct.Struct("!I")
@@ -165,6 +170,10 @@ _FIXED_LENGTH: Final[dict[int, int]] = {
 }
 
 
+def _random_magic() -> int:
+    return secrets.randbits(32)
+
+
 class LcpEngine(ControlProtocol):
     """The LCP automaton with its options, echo keepalive and Protocol-Reject."""
 
@@ -179,7 +188,7 @@ class LcpEngine(ControlProtocol):
     def __init__(self, config: LcpConfig | None = None) -> None:
         self.config = config or LcpConfig()
         super().__init__(PppProtocol.LCP, self.config.fsm)
-        self._magic_source = self.config.magic_source or (lambda: secrets.randbits(32))
+        self._magic_source = self.config.magic_source or _random_magic
         self._magic: int | None = None
         self._last_nak_magic: int | None = None
         self._loops = 0
@@ -189,8 +198,8 @@ class LcpEngine(ControlProtocol):
         self._acfc = False
         self._auth_tried: list[AuthMethod] = []
         self._auth: AuthMethod | None = None
-        self._acked_local: dict[int, bytes] = {}
-        self._acked_peer: dict[int, bytes] = {}
+        self._acked_local: Mapping[int, bytes] = _NO_OPTIONS
+        self._acked_peer: Mapping[int, bytes] = _NO_OPTIONS
         self._result: LcpResult | None = None
         self._echo_deadline: float | None = None
         self._echo_pending = 0
@@ -385,6 +394,7 @@ class LcpEngine(ControlProtocol):
             auth_self=AuthMethod.from_option_data(auth_self) if auth_self is not None else None,
         )
         self.peer_mru = self._result.peer_mru
+        self._acked_local = self._acked_peer = _NO_OPTIONS
         self._echo_pending = 0
         self._echo_enabled = True
         interval = self.config.echo_interval

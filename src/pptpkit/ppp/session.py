@@ -114,6 +114,37 @@ class SessionStats:
     dropped: Counter[str] = field(default_factory=Counter)
 
 
+# LcpConfig derived from a SessionConfig, per SessionConfig object: a server hands the same
+# configuration to every session, so the sessions share one derived config too.  Keyed by
+# id() with the config itself kept alongside, so an id reused after a config is freed cannot
+# match; bounded, oldest dropped first.
+_LCP_CONFIGS: dict[int, tuple[SessionConfig, LcpConfig]] = {}
+_MAX_LCP_CONFIGS: Final = 64
+
+
+def _lcp_config(config: SessionConfig) -> LcpConfig:
+    hit = _LCP_CONFIGS.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    policy = config.auth_policy
+    lcp = LcpConfig(
+        mru=config.mru,
+        accm=config.accm,
+        auth_require=policy.offered_methods(),
+        auth_accept=policy.peer_preference() if config.peer is not None else (),
+        magic_source=config.magic_source,
+        pfc=config.pfc,
+        acfc=config.acfc,
+        echo_interval=config.echo_interval,
+        echo_failure=config.echo_failure,
+        fsm=config.fsm,
+    )
+    if len(_LCP_CONFIGS) >= _MAX_LCP_CONFIGS:
+        del _LCP_CONFIGS[next(iter(_LCP_CONFIGS))]
+    _LCP_CONFIGS[id(config)] = (config, lcp)
+    return lcp
+
+
 class PppSession:
     """A PPP session in either role, sans-IO.  See the module docstring and docs/engine-api.md."""
 
@@ -129,21 +160,7 @@ class PppSession:
     def __init__(self, config: SessionConfig, now: float = 0.0) -> None:
         self.config = config
         self.stats = SessionStats()
-        policy = config.auth_policy
-        self._lcp = LcpEngine(
-            LcpConfig(
-                mru=config.mru,
-                accm=config.accm,
-                auth_require=policy.offered_methods(),
-                auth_accept=policy.peer_preference() if config.peer is not None else (),
-                magic_source=config.magic_source,
-                pfc=config.pfc,
-                acfc=config.acfc,
-                echo_interval=config.echo_interval,
-                echo_failure=config.echo_failure,
-                fsm=config.fsm,
-            )
-        )
+        self._lcp = LcpEngine(_lcp_config(config))
         self._phase = Phase.DEAD
         self._now = now
         self._out: list[bytes] = []
@@ -170,7 +187,8 @@ class PppSession:
         self._ccp_settled = False
         self._mppe_required = False
         self._ncps_held = False
-        self._ncps_gone: set[int] = set()
+        # A tuple: at most two protocols ever go in, and an empty tuple is shared.
+        self._ncps_gone: tuple[int, ...] = ()
         self._encryptor: MppeEncryptor | None = None
         self._decryptor: MppeDecryptor | None = None
         self._mppe_text = "none"
@@ -639,7 +657,7 @@ class PppSession:
         if policy.required and not keyed:
             self._terminate(Outcome.MPPE_REFUSED, REASON_MPPE_UNAVAILABLE, now)
             return
-        self._ncps_gone = set()
+        self._ncps_gone = ()
         peer_address = cfg.peer_address
         if self._addresses is not None:
             single = self._addresses.single_address()
@@ -773,7 +791,8 @@ class PppSession:
                 held.open(now)
 
     def _ncp_finished(self, ncp: ControlProtocol, now: float) -> None:
-        self._ncps_gone.add(ncp.protocol)
+        if ncp.protocol not in self._ncps_gone:
+            self._ncps_gone += (ncp.protocol,)
         if ncp is self._ccp:
             if self._mppe_required and self._outcome is None:
                 self._terminate(Outcome.MPPE_REFUSED, "MPPE required but peer negotiation failed", now)
