@@ -290,6 +290,35 @@ def v2_check_response(authenticator_challenge: bytes, username: bytes, value: by
 # --- MS-CHAPv2 engines ------------------------------------------------------------------------
 
 
+def _ms_failure(
+    engine: ChapAuthenticatorBase,
+    kind: FailureKind,
+    reason: str,
+    may_retry: bool,
+    *,
+    version: int,
+    always_challenge: bool,
+) -> Verdict:
+    """The Failure verdict both MS-CHAP versions send: E=691, R=, C= (a fresh challenge when a
+    retry is offered), V=, M=."""
+    retry = engine._make_challenge() if may_retry else None
+    text = MsChapFailureMessage(
+        error=MsChapError.AUTHENTICATION_FAILURE,
+        retry=may_retry,
+        challenge=retry if retry is not None or not always_challenge else engine._challenge,
+        version=version,
+        message=engine.config.failure_message,
+    )
+    return Verdict(
+        ok=False,
+        message=text.encode(),
+        kind=kind,
+        reason=reason,
+        code=MsChapError.AUTHENTICATION_FAILURE,
+        retry_challenge=retry,
+    )
+
+
 class MsChapV2Authenticator(ChapAuthenticatorBase):
     method = AuthMethod.MSCHAP_V2
     challenge_length = MSCHAPV2_CHALLENGE_LEN
@@ -297,23 +326,8 @@ class MsChapV2Authenticator(ChapAuthenticatorBase):
     __slots__ = ()
 
     def _failure(self, kind: FailureKind, reason: str, may_retry: bool) -> Verdict:
-        retry = self._make_challenge() if may_retry else None
-        text = MsChapFailureMessage(
-            error=MsChapError.AUTHENTICATION_FAILURE,
-            retry=may_retry,
-            # C= is mandatory in MS-CHAPv2; without a retry its value does not matter.
-            challenge=retry if retry is not None else self._challenge,
-            version=3,
-            message=self.config.failure_message,
-        )
-        return Verdict(
-            ok=False,
-            message=text.encode(),
-            kind=kind,
-            reason=reason,
-            code=MsChapError.AUTHENTICATION_FAILURE,
-            retry_challenge=retry,
-        )
+        # C= is mandatory in MS-CHAPv2; without a retry its value does not matter.
+        return _ms_failure(self, kind, reason, may_retry, version=3, always_challenge=True)
 
     def _verify(self, response: ChapResponse, name: str, may_retry: bool) -> Verdict:
         found = lookup_peer_secret(self.config, name, ms_name=True)
@@ -412,22 +426,7 @@ class MsChapV1Authenticator(ChapAuthenticatorBase):
     __slots__ = ()
 
     def _failure(self, kind: FailureKind, reason: str, may_retry: bool) -> Verdict:
-        retry = self._make_challenge() if may_retry else None
-        text = MsChapFailureMessage(
-            error=MsChapError.AUTHENTICATION_FAILURE,
-            retry=may_retry,
-            challenge=retry,
-            version=2,
-            message=self.config.failure_message,
-        )
-        return Verdict(
-            ok=False,
-            message=text.encode(),
-            kind=kind,
-            reason=reason,
-            code=MsChapError.AUTHENTICATION_FAILURE,
-            retry_challenge=retry,
-        )
+        return _ms_failure(self, kind, reason, may_retry, version=2, always_challenge=False)
 
     def _verify(self, response: ChapResponse, name: str, may_retry: bool) -> Verdict:
         found = lookup_peer_secret(self.config, name, ms_name=True)
