@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .gre import GreCall, GreCallConfig, GreStats
 from .gre.packet import MAX_PAYLOAD
+from .io.deadline import Deadline
 from .io.gresock import GreSocket
 
 __all__ = [
@@ -84,7 +85,7 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_closed', '_loop', '_on_frame', '_sock', '_timer', '_timer_at', 'adapter_stats', 'engine',
+        '_closed', '_deadline', '_loop', '_on_frame', '_sock', 'adapter_stats', 'engine',
         'peer_address',
     )
 
@@ -103,8 +104,7 @@ class GreChannel:
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._on_frame = on_frame
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._deadline = Deadline(self._loop, self._on_deadline)
         self._closed = False
         gre_socket.register(peer_address, config.call_id, self.receive_packet)
 
@@ -149,23 +149,12 @@ class GreChannel:
     def _flush(self) -> None:
         for datagram in self.engine.datagrams_to_send():
             self._sock.send(self.peer_address, datagram)
-        at = self.engine.get_timer()
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_at(at, self._fire, at)
+        self._deadline.arm(self.engine.get_timer())
 
-    def _fire(self, at: float) -> None:
-        self._timer = None
-        self._timer_at = None
+    def _on_deadline(self, now: float) -> None:
         if self._closed:
             return
-        # call_at may run a hair early; the deadline itself avoids re-arming the same instant.
-        frames = self.engine.handle_timer(max(self._loop.time(), at))
+        frames = self.engine.handle_timer(now)
         self._flush()
         for frame in frames:
             if self._closed:
@@ -176,8 +165,5 @@ class GreChannel:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = None
+        self._deadline.cancel()
         self._sock.unregister(self.peer_address, self.engine.config.call_id)

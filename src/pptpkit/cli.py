@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Final
 
+from .argtypes import int_range
 from .bridge import HdlcStreamBridge
 from .client import CallRefusedError, CloseInfo, ControlConnectionError, PptpClient, PptpClientConfig
 from .control import PPTP_PORT
@@ -115,22 +116,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
 def _port(text: str) -> int:
-    return _int_range(1, 0xFFFF)(text)
+    return int_range(1, 0xFFFF)(text)
 
 
 def _ipv4(text: str) -> str:
@@ -169,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="deliver GRE packets at once, never hold them for reordering")
     pty.add_argument("--timeout", type=_positive_float, default=10.0, metavar="S",
                      help="seconds to wait for the server at each step (default 10)")
-    pty.add_argument("--window", type=_int_range(1, 0xFFFF), default=64, metavar="N",
+    pty.add_argument("--window", type=int_range(1, 0xFFFF), default=64, metavar="N",
                      help="packet receive window to advertise (default 64)")
     pty.add_argument("--callmgr", action="store_true",
                      help="share one control connection with every other 'pptpkit pty --callmgr' "
@@ -199,20 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local address(es) for the calls, pptpd syntax (198.51.100.1 or a list)")
     srv.add_argument("--remoteip", type=_ip_list, metavar="LIST",
                      help="client address pool, pptpd syntax: 198.51.100.10-50,198.51.100.60")
-    srv.add_argument("--speed", type=_int_range(1, 0xFFFFFFFF), default=115200, metavar="BPS",
+    srv.add_argument("--speed", type=int_range(1, 0xFFFFFFFF), default=115200, metavar="BPS",
                      help="speed argument for the program (default 115200)")
     srv.add_argument("--noipparam", action="store_true", help="do not pass 'ipparam CLIENT'")
     srv.add_argument("--delegate", action="store_true",
                      help="pass no LOCAL:REMOTE pair (the program allocates addresses)")
     srv.add_argument("--listen", type=parse_listen, default=(None, PPTP_PORT), metavar="ADDR[:PORT]",
                      help="address and port to listen on (default all addresses, port 1723)")
-    srv.add_argument("--connections", type=_int_range(1, 65535), default=100, metavar="N",
+    srv.add_argument("--connections", type=int_range(1, 65535), default=100, metavar="N",
                      help="maximum simultaneous control connections (default 100)")
-    srv.add_argument("--max-per-source", type=_int_range(1, 65535), default=16, metavar="N",
+    srv.add_argument("--max-per-source", type=int_range(1, 65535), default=16, metavar="N",
                      help="maximum control connections from one address (default 16)")
     srv.add_argument("--stimeout", type=_positive_float, default=10.0, metavar="S",
                      help="seconds a client may take to start the control connection (default 10)")
-    srv.add_argument("--window", type=_int_range(1, 0xFFFF), default=64, metavar="N",
+    srv.add_argument("--window", type=int_range(1, 0xFFFF), default=64, metavar="N",
                      help="packet receive window to advertise (default 64)")
     srv.add_argument("--nobuffer", action="store_true",
                      help="deliver GRE packets at once, never hold them for reordering")
@@ -226,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "in the other.  Prints what was negotiated, a ping and a TCP throughput figure "
                     "through the tunnel, then removes everything.  Needs root.",
     )
-    demo.add_argument("--pings", type=_int_range(1, 100), default=5, metavar="N",
+    demo.add_argument("--pings", type=int_range(1, 100), default=5, metavar="N",
                       help="pings across the tunnel (default 5)")
     demo.add_argument("--seconds", type=_positive_float, default=3.0, metavar="S",
                       help="seconds of TCP for the throughput figure (default 3)")

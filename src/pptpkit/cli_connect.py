@@ -19,6 +19,7 @@ import socket
 import sys
 from typing import Any, Final
 
+from .argtypes import float_range, int_range
 from .auth.methods import AuthMethod
 from .connect import EXIT_CODES_HELP, ConnectConfig, Connector, ExitCode, describe_up
 from .control import PPTP_PORT
@@ -72,34 +73,6 @@ def _ipv4_or_name(text: str) -> str:
     return text
 
 
-def _float_range(low: float, high: float) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not in {low:g}..{high:g}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
-
-
-def _int_range(low: int, high: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not in {low}..{high}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
 def _route(text: str) -> ipaddress.IPv4Network:
     try:
         return parse_route(text)
@@ -118,7 +91,7 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
     p.add_argument("-u", "--user", required=True, metavar="NAME", help="user name to authenticate as")
     p.add_argument("--password-file", metavar="FILE",
                    help="read the password from the first line of FILE")
-    p.add_argument("--port", type=_int_range(1, 0xFFFF), default=PPTP_PORT, help="TCP port (default 1723)")
+    p.add_argument("--port", type=int_range(1, 0xFFFF), default=PPTP_PORT, help="TCP port (default 1723)")
 
     mppe = p.add_argument_group("encryption (pppd's MPPE options)")
     mppe.add_argument("--require-mppe-128", action="store_true",
@@ -136,21 +109,21 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
                           help=f"do not authenticate with {what}")
 
     link = p.add_argument_group("link")
-    link.add_argument("--mtu", type=_int_range(576, 65535), metavar="N",
+    link.add_argument("--mtu", type=int_range(576, 65535), metavar="N",
                       help="cap the interface MTU (default: as negotiated, less MPPE overhead)")
-    link.add_argument("--mru", type=_int_range(128, 65535), default=1500, metavar="N",
+    link.add_argument("--mru", type=int_range(128, 65535), default=1500, metavar="N",
                       help="MRU to ask for (default 1500)")
-    link.add_argument("--echo-interval", type=_float_range(0, 3600), default=10.0, metavar="S",
+    link.add_argument("--echo-interval", type=float_range(0, 3600), default=10.0, metavar="S",
                       help="seconds between LCP echo requests, 0 = off (default 10, pppd's "
                            "lcp-echo-interval)")
-    link.add_argument("--echo-failure", type=_int_range(1, 1000), default=3, metavar="N",
+    link.add_argument("--echo-failure", type=int_range(1, 1000), default=3, metavar="N",
                       help="unanswered echo requests before the server is declared dead (default 3)")
-    link.add_argument("--lcp-restart", type=_float_range(0.1, 60), default=3.0, metavar="S",
+    link.add_argument("--lcp-restart", type=float_range(0.1, 60), default=3.0, metavar="S",
                       help="LCP retransmission interval (default 3, pppd's lcp-restart)")
-    link.add_argument("--gre-timeout", type=_float_range(0.5, 600), metavar="S",
+    link.add_argument("--gre-timeout", type=float_range(0.5, 600), metavar="S",
                       help="declare GRE blocked when no GRE packet arrived S seconds after the call "
                            "came up (default: 3 LCP retransmissions + 1 s)")
-    link.add_argument("--timeout", type=_float_range(0.5, 600), default=10.0, metavar="S",
+    link.add_argument("--timeout", type=float_range(0.5, 600), default=10.0, metavar="S",
                       help="seconds to wait for the control connection and the call (default 10)")
     link.add_argument("--ifname", default="pptp%d", metavar="NAME",
                       help="interface name; %%d picks the first free number (default pptp%%d)")
@@ -173,9 +146,9 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
                        help="reconnect after failures, waiting 1, 2, 4 ... --backoff-max s (reset "
                             "after a link that stayed up 30 s); not after a wrong password, MPPE "
                             "refused or a refused route")
-    retry.add_argument("--max-retries", type=_int_range(0, 1_000_000), metavar="N",
+    retry.add_argument("--max-retries", type=int_range(0, 1_000_000), metavar="N",
                        help="with --persist: give up after N reconnection attempts (default: never)")
-    retry.add_argument("--backoff-max", type=_float_range(1, 3600), default=60.0, metavar="S",
+    retry.add_argument("--backoff-max", type=float_range(1, 3600), default=60.0, metavar="S",
                        help="longest wait between attempts (default 60)")
 
     p.add_argument("--json", action="store_true",

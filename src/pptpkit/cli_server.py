@@ -19,10 +19,11 @@ import signal
 import sys
 from typing import Final
 
+from .argtypes import int_range
 from .auth.methods import AuthMethod
 from .auth.policy import AuthPolicy
 from .auth.secrets import PppSecretsFile
-from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, _int_range, _ipv4, _positive_float
+from .cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, _ipv4, _positive_float
 from .errors import ConfigError, PptpkitError
 from .link import DataPlane, SharedTunRouter, TunDataPlane
 from .netpolicy import MssClamp, NftError
@@ -96,7 +97,7 @@ def add_builtin_arguments(srv: argparse.ArgumentParser) -> None:
                            help=f"accept {word.upper()} authentication (repeatable; default MS-CHAPv2 only)")
     group.add_argument("--noauth", action="store_true",
                        help="do not authenticate clients (needs --no-mppe: MPPE keys come from MS-CHAP)")
-    group.add_argument("--max-sessions", type=_int_range(1, 65535), default=1000, metavar="N",
+    group.add_argument("--max-sessions", type=int_range(1, 65535), default=1000, metavar="N",
                        help="maximum simultaneous sessions; more calls are refused as Busy (default 1000)")
     group.add_argument("--tun-mode", choices=TUN_MODES, default="per-session",
                        help="per-session: an interface pptpkitN per session (default); shared: one "
@@ -104,12 +105,12 @@ def add_builtin_arguments(srv: argparse.ArgumentParser) -> None:
     group.add_argument("--tun-name", default=None, metavar="NAME",
                        help="interface name: per-session template (default pptpkit%%d) or the shared "
                             "interface (default pptpkit-srv)")
-    group.add_argument("--mtu", type=_int_range(576, 1500), default=DEFAULT_BUILTIN_MRU, metavar="N",
+    group.add_argument("--mtu", type=int_range(576, 1500), default=DEFAULT_BUILTIN_MRU, metavar="N",
                        help=f"our MRU; the tunnel MTU is the smaller MRU less MPPE's 4 octets (default "
                             f"{DEFAULT_BUILTIN_MRU}, so GRE is not fragmented on a 1500-byte path)")
     group.add_argument("--echo-interval", type=float, default=10.0, metavar="S",
                        help="seconds between LCP echo requests, 0 = off (default 10)")
-    group.add_argument("--echo-failure", type=_int_range(1, 1000), default=3, metavar="N",
+    group.add_argument("--echo-failure", type=int_range(1, 1000), default=3, metavar="N",
                        help="unanswered echoes before a session is dropped (default 3)")
     group.add_argument("--idle", type=_positive_float, default=None, metavar="S",
                        help="drop a session after S seconds without data (default never)")

@@ -57,6 +57,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .errors import PptpkitError, StateError
+from .io.deadline import Deadline
 from .io.netconfig import NetConfig, NetConfigError
 from .io.tun import TunDevice
 from .ppp.session import PppSession
@@ -176,8 +177,8 @@ class PppLink:
     """
 
     __slots__ = (
-        '_attached', '_close_transport', '_data_plane', '_loop', '_on_event', '_plane_chain', '_sink',
-        '_started', '_tasks', '_timer', '_timer_at', '_transport', '_up_waiter', 'closed', 'config',
+        '_attached', '_close_transport', '_data_plane', '_deadline', '_loop', '_on_event', '_plane_chain',
+        '_sink', '_started', '_tasks', '_transport', '_up_waiter', 'closed', 'config',
         'down_event', 'interface', 'name', 'session', 'started_at', 'stats', 'up', 'up_at',
     )
 
@@ -203,8 +204,7 @@ class PppLink:
         self._close_transport = close_transport
         self._sink: PacketSink | None = None
         self._attached = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._deadline = Deadline(self._loop, self._on_deadline)
         self._started = False
         # Created with the first data-plane task: most of a link's life has none running.
         self._tasks: set[asyncio.Task[None]] | None = None
@@ -336,23 +336,9 @@ class PppLink:
                 self.stats.control_frames_refused += 1
         while (event := session.next_event()) is not None:
             self._handle_event(event)
-        self._arm(session.get_timer())
+        self._deadline.arm(session.get_timer())
 
-    def _arm(self, at: float | None) -> None:
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_at(at, self._fire, at)
-
-    def _fire(self, at: float) -> None:
-        self._timer = None
-        self._timer_at = None
-        # call_at may run a hair early; using the deadline avoids re-arming the same instant.
-        now = max(self._loop.time(), at)
+    def _on_deadline(self, now: float) -> None:
         self.session.handle_timer(now)
         self._pump(now)
 
@@ -362,7 +348,7 @@ class PppLink:
             return
         if isinstance(event, LinkDown):
             self.down_event = event
-            self._arm(None)
+            self._deadline.cancel()
             self._sink = None
             self.up = None
             self._chain(self._link_down(event))

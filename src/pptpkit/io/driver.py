@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from .deadline import Deadline
+
 __all__ = [
     "ConnectionInfo",
     "EngineConnection",
@@ -86,8 +88,8 @@ class EngineDriver(Generic[E]):
     """
 
     __slots__ = (
-        '_again', '_close', '_finished', '_flushing', '_loop', '_on_closed', '_on_event', '_timer',
-        '_timer_at', '_write', 'closed_future', 'engine',
+        '_again', '_close', '_deadline', '_finished', '_flushing', '_loop', '_on_closed', '_on_event',
+        '_write', 'closed_future', 'engine',
     )
 
     def __init__(
@@ -106,8 +108,7 @@ class EngineDriver(Generic[E]):
         self._close = close
         self._on_event = on_event
         self._on_closed = on_closed
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._deadline = Deadline(loop, self._on_deadline)
         self._flushing = False
         self._again = False
         self._finished = False
@@ -160,7 +161,7 @@ class EngineDriver(Generic[E]):
         if self.engine.closed:
             self._finish(close_stream=True)
             return
-        self._arm_timer()
+        self._deadline.arm(self.engine.get_timer())
 
     def close(self) -> None:
         """Close the stream from our side without telling the engine anything beforehand.
@@ -180,33 +181,15 @@ class EngineDriver(Generic[E]):
             if self._on_event is not None:
                 self._on_event(self, event)
 
-    def _arm_timer(self) -> None:
-        at = self.engine.get_timer()
-        if at == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = at
-        if at is not None:
-            self._timer = self._loop.call_at(at, self._fire_timer, at)
-
-    def _fire_timer(self, at: float) -> None:
-        self._timer = None
-        self._timer_at = None
+    def _on_deadline(self, now: float) -> None:
         if self._finished:
             return
-        # asyncio may run a call_at callback up to one clock resolution early; reporting the
-        # deadline itself avoids a busy loop of "not yet" calls that re-arm the same instant.
-        self.engine.handle_timer(max(self._loop.time(), at))
+        self.engine.handle_timer(now)
         self.flush()
 
     def _finish(self, *, close_stream: bool) -> None:
         self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = None
+        self._deadline.cancel()
         if close_stream:
             self._close()
         if not self.closed_future.done():
