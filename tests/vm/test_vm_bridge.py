@@ -41,13 +41,15 @@ BRIDGE_LOG = "pptpkit-bridge.log"
 BRIDGE_PPPD_LOG = "pppd-bridge.log"
 
 
-def wait_guest(vm: GuestVm, command: str, timeout: float, what: str) -> str:
+def wait_guest(vm: GuestVm, command: str, timeout: float, what: str, *, log: str | None = None) -> str:
     end = time.monotonic() + timeout
     while True:
         result = vm.exec(command)
         if result.status == 0:
             return result.output
-        assert time.monotonic() < end, f"timed out waiting for {what}: {result.output}"
+        if time.monotonic() >= end:
+            detail = vm.read_log(log) if log is not None else ""
+            raise AssertionError(f"timed out waiting for {what}: {result.output}\n{detail}")
         time.sleep(0.3)
 
 
@@ -63,8 +65,11 @@ def test_client_bridge_real_pppd_against_our_builtin_server(vm: GuestVm, tmp_pat
         ], stdout=subprocess.DEVNULL, stderr=log)
     vm.exec(f"rm -f /pk/log/{BRIDGE_LOG} /pk/log/{BRIDGE_PPPD_LOG}")
     try:
-        time.sleep(1.0)
-        assert server.poll() is None, server_log.read_text()
+        deadline = time.monotonic() + 30
+        while "listening on" not in server_log.read_text():
+            assert server.poll() is None, server_log.read_text()
+            assert time.monotonic() < deadline, "our server did not start: " + server_log.read_text()
+            time.sleep(0.1)
         # pptp-linux's classic mode: our process opens the pty and runs the real pppd on it.
         pppd_opts = ["name", USER, "remotename", "pptpd", "require-mppe-128", "refuse-eap", "noauth",
                      "nodefaultroute", "debug", "logfile", f"/pk/log/{BRIDGE_PPPD_LOG}",
@@ -73,7 +78,8 @@ def test_client_bridge_real_pppd_against_our_builtin_server(vm: GuestVm, tmp_pat
                               "--pppd", *pppd_opts])
         vm.exec(f"mkdir -p /run/pptpkit; setsid nohup {command} >/pk/log/{BRIDGE_LOG} 2>&1 "
                 f"</dev/null & echo $! > /pk/state/bridge.pid", check=True)
-        line = vm.wait_for_log(BRIDGE_PPPD_LOG, MPPE_128_ENABLED, timeout=40)
+        # Generous: Python starts slowly in the TCG guest, more so while the host is busy.
+        line = vm.wait_for_log(BRIDGE_PPPD_LOG, MPPE_128_ENABLED, timeout=90)
         assert MPPE_128_ENABLED in line
         vm.wait_for_log(BRIDGE_PPPD_LOG, f"remote IP address {SERVER_PPP_ADDR}", timeout=20)
         iface = wait_guest(vm, "ip -o -4 addr show | awk '/peer 198.51.100.1\\// {print $2}' | grep .",
@@ -127,7 +133,9 @@ def test_server_bridge_spawns_real_pppd_for_real_client(vm: GuestVm, guest_ns: N
                           "--localip", SERVER_PPP_ADDR, "--remoteip", "198.51.100.60-69"])
     vm.exec(f"setsid nohup {command} >/pk/log/pptpkit-brserver.log 2>&1 </dev/null & "
             f"echo $! > /pk/state/brserver.pid", check=True)
-    wait_guest(vm, f"ss -ltn | grep -q '{VETH_SERVER_ADDR}:1723'", 20, "our server to listen")
+    # Python under TCG emulation starts slowly, more so while the host is busy: be patient.
+    wait_guest(vm, f"ss -ltn | grep -q '{VETH_SERVER_ADDR}:1723'", 90, "our server to listen",
+               log="pptpkit-brserver.log")
     client = vm.start_client(VETH_SERVER_ADDR, name="br", netns=GUEST_NS, timeout=40)
     server_log = vm.read_log("pptpkit-brserver.log")
     assert client.up, vm.read_log(client.log_name) + server_log
