@@ -268,6 +268,8 @@ def test_static_address_auth_failure_and_sighup_reload(lab: NetnsLab, tmp_path: 
     async def main() -> None:
         bob = await connect("bob", "bobpw", tun="pkb%d")
         assert str(bob.up.local_address) == "198.51.100.50"
+        # The server configures its side after its own IPCP opens, which may be after ours.
+        await server.await_log("session up: user 'bob'")
         rc, out = await ping(srv, "198.51.100.50")
         assert rc == 0, out
         # carol is unknown: authentication fails, logged with user and peer.
@@ -284,6 +286,7 @@ def test_static_address_auth_failure_and_sighup_reload(lab: NetnsLab, tmp_path: 
         await server.await_log("secrets reloaded")
         carol = await connect("carol", "carolpw", tun="pkx%d")
         assert str(carol.up.local_address) == "198.51.100.10"
+        await server.await_log("session up: user 'carol'")
         # bob's session survived both reloads.
         assert not bob.link.finished
         rc, out = await ping(cli, LOCAL_IP)
@@ -349,6 +352,7 @@ def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
         assert addresses == ["198.51.100.10", "198.51.100.11", "198.51.100.12"]
         _, links = await in_ns(srv, "ip", "-o", "link")
         assert "pptpkit-srv" in links and "pptpkit0" not in links
+        await server.await_log("session up: user 'alice'", count=3)
         for address in addresses:
             rc, out = await ping(srv, address)
             assert rc == 0, out
