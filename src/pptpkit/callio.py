@@ -11,19 +11,22 @@ each count as unknown, the other's traffic.  :func:`acquire_gre_socket` /
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .gre import GreCall, GreCallConfig, GreStats
 from .gre.packet import MAX_PAYLOAD
 from .io.deadline import Deadline
-from .io.gresock import GreSocket
+from .io.gresock import Ancillary, GreSocket, source_ancillary
 
 __all__ = [
     "ChannelStats",
     "GreChannel",
     "acquire_gre_socket",
+    "ipv4_or_none",
     "release_gre_socket",
 ]
 
@@ -37,6 +40,21 @@ class _Shared:
 
 
 _shared: dict[asyncio.AbstractEventLoop, _Shared] = {}
+
+
+def ipv4_or_none(sockname: tuple[Any, ...] | None) -> str | None:
+    """The IPv4 address of a socket name, or None (not IPv4, or unknown)."""
+    if not sockname:
+        return None
+    try:
+        address = ipaddress.IPv4Address(sockname[0])
+    except ValueError:
+        try:
+            mapped = ipaddress.IPv6Address(sockname[0]).ipv4_mapped
+        except ValueError:
+            return None
+        return None if mapped is None else str(mapped)
+    return str(address)
 
 
 def acquire_gre_socket(loop: asyncio.AbstractEventLoop | None = None) -> GreSocket:
@@ -78,15 +96,17 @@ class ChannelStats:
 class GreChannel:
     """One call's GRE data channel: send PPP frames, receive them through ``on_frame``.
 
-    Registers ``(peer_address, config.call_id)`` on ``gre_socket`` at once, so packets that
+    ``local_address``: send from this address of ours (the one the peer's control connection
+    reached), whatever the routing table would pick.  Registers ``(peer_address,
+    config.call_id)`` on ``gre_socket`` at once, so packets that
     arrive as soon as the peer learns our call ID are not lost.  Exactly one ``loop.call_at``
     handle is kept armed at the engine's next deadline.  :meth:`close` unregisters and stops the
     timer; GRE still arriving for the call is then counted by the socket as an unknown call.
     """
 
     __slots__ = (
-        '_closed', '_deadline', '_loop', '_on_frame', '_sock', 'adapter_stats', 'engine',
-        'peer_address',
+        '_ancillary', '_closed', '_deadline', '_loop', '_on_frame', '_sock', 'adapter_stats', 'engine',
+        'local_address', 'peer_address',
     )
 
     def __init__(
@@ -97,10 +117,14 @@ class GreChannel:
         *,
         on_frame: Callable[[bytes], None],
         loop: asyncio.AbstractEventLoop | None = None,
+        local_address: str | None = None,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
         self._sock = gre_socket
         self.peer_address = peer_address
+        self.local_address = local_address
+        self._ancillary: Ancillary | None = (
+            None if local_address is None else source_ancillary(local_address))
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._on_frame = on_frame
@@ -127,9 +151,15 @@ class GreChannel:
         now = self._loop.time()
         out = self.engine.send(frame, now)
         for datagram in out:
-            self._sock.send(self.peer_address, datagram)
+            self._transmit(datagram)
         self._flush()
         return bool(out)
+
+    def _transmit(self, datagram: bytes) -> None:
+        if self._ancillary is None:
+            self._sock.send(self.peer_address, datagram)
+        else:
+            self._sock.send_from(self.peer_address, datagram, self._ancillary)
 
     def receive_packet(self, data: bytes, now: float) -> None:
         """Process one GRE packet (GRE header on) for this call, as the socket would.
@@ -148,7 +178,7 @@ class GreChannel:
 
     def _flush(self) -> None:
         for datagram in self.engine.datagrams_to_send():
-            self._sock.send(self.peer_address, datagram)
+            self._transmit(datagram)
         self._deadline.arm(self.engine.get_timer())
 
     def _on_deadline(self, now: float) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
-from .callio import GreChannel, acquire_gre_socket, release_gre_socket
+from .callio import GreChannel, acquire_gre_socket, ipv4_or_none, release_gre_socket
 from .control import (
     PPTP_PORT,
     CallCleared,
@@ -521,7 +521,7 @@ class PptpClient:
                 nobuffer=cfg.nobuffer,
                 respect_peer_window=cfg.respect_peer_window,
                 first_seq=cfg.first_seq,
-            ), on_frame=deliver)
+            ), on_frame=deliver, local_address=ipv4_or_none(self.local))
         except (ValueError, PptpkitError) as exc:
             if not pending.future.done():
                 pending.future.set_exception(

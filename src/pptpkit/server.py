@@ -28,7 +28,7 @@ from .auth.methods import AuthMethod
 from .auth.policy import AuthPolicy
 from .auth.secrets import SecretsProvider
 from .bridge import HdlcStreamBridge
-from .callio import GreChannel, acquire_gre_socket, release_gre_socket
+from .callio import GreChannel, acquire_gre_socket, ipv4_or_none, release_gre_socket
 from .control import (
     PPTP_PORT,
     CallCleared,
@@ -215,6 +215,8 @@ class _Conn:
     server: PptpServer
     peer_address: str
     peer_port: int
+    #: Our address the peer connected to: its GRE goes out from there too.
+    local_address: str | None = None
     driver: EngineDriver[ControlConnection] | None = None
     calls: dict[int, ServerCall] = field(default_factory=dict)
     refused: bool = False
@@ -338,7 +340,7 @@ class PptpServer:
     def _make_engine(self, info: ConnectionInfo) -> ControlConnection:
         engine = ControlConnection(self.config.control_config(), now=info.now, call_ids=self.call_ids)
         peer = info.peer or ("0.0.0.0", 0)
-        conn = _Conn(self, str(peer[0]), int(peer[1]))
+        conn = _Conn(self, str(peer[0]), int(peer[1]), ipv4_or_none(info.local))
         self._conns[engine] = conn
         count = self._per_source.get(conn.peer_address, 0)
         if count >= self.config.max_per_source or self._closing:
@@ -417,7 +419,7 @@ class PptpServer:
                 nobuffer=cfg.nobuffer,
                 respect_peer_window=cfg.respect_peer_window,
                 first_seq=cfg.first_seq,
-            ), on_frame=lambda frame: call._deliver(frame))
+            ), on_frame=lambda frame: call._deliver(frame), local_address=conn.local_address)
         except (ValueError, PptpkitError) as exc:
             log.warning("refusing call from %s: %s", conn.peer_address, exc)
             conn.driver.engine.reject_call(asyncio.get_running_loop().time(), event.call_id,

@@ -264,6 +264,31 @@ def test_two_clients_from_one_address(lab: tuple[NetnsLab, str, str], tmp_path: 
     assert not any(alive(p) for p in server.program_pids())
 
 
+def test_gre_leaves_from_the_called_address(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
+    """A multi-homed server answers GRE from the address the control connection reached, not
+    from the one its routing table prefers: clients filter GRE by the address they called."""
+    netlab, server_ns, client_ns = lab
+    secondary = "192.0.2.10"
+    netlab.ip(server_ns, "addr", "add", f"{secondary}/24", "dev", "srv0")
+    # Routing picks the primary address for the client, so only pinning makes this pass.
+    assert f"src {SERVER}" in netlab.ip(server_ns, "route", "get", CLIENT)
+    server = Server(netlab, server_ns, tmp_path, "--listen", "0.0.0.0")
+
+    async def scenario() -> None:
+        client = PptpClient(PptpClientConfig(server=secondary, connect_timeout=5, call_timeout=5))
+        await client.connect()
+        got = Collector()
+        call = await client.open_call(on_frame=got)
+        await exchange(call, got, 3, 20)
+        assert client.gre_socket is not None and client.gre_socket.stats.unknown_call == 0
+        await client.close()
+
+    with inside(client_ns):
+        asyncio.run(scenario())
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(5) == 0
+
+
 def test_per_source_limit(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
     netlab, server_ns, client_ns = lab
     server = Server(netlab, server_ns, tmp_path, "--max-per-source", "1")

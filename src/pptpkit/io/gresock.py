@@ -24,10 +24,12 @@ from typing import Final
 
 __all__ = [
     "GRE_PROTOCOL_PPP",
+    "Ancillary",
     "GreDemux",
     "GreHandler",
     "GreSocket",
     "GreStats",
+    "source_ancillary",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,12 @@ _MAX_DATAGRAM: Final = 65535
 # Linux values; the socket module only exports them from Python 3.12 on.
 _IP_MTU_DISCOVER: Final = 10
 _IP_PMTUDISC_DONT: Final = 0
+_IP_PKTINFO: Final = 8
+# struct in_pktinfo { int ipi_ifindex; struct in_addr ipi_spec_dst; struct in_addr ipi_addr; }
+_PKTINFO: Final = struct.Struct("=i4s4s")
+
+#: Ancillary data for :meth:`GreSocket.send_from`, built once per call by :func:`source_ancillary`.
+Ancillary = list[tuple[int, int, bytes]]
 
 #: ``handler(gre_packet, now)``: the bytes from the GRE header to the end of the datagram, and
 #: ``loop.time()`` taken once per receive batch.
@@ -65,6 +73,20 @@ class GreStats:
     send_dropped: int = 0
     send_errors: int = 0
     receive_errors: int = 0
+
+
+def source_ancillary(source: str) -> Ancillary:
+    """``IP_PKTINFO`` that makes the kernel send from ``source`` (which must be ours).
+
+    One raw socket serves every call, so it cannot be bound to one address; a multi-homed host
+    still has to answer each call from the address the peer called, because a peer like
+    pptp-linux filters GRE on the address it connected to.
+    """
+    try:
+        packed = socket.inet_aton(source)
+    except OSError as exc:
+        raise ValueError(f"not an IPv4 address: {source!r}") from exc
+    return [(socket.IPPROTO_IP, _IP_PKTINFO, _PKTINFO.pack(0, packed, bytes(4)))]
 
 
 def _addr_key(address: str) -> int:
@@ -212,6 +234,26 @@ class GreSocket(GreDemux):
             return False
         try:
             self._sock.sendto(packet, (peer, 0))
+        except (BlockingIOError, InterruptedError):
+            self.stats.send_dropped += 1
+            return False
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                self.stats.send_dropped += 1
+            else:
+                self.stats.send_errors += 1
+                log.debug("GRE send to %s failed: %s", peer, exc)
+            return False
+        self.stats.sent += 1
+        return True
+
+    def send_from(self, peer: str, packet: bytes | bytearray | memoryview, ancillary: Ancillary) -> bool:
+        """:meth:`send` with the source address fixed by ``ancillary`` (:func:`source_ancillary`)."""
+        if self._sock is None:
+            self.stats.send_errors += 1
+            return False
+        try:
+            self._sock.sendmsg([packet], ancillary, 0, (peer, 0))
         except (BlockingIOError, InterruptedError):
             self.stats.send_dropped += 1
             return False
