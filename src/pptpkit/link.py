@@ -484,6 +484,7 @@ class TunDataPlane:
         hook: TunHook | None = None,
         on_detach: Callable[[str], Awaitable[None]] | None = None,
         max_batch: int = 64,
+        offload: bool = True,
     ) -> None:
         self.name = name
         self.routes = tuple(routes)
@@ -491,6 +492,9 @@ class TunDataPlane:
         self.hook = hook
         self.on_detach = on_detach
         self.max_batch = max_batch
+        # TUN checksum/TSO offloads and merged writes (pptpkit.offload); a kernel without them
+        # gives a plain TUN.
+        self.offload = offload
         self._tuns: dict[PppLink, TunDevice] = {}
 
     def tun_of(self, link: PppLink) -> TunDevice | None:
@@ -499,7 +503,7 @@ class TunDataPlane:
     async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
         if up.local_address is None or up.peer_address is None:
             raise NetConfigError("IPCP agreed no address pair")
-        tun = TunDevice.open(self.name)
+        tun = TunDevice.open(self.name, offload=self.offload)
         try:
             nc = await NetConfig().open()
             try:
@@ -543,12 +547,14 @@ class SharedTunRouter:
     and, with it, every address and route.
     """
 
-    def __init__(self, name: str = "pptpkit", *, mtu: int = 1500, max_batch: int = 64) -> None:
+    def __init__(self, name: str = "pptpkit", *, mtu: int = 1500, max_batch: int = 64,
+                 offload: bool = True) -> None:
         if not 68 <= mtu <= 65535:
             raise ValueError(f"bad MTU {mtu}")
         self.name = name
         self.mtu = mtu
         self.max_batch = max_batch
+        self.offload = offload
         self.tun: TunDevice | None = None
         self._nc: NetConfig | None = None
         self._routes: dict[bytes, PppLink] = {}
@@ -568,7 +574,7 @@ class SharedTunRouter:
     async def open(self) -> None:
         if self.tun is not None:
             return
-        tun = TunDevice.open(self.name)
+        tun = TunDevice.open(self.name, offload=self.offload)
         try:
             nc = await NetConfig().open()
             try:
