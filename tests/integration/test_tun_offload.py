@@ -33,7 +33,7 @@ def ref_sum(data: bytes) -> int:
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
-    return total
+    return int(total)
 
 
 def valid_ipv4_tcp(p: bytes) -> bool:
@@ -85,7 +85,10 @@ def test_tcp_through_offload_tuns(lab: tuple[NetnsLab, str, str], offload_a: boo
     async def main() -> bytes:
         loop = asyncio.get_running_loop()
         tun_a.start(a_to_b, max_batch=64)
-        tun_b.start(tun_a.write, max_batch=64)
+        def b_to_a(p: bytes) -> None:
+            tun_a.write(p)
+
+        tun_b.start(b_to_a, max_batch=64)
         listener.setblocking(False)
         sender.setblocking(False)
         accept = asyncio.ensure_future(loop.sock_accept(listener))
