@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 from collections.abc import Callable
 
@@ -38,3 +39,14 @@ def float_range(low: float, high: float) -> Callable[[str], float]:
 
     parse.__name__ = "number"
     return parse
+
+
+def ipv4_address(text: str) -> ipaddress.IPv4Address:
+    """An argparse type accepting a dotted-quad IPv4 address."""
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+
+
+ipv4_address.__name__ = "IPv4 address"

@@ -231,6 +231,8 @@ def _manager_argv(config: PptpClientConfig, path: str) -> list[str]:
         argv.append("--nobuffer")
     if config.local_address:
         argv += ["--local-address", config.local_address]
+    if not config.respect_peer_window:
+        argv.append("--ignore-peer-window")
     return argv
 
 
@@ -845,13 +847,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--nobuffer", action="store_true")
     p.add_argument("--local-address")
+    p.add_argument("--ignore-peer-window", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="pptpkit-callmgr[%(process)d]: %(message)s")
     try:
         config = PptpClientConfig(server=args.server, port=args.port, connect_timeout=args.timeout,
                                   call_timeout=args.timeout, window=args.window, nobuffer=args.nobuffer,
-                                  local_address=args.local_address)
+                                  local_address=args.local_address,
+                                  respect_peer_window=not args.ignore_peer_window)
     except PptpkitError as exc:
         log.error("%s", exc)
         return 2

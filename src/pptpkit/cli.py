@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds to wait for the server at each step (default 10)")
     pty.add_argument("--window", type=int_range(1, 0xFFFF), default=64, metavar="N",
                      help="packet receive window to advertise (default 64)")
+    pty.add_argument("--localbind", type=_ipv4, metavar="IP",
+                     help="send TCP and GRE from this local address (as pptp-linux's --localbind)")
+    pty.add_argument("--ignore-peer-window", action="store_true",
+                     help="send GRE beyond the window the server advertises, as pptp-linux does")
     pty.add_argument("--callmgr", action="store_true",
                      help="share one control connection with every other 'pptpkit pty --callmgr' "
                           "to the same server (a detached call manager, as pptp-linux's)")
@@ -203,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="packet receive window to advertise (default 64)")
     srv.add_argument("--nobuffer", action="store_true",
                      help="deliver GRE packets at once, never hold them for reordering")
+    srv.add_argument("--ignore-peer-window", action="store_true",
+                     help="send GRE beyond the window each client advertises, as pptpd and the "
+                          "Linux kernel do (faster one-way bulk towards clients that ack slowly)")
 
     add_builtin_arguments(srv)
 
@@ -304,7 +311,9 @@ async def run_pty(args: argparse.Namespace) -> int:
     _install_signals(loop, stop)
     started = time.monotonic()
     config = PptpClientConfig(server=args.server, port=args.port, connect_timeout=args.timeout,
-                              call_timeout=args.timeout, window=args.window, nobuffer=args.nobuffer)
+                              call_timeout=args.timeout, window=args.window, nobuffer=args.nobuffer,
+                              local_address=args.localbind,
+                              respect_peer_window=not args.ignore_peer_window)
     from .callmgr import ManagedClient
 
     client: PptpClient | ManagedClient = ManagedClient(config) if args.callmgr else PptpClient(config)
@@ -409,7 +418,8 @@ async def run_server(args: argparse.Namespace, program: PppProgramConfig) -> int
     host, port = args.listen
     config = PptpServerConfig(listen=host, port=port, max_connections=args.connections,
                               max_per_source=args.max_per_source, start_timeout=args.stimeout,
-                              window=args.window, nobuffer=args.nobuffer)
+                              window=args.window, nobuffer=args.nobuffer,
+                              respect_peer_window=not args.ignore_peer_window)
     server = PptpServer(config, ppp_program_factory(program))
     try:
         await server.start()

@@ -19,7 +19,7 @@ import socket
 import sys
 from typing import Any, Final
 
-from .argtypes import float_range, int_range
+from .argtypes import float_range, int_range, ipv4_address
 from .auth.methods import AuthMethod
 from .connect import EXIT_CODES_HELP, ConnectConfig, Connector, ExitCode, describe_up
 from .control import PPTP_PORT
@@ -141,6 +141,15 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
     net.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="PATH",
                      help="the resolv.conf --dns writes (default /etc/resolv.conf)")
 
+    gre = p.add_argument_group("PPTP transport")
+    gre.add_argument("--local-address", type=ipv4_address, metavar="IP",
+                     help="send TCP and GRE from this local address (pptp-linux's --localbind)")
+    gre.add_argument("--nobuffer", action="store_true",
+                     help="deliver GRE packets at once, never hold them for reordering")
+    gre.add_argument("--ignore-peer-window", action="store_true",
+                     help="send GRE beyond the window the server advertises, as pptp-linux and the "
+                          "Linux kernel do (faster one-way bulk towards peers that ack slowly)")
+
     retry = p.add_argument_group("reconnecting")
     retry.add_argument("--persist", action="store_true",
                        help="reconnect after failures, waiting 1, 2, 4 ... --backoff-max s (reset "
@@ -243,7 +252,8 @@ def config_from_args(args: argparse.Namespace, password: str) -> ConnectConfig:
             routes=tuple(args.route), default_route=args.default_route,
             host_route=not args.no_host_route, dns=args.dns, resolv_conf=args.resolv_conf,
             persist=args.persist, max_retries=args.max_retries, backoff_cap=args.backoff_max,
-            ifname=args.ifname,
+            ifname=args.ifname, local_address=args.local_address, nobuffer=args.nobuffer,
+            respect_peer_window=not args.ignore_peer_window,
         )
     except ConfigError as exc:
         raise ConnectUsageError(str(exc)) from None

@@ -188,6 +188,7 @@ async def run_builtin(args: argparse.Namespace) -> int:
         # limit only guards against a flood of idle control connections.
         max_per_source=min(65535, max(args.max_per_source + 16, 16)),
         start_timeout=args.stimeout, window=args.window, nobuffer=args.nobuffer,
+        respect_peer_window=not args.ignore_peer_window,
     ), sessions)
     clamp = None if args.no_mss_clamp else MssClamp(pattern)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -265,6 +265,9 @@ class ConnectConfig:
     blocked.  ``routes``/``default_route``/``host_route``: see :mod:`pptpkit.routes`.  ``dns``
     writes the pushed DNS servers to ``resolv_conf``.  ``persist``/``max_retries``/
     ``backoff_cap``/``stable_after``: reconnection.  ``ifname``: TUN name template.
+    ``local_address``: our source address for TCP and GRE (pptp-linux's --localbind).
+    ``nobuffer``/``respect_peer_window``: GRE receive and send behaviour (see
+    :class:`~pptpkit.gre.GreCallConfig`).
     """
 
     server: IPv4Address
@@ -291,6 +294,9 @@ class ConnectConfig:
     backoff_cap: float = 60.0
     stable_after: float = 30.0
     ifname: str = "pptp%d"
+    local_address: IPv4Address | None = None
+    nobuffer: bool = False
+    respect_peer_window: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 0xFFFF:
@@ -473,7 +479,10 @@ class Connector:
                 return AttemptResult(None, stopped=True)
             client = PptpClient(PptpClientConfig(
                 server=self.server, port=cfg.port, connect_timeout=cfg.connect_timeout,
-                call_timeout=cfg.connect_timeout), gre_socket=self._gre_socket)
+                call_timeout=cfg.connect_timeout, nobuffer=cfg.nobuffer,
+                respect_peer_window=cfg.respect_peer_window,
+                local_address=None if cfg.local_address is None else str(cfg.local_address),
+            ), gre_socket=self._gre_socket)
             setup = await self._until_stopped(self._open_call(client))
             if setup is None:
                 return AttemptResult(None, stopped=True)

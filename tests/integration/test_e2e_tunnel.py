@@ -71,6 +71,19 @@ def test_ping_both_ways_and_clean_shutdown(vpn: VpnLab) -> None:
     assert "Terminate" in log or "cleared" in log, log
 
 
+def test_local_address_pins_tcp_and_gre(vpn: VpnLab) -> None:
+    """--local-address: TCP and GRE both leave from the chosen address, though routing would
+    pick the primary one (the server keys GRE on the address its control connection came from)."""
+    vpn.lab.ip(vpn.client_ns, "addr", "add", "192.0.2.20/24", "dev", "veth-c")
+    assert f"src {CLIENT}" in vpn.lab.ip(vpn.client_ns, "route", "get", SERVER)
+    vpn.start_server()
+    client = vpn.connect("--local-address", "192.0.2.20", "--ignore-peer-window", "--nobuffer")
+    up = client.wait_up()
+    assert vpn.ping(vpn.client_ns, TUNNEL_LOCAL, interface=up["interface"]).returncode == 0
+    assert "connection from 192.0.2.20:" in vpn.server_text()
+    assert client.stop() == 0, client.stderr
+
+
 def test_sigint_also_tears_down(vpn: VpnLab) -> None:
     vpn.start_server()
     routes_before = vpn.routes(vpn.client_ns)

@@ -344,7 +344,7 @@ def test_limits_refuse_calls_with_busy(lab: NetnsLab, tmp_path: Path) -> None:
 def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
     require_binary("ping")
     srv, cli = two_namespaces(lab)
-    server = Server(lab, srv, tmp_path, "--tun-mode", "shared")
+    server = Server(lab, srv, tmp_path, "--tun-mode", "shared", "--ignore-peer-window")
 
     async def main() -> None:
         sessions = [await connect("alice", "alice pw", tun=f"pk{i}x%d") for i in range(3)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import ipaddress
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -334,6 +335,16 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.effective_gre_timeout == 10.0  # three LCP restarts plus one second
     session = cfg.session_config()
     assert session.peer is not None and session.peer.password == "pw" and session.request_dns
+    assert cfg.local_address is None and not cfg.nobuffer and cfg.respect_peer_window
+
+
+def test_transport_flags() -> None:
+    cfg = config_from_args(parse("192.0.2.1", "-u", "a", "--local-address", "192.0.2.2", "--nobuffer",
+                                 "--ignore-peer-window"), "pw")
+    assert cfg.local_address == ipaddress.IPv4Address("192.0.2.2")
+    assert cfg.nobuffer and not cfg.respect_peer_window
+    with pytest.raises(SystemExit):
+        parse("192.0.2.1", "-u", "a", "--local-address", "host.example")
 
 
 @pytest.mark.parametrize(
