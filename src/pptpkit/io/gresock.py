@@ -234,16 +234,8 @@ class GreSocket(GreDemux):
             return False
         try:
             self._sock.sendto(packet, (peer, 0))
-        except (BlockingIOError, InterruptedError):
-            self.stats.send_dropped += 1
-            return False
         except OSError as exc:
-            if exc.errno == errno.ENOBUFS:
-                self.stats.send_dropped += 1
-            else:
-                self.stats.send_errors += 1
-                log.debug("GRE send to %s failed: %s", peer, exc)
-            return False
+            return self._send_failed(peer, exc)
         self.stats.sent += 1
         return True
 
@@ -254,18 +246,19 @@ class GreSocket(GreDemux):
             return False
         try:
             self._sock.sendmsg([packet], ancillary, 0, (peer, 0))
-        except (BlockingIOError, InterruptedError):
-            self.stats.send_dropped += 1
-            return False
         except OSError as exc:
-            if exc.errno == errno.ENOBUFS:
-                self.stats.send_dropped += 1
-            else:
-                self.stats.send_errors += 1
-                log.debug("GRE send to %s failed: %s", peer, exc)
-            return False
+            return self._send_failed(peer, exc)
         self.stats.sent += 1
         return True
+
+    def _send_failed(self, peer: str, exc: OSError) -> bool:
+        # A full socket buffer is a drop, as on any datagram path; anything else is an error.
+        if isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno == errno.ENOBUFS:
+            self.stats.send_dropped += 1
+        else:
+            self.stats.send_errors += 1
+            log.debug("GRE send to %s failed: %s", peer, exc)
+        return False
 
     def _on_readable(self) -> None:
         sock = self._sock
