@@ -46,6 +46,9 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="MPPE modes to run (default stateless,stateful,none)")
     tp.add_argument("--no-relay", action="store_true", help="skip the pptp-linux/pptpd anchor")
     tp.add_argument("--profile", metavar="DIR", help="write cProfile files of both agents to DIR")
+    tp.add_argument("--offload", metavar="LIST", default=None,
+                    help="TUN offloads for the tunnel runs: on, off or both side by side "
+                         "(default on,off; on with --short)")
 
     st = kinds.add_parser("setup", parents=[common_b],
                           help="TCP connect -> IPCP up time, and setups per second")
@@ -85,9 +88,15 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = Non
             if mode not in ("stateless", "stateful", "none"):
                 print(f"pptpkit bench: unknown MPPE mode {mode!r}", file=sys.stderr)
                 return 2
+        offload_text = args.offload if args.offload is not None else ("on" if args.short else "on,off")
+        offloads = [o.strip() for o in offload_text.split(",") if o.strip()]
+        if not offloads or any(o not in ("on", "off") for o in offloads):
+            print(f"pptpkit bench: --offload takes on, off or on,off, not {offload_text!r}", file=sys.stderr)
+            return 2
         report = run_throughput(seconds=min(args.seconds, 2.0) if args.short else args.seconds,
                                 repeat=args.repeat, modes=modes, relay=not args.no_relay,
-                                profile_dir=args.profile, progress=progress, command=command)
+                                profile_dir=args.profile, offloads=[o == "on" for o in offloads],
+                                progress=progress, command=command)
     elif args.bench == "setup":
         sessions, concurrent = (min(args.sessions, 20), min(args.concurrent, 50)) if args.short else (
             args.sessions, args.concurrent)

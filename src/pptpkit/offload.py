@@ -70,6 +70,8 @@ _MAX_MERGED: Final = 65535
 MAX_QUEUE: Final = 1024
 
 _U16: Final = struct.Struct("!H")
+# IPv6 + TCP header up to the TCP checksum, in the pieces segment() rewrites.
+_SEG6: Final = struct.Struct("!4sH38sI5sB2sH")
 _U32: Final = struct.Struct("!I")
 
 _FIN: Final = 0x01
@@ -234,49 +236,66 @@ def segment(hdr: VnetHeader, packet: bytes, stats: OffloadStats | None = None) -
         raise DecodeError(f"GSO packet of {total} octets in {mss}-octet segments: too many")
     if not v6 and len(packet) > 65535:
         raise DecodeError("IPv4 packet longer than 65535 octets")
-    head = bytearray(packet[:hl])
-    # The kernel's partial checksum is of no use here: every segment is summed from scratch.
-    head[iphl + 16 : iphl + 18] = b"\0\0"
-    flags = head[iphl + 13]
+    # Every segment is summed from scratch (the kernel's partial checksum leaves out the
+    # length): the sums of the fields that do not change are taken once, the per-segment ones
+    # (lengths, IPv4 ID, sequence number, flags, payload) added as integers.
+    tcp_off = iphl
+    flags = packet[tcp_off + 13]
     first_flags = flags & ~(_FIN | _PSH)
     mid_flags = first_flags & ~_CWR
-    seq = _U32.unpack_from(head, iphl + 4)[0]
+    last_flags = flags & ~_CWR
+    seq = _U32.unpack_from(packet, tcp_off + 4)[0]
     tcphl = hl - iphl
+    tail = packet[tcp_off + 18 : hl]  # urgent pointer and options
+    # Ports, ack, data offset (flags byte zero), window, urgent pointer, options; the protocol.
+    tcp_const = (int.from_bytes(packet[tcp_off : tcp_off + 4], "big")
+                 + int.from_bytes(packet[tcp_off + 8 : tcp_off + 12], "big")
+                 + (packet[tcp_off + 12] << 8)
+                 + _U16.unpack_from(packet, tcp_off + 14)[0]
+                 + int.from_bytes(tail, "big") + _PROTO_TCP)
     if v6:
-        pseudo = int.from_bytes(packet[8:40], "big") + _PROTO_TCP
+        layout = _SEG6
+        tcp_const += int.from_bytes(packet[8:40], "big")
+        pre = packet[0:4]
+        mid = packet[6 : tcp_off + 4]  # next header, hop limit, addresses, ports
     else:
-        pseudo = int.from_bytes(packet[12:20], "big") + _PROTO_TCP
-        ident = _U16.unpack_from(head, 4)[0]
-        head[10:12] = b"\0\0"
+        layout = struct.Struct(f"!2sHH4sH{8 + iphl - 20 + 4}sI5sB2sH")
+        tcp_const += int.from_bytes(packet[12:20], "big")
+        pre = packet[0:2]
+        mid4 = packet[6:10]
+        mid = packet[12 : tcp_off + 4]  # addresses, options, ports
+        ident = _U16.unpack_from(packet, 4)[0]
+        # Version/IHL/TOS, flags/fragment, TTL/protocol, addresses, options.
+        ip_const = (int.from_bytes(pre, "big") + int.from_bytes(mid4, "big")
+                    + int.from_bytes(packet[12:iphl], "big") + iphl)
+    ack_doff = packet[tcp_off + 8 : tcp_off + 13]
+    window = packet[tcp_off + 14 : tcp_off + 16]
+    pack = layout.pack
     out: list[bytes] = []
-    pack16 = _U16.pack_into
-    pack32 = _U32.pack_into
+    append = out.append
+    nseg = (total + mss - 1) // mss
+    last_i = nseg - 1
     off = hl
-    end = len(packet)
-    i = 0
-    while off < end:
+    for i in range(nseg):
         chunk = packet[off : off + mss]
+        off += mss
         clen = len(chunk)
-        off += clen
-        last = off >= end
-        if last:
-            head[iphl + 13] = flags if i == 0 else flags & ~_CWR
-        else:
-            head[iphl + 13] = first_flags if i == 0 else mid_flags
-        pack32(head, iphl + 4, (seq + i * mss) & 0xFFFFFFFF)
+        f = first_flags if i == 0 else mid_flags
+        if i == last_i:
+            f = flags if i == 0 else last_flags
+        sq = (seq + i * mss) & 0xFFFFFFFF
         tcp_len = tcphl + clen
+        v = int.from_bytes(chunk, "big")
+        if clen & 1:
+            v <<= 8
+        csum = 0xFFFF - ((tcp_const + tcp_len + (sq >> 16) + (sq & 0xFFFF) + f + v) % 0xFFFF or 0xFFFF)
         if v6:
-            pack16(head, 4, tcp_len)
+            head = pack(pre, tcp_len, mid, sq, ack_doff, f, window, csum)
         else:
-            pack16(head, 2, iphl + tcp_len)
-            pack16(head, 4, (ident + i) & 0xFFFF)
-            pack16(head, 10, 0)
-            pack16(head, 10, 0xFFFF - _fold(int.from_bytes(head[:iphl], "big")))
-        pack16(head, iphl + 16, 0)
-        csum = _fold(pseudo + tcp_len + int.from_bytes(head[iphl:], "big") + _int(chunk))
-        pack16(head, iphl + 16, 0xFFFF - csum)
-        out.append(b"".join((head, chunk)))
-        i += 1
+            idn = (ident + i) & 0xFFFF
+            ipc = 0xFFFF - ((ip_const + tcp_len + idn) % 0xFFFF or 0xFFFF)
+            head = pack(pre, iphl + tcp_len, idn, mid4, ipc, mid, sq, ack_doff, f, window, csum)
+        append(b"".join((head, tail, chunk)))
     if stats is not None:
         stats.gso_packets_in += 1
         stats.segments_split += len(out)
@@ -292,7 +311,10 @@ WriteUnit = tuple[bytes, list[bytes], list[bytes]]
 
 
 class _Batch:
-    __slots__ = ("closed", "first", "hl", "iphl", "mss", "next_seq", "payloads", "segments", "size", "v6")
+    """An open run of one flow's segments; the reference slices are what a segment must match."""
+
+    __slots__ = ("first", "hl", "ip_a", "ip_b", "iphl", "mss", "next_seq", "opts", "payloads",
+                 "segments", "size", "tcp_ack", "tcp_psh", "v6")
 
     def __init__(self, first: bytes, v6: bool, iphl: int, hl: int, seq: int) -> None:
         self.first = first
@@ -304,7 +326,21 @@ class _Batch:
         self.size = len(first)
         self.segments = [first]
         self.payloads: list[bytes] = []
-        self.closed = False
+        if v6:
+            # Version, traffic class, flow label; next header and hop limit.
+            self.ip_a = first[0:4]
+            self.ip_b = first[6:8]
+        else:
+            # Version/IHL, TOS; DF, fragment offset, TTL, protocol.
+            self.ip_a = first[0:2]
+            self.ip_b = first[6:10]
+        # Ack number, data offset, flags, window: as the first's, flags exactly ACK or ACK|PSH.
+        ref = bytearray(first[iphl + 8 : iphl + 16])
+        ref[5] = _ACK
+        self.tcp_ack = bytes(ref)
+        ref[5] = _ACK | _PSH
+        self.tcp_psh = bytes(ref)
+        self.opts = first[iphl + 20 : hl]
 
 
 class Coalescer:
@@ -313,12 +349,12 @@ class Coalescer:
     :meth:`feed` packets in arrival order, :meth:`flush` to get the :data:`WriteUnit` list to
     write, in order.  Within a flush, segments of one flow (addresses + ports) are merged while
     everything the kernel's own GRO requires holds: IPv4 without options or fragmentation / IPv6
-    with TCP as next header; same TOS/traffic class, TTL/hop limit, DF, ack number, window and
-    option bytes; flags exactly ACK (ACK|PSH allowed, and it ends the batch); contiguous
-    sequence numbers; every payload the size of the first (a shorter one ends the batch);
-    at most 65535 octets; every segment's own checksums verified.  Everything else is written
-    alone with an all-zero header, and a flow's packets never overtake each other.  At most
-    :data:`MAX_QUEUE` packets are held.
+    with TCP as next header; same TOS, DF and TTL / traffic class, flow label and hop limit;
+    same ack number, window and option bytes (timestamps included); flags exactly ACK (ACK|PSH
+    allowed, and it ends the batch); contiguous sequence numbers; every payload the size of the
+    first (a shorter one ends the batch); at most 65535 octets; every segment's own IPv4 header
+    and TCP checksums verified.  Everything else is written alone with an all-zero header, and a
+    flow's packets never overtake each other.  At most :data:`MAX_QUEUE` packets are held.
     """
 
     __slots__ = ("_queue", "stats")
@@ -343,115 +379,101 @@ class Coalescer:
         queue, self._queue = self._queue, []
         stats = self.stats
         slots: list[_Batch | bytes] = []
+        add_slot = slots.append
         flows: dict[bytes, _Batch] = {}
+        from_bytes = int.from_bytes
+        unpack32 = _U32.unpack_from
+        bad = 0
         for p in queue:
             n = len(p)
             if n < 40:
-                slots.append(p)
+                add_slot(p)
                 continue
             b0 = p[0]
             if b0 == 0x45:
                 # IPv4 without options, TCP, neither MF nor a fragment offset (DF is fine).
-                if p[9] != _PROTO_TCP or (p[6] & 0x3F) or p[7]:
-                    slots.append(p)
+                if p[9] != _PROTO_TCP or (p[6] & 0x3F) or p[7] or (p[2] << 8 | p[3]) != n:
+                    add_slot(p)
                     continue
                 iphl = 20
                 v6 = False
                 key = p[12:24]
             elif b0 >> 4 == 6:
-                if p[6] != _PROTO_TCP or n < 60:
-                    slots.append(p)
+                if p[6] != _PROTO_TCP or n < 60 or (p[4] << 8 | p[5]) + 40 != n:
+                    add_slot(p)
                     continue
                 iphl = 40
                 v6 = True
                 key = p[8:44]
             else:
-                slots.append(p)
+                add_slot(p)
                 continue
             batch = flows.get(key)
             hl = iphl + (p[iphl + 12] >> 4) * 4
-            tcp_flags = p[iphl + 13]
-            ok = (
-                hl >= iphl + 20 and hl < n
-                and (tcp_flags == _ACK or tcp_flags == _ACK | _PSH)
-                and (_U16.unpack_from(p, 4)[0] + 40 == n if v6 else _U16.unpack_from(p, 2)[0] == n)
-            )
-            if ok:
-                if v6:
-                    pseudo = int.from_bytes(p[8:40], "big") + _PROTO_TCP + (n - 40)
-                    tcp_sum = _int(p[40:])
-                else:
-                    whole = _int(p)
-                    ip_sum = int.from_bytes(p[:20], "big")
-                    if ip_sum % 0xFFFF:
-                        # A bad IPv4 header checksum: the kernel must see (and drop) it as sent.
-                        ok = False
-                        stats.bad_checksum_unmerged += 1
-                        tcp_sum = 0
-                    else:
-                        # A valid IPv4 header sums to 0 mod 0xFFFF, so the whole packet's sum is
-                        # the TCP part's: no slice copy of the payload.
-                        tcp_sum = whole
-                    pseudo = int.from_bytes(p[12:20], "big") + _PROTO_TCP + (n - 20)
-                if ok and (pseudo + tcp_sum) % 0xFFFF:
-                    ok = False
-                    stats.bad_checksum_unmerged += 1
-            if not ok:
-                # Written alone, after anything of its flow queued before it.
+            fl = p[iphl + 13]
+            if hl < iphl + 20 or hl >= n or (fl != _ACK and fl != _ACK | _PSH):
+                # Not mergeable (no payload, other flags, bad offset): written alone, after
+                # anything of its flow queued before it.
                 if batch is not None:
-                    batch.closed = True
                     del flows[key]
-                slots.append(p)
+                add_slot(p)
                 continue
-            seq = _U32.unpack_from(p, iphl + 4)[0]
-            if batch is not None and not batch.closed and self._joins(batch, p, n, iphl, hl, seq):
-                batch.segments.append(p)
-                batch.payloads.append(p[hl:])
-                batch.size += n - hl
-                batch.next_seq = (seq + n - hl) & 0xFFFFFFFF
-                if tcp_flags & _PSH or n - hl < batch.mss:
-                    batch.closed = True
+            # Checksums.  A valid IPv4 header sums to 0 mod 0xFFFF, so the whole packet's sum is
+            # then the TCP part's: one pass over the payload.
+            whole = from_bytes(p, "big")
+            if n & 1:
+                whole <<= 8
+            if v6:
+                ok = (whole - from_bytes(p[0:8], "big") + (n - 40) + _PROTO_TCP) % 0xFFFF == 0
+            else:
+                ok = (from_bytes(p[0:20], "big") % 0xFFFF == 0
+                      and (whole + from_bytes(p[12:20], "big") + (n - 20) + _PROTO_TCP) % 0xFFFF == 0)
+            if not ok:
+                bad += 1
+                if batch is not None:
                     del flows[key]
+                add_slot(p)
                 continue
+            seq = unpack32(p, iphl + 4)[0]
             if batch is not None:
-                batch.closed = True
+                plen = n - hl
+                mss = batch.mss
+                if (seq == batch.next_seq and hl == batch.hl and plen <= mss
+                        and batch.size + plen <= _MAX_MERGED
+                        and (batch.ip_a == (p[0:4] if v6 else p[0:2]))
+                        and batch.ip_b == (p[6:8] if v6 else p[6:10])
+                        and (batch.tcp_ack == (t := p[iphl + 8 : iphl + 16]) or batch.tcp_psh == t)
+                        and batch.opts == p[iphl + 20 : hl]):
+                    batch.segments.append(p)
+                    batch.payloads.append(p[hl:])
+                    batch.size += plen
+                    batch.next_seq = (seq + plen) & 0xFFFFFFFF
+                    if fl != _ACK or plen < mss:
+                        del flows[key]
+                    continue
             batch = _Batch(p, v6, iphl, hl, seq)
-            slots.append(batch)
-            if tcp_flags & _PSH:
-                batch.closed = True
-                flows.pop(key, None)
-            else:
+            add_slot(batch)
+            if fl == _ACK:
                 flows[key] = batch
-        out: list[WriteUnit] = []
-        for slot in slots:
-            if isinstance(slot, bytes):
-                stats.passthrough += 1
-                single = [slot]
-                out.append((ZERO_VNET_HDR, single, single))
-            elif len(slot.segments) == 1:
-                stats.passthrough += 1
-                single = slot.segments
-                out.append((ZERO_VNET_HDR, single, single))
             else:
-                out.append(self._merge(slot))
+                flows.pop(key, None)
+        stats.bad_checksum_unmerged += bad
+        out: list[WriteUnit] = []
+        emit = out.append
+        single = 0
+        for slot in slots:
+            if type(slot) is bytes:
+                single += 1
+                one = [slot]
+                emit((ZERO_VNET_HDR, one, one))
+            elif len(slot.segments) == 1:  # type: ignore[union-attr]
+                single += 1
+                one = slot.segments  # type: ignore[union-attr]
+                emit((ZERO_VNET_HDR, one, one))
+            else:
+                emit(self._merge(slot))  # type: ignore[arg-type]
+        stats.passthrough += single
         return out
-
-    @staticmethod
-    def _joins(batch: _Batch, p: bytes, n: int, iphl: int, hl: int, seq: int) -> bool:
-        first = batch.first
-        if hl != batch.hl or seq != batch.next_seq or n - hl > batch.mss or batch.size + n - hl > _MAX_MERGED:
-            return False
-        if batch.v6:
-            # Traffic class (across bytes 0-1) and hop limit; the flow label may change.
-            if p[0:2] != first[0:2] or p[7] != first[7]:
-                return False
-        elif p[1] != first[1] or p[6:9] != first[6:9]:
-            # TOS; DF and TTL.
-            return False
-        # Ack number and data offset; window; option bytes (timestamps included).
-        return (p[iphl + 8 : iphl + 13] == first[iphl + 8 : iphl + 13]
-                and p[iphl + 14 : iphl + 16] == first[iphl + 14 : iphl + 16]
-                and p[iphl + 20 : hl] == first[iphl + 20 : hl])
 
     def _merge(self, batch: _Batch) -> WriteUnit:
         first, iphl, hl = batch.first, batch.iphl, batch.hl

@@ -241,7 +241,8 @@ class _CallTransport:
 
 async def run_server(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    plane: Any = TunDataPlane(name="pkbs%d") if args.plane == "tun" else EchoPlane()
+    plane: Any = (TunDataPlane(name="pkbs%d", offload=args.offload == "on") if args.plane == "tun"
+                  else EchoPlane())
     links: list[PppLink] = []
     ups = 0
 
@@ -334,7 +335,7 @@ async def open_session(args: argparse.Namespace, plane: Any, call_ids: CallIdAll
 
 
 async def run_client(args: argparse.Namespace) -> None:
-    plane = TunDataPlane(name="pkbc%d")
+    plane = TunDataPlane(name="pkbc%d", offload=args.offload == "on")
     session = await open_session(args, plane, CallIdAllocator())
     _emit("up", interface=session.link.interface, local=str(session.up.local_address),
           peer=str(session.up.peer_address), mppe=session.up.mppe, mtu=session.up.mtu,
@@ -435,6 +436,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--netns", required=True)
     p.add_argument("--mppe", choices=MPPE_MODES, default="stateless")
     p.add_argument("--plane", choices=("tun", "echo"), default="echo")
+    p.add_argument("--offload", choices=("on", "off"), default="on",
+                   help="TUN checksum/TSO offloads and merged writes for the TUN data plane")
     p.add_argument("--echo-interval", type=float, default=10.0)
     p.add_argument("--max-sessions", type=int, default=64)
     p.add_argument("--sequential", type=int, default=20)
@@ -470,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             cProfile.runctx("run_loop(runner(args))", globals(),
                             {"runner": runner, "args": args, "run_loop": run_loop},
-                            os.path.join(profile_to, f"{args.role}-{args.mppe}.prof"))
+                            os.path.join(profile_to, f"{args.role}-{args.mppe}-offload-{args.offload}.prof"))
         else:
             run_loop(runner(args))
     except Exception as exc:
