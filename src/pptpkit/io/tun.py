@@ -64,7 +64,14 @@ class TunStats:
 
 
 class TunDevice:
-    """An open TUN interface.  Use :meth:`open`; then :meth:`start` to receive packets."""
+    """An open TUN interface.  Use :meth:`open`; then :meth:`start` to receive packets.
+
+    With ``offload`` (see :meth:`open`), :meth:`write` queues and returns True; the queue is
+    written by :meth:`flush`, scheduled with ``call_soon`` on the first queued packet (or at
+    once when there is no running loop, or when :data:`pptpkit.offload.MAX_QUEUE` packets are
+    queued).  What the kernel then refuses is counted in ``stats.write_errors``.  Counters of
+    the segmenter and coalescer are in ``offload_stats``.
+    """
 
     def __init__(self, fd: int, name: str, *, offload: bool = False) -> None:
         self.fd: int | None = fd
