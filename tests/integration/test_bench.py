@@ -75,3 +75,21 @@ def test_bench_scale_short() -> None:
     assert figs["RSS per session [KiB]"]["value"] > 0
     assert_sane(data)
     assert code == 0
+
+
+def test_bench_throughput_offload_side_by_side() -> None:
+    require_root()
+    code, data = bench("throughput", "--seconds", "1", "--modes", "stateless", "--no-relay",
+                       "--offload", "on,off")
+    figs = figures(data)
+    for way in ("client->server", "server->client"):
+        assert f"MPPE stateless {way} [Mbit/s]" in figs
+        assert f"MPPE stateless {way}, no offload [Mbit/s]" in figs
+        ratio = figs[f"MPPE stateless {way} on/off [x]"]
+        on, off = figs[f"MPPE stateless {way} [Mbit/s]"], figs[f"MPPE stateless {way}, no offload [Mbit/s]"]
+        assert ratio["value"] == pytest.approx(on["value"] / off["value"])
+    assert figs["MPPE stateless client->server [Mbit/s]"]["offload"] is True
+    assert figs["MPPE stateless client->server, no offload [Mbit/s]"]["offload"] is False
+    assert_sane(data)
+    assert sum(1 for k in data["checks"] if "checksum" in k) == 6
+    assert code == 0
