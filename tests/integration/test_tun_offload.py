@@ -23,6 +23,8 @@ from pptpkit.io.tun import TunDevice
 pytestmark = pytest.mark.root
 
 A_ADDR, B_ADDR = "198.51.100.1", "198.51.100.2"
+# The IPv6 documentation prefix (RFC 3849), the counterpart of TEST-NET.
+A6_ADDR, B6_ADDR = "2001:db8:5::1", "2001:db8:5::2"
 MTU = 1400
 PORT = 5201
 
@@ -34,6 +36,15 @@ def ref_sum(data: bytes) -> int:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return int(total)
+
+
+def valid_ipv6_tcp(p: bytes) -> bool:
+    if struct.unpack_from("!H", p, 4)[0] + 40 != len(p):
+        return False
+    if p[6] != 6:
+        return True
+    pseudo = p[8:40] + struct.pack("!IxxxB", len(p) - 40, 6)
+    return ref_sum(pseudo + p[40:]) == 0xFFFF
 
 
 def valid_ipv4_tcp(p: bytes) -> bool:
@@ -60,21 +71,28 @@ def _open(lab: NetnsLab, ns: str, local: str, peer: str, offload: bool) -> TunDe
         tun = TunDevice.open("pko%d", offload=offload)
     lab.ip(ns, "addr", "add", local, "peer", f"{peer}/32", "dev", tun.name)
     lab.ip(ns, "link", "set", tun.name, "up", "mtu", str(MTU))
+    six_local, six_peer = (A6_ADDR, B6_ADDR) if local == A_ADDR else (B6_ADDR, A6_ADDR)
+    lab.ip(ns, "-6", "addr", "add", six_local, "peer", f"{six_peer}/128", "dev", tun.name, "nodad")
     return tun
 
 
-@pytest.mark.parametrize(("offload_a", "offload_b"), [(True, True), (False, True), (True, False)])
-def test_tcp_through_offload_tuns(lab: tuple[NetnsLab, str, str], offload_a: bool, offload_b: bool) -> None:
+@pytest.mark.parametrize(("offload_a", "offload_b", "v6"),
+                         [(True, True, False), (False, True, False), (True, False, False),
+                          (True, True, True)])
+def test_tcp_through_offload_tuns(lab: tuple[NetnsLab, str, str], offload_a: bool, offload_b: bool,
+                                  v6: bool) -> None:
     netns, ns_a, ns_b = lab
     tun_a = _open(netns, ns_a, A_ADDR, B_ADDR, offload_a)
     tun_b = _open(netns, ns_b, B_ADDR, A_ADDR, offload_b)
     assert (tun_a.offload, tun_b.offload) == (offload_a, offload_b)
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    target = B6_ADDR if v6 else B_ADDR
     with inside(ns_b):
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind((B_ADDR, PORT))
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.bind((target, PORT))
         listener.listen(1)
     with inside(ns_a):
-        sender = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sender = socket.socket(family, socket.SOCK_STREAM)
     data = os.urandom(8 * 2**20)
     from_a: list[bytes] = []
 
@@ -92,7 +110,7 @@ def test_tcp_through_offload_tuns(lab: tuple[NetnsLab, str, str], offload_a: boo
         listener.setblocking(False)
         sender.setblocking(False)
         accept = asyncio.ensure_future(loop.sock_accept(listener))
-        await asyncio.wait_for(loop.sock_connect(sender, (B_ADDR, PORT)), 5)
+        await asyncio.wait_for(loop.sock_connect(sender, (target, PORT)), 5)
         conn, _ = await asyncio.wait_for(accept, 5)
         conn.setblocking(False)
 
@@ -120,7 +138,8 @@ def test_tcp_through_offload_tuns(lab: tuple[NetnsLab, str, str], offload_a: boo
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     # Every packet our reader delivered is an ordinary one: at most the MTU, checksums complete.
     assert from_a and all(len(p) <= MTU for p in from_a)
-    bad = [i for i, p in enumerate(from_a) if p[0] >> 4 == 4 and not valid_ipv4_tcp(p)]
+    bad = [i for i, p in enumerate(from_a)
+           if not (valid_ipv4_tcp(p) if p[0] >> 4 == 4 else valid_ipv6_tcp(p))]
     assert not bad, f"{len(bad)} of {len(from_a)} packets with a bad checksum"
     if offload_a:
         st = tun_a.offload_stats
