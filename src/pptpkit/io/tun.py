@@ -239,10 +239,7 @@ class TunDevice:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                stats.read_errors += 1
-                if exc.errno == errno.EBADFD:
-                    self.stop()
-                log.debug("TUN %s read failed: %s", self.name, exc)
+                self._read_failed(exc)
                 return
             stats.reads += 1
             if n <= VNET_HDR_SIZE or n >= len(buf):
@@ -281,15 +278,18 @@ class TunDevice:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self.stats.read_errors += 1
-                if exc.errno == errno.EBADFD:
-                    # The interface was torn down under us.
-                    self.stop()
-                log.debug("TUN %s read failed: %s", self.name, exc)
+                self._read_failed(exc)
                 return
             self.stats.received += 1
             if self._on_packet is not None:
                 self._on_packet(bytes(buf[:n]))
+
+    def _read_failed(self, exc: OSError) -> None:
+        self.stats.read_errors += 1
+        if exc.errno == errno.EBADFD:
+            # The interface was torn down under us.
+            self.stop()
+        log.debug("TUN %s read failed: %s", self.name, exc)
 
     def close(self) -> None:
         """Close the descriptor; the kernel removes the interface with it.  Queued writes are
