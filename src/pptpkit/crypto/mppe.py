@@ -38,6 +38,7 @@ import ctypes
 import ctypes.util
 import enum
 import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -256,6 +257,17 @@ def is_encryptable_protocol(protocol: int) -> bool:
 # new key + 1400-octet packet through its ctypes glue, OpenSSL's RC4_set_key/RC4 called directly
 # ~3 us, with no allocation per packet (one RC4_KEY per direction, reused).  OpenSSL is used when
 # libcrypto exports them and passes a known-answer test at import; pycryptodome otherwise.
+#
+# Besides the plain ``set_key``/``crypt`` pair, each backend offers the three whole-packet
+# operations the transform needs, so that the OpenSSL one can do each with the fewest foreign
+# calls and copies: ``next_key`` (the RC4 step of a key change), ``seal`` (build a complete
+# frame: caller's prefix, MPPE header, encrypted protocol + payload) and ``unseal`` (decrypt a
+# body and split off the protocol).  ``seal``/``unseal`` work in place in one scratch buffer:
+# the cleartext is copied in once, RC4 runs over it in place (OpenSSL allows in == out), and
+# one slice of the buffer becomes the result.
+
+
+Buffer = bytes | bytearray | memoryview
 
 
 class _Rc4(Protocol):
@@ -263,11 +275,23 @@ class _Rc4(Protocol):
 
     def crypt(self, data: bytes) -> bytes: ...
 
+    def next_key(self, interim: bytes) -> bytes: ...
+
+    def seal(self, prefix: bytes, head: int, protocol: int, payload: Buffer) -> bytes: ...
+
+    def unseal(self, body: Buffer) -> tuple[int, bytes] | None: ...
+
 
 # RC4_KEY is {RC4_INT x, y; RC4_INT data[256]} with RC4_INT at most an unsigned int.
 _RC4_KEY_SIZE: Final = 258 * 4
-# Output scratch, grown on demand: enough for a full-size packet on a 1500-octet link.
+# Scratch, grown on demand: enough for a full-size packet on a 1500-octet link.
 _SCRATCH_MIN: Final = 2048
+# Where the RC4 region (protocol field on) starts in the scratch buffer; the MPPE header and
+# the caller's frame prefix (at most address, control and a two-octet protocol) sit before it.
+_RC4_AT: Final = 16
+_MAX_PREFIX: Final = _RC4_AT - 2
+# MPPE header (flags + count as two octets) and the always two-octet inner protocol.
+_SEAL_HEAD: Final = struct.Struct("!HH")
 
 
 def _load_libcrypto() -> ctypes.CDLL | None:
@@ -278,9 +302,10 @@ def _load_libcrypto() -> ctypes.CDLL | None:
             set_key, rc4 = lib.RC4_set_key, lib.RC4
         except (OSError, AttributeError):
             continue
-        set_key.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p]
+        # No argtypes on purpose: the per-argument from_param conversions cost ~200 ns per call.
+        # Every call site passes only what converts exactly without them: ctypes buffers or
+        # pointer objects for pointers, bytes for const pointers, small ints for lengths.
         set_key.restype = None
-        rc4.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
         rc4.restype = None
         return lib
     return None
@@ -289,25 +314,77 @@ def _load_libcrypto() -> ctypes.CDLL | None:
 class _OpenSslRc4:
     """One RC4 keystream in a private RC4_KEY; ``crypt`` continues the stream."""
 
-    __slots__ = ("_ks", "_out", "_out_addr")
+    __slots__ = ("_at", "_buf", "_kbuf", "_ks", "_mv")
 
     def __init__(self) -> None:
         self._ks = ctypes.create_string_buffer(_RC4_KEY_SIZE)
+        self._kbuf = ctypes.create_string_buffer(16)
         # Lazily allocated: an idle session never pays for it.
-        self._out: ctypes.Array[ctypes.c_char] | None = None
-        self._out_addr = 0
+        self._buf: ctypes.Array[ctypes.c_char] | None = None
+        self._mv = memoryview(b"")
+        self._at = ctypes.c_void_p(0)
+
+    def _grow(self, size: int) -> memoryview:
+        buf = self._buf = ctypes.create_string_buffer(max(size, _SCRATCH_MIN))
+        # A prebuilt pointer to the RC4 region: no address arithmetic or conversion per call.
+        self._at = ctypes.c_void_p(ctypes.addressof(buf) + _RC4_AT)
+        mv = self._mv = memoryview(buf).cast("B")
+        return mv
 
     def set_key(self, key: bytes) -> None:
         _rc4_set_key(self._ks, len(key), key)
 
     def crypt(self, data: bytes) -> bytes:
         n = len(data)
-        out = self._out
-        if out is None or n > len(out):
-            out = self._out = ctypes.create_string_buffer(max(n, _SCRATCH_MIN))
-            self._out_addr = ctypes.addressof(out)
-        _rc4(self._ks, n, data, self._out_addr)
-        return ctypes.string_at(self._out_addr, n)
+        mv = self._mv
+        if n > len(mv):
+            mv = self._grow(n)
+        _rc4(self._ks, n, bytes(data), self._buf)
+        return mv[:n].tobytes()
+
+    def next_key(self, interim: bytes) -> bytes:
+        ks = self._ks
+        n = len(interim)
+        kbuf = self._kbuf
+        _rc4_set_key(ks, n, interim)
+        _rc4(ks, n, interim, kbuf)
+        raw: bytes = kbuf.raw
+        return raw if n == 16 else raw[:n]
+
+    def seal(self, prefix: bytes, head: int, protocol: int, payload: Buffer) -> bytes:
+        n = len(payload)
+        start = _RC4_AT - 2 - len(prefix)
+        end = _RC4_AT + 2 + n
+        mv = self._mv
+        if end > len(mv):
+            mv = self._grow(end)
+        if start < 0:
+            return prefix + self.seal(b"", head, protocol, payload)
+        mv[start : _RC4_AT - 2] = prefix
+        _SEAL_HEAD.pack_into(mv, _RC4_AT - 2, head, protocol)
+        mv[_RC4_AT + 2 : end] = payload
+        at = self._at
+        _rc4(self._ks, n + 2, at, at)
+        return mv[start:end].tobytes()
+
+    def unseal(self, body: Buffer) -> tuple[int, bytes] | None:
+        # The two header octets are copied along (one copy of the whole body, no slice of it)
+        # and left out of the RC4 run.
+        m = len(body) - 2
+        end = _RC4_AT + m
+        mv = self._mv
+        if end > len(mv):
+            mv = self._grow(end)
+        mv[_RC4_AT - 2 : end] = body
+        at = self._at
+        _rc4(self._ks, m, at, at)
+        # The protocol field as _split_protocol reads it, without materialising the plaintext.
+        p0 = mv[_RC4_AT]
+        if p0 & 1:
+            return p0, mv[_RC4_AT + 1 : end].tobytes()
+        if m >= 2 and mv[_RC4_AT + 1] & 1:
+            return (p0 << 8) | mv[_RC4_AT + 1], mv[_RC4_AT + 2 : end].tobytes()
+        return None
 
 
 class _PyCryptodomeRc4:
@@ -322,17 +399,40 @@ class _PyCryptodomeRc4:
     def crypt(self, data: bytes) -> bytes:
         return self._cipher.encrypt(data)
 
+    def next_key(self, interim: bytes) -> bytes:
+        self._cipher = ARC4.new(interim)
+        return self._cipher.encrypt(interim)
+
+    def seal(self, prefix: bytes, head: int, protocol: int, payload: Buffer) -> bytes:
+        return prefix + head.to_bytes(2, "big") + self._cipher.encrypt(bytes((0, protocol)) + payload)
+
+    def unseal(self, body: Buffer) -> tuple[int, bytes] | None:
+        return _split_protocol(self._cipher.encrypt(bytes(body[2:])))
+
 
 def _openssl_works() -> bool:
     # The RFC 6229 style check: a 5-octet key's first keystream octets, compared with
-    # pycryptodome, on a fresh and on a continued stream.
+    # pycryptodome, on a fresh and on a continued stream, through every entry point.
+    key = b"\x01\x02\x03\x04\x05"
     try:
         probe = _OpenSslRc4()
-        probe.set_key(b"\x01\x02\x03\x04\x05")
+        probe.set_key(key)
         first = probe.crypt(bytes(16)) + probe.crypt(bytes(3000))
-    except (OSError, ctypes.ArgumentError):
+        probe.set_key(key)
+        sealed = probe.seal(b"\xff\x03\x00\xfd", 0x9001, 0x21, bytes(3000))
+        interim = bytes(range(16))
+        changed = probe.next_key(interim)
+        probe.set_key(key)
+        opened = probe.unseal(sealed[4:])
+    except (OSError, ctypes.ArgumentError, ValueError, TypeError):
         return False
-    return first == ARC4.new(b"\x01\x02\x03\x04\x05").encrypt(bytes(3016))
+    stream = ARC4.new(key).encrypt(bytes(3016))
+    return (
+        first == stream
+        and sealed == b"\xff\x03\x00\xfd\x90\x01" + ARC4.new(key).encrypt(b"\x00\x21" + bytes(3000))
+        and changed == ARC4.new(interim).encrypt(interim)
+        and opened == (0x21, bytes(3000))
+    )
 
 
 _libcrypto = _load_libcrypto()
@@ -450,13 +550,10 @@ class _Keys:
         self.rc4.set_key(self.key)
         self.stats = stats
 
-    def _next(self, key: bytes) -> bytes:
+    def next_after(self, key: bytes) -> bytes:
         h = self._sha_start.copy()
         h.update(key + _SHA_PAD2)
-        interim = h.digest()[: self._n]
-        rc4 = self.rc4
-        rc4.set_key(interim)
-        key = rc4.crypt(interim)
+        key = self.rc4.next_key(h.digest()[: self._n])
         salt = self._salt
         return salt + key[len(salt) :] if salt else key
 
@@ -464,7 +561,7 @@ class _Keys:
         """The session key ``steps`` key changes ahead, without moving to it (clobbers ``rc4``)."""
         key = self.key
         for _ in range(steps):
-            key = self._next(key)
+            key = self.next_after(key)
         return key
 
     def rekey(self, steps: int = 1) -> None:
@@ -515,6 +612,16 @@ class MppeEncryptor:
         self._flush_pending = True
 
     def encrypt(self, protocol: int, payload: bytes | bytearray | memoryview) -> bytes:
+        """The body of a protocol-0x00FD frame carrying ``payload`` of ``protocol``."""
+        return self.encrypt_frame(b"", protocol, payload)
+
+    def encrypt_frame(self, prefix: bytes, protocol: int, payload: bytes | bytearray | memoryview) -> bytes:
+        """``prefix + encrypt(protocol, payload)``, built in one piece.
+
+        ``prefix`` is the PPP frame header in front of the MPPE body (address, control and the
+        protocol 0x00FD, compressed or not); the per-packet path uses this to avoid copying the
+        packet once more for the concatenation.
+        """
         if not 0x0021 <= protocol <= 0x00FA:
             raise CryptoInputError(f"protocol 0x{protocol:04x} is not one MPPE encrypts (0x0021-0x00FA)")
         cc = (self._cc + 1) & _CC_MASK
@@ -522,7 +629,9 @@ class MppeEncryptor:
         keys = self._keys
         bits = BIT_ENCRYPTED
         if self._stateless or (cc & 0xFF) == 0xFF:
-            keys.rekey()
+            key = keys.key = keys.next_after(keys.key)
+            keys.rc4.set_key(key)
+            self.stats.rekeys += 1
             bits = BIT_ENCRYPTED | BIT_FLUSHED
         elif self._flush_pending:
             if self._rekey_on_flush:
@@ -536,7 +645,7 @@ class MppeEncryptor:
         stats.octets += len(payload)
         if bits & BIT_FLUSHED:
             stats.flushed += 1
-        return bytes((bits | cc >> 8, cc & 0xFF)) + keys.rc4.crypt(bytes((0, protocol)) + payload)
+        return keys.rc4.seal(prefix, (bits << 8) | cc, protocol, payload)
 
 
 class MppeDecryptor:
@@ -639,10 +748,10 @@ class MppeDecryptor:
                 return None
             # Nothing is committed until the packet proves the key right, so a corrupted or
             # forged count that decrypts to garbage does not drag the receiver ahead.
-            key = keys.derive(steps)
+            key = keys.next_after(keys.key) if steps == 1 else keys.derive(steps)
             rc4 = keys.rc4
             rc4.set_key(key)
-            result = _split_protocol(rc4.crypt(bytes(body[2:])))
+            result = rc4.unseal(body)
             if result is None:
                 self._drop(DropReason.BAD_PROTOCOL)
                 return None
@@ -680,7 +789,7 @@ class MppeDecryptor:
                 # changed key before it, so follow.
                 keys.rekey()
             self._expected = (cc + 1) & _CC_MASK
-            result = _split_protocol(keys.rc4.crypt(bytes(body[2:])))
+            result = keys.rc4.unseal(body)
             if result is None:
                 # Garbage: the RC4 state no longer matches the sender's, so resynchronise.
                 self._lose_sync(DropReason.BAD_PROTOCOL)

@@ -346,7 +346,7 @@ class PppSession:
         stats.tx_packets += 1
         stats.tx_packet_octets += len(packet)
         enc = self._encryptor
-        frame = header + (enc.encrypt(protocol, packet) if enc is not None else bytes(packet))
+        frame = enc.encrypt_frame(header, protocol, packet) if enc is not None else header + packet
         stats.tx_frames += 1
         stats.tx_octets += len(frame)
         return frame

@@ -1,0 +1,66 @@
+"""The whole-packet RC4 operations of both backends, and ``encrypt_frame``."""
+
+from __future__ import annotations
+
+import pytest
+from Crypto.Cipher import ARC4
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pptpkit.crypto import mppe
+
+BACKENDS = [mppe._PyCryptodomeRc4] + ([mppe._OpenSslRc4] if mppe.RC4_BACKEND == "openssl" else [])
+
+
+def test_openssl_backend_is_in_use_when_libcrypto_has_rc4() -> None:
+    if mppe._libcrypto is None:
+        pytest.skip("no libcrypto")
+    assert mppe.RC4_BACKEND == "openssl"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(min_size=5, max_size=16), prefix=st.binary(max_size=20),
+       head=st.integers(0, 0xFFFF), protocol=st.integers(0, 0xFF), payload=st.binary(max_size=5000))
+def test_seal_unseal_next_key(backend: type[mppe._Rc4], key: bytes, prefix: bytes, head: int, protocol: int,
+                              payload: bytes) -> None:
+    rc4 = backend()
+    rc4.set_key(key)
+    sealed = rc4.seal(prefix, head, protocol, payload)
+    assert sealed == prefix + head.to_bytes(2, "big") + ARC4.new(key).encrypt(bytes((0, protocol)) + payload)
+    # A body handed over as a view into a bigger buffer (as the PPP layer does).
+    body = memoryview(b"junk" + sealed[len(prefix):])[4:]
+    rc4.set_key(key)
+    opened = rc4.unseal(body)
+    # The plaintext starts 00 <protocol>: valid only when the protocol octet is odd.
+    assert opened == ((protocol, payload) if protocol & 1 else None)
+    # A one-octet (PFC) protocol field, as a sender may use.
+    rc4.set_key(key)
+    pfc_body = b"\x90\x00" + ARC4.new(key).encrypt(bytes((protocol | 1,)) + payload)
+    assert rc4.unseal(pfc_body) == (protocol | 1, payload)
+    interim = key[:8] if len(key) < 16 else key
+    assert rc4.next_key(interim) == ARC4.new(interim).encrypt(interim)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seal_continues_the_stream_and_buffers_grow(backend: type[mppe._Rc4]) -> None:
+    rc4 = backend()
+    rc4.set_key(b"k" * 16)
+    ref = ARC4.new(b"k" * 16)
+    for size in (10, 4000, 70000, 3):
+        assert rc4.seal(b"\xfd", 0x1000, 0x21, bytes(size))[3:] == ref.encrypt(bytes((0, 0x21)) + bytes(size))
+
+
+@settings(max_examples=100, deadline=None)
+@given(payloads=st.lists(st.binary(min_size=1, max_size=1500), min_size=1, max_size=10),
+       stateless=st.booleans(), key_bits=st.sampled_from(mppe.KEY_BITS), prefix=st.binary(max_size=4))
+def test_encrypt_frame_is_prefix_plus_encrypt(payloads: list[bytes], stateless: bool, key_bits: int,
+                                              prefix: bytes) -> None:
+    cfg = mppe.MppeConfig(start_key=bytes(range(16)), stateless=stateless, key_bits=key_bits)
+    a, b = mppe.MppeEncryptor(cfg), mppe.MppeEncryptor(cfg)
+    dec = mppe.MppeDecryptor(cfg)
+    for payload in payloads:
+        frame = a.encrypt_frame(prefix, 0x21, payload)
+        assert frame == prefix + b.encrypt(0x21, payload)
+        assert dec.decrypt(memoryview(frame)[len(prefix):]) == (0x21, payload)
+    assert a.stats == b.stats
