@@ -130,7 +130,8 @@ class GreChannel:
         self._on_frame = on_frame
         self._deadline = Deadline(self._loop, self._on_deadline)
         self._closed = False
-        gre_socket.register(peer_address, config.call_id, self.receive_packet)
+        # Borrowed views: the engine copies the payload it keeps (one copy per packet, not two).
+        gre_socket.register(peer_address, config.call_id, self.receive_packet, borrow=True)
 
     @property
     def stats(self) -> GreStats:
@@ -148,11 +149,15 @@ class GreChannel:
         if len(frame) > MAX_PAYLOAD:
             self.adapter_stats.oversized_frames += 1
             return False
-        now = self._loop.time()
-        out = self.engine.send(frame, now)
+        engine = self.engine
+        out = engine.send(frame, self._loop.time())
         for datagram in out:
             self._transmit(datagram)
-        self._flush()
+        if engine.has_datagrams:
+            self._flush()
+        else:
+            # The per-packet case: nothing else to send, only the deadline may have moved.
+            self._deadline.arm(engine.get_timer())
         return bool(out)
 
     def _transmit(self, datagram: bytes) -> None:
@@ -161,20 +166,27 @@ class GreChannel:
         else:
             self._sock.send_from(self.peer_address, datagram, self._ancillary)
 
-    def receive_packet(self, data: bytes, now: float) -> None:
+    def receive_packet(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Process one GRE packet (GRE header on) for this call, as the socket would.
+
+        ``data`` may be a view into a buffer that is reused after the call returns.
 
         For packets that reached us before the channel existed (the client buffers those while
         the Outgoing-Call-Reply is on its way); ignored once the channel is closed.
         """
         if self._closed:
             return
-        frames = self.engine.receive_datagram(data, now)
-        self._flush()
+        engine = self.engine
+        frames = engine.receive_datagram(data, now)
+        if engine.has_datagrams:
+            self._flush()
+        else:
+            self._deadline.arm(engine.get_timer())
+        on_frame = self._on_frame
         for frame in frames:
             if self._closed:
                 return
-            self._on_frame(frame)
+            on_frame(frame)
 
     def _flush(self) -> None:
         for datagram in self.engine.datagrams_to_send():

@@ -78,6 +78,23 @@ def test_demux_strips_ip_header_with_options() -> None:
     assert got == [(packet, 3.5)]
 
 
+def test_demux_lends_a_view_only_to_borrowing_handlers() -> None:
+    demux = GreDemux()
+    got: list[object] = []
+    demux.register("203.0.113.5", 1, lambda data, now: got.append(data))
+    demux.register("203.0.113.5", 2, lambda data, now: got.append(data), borrow=True)
+    buf = bytearray(ipv4("203.0.113.5", gre(1, b"abc", seq=1)))
+    assert demux.dispatch(memoryview(buf), 0.0)
+    buf[-1] = ord("X")  # the next receive reuses the buffer: a copy must not change
+    assert got == [gre(1, b"abc", seq=1)] and type(got[0]) is bytes
+    buf = bytearray(ipv4("203.0.113.5", gre(2, b"abc", seq=1)))
+    assert demux.dispatch(memoryview(buf), 0.0)
+    view = got[1]
+    assert isinstance(view, memoryview) and view == gre(2, b"abc", seq=1)
+    buf[-1] = ord("X")
+    assert view[-1] == ord("X")  # no copy was made
+
+
 def test_demux_drops_and_counts_bad_packets() -> None:
     demux = GreDemux()
     got, h = _collector()

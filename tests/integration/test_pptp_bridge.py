@@ -78,7 +78,8 @@ class FakeGreSocket:
         self.sent: list[tuple[str, bytes]] = []
         self.handlers: dict[tuple[str, int], object] = {}
 
-    def register(self, peer: str, call_id: int, handler: object) -> None:
+    def register(self, peer: str, call_id: int, handler: object, *, borrow: bool = False) -> None:
+        assert borrow  # GreChannel copies what it keeps, so it takes views of the receive buffer
         self.handlers[(peer, call_id)] = handler
 
     def unregister(self, peer: str, call_id: int) -> None:

@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..errors import ConfigError, PptpkitError
-from .packet import MAX_PAYLOAD, Buffer, GrePacket, encode_gre
+from .packet import (
+    _HDR_ONE,
+    _HDR_SEQ_ACK,
+    _W_DATA,
+    _W_DATA_ACK,
+    GRE_PROTOCOL_PPP,
+    MAX_PAYLOAD,
+    Buffer,
+    GrePacket,
+    encode_gre,
+)
 
 _MASK: Final = 0xFFFFFFFF
 _HALF: Final = 0x80000000
@@ -238,6 +248,11 @@ class GreCall:
             ack = None
         return encode_gre(self.config.peer_call_id, payload, seq, ack)
 
+    @property
+    def has_datagrams(self) -> bool:
+        """Whether :meth:`datagrams_to_send` has anything (lets adapters skip the call)."""
+        return bool(self._out)
+
     def datagrams_to_send(self) -> list[bytes]:
         """Datagrams produced outside :meth:`send`: ack-only packets and released queue."""
         out = self._out
@@ -248,12 +263,56 @@ class GreCall:
 
     def receive_datagram(self, data: Buffer, now: float) -> list[bytes]:
         """Decode and process one GRE packet; a malformed one is counted and dropped."""
+        # Fast path: the next in-order data packet for this call, nothing held for reordering.
+        # One unpack of the header, no GrePacket; anything else (first packet, gap, duplicate,
+        # ack-only, malformed, another call) takes the general path below, which is the spec.
+        n = len(data)
+        if n > 16 and not self._held and self._rx_started:
+            word = data[0] << 8 | data[1]
+            if word == _W_DATA_ACK:
+                _w, proto, length, call_id, seq, ack = _HDR_SEQ_ACK.unpack_from(data)
+                hdr = 16
+            elif word == _W_DATA:
+                _w, proto, length, call_id, seq = _HDR_ONE.unpack_from(data)
+                ack = None
+                hdr = 12
+            else:
+                proto = 0
+            if (
+                proto == GRE_PROTOCOL_PPP
+                and length == n - hdr
+                and call_id == self.config.call_id
+                and seq == (self._rx_last + 1) & _MASK
+                and self._rx_last == self._rx_highest
+            ):
+                return self._receive_next(seq, ack, bytes(data[hdr:]), now)
         try:
             packet = GrePacket.decode(data)
         except PptpkitError:
             self.stats.malformed += 1
             return []
         return self.receive(packet, now)
+
+    def _receive_next(self, seq: int, ack: int | None, payload: bytes, now: float) -> list[bytes]:
+        """:meth:`receive` + :meth:`_on_data` for the packet right after the last delivered."""
+        stats = self.stats
+        stats.received += 1
+        self._rx_last = self._rx_highest = seq
+        acked = self._ack_sent
+        if acked is not None and self.config.our_window < (seq - acked) & _MASK < _HALF:
+            stats.window_overruns += 1
+        stats.delivered += 1
+        if ack is not None:
+            if ack == self._tx_acked:
+                stats.acks_received += 1  # nothing new acknowledged: _on_ack would stop here
+            else:
+                self._on_ack(ack, now)
+        if self._ack_deadline is None and self._ack_sent != seq:
+            if self.config.ack_delay > 0:
+                self._ack_deadline = now + self.config.ack_delay
+            else:
+                self._send_ack_only()
+        return [payload]
 
     def count_malformed(self) -> None:
         """Count a packet for this call that the adapter could not decode."""

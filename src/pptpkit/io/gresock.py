@@ -54,7 +54,8 @@ _PKTINFO: Final = struct.Struct("=i4s4s")
 Ancillary = list[tuple[int, int, bytes]]
 
 #: ``handler(gre_packet, now)``: the bytes from the GRE header to the end of the datagram, and
-#: ``loop.time()`` taken once per receive batch.
+#: ``loop.time()`` taken once per receive batch.  A handler registered with ``borrow=True`` gets
+#: a memoryview into the socket's receive buffer instead, valid only during the call.
 GreHandler = Callable[[bytes, float], None]
 
 
@@ -106,13 +107,19 @@ class GreDemux:
     def __init__(self, *, max_calls: int = 65536) -> None:
         self.max_calls = max_calls
         self.stats = GreStats()
-        self._calls: dict[int, GreHandler] = {}
+        # key -> (handler, borrow): borrowing handlers get a view, the others a copy.
+        self._calls: dict[int, tuple[GreHandler, bool]] = {}
         #: Optional hook for dropped packets whose call is not registered (for logging or a
         #: "no such call" policy); called with (peer address, call ID).
         self.on_unknown_call: Callable[[str, int], None] | None = None
 
-    def register(self, peer: str, call_id: int, handler: GreHandler) -> None:
-        """Route GRE from ``peer`` whose key carries ``call_id`` (our call ID) to ``handler``."""
+    def register(self, peer: str, call_id: int, handler: GreHandler, *, borrow: bool = False) -> None:
+        """Route GRE from ``peer`` whose key carries ``call_id`` (our call ID) to ``handler``.
+
+        ``borrow``: hand the packet over as a memoryview into the receive buffer, which the next
+        receive overwrites, so the handler must copy whatever it keeps; it saves a copy of every
+        packet for a handler that copies (or decodes) anyway.
+        """
         if not 0 <= call_id <= 0xFFFF:
             raise ValueError(f"call ID out of range: {call_id}")
         key = _addr_key(peer) << 16 | call_id
@@ -120,7 +127,7 @@ class GreDemux:
             raise ValueError(f"call {call_id} from {peer} is already registered")
         if len(self._calls) >= self.max_calls:
             raise ValueError(f"GRE call table full ({self.max_calls} calls)")
-        self._calls[key] = handler
+        self._calls[key] = (handler, borrow)
 
     def unregister(self, peer: str, call_id: int) -> None:
         """Forget a call; unknown calls are ignored (teardown paths may race)."""
@@ -158,14 +165,15 @@ class GreDemux:
             return False
         src = _ADDR.unpack_from(datagram, 12)[0]
         call_id = _U16.unpack_from(datagram, ihl + 6)[0]
-        handler = self._calls.get(src << 16 | call_id)
-        if handler is None:
+        route = self._calls.get(src << 16 | call_id)
+        if route is None:
             st.unknown_call += 1
             if self.on_unknown_call is not None:
                 self.on_unknown_call(socket.inet_ntoa(_ADDR.pack(src)), call_id)
             return False
+        handler, borrow = route
         try:
-            handler(bytes(datagram[ihl:]), now)
+            handler(datagram[ihl:] if borrow else bytes(datagram[ihl:]), now)  # type: ignore[arg-type]
         except Exception:
             # One call's bug must not stop the reader that serves every other call.
             st.handler_errors += 1
