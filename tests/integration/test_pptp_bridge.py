@@ -26,9 +26,13 @@ async def _through_bridge(wire: bytes, chunk: int) -> tuple[list[bytes], bool]:
     stream = FdStream(theirs.detach())
     bridge = HdlcStreamBridge(stream, on_frame=got.append, on_close=lambda exc: ended.set())
     bridge.start()
+    loop = asyncio.get_running_loop()
     with ours:
+        # Through the loop: a blocking sendall would stall once many tiny sends (each an skb of
+        # its own) fill the socket buffer before the bridge, on this same loop, reads any.
+        ours.setblocking(False)
         for i in range(0, len(wire), chunk):
-            ours.sendall(wire[i : i + chunk])
+            await loop.sock_sendall(ours, wire[i : i + chunk])
         ours.shutdown(socket.SHUT_WR)
         await asyncio.wait_for(ended.wait(), 5)
     bridge.close()
