@@ -39,6 +39,7 @@ import ctypes.util
 import enum
 import hashlib
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -292,7 +293,6 @@ _RC4_AT: Final = 16
 _MAX_PREFIX: Final = _RC4_AT - 2
 # MPPE header (flags + count as two octets) and the always two-octet inner protocol.
 _SEAL_HEAD: Final = struct.Struct("!HH")
-_NULL_POINTER: Final = ctypes.c_void_p(0)
 
 
 def _load_libcrypto() -> ctypes.CDLL | None:
@@ -312,44 +312,65 @@ def _load_libcrypto() -> ctypes.CDLL | None:
     return None
 
 
+class _Scratch:
+    """Working memory for packet transforms: one per thread, shared by every session.
+
+    Each transform copies its result out before returning, so nothing in here outlives a call;
+    per session it would cost ~2.5 KiB for each direction of each active session.  Per thread,
+    not per process, because ctypes releases the GIL during the RC4 call.
+    """
+
+    __slots__ = ("at", "buf", "kbuf", "mv")
+
+    def __init__(self) -> None:
+        self.buf = ctypes.create_string_buffer(_SCRATCH_MIN)
+        self.mv = memoryview(self.buf).cast("B")
+        # A prebuilt pointer to the RC4 region: no address arithmetic or conversion per call.
+        self.at = ctypes.c_void_p(ctypes.addressof(self.buf) + _RC4_AT)
+        self.kbuf = ctypes.create_string_buffer(16)
+
+    def grow(self, size: int) -> memoryview:
+        self.buf = ctypes.create_string_buffer(max(size, _SCRATCH_MIN))
+        self.at = ctypes.c_void_p(ctypes.addressof(self.buf) + _RC4_AT)
+        mv = self.mv = memoryview(self.buf).cast("B")
+        return mv
+
+
+_per_thread = threading.local()
+
+
+def _scratch() -> _Scratch:
+    try:
+        scratch: _Scratch = _per_thread.scratch
+    except AttributeError:
+        scratch = _per_thread.scratch = _Scratch()
+    return scratch
+
+
 class _OpenSslRc4:
     """One RC4 keystream in a private RC4_KEY; ``crypt`` continues the stream."""
 
-    __slots__ = ("_at", "_buf", "_kbuf", "_ks", "_mv")
+    __slots__ = ("_ks",)
 
     def __init__(self) -> None:
         self._ks = ctypes.create_string_buffer(_RC4_KEY_SIZE)
-        # Lazily allocated (~0.3 KiB per direction with _at): an idle session never pays.
-        self._kbuf: ctypes.Array[ctypes.c_char] | None = None
-        self._buf: ctypes.Array[ctypes.c_char] | None = None
-        self._mv = memoryview(b"")
-        # Never passed to C before _grow replaces it: the empty _mv makes every packet grow first.
-        self._at = _NULL_POINTER
-
-    def _grow(self, size: int) -> memoryview:
-        buf = self._buf = ctypes.create_string_buffer(max(size, _SCRATCH_MIN))
-        # A prebuilt pointer to the RC4 region: no address arithmetic or conversion per call.
-        self._at = ctypes.c_void_p(ctypes.addressof(buf) + _RC4_AT)
-        mv = self._mv = memoryview(buf).cast("B")
-        return mv
 
     def set_key(self, key: bytes) -> None:
         _rc4_set_key(self._ks, len(key), key)
 
     def crypt(self, data: bytes) -> bytes:
         n = len(data)
-        mv = self._mv
+        scratch = _scratch()
+        mv = scratch.mv
         if n > len(mv):
-            mv = self._grow(n)
-        _rc4(self._ks, n, bytes(data), self._buf)
+            mv = scratch.grow(n)
+        _rc4(self._ks, n, bytes(data), scratch.buf)
         return mv[:n].tobytes()
 
     def next_key(self, interim: bytes) -> bytes:
         ks = self._ks
         n = len(interim)
-        kbuf = self._kbuf
-        if kbuf is None:
-            kbuf = self._kbuf = ctypes.create_string_buffer(16)
+        kbuf = _scratch().kbuf
         _rc4_set_key(ks, n, interim)
         _rc4(ks, n, interim, kbuf)
         raw: bytes = kbuf.raw
@@ -359,15 +380,16 @@ class _OpenSslRc4:
         n = len(payload)
         start = _RC4_AT - 2 - len(prefix)
         end = _RC4_AT + 2 + n
-        mv = self._mv
-        if end > len(mv):
-            mv = self._grow(end)
         if start < 0:
             return prefix + self.seal(b"", head, protocol, payload)
+        scratch = _scratch()
+        mv = scratch.mv
+        if end > len(mv):
+            mv = scratch.grow(end)
         mv[start : _RC4_AT - 2] = prefix
         _SEAL_HEAD.pack_into(mv, _RC4_AT - 2, head, protocol)
         mv[_RC4_AT + 2 : end] = payload
-        at = self._at
+        at = scratch.at
         _rc4(self._ks, n + 2, at, at)
         return mv[start:end].tobytes()
 
@@ -376,11 +398,12 @@ class _OpenSslRc4:
         # and left out of the RC4 run.
         m = len(body) - 2
         end = _RC4_AT + m
-        mv = self._mv
+        scratch = _scratch()
+        mv = scratch.mv
         if end > len(mv):
-            mv = self._grow(end)
+            mv = scratch.grow(end)
         mv[_RC4_AT - 2 : end] = body
-        at = self._at
+        at = scratch.at
         _rc4(self._ks, m, at, at)
         # The protocol field as _split_protocol reads it, without materialising the plaintext.
         p0 = mv[_RC4_AT]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 import struct
@@ -76,12 +77,14 @@ class GreStats:
     receive_errors: int = 0
 
 
+@functools.lru_cache(maxsize=256)
 def source_ancillary(source: str) -> Ancillary:
     """``IP_PKTINFO`` that makes the kernel send from ``source`` (which must be ours).
 
     One raw socket serves every call, so it cannot be bound to one address; a multi-homed host
     still has to answer each call from the address the peer called, because a peer like
-    pptp-linux filters GRE on the address it connected to.
+    pptp-linux filters GRE on the address it connected to.  Cached: every call to one local
+    address shares one (never modified) list.
     """
     try:
         packed = socket.inet_aton(source)

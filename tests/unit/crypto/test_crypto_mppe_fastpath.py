@@ -64,3 +64,48 @@ def test_encrypt_frame_is_prefix_plus_encrypt(payloads: list[bytes], stateless: 
         assert frame == prefix + b.encrypt(0x21, payload)
         assert dec.decrypt(memoryview(frame)[len(prefix):]) == (0x21, payload)
     assert a.stats == b.stats
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_threads_do_not_share_scratch_results(backend: type[mppe._Rc4]) -> None:
+    """The working buffer is shared by every session of a thread; ctypes drops the GIL during
+    RC4, so two threads sealing at once must still each get their own, exact results."""
+    import threading
+
+    errors: list[str] = []
+
+    def work(tag: int) -> None:
+        key = bytes([tag]) * 16
+        rc4 = backend()
+        for i in range(1500):
+            payload = bytes([tag, i & 0xFF]) * (200 + (i * 37 + tag) % 1200)
+            rc4.set_key(key)
+            sealed = rc4.seal(b"\xff\x03", 0x9000 | tag, 0x21, payload)
+            expected = ARC4.new(key).encrypt(b"\x00\x21" + payload)
+            if sealed != b"\xff\x03" + (0x9000 | tag).to_bytes(2, "big") + expected:
+                errors.append(f"thread {tag}: seal {i}")
+                return
+            rc4.set_key(key)
+            if rc4.unseal(sealed[2:]) != (0x21, payload):
+                errors.append(f"thread {tag}: unseal {i}")
+                return
+            if rc4.next_key(key) != ARC4.new(key).encrypt(key):
+                errors.append(f"thread {tag}: next_key {i}")
+                return
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in (1, 2, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_idle_transforms_hold_no_packet_buffer() -> None:
+    """Sessions share the per-thread scratch: a transform keeps only its RC4 state."""
+    if mppe.RC4_BACKEND != "openssl":
+        pytest.skip("libcrypto backend not in use")
+    rc4 = mppe._OpenSslRc4()
+    rc4.set_key(bytes(16))
+    rc4.seal(b"", 0x9000, 0x21, bytes(1400))
+    assert mppe._OpenSslRc4.__slots__ == ("_ks",)
