@@ -1,4 +1,4 @@
-"""Argument types shared by the command-line front ends: bounded numbers with clear messages."""
+"""Argument types and options shared by the command-line front ends."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import math
 from collections.abc import Callable
+from typing import Any
 
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
@@ -50,3 +51,14 @@ def ipv4_address(text: str) -> ipaddress.IPv4Address:
 
 
 ipv4_address.__name__ = "IPv4 address"
+
+
+def add_gre_options(parser: Any, *, peer: str) -> None:
+    """``--nobuffer`` and ``--ignore-peer-window`` on ``parser`` (a parser or an argument group);
+    ``peer`` names the other end in the help ("the server", "each client")."""
+    parser.add_argument("--nobuffer", action="store_true",
+                        help="deliver GRE packets at once, never hold them for reordering")
+    parser.add_argument("--ignore-peer-window", action="store_true",
+                        help=f"send GRE beyond the window {peer} advertises, as pptp-linux, pptpd "
+                             "and the Linux kernel do (faster one-way bulk towards peers that ack "
+                             "slowly)")

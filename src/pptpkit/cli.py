@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Final
 
-from .argtypes import int_range
+from .argtypes import add_gre_options, int_range
 from .bridge import HdlcStreamBridge
 from .client import CallRefusedError, CloseInfo, ControlConnectionError, PptpClient, PptpClientConfig
 from .control import PPTP_PORT
@@ -152,16 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pty.add_argument("server", type=_ipv4, metavar="SERVER", help="the server's IPv4 address")
     pty.add_argument("--port", type=_port, default=PPTP_PORT, help="TCP port (default 1723)")
-    pty.add_argument("--nobuffer", action="store_true",
-                     help="deliver GRE packets at once, never hold them for reordering")
+    add_gre_options(pty, peer="the server")
     pty.add_argument("--timeout", type=_positive_float, default=10.0, metavar="S",
                      help="seconds to wait for the server at each step (default 10)")
     pty.add_argument("--window", type=int_range(1, 0xFFFF), default=64, metavar="N",
                      help="packet receive window to advertise (default 64)")
     pty.add_argument("--localbind", type=_ipv4, metavar="IP",
                      help="send TCP and GRE from this local address (as pptp-linux's --localbind)")
-    pty.add_argument("--ignore-peer-window", action="store_true",
-                     help="send GRE beyond the window the server advertises, as pptp-linux does")
     pty.add_argument("--callmgr", action="store_true",
                      help="share one control connection with every other 'pptpkit pty --callmgr' "
                           "to the same server (a detached call manager, as pptp-linux's)")
@@ -205,11 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds a client may take to start the control connection (default 10)")
     srv.add_argument("--window", type=int_range(1, 0xFFFF), default=64, metavar="N",
                      help="packet receive window to advertise (default 64)")
-    srv.add_argument("--nobuffer", action="store_true",
-                     help="deliver GRE packets at once, never hold them for reordering")
-    srv.add_argument("--ignore-peer-window", action="store_true",
-                     help="send GRE beyond the window each client advertises, as pptpd and the "
-                          "Linux kernel do (faster one-way bulk towards clients that ack slowly)")
+    add_gre_options(srv, peer="each client")
 
     add_builtin_arguments(srv)
 

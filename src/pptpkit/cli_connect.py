@@ -19,7 +19,7 @@ import socket
 import sys
 from typing import Any, Final
 
-from .argtypes import float_range, int_range, ipv4_address
+from .argtypes import add_gre_options, float_range, int_range, ipv4_address
 from .auth.methods import AuthMethod
 from .connect import EXIT_CODES_HELP, ConnectConfig, Connector, ExitCode, describe_up
 from .control import PPTP_PORT
@@ -144,11 +144,7 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
     gre = p.add_argument_group("PPTP transport")
     gre.add_argument("--local-address", type=ipv4_address, metavar="IP",
                      help="send TCP and GRE from this local address (pptp-linux's --localbind)")
-    gre.add_argument("--nobuffer", action="store_true",
-                     help="deliver GRE packets at once, never hold them for reordering")
-    gre.add_argument("--ignore-peer-window", action="store_true",
-                     help="send GRE beyond the window the server advertises, as pptp-linux and the "
-                          "Linux kernel do (faster one-way bulk towards peers that ack slowly)")
+    add_gre_options(gre, peer="the server")
 
     retry = p.add_argument_group("reconnecting")
     retry.add_argument("--persist", action="store_true",
