@@ -15,7 +15,6 @@ TUN devices and netlink sockets opened in the block belong to it; they stay ther
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import ipaddress
 import itertools
 import os
@@ -26,62 +25,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = Path("/run/netns")
+from pptpkit.io.netns import NETNS_DIR, inside, pids_in
+
 TEST_NETS = tuple(
     ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
 )
 
 _counter = itertools.count(1)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def is_test_net(address: str) -> bool:
     ip = ipaddress.ip_interface(address).ip
     return any(ip in net for net in TEST_NETS)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def inside(name: str) -> Iterator[None]:
-    """Run the block with the calling thread in network namespace ``name``."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(NETNS_DIR / name, os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
-
-
-def pids_in(name: str) -> list[int]:
-    """Processes whose network namespace is ``name`` (the same test as ``ip netns pids``)."""
-    try:
-        want = os.stat(NETNS_DIR / name)
-    except FileNotFoundError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-            pids.append(int(entry))
-    return pids
 
 
 def namespace_exists(name: str) -> bool:
@@ -207,3 +162,35 @@ def _kill_session(proc: subprocess.Popen[Any]) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
+
+
+@contextlib.contextmanager
+def two_hosts(tag: str, server: str, client: str) -> Iterator[tuple[NetnsLab, str, str]]:
+    """A lab with a server and a client namespace joined by ``srv0``/``cli0`` (addresses /24);
+    on leaving, nothing of it may be left behind."""
+    with NetnsLab(tag) as lab:
+        server_ns = lab.add_namespace("s")
+        client_ns = lab.add_namespace("c")
+        lab.add_veth(server_ns, client_ns, addr_a=f"{server}/24", addr_b=f"{client}/24",
+                     name_a="srv0", name_b="cli0")
+        yield lab, server_ns, client_ns
+    assert lab.leftovers() == []
+    assert not namespace_exists(server_ns) and not namespace_exists(client_ns)
+
+
+def tcp_rows(ns: str) -> list[list[str]]:
+    """The rows of /proc/net/tcp as seen from namespace ``ns``."""
+    with inside(ns):
+        table = Path("/proc/thread-self/net/tcp").read_text()
+    return [line.split() for line in table.splitlines()[1:]]
+
+
+def control_connections(ns: str) -> int:
+    """Established TCP connections to port 1723 seen from ``ns``."""
+    return sum(1 for row in tcp_rows(ns) if row[3] == "01" and row[2].endswith(":06BB"))
+
+
+def managed_socket(run_dir: Path, server: str) -> Path:
+    """The call manager's socket for SERVER:1723 (its name ends with the namespace's inode)."""
+    found = [p for p in run_dir.glob(f"{server}:1723@*") if not p.name.endswith(".lock")]
+    return found[0] if found else run_dir / f"{server}:1723@none"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .io.netns import NETNS_DIR, enter, listening, pids_in
+
 __all__ = ["DemoError", "DemoResult", "parse_ping", "run_demo"]
 
 SERVER_ADDR: Final = "192.0.2.1"
@@ -39,8 +40,6 @@ TUNNEL_SERVER: Final = "198.51.100.1"
 TUNNEL_POOL: Final = "198.51.100.10-20"
 PUSHED_DNS: Final = "203.0.113.53"
 DEMO_USER: Final = "demo"
-_CLONE_NEWNET: Final = 0x40000000
-_NETNS_DIR: Final = Path("/run/netns")
 _THROUGHPUT_PORT: Final = 5001
 _UP_TIMEOUT: Final = 20.0
 
@@ -89,16 +88,6 @@ def parse_ping(text: str) -> PingResult:
     return result
 
 
-def _setns_child(name: str) -> None:
-    """preexec_fn: move the forked child into network namespace ``name``."""
-    fd = os.open(_NETNS_DIR / name, os.O_RDONLY)
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns failed")
-    finally:
-        os.close(fd)
-
-
 class _Lab:
     """The two namespaces and the veth between them, removed by :meth:`close`."""
 
@@ -131,49 +120,21 @@ class _Lab:
         from pyroute2 import netns
 
         for name in self.created:
-            for pid in _pids_in(name):
+            for pid in pids_in(name):
+                if pid == os.getpid():
+                    continue
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(Exception):
                 netns.remove(name)
-        left = [n for n in self.created if (_NETNS_DIR / n).exists()]
+        left = [n for n in self.created if (NETNS_DIR / n).exists()]
         self.created.clear()
         return left
 
 
-def _pids_in(name: str) -> list[int]:
-    try:
-        want = os.stat(_NETNS_DIR / name)
-    except FileNotFoundError:
-        return []
-    me = os.getpid()
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != me:
-            try:
-                st = os.stat(f"/proc/{entry}/ns/net")
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-                out.append(int(entry))
-    return out
-
-
-def _listening(pid: int, port: int) -> bool:
-    try:
-        table = Path(f"/proc/{pid}/net/tcp").read_text()
-    except OSError:
-        return False
-    for line in table.splitlines()[1:]:
-        cols = line.split()
-        if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-            return True
-    return False
-
-
 async def _spawn(ns: str, argv: list[str], **kw: Any) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *argv, preexec_fn=lambda: _setns_child(ns), start_new_session=True, **kw)
+        *argv, preexec_fn=lambda: enter(ns), start_new_session=True, **kw)
 
 
 async def _stop(proc: asyncio.subprocess.Process, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
@@ -299,7 +260,7 @@ async def _run(lab: _Lab, tmp: Path, pings: int, seconds: float, verbose: int, r
     client_err: asyncio.Future[bytes] | None = None
     try:
         end = time.monotonic() + 10
-        while not _listening(server.pid, 1723):
+        while not listening(server.pid, 1723):
             if server.returncode is not None or time.monotonic() > end:
                 await _stop(server)
                 raise DemoError("the server did not start listening:\n"

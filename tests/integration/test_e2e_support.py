@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from netns import NetnsLab, pids_in
+from pptpkit.io.netns import listening
 
 SERVER = "192.0.2.1"
 CLIENT = "192.0.2.2"
@@ -42,18 +43,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
-
-
-def listening(pid: int, port: int = 1723) -> bool:
-    try:
-        table = Path(f"/proc/{pid}/net/tcp").read_text()
-    except OSError:
-        return False
-    for line in table.splitlines()[1:]:
-        cols = line.split()
-        if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
-            return True
-    return False
 
 
 class Client:
@@ -149,7 +138,8 @@ class VpnLab:
                                                        stdout=log, stderr=log)
         log.close()
         self.server = proc
-        wait_for(lambda: listening(proc.pid) or proc.poll() is not None, timeout, "the server to listen")
+        wait_for(lambda: listening(proc.pid, 1723) or proc.poll() is not None, timeout,
+                 "the server to listen")
         if proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode}:\n{self.server_text()}")
         return proc

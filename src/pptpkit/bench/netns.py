@@ -13,70 +13,21 @@ hold sockets in both namespaces: the throughput sender and receiver run as two t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
 from pyroute2 import IPRoute, netns
 
+from ..io.netns import NETNS_DIR, enter, inside, pids_in
+
 __all__ = ["CLIENT_ADDRESS", "SERVER_ADDRESS", "BenchNet", "enter", "inside"]
 
-_CLONE_NEWNET: Final = 0x40000000
-_NETNS_DIR: Final = "/run/netns"
 SERVER_ADDRESS: Final = "192.0.2.1"
 CLIENT_ADDRESS: Final = "192.0.2.2"
 _PREFIX: Final = 24
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def enter(name: str) -> None:
-    """Move the calling thread (for a fresh process: the process) into namespace ``name``."""
-    fd = os.open(os.path.join(_NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def inside(name: str) -> Iterator[None]:
-    """Run the block with the calling thread in namespace ``name``; sockets opened stay there."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        enter(name)
-        try:
-            yield
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
-
-
-def _pids_in(name: str) -> list[int]:
-    try:
-        want = os.stat(os.path.join(_NETNS_DIR, name))
-    except FileNotFoundError:
-        return []
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                st = os.stat(f"/proc/{entry}/ns/net")
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
-                found.append(int(entry))
-    return found
 
 
 @dataclass
@@ -99,7 +50,7 @@ class BenchNet:
             with inside(net.server), IPRoute() as ipr:
                 ipr.link("add", ifname=net.server_if, kind="veth", peer=net.client_if)
                 peer_index = ipr.link_lookup(ifname=net.client_if)[0]
-                client_fd = os.open(os.path.join(_NETNS_DIR, net.client), os.O_RDONLY)
+                client_fd = os.open(NETNS_DIR / net.client, os.O_RDONLY)
                 try:
                     ipr.link("set", index=peer_index, net_ns_fd=client_fd)
                 finally:
@@ -122,7 +73,7 @@ class BenchNet:
     def close(self) -> None:
         """Kill whatever still runs in the namespaces, then delete them (idempotent)."""
         for name in (self.server, self.client):
-            for pid in _pids_in(name):
+            for pid in pids_in(name):
                 if pid != os.getpid():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
