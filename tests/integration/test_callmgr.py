@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_root
-from netns import NetnsLab, inside, namespace_exists, pids_in
+from netns import NetnsLab, control_connections, managed_socket, pids_in, tcp_rows, two_hosts
 
 pytestmark = [pytest.mark.root]
 
@@ -71,31 +71,10 @@ asyncio.run(main())
 @pytest.fixture
 def lab() -> Iterator[tuple[NetnsLab, str, str]]:
     require_root()
-    with NetnsLab("pkcm") as netlab:
-        server_ns = netlab.add_namespace("s")
-        client_ns = netlab.add_namespace("c")
-        netlab.add_veth(server_ns, client_ns, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24",
-                        name_a="srv0", name_b="cli0")
-        yield netlab, server_ns, client_ns
-    assert netlab.leftovers() == []
-    assert not namespace_exists(server_ns) and not namespace_exists(client_ns)
+    with two_hosts("pkcm", SERVER, CLIENT) as lab:
+        yield lab
 
 
-def tcp_rows(ns: str) -> list[list[str]]:
-    with inside(ns):
-        table = Path("/proc/thread-self/net/tcp").read_text()
-    return [line.split() for line in table.splitlines()[1:]]
-
-
-def control_connections(ns: str) -> int:
-    """Established TCP connections to port 1723 seen from ``ns``."""
-    return sum(1 for row in tcp_rows(ns) if row[3] == "01" and row[2].endswith(":06BB"))
-
-
-def managed_socket(run_dir: Path) -> Path:
-    """The manager's socket for SERVER:1723 (its name ends with the namespace's inode)."""
-    found = [p for p in run_dir.glob(f"{SERVER}:1723@*") if not p.name.endswith(".lock")]
-    return found[0] if found else run_dir / f"{SERVER}:1723@none"
 
 
 def wait_until(cond: object, timeout: float = 10.0, what: str = "condition") -> None:
@@ -157,9 +136,10 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     a = Member(netlab, client_ns, script, env)
     assert a.line().startswith("opened"), cm_log()
     assert control_connections(client_ns) == 1
-    assert managed_socket(run_dir).is_socket()
+    assert managed_socket(run_dir, SERVER).is_socket()
     # One manager per server, port and network namespace.
-    assert managed_socket(run_dir).name == f"{SERVER}:1723@{os.stat(f'/run/netns/{client_ns}').st_ino}"
+    inode = os.stat(f"/run/netns/{client_ns}").st_ino
+    assert managed_socket(run_dir, SERVER).name == f"{SERVER}:1723@{inode}"
     first_manager = manager_pids(client_ns, run_dir)
     assert len(first_manager) == 1
     b = Member(netlab, client_ns, script, env)
@@ -180,7 +160,7 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     assert b.proc.wait(10) == 0
     wait_until(lambda: control_connections(client_ns) == 0, what="the control connection to close")
     wait_until(lambda: manager_pids(client_ns, run_dir) == [], what="the manager to exit")
-    assert not managed_socket(run_dir).exists()
+    assert not managed_socket(run_dir, SERVER).exists()
     server_text = server_log.read_text()
     # The server agrees: one control connection carried both calls.
     assert server_text.count("control connection from 192.0.2.1 up") == 1, server_text
@@ -194,7 +174,7 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     os.kill(victim, signal.SIGKILL)
     assert c.line().startswith("closed"), cm_log()
     assert c.proc.wait(10) == 0
-    assert managed_socket(run_dir).exists()  # the leftover a dead manager cannot remove
+    assert managed_socket(run_dir, SERVER).exists()  # the leftover a dead manager cannot remove
     d = Member(netlab, client_ns, script, env)
     assert d.line().startswith("opened"), cm_log()
     assert manager_pids(client_ns, run_dir) not in ([], [victim])
@@ -257,7 +237,7 @@ def test_pptpkit_pty_callmgr(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> 
     second.stdin.close()
     assert second.wait(10) == 0
     wait_until(lambda: control_connections(client_ns) == 0, what="the control connection to close")
-    wait_until(lambda: not managed_socket(tmp_path / "run").exists(), what="the manager to exit")
+    wait_until(lambda: not managed_socket(tmp_path / "run", SERVER).exists(), what="the manager to exit")
     for proc in ptys:
         assert proc.stderr is not None
         assert b"Traceback" not in proc.stderr.read()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_root
-from netns import NetnsLab, inside, namespace_exists, pids_in
+from netns import NetnsLab, inside, pids_in, two_hosts
 from pptpkit.client import ControlConnectionError, PptpCall, PptpClient, PptpClientConfig
 from pptpkit.control import Initiator
 from pptpkit.ppp.hdlc import HdlcDecoder, encode_frame
@@ -120,14 +120,8 @@ def wait_until(cond: object, timeout: float = 10.0, what: str = "condition") -> 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[NetnsLab, str, str]]:
     require_root()
-    with NetnsLab("pkgl") as netlab:
-        server_ns = netlab.add_namespace("s")
-        client_ns = netlab.add_namespace("c")
-        netlab.add_veth(server_ns, client_ns, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24",
-                        name_a="srv0", name_b="cli0")
-        yield netlab, server_ns, client_ns
-    assert netlab.leftovers() == []
-    assert not namespace_exists(server_ns) and not namespace_exists(client_ns)
+    with two_hosts("pkgl", SERVER, CLIENT) as lab:
+        yield lab
 
 
 class Collector:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_binary, require_root
-from netns import NetnsLab, inside, namespace_exists
+from netns import NetnsLab, control_connections, managed_socket, tcp_rows, two_hosts
 
 pytestmark = [pytest.mark.root]
 
@@ -27,30 +27,10 @@ SERVER, CLIENT = "192.0.2.2", "192.0.2.1"
 def lab() -> Iterator[tuple[NetnsLab, str, str]]:
     require_root()
     require_binary("ping")
-    with NetnsLab("pkcp") as netlab:
-        server_ns = netlab.add_namespace("s")
-        client_ns = netlab.add_namespace("c")
-        netlab.add_veth(server_ns, client_ns, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24",
-                        name_a="srv0", name_b="cli0")
-        yield netlab, server_ns, client_ns
-    assert netlab.leftovers() == []
-    assert not namespace_exists(server_ns) and not namespace_exists(client_ns)
+    with two_hosts("pkcp", SERVER, CLIENT) as lab:
+        yield lab
 
 
-def tcp_rows(ns: str) -> list[list[str]]:
-    with inside(ns):
-        table = Path("/proc/thread-self/net/tcp").read_text()
-    return [line.split() for line in table.splitlines()[1:]]
-
-
-def control_connections(ns: str) -> int:
-    return sum(1 for row in tcp_rows(ns) if row[3] == "01" and row[2].endswith(":06BB"))
-
-
-def managed_socket(run_dir: Path) -> Path:
-    """The manager's socket for SERVER:1723 (its name ends with the namespace's inode)."""
-    found = [p for p in run_dir.glob(f"{SERVER}:1723@*") if not p.name.endswith(".lock")]
-    return found[0] if found else run_dir / f"{SERVER}:1723@none"
 
 
 def wait_until(cond: object, timeout: float, what: str) -> None:
@@ -127,7 +107,7 @@ def test_two_pppd_calls_share_one_control_connection(lab: tuple[NetnsLab, str, s
     clients["bob"].send_signal(signal.SIGTERM)
     assert clients["bob"].wait(15) == 5, logs()
     wait_until(lambda: control_connections(client_ns) == 0, 10, "the control connection to close")
-    wait_until(lambda: not managed_socket(tmp_path / "run").exists(), 10, "the manager to exit")
+    wait_until(lambda: not managed_socket(tmp_path / "run", SERVER).exists(), 10, "the manager to exit")
     text = logs()
     assert "Traceback" not in text, text
     assert text.count("MPPE 128-bit stateless compression enabled") >= 2, text

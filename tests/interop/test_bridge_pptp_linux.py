@@ -17,7 +17,7 @@ import pytest
 from harness import start_pptp
 
 from conftest import require_binary, require_root
-from netns import NetnsLab, inside, namespace_exists, pids_in
+from netns import NetnsLab, inside, pids_in, two_hosts
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -29,14 +29,8 @@ def lab() -> Iterator[tuple[NetnsLab, str, str]]:
     require_root()
     for binary in ("pptp", "busybox", "unshare", "ping"):
         require_binary(binary)
-    with NetnsLab("pkpl") as netlab:
-        server_ns = netlab.add_namespace("s")
-        client_ns = netlab.add_namespace("c")
-        netlab.add_veth(server_ns, client_ns, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24",
-                        name_a="srv0", name_b="cli0")
-        yield netlab, server_ns, client_ns
-    assert netlab.leftovers() == []
-    assert not namespace_exists(server_ns) and not namespace_exists(client_ns)
+    with two_hosts("pkpl", SERVER, CLIENT) as lab:
+        yield lab
 
 
 def wait_until(cond: object, timeout: float, what: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 from harness import start_pptpd
 
 from conftest import require_binary, require_root
-from netns import NetnsLab, namespace_exists, pids_in
+from netns import NetnsLab, pids_in, two_hosts
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -68,14 +68,8 @@ def lab() -> Iterator[tuple[NetnsLab, str, str]]:
     require_root()
     for binary in ("pptpd", "pptpctrl", "busybox", "unshare", "ping"):
         require_binary(binary)
-    with NetnsLab("pkbr") as netlab:
-        server_ns = netlab.add_namespace("s")
-        client_ns = netlab.add_namespace("c")
-        netlab.add_veth(server_ns, client_ns, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24",
-                        name_a="srv0", name_b="cli0")
-        yield netlab, server_ns, client_ns
-    assert netlab.leftovers() == []
-    assert not namespace_exists(server_ns) and not namespace_exists(client_ns)
+    with two_hosts("pkbr", SERVER, CLIENT) as lab:
+        yield lab
 
 
 def wait_until(cond: object, timeout: float, what: str) -> None:

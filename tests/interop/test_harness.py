@@ -20,7 +20,7 @@ from harness import (
 )
 
 from conftest import require_binary, require_root
-from netns import NetnsLab, inside, namespace_exists, pids_in
+from netns import NetnsLab, inside, pids_in, two_hosts
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
 
@@ -127,15 +127,8 @@ def lab() -> Iterator[tuple[NetnsLab, str, str]]:
     require_root()
     for binary in ("pptpd", "pptpctrl", "pptp", "busybox", "dumpcap", "tshark", "unshare", "stty"):
         require_binary(binary)
-    with NetnsLab("pkio") as lab:
-        server = lab.add_namespace("s")
-        client = lab.add_namespace("c")
-        lab.add_veth(server, client, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24",
-                     name_a="srv0", name_b="cli0")
-        yield lab, server, client
-    # Everything is gone after the lab closes: namespaces and every process in them.
-    assert lab.leftovers() == []
-    assert not namespace_exists(server) and not namespace_exists(client)
+    with two_hosts("pkio", SERVER, CLIENT) as lab:
+        yield lab
 
 
 def _wait_file(path: Path, timeout: float = 10.0, *, min_size: int = 1) -> bytes:

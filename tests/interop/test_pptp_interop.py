@@ -24,7 +24,7 @@ import pytest
 from harness import Capture, start_pptp, start_pptpd, tshark_lines, tshark_problems
 
 from conftest import require_binary, require_root
-from netns import NetnsLab, inside, namespace_exists, pids_in
+from netns import NetnsLab, inside, pids_in, two_hosts
 from pptpkit.ppp.hdlc import HdlcDecoder, encode_frame
 
 pytestmark = [pytest.mark.root, pytest.mark.interop]
@@ -125,14 +125,8 @@ def lab() -> Iterator[tuple[NetnsLab, str, str]]:
     require_root()
     for binary in ("pptpd", "pptpctrl", "pptp", "busybox", "dumpcap", "tshark", "unshare"):
         require_binary(binary)
-    with NetnsLab("pkpi") as netlab:
-        server_ns = netlab.add_namespace("s")
-        client_ns = netlab.add_namespace("c")
-        netlab.add_veth(server_ns, client_ns, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24",
-                        name_a="srv0", name_b="cli0")
-        yield netlab, server_ns, client_ns
-    assert netlab.leftovers() == []
-    assert not namespace_exists(server_ns) and not namespace_exists(client_ns)
+    with two_hosts("pkpi", SERVER, CLIENT) as lab:
+        yield lab
 
 
 def start_our_server(netlab: NetnsLab, ns: str, program: Path, log: Path) -> subprocess.Popen[bytes]:
