@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pptpkit.io.netns import NETNS_DIR, inside, pids_in
+from pptpkit.lab.netns import NETNS_DIR, inside, pids_in
 
 TEST_NETS = tuple(
     ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")

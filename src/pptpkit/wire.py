@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-from .errors import DecodeError
+from pptpkit.errors import DecodeError
 
 U8: Final = struct.Struct("!B")
 U16: Final = struct.Struct("!H")

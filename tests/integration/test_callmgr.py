@@ -24,8 +24,8 @@ SERVER, CLIENT = "192.0.2.2", "192.0.2.1"
 
 MEMBER = r'''
 import asyncio, sys
-from pptpkit.callmgr import ManagedClient
-from pptpkit.client import PptpClientConfig
+from pptpkit.compat.callmgr import ManagedClient
+from pptpkit.pptp.client import PptpClientConfig
 
 async def main():
     member = ManagedClient(PptpClientConfig(server=sys.argv[1], connect_timeout=5, call_timeout=5))
@@ -111,7 +111,7 @@ def manager_pids(ns: str, run_dir: Path) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"pptpkit.callmgr" in cmd and str(run_dir).encode() in b" ".join(cmd):
+        if b"pptpkit.compat.callmgr" in cmd and str(run_dir).encode() in b" ".join(cmd):
             out.append(pid)
     return out
 
@@ -126,7 +126,7 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     with open(server_log, "wb") as log:
         netlab.popen(server_ns, [
             sys.executable, "-m", "pptpkit", "server", "-v", "--listen", SERVER,
-            "--ppp-program", sys.executable, "--ppp-arg=-m", "--ppp-arg=pptpkit._echo",
+            "--ppp-program", sys.executable, "--ppp-arg=-m", "--ppp-arg=pptpkit.lab.echo",
             "--localip", "198.51.100.1", "--remoteip", "198.51.100.2-20", "--noipparam",
         ], stdout=subprocess.DEVNULL, stderr=log)
     wait_until(lambda: any(r[3] == "0A" and r[1].endswith(":06BB") for r in tcp_rows(server_ns)),
@@ -209,7 +209,7 @@ def test_pptpkit_pty_callmgr(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> 
     with open(tmp_path / "server.log", "wb") as log:
         netlab.popen(server_ns, [
             sys.executable, "-m", "pptpkit", "server", "--listen", SERVER,
-            "--ppp-program", sys.executable, "--ppp-arg=-m", "--ppp-arg=pptpkit._echo",
+            "--ppp-program", sys.executable, "--ppp-arg=-m", "--ppp-arg=pptpkit.lab.echo",
             "--localip", "198.51.100.1", "--remoteip", "198.51.100.2-20", "--noipparam",
         ], stdout=subprocess.DEVNULL, stderr=log)
     wait_until(lambda: any(r[3] == "0A" and r[1].endswith(":06BB") for r in tcp_rows(server_ns)),

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.callmgr import (
+from pptpkit.compat.callmgr import (
     MAX_FRAME,
     MAX_JSON,
     Message,

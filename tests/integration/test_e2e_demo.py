@@ -14,7 +14,7 @@ import pytest
 
 from conftest import require_binary, require_root
 from netns import pids_in
-from pptpkit.demo import parse_ping
+from pptpkit.lab.demo import parse_ping
 
 pytestmark = [pytest.mark.root]
 

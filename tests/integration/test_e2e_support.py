@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from netns import NetnsLab, pids_in
-from pptpkit.io.netns import listening
+from pptpkit.lab.netns import listening
 
 SERVER = "192.0.2.1"
 CLIENT = "192.0.2.2"

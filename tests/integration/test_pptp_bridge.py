@@ -10,9 +10,9 @@ import socket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.bridge import HdlcStreamBridge
-from pptpkit.callio import GreChannel
 from pptpkit.gre import GreCallConfig, encode_gre
+from pptpkit.io.grechannel import GreChannel
+from pptpkit.io.hdlcstream import HdlcStreamBridge
 from pptpkit.io.pty import FdStream
 from pptpkit.ppp.hdlc import HdlcDecoder, encode_frame
 

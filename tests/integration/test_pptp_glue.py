@@ -2,7 +2,7 @@
 
 The server runs as ``python -m pptpkit server`` with a recording echo program per call (it
 speaks first, echoes every frame and logs argv and what it read); the client is the library
-(:class:`pptpkit.client.PptpClient`) running in this process inside the client namespace, or the
+(:class:`pptpkit.pptp.client.PptpClient`) running in this process inside the client namespace, or the
 ``pptpkit pty`` command.
 """
 
@@ -24,9 +24,9 @@ import pytest
 
 from conftest import require_root
 from netns import NetnsLab, inside, pids_in, two_hosts
-from pptpkit.client import ControlConnectionError, PptpCall, PptpClient, PptpClientConfig
 from pptpkit.control import Initiator
 from pptpkit.ppp.hdlc import HdlcDecoder, encode_frame
+from pptpkit.pptp.client import ControlConnectionError, PptpCall, PptpClient, PptpClientConfig
 
 pytestmark = [pytest.mark.root]
 

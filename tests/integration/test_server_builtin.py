@@ -25,9 +25,9 @@ import pytest
 from conftest import require_binary, require_root
 from netns import NetnsLab, inside, pids_in
 from pptpkit.auth.base import PeerConfig
-from pptpkit.client import CallRefusedError, PptpCall, PptpClient, PptpClientConfig
-from pptpkit.link import PppLink, TunDataPlane
+from pptpkit.io.link import PppLink, TunDataPlane
 from pptpkit.ppp.session_config import LinkUp, MppePolicy, Outcome, SessionConfig, SessionRole
+from pptpkit.pptp.client import CallRefusedError, PptpCall, PptpClient, PptpClientConfig
 
 pytestmark = [pytest.mark.root]
 

@@ -57,7 +57,7 @@ def write_wrapper(tmp_path: Path, etc: Path) -> Path:
     wrapper.write_text(
         "#!/bin/sh\n"
         "[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }\n"
-        f"PPTPKIT_PPP_ETC={etc} exec {sys.executable} -m pptpkit.cli_ppp \"$@\"\n"
+        f"PPTPKIT_PPP_ETC={etc} exec {sys.executable} -m pptpkit.cli.ppp \"$@\"\n"
     )
     wrapper.chmod(0o755)
     return wrapper

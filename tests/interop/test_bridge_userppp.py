@@ -41,7 +41,7 @@ def etc_dir(path: Path, secret: str) -> Path:
 def start(netlab: NetnsLab, ns: str, fd: int, etc: Path, args: list[str],
           log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as err:
-        return netlab.popen(ns, [sys.executable, "-m", "pptpkit.cli_ppp", *args], stdin=fd,
+        return netlab.popen(ns, [sys.executable, "-m", "pptpkit.cli.ppp", *args], stdin=fd,
                             stdout=subprocess.DEVNULL, stderr=err,
                             env={**os.environ, "PPTPKIT_PPP_ETC": str(etc)})
 

@@ -10,11 +10,11 @@ from Crypto.Cipher import ARC4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.bench.agent import probe_packet, session_config
-from pptpkit.bench.relay import FrameCounter, frame_stream, ppp_frame
-from pptpkit.bench.report import to_json, to_table
-from pptpkit.bench.runner import Report
 from pptpkit.crypto import mppe
+from pptpkit.lab.bench.agent import probe_packet, session_config
+from pptpkit.lab.bench.relay import FrameCounter, frame_stream, ppp_frame
+from pptpkit.lab.bench.report import to_json, to_table
+from pptpkit.lab.bench.runner import Report
 from pptpkit.ppp import hdlc
 from pptpkit.ppp.session_config import SessionRole
 
@@ -72,7 +72,7 @@ def test_ppp_frame_is_1400_octets_and_decodes() -> None:
 
 
 def test_probe_packet_has_a_valid_ipv4_checksum() -> None:
-    from pptpkit.bench.agent import _ip_checksum
+    from pptpkit.lab.bench.agent import _ip_checksum
     from pptpkit.ppp.session_config import LinkUp
 
     up = LinkUp(local_address=None, peer_address=None, dns_servers=(), nbns_servers=(),

@@ -9,9 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.cli import EXIT_CODES_HELP, _server_program_config, _Usage, build_parser, main, parse_listen
+from pptpkit.cli.main import EXIT_CODES_HELP, _server_program_config, _Usage, build_parser, main, parse_listen
 from pptpkit.errors import ConfigError
-from pptpkit.server import MAX_POOL_ADDRESSES, AddressPool, PppProgramConfig, parse_ip_list, ppp_program_argv
+from pptpkit.pptp.server import (
+    MAX_POOL_ADDRESSES,
+    AddressPool,
+    PppProgramConfig,
+    parse_ip_list,
+    ppp_program_argv,
+)
 
 # -- --listen ---------------------------------------------------------------------------------------
 

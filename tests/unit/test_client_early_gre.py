@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from pptpkit.client import MAX_EARLY_GRE, CallRefusedError, PptpClient, PptpClientConfig
 from pptpkit.control import CallIdAllocator, CallRequested, ControlConfig, ControlConnection, Role
 from pptpkit.gre.packet import encode_gre
 from pptpkit.io.driver import ConnectionInfo, EngineDriver, start_tcp_server
 from pptpkit.io.gresock import GreDemux
+from pptpkit.pptp.client import MAX_EARLY_GRE, CallRefusedError, PptpClient, PptpClientConfig
 
 LOCALHOST = "127.0.0.1"
 SERVER_CALL_ID = 4321

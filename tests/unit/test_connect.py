@@ -14,10 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pptpkit.auth.methods import AuthMethod
-from pptpkit.cli import build_parser
-from pptpkit.cli_connect import PASSWORD_ENV, ConnectUsageError, config_from_args, read_password
-from pptpkit.client import ControlConnectionError
-from pptpkit.connect import (
+from pptpkit.cli.connect import PASSWORD_ENV, ConnectUsageError, config_from_args, read_password
+from pptpkit.cli.main import build_parser
+from pptpkit.control.connection import CloseCause
+from pptpkit.errors import ConfigError, PptpkitError
+from pptpkit.ppp.session_config import LinkDown, MppePolicy, Outcome
+from pptpkit.pptp.client import ControlConnectionError
+from pptpkit.vpn.connect import (
     EXIT_CODES_HELP,
     PERMANENT_CODES,
     AttemptResult,
@@ -30,11 +33,8 @@ from pptpkit.connect import (
     control_failure,
     gre_blocked_failure,
 )
-from pptpkit.control.connection import CloseCause
-from pptpkit.errors import ConfigError, PptpkitError
-from pptpkit.ppp.session_config import LinkDown, MppePolicy, Outcome
-from pptpkit.resolv import MARKER, ResolvConf, ResolvConfError, render_resolv_conf
-from pptpkit.routes import DEFAULT_ROUTE_HALVES, RouteLoopError, check_no_loop, parse_route, plan_routes
+from pptpkit.vpn.resolv import MARKER, ResolvConf, ResolvConfError, render_resolv_conf
+from pptpkit.vpn.routes import DEFAULT_ROUTE_HALVES, RouteLoopError, check_no_loop, parse_route, plan_routes
 
 SERVER = IPv4Address("192.0.2.1")
 
@@ -414,7 +414,7 @@ def test_password_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_usage_error_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
-    from pptpkit.cli import main
+    from pptpkit.cli.main import main
 
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     monkeypatch.setattr("sys.stdin", io.StringIO())
@@ -438,7 +438,7 @@ def test_config_validation() -> None:
 def _run_with(results: list[AttemptResult], **cfg: object) -> tuple[int, list[dict[str, object]], int]:
     import asyncio
 
-    from pptpkit.connect import Connector
+    from pptpkit.vpn.connect import Connector
 
     config = ConnectConfig(server=SERVER, username="a", password="p", backoff_initial=0.001,
                            backoff_cap=0.004, **cfg)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.errors import PptpkitError
-from pptpkit.link import LinkDownError, PacketSink, PppLink
+from pptpkit.io.link import LinkDownError, PacketSink, PppLink
 from pptpkit.ppp.fsm import FsmConfig
 from pptpkit.ppp.session_config import (
     AccmChanged,

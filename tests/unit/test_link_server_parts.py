@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.errors import ConfigError
-from pptpkit.link import SharedTunRouter
-from pptpkit.netpolicy import nft_ruleset
+from pptpkit.io.link import SharedTunRouter
 from pptpkit.ppp.session_config import MppePolicy
-from pptpkit.server import AddressPool, BuiltinConfig
+from pptpkit.pptp.server import AddressPool, BuiltinConfig
+from pptpkit.vpn.netpolicy import nft_ruleset
 
 PEER = bytes([198, 51, 100, 10])
 

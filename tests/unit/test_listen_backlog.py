@@ -12,7 +12,7 @@ import pytest
 from pptpkit.io import driver
 from pptpkit.io.driver import listen_backlog
 from pptpkit.io.gresock import GreDemux
-from pptpkit.server import CallHandler, PptpServer, PptpServerConfig, ServerCall
+from pptpkit.pptp.server import CallHandler, PptpServer, PptpServerConfig, ServerCall
 
 
 def test_backlog_capped_by_somaxconn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

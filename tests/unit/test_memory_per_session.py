@@ -10,9 +10,9 @@ import gc
 import tracemalloc
 
 from pptpkit.auth.mschap import MsChapV2Authenticator
-from pptpkit.bench.agent import session_config
 from pptpkit.control import CallIdAllocator, ControlConfig, ControlConnection, Role
 from pptpkit.gre import GreCall, GreCallConfig
+from pptpkit.lab.bench.agent import session_config
 from pptpkit.ppp.ccp import CcpEngine
 from pptpkit.ppp.ipcp import IpcpEngine
 from pptpkit.ppp.ipv6cp import Ipv6cpEngine

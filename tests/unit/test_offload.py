@@ -1,4 +1,4 @@
-"""pptpkit.offload: virtio-net header, checksums, TSO segmentation, GRO-style coalescing."""
+"""pptpkit.io.offload: virtio-net header, checksums, TSO segmentation, GRO-style coalescing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pptpkit.errors import DecodeError, PptpkitError
-from pptpkit.offload import (
+from pptpkit.io.offload import (
     MAX_QUEUE,
     VNET_HDR_SIZE,
     ZERO_VNET_HDR,

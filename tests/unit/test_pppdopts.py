@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.secrets import StaticSecrets
+from pptpkit.compat.pppdopts import NOOP_OPTIONS, parse_pppd_argv, parse_pppd_text
 from pptpkit.errors import ConfigError
 from pptpkit.ppp.session_config import SessionRole
-from pptpkit.pppdopts import NOOP_OPTIONS, parse_pppd_argv, parse_pppd_text
 
 SECRETS = StaticSecrets({("alice", "pptpd"): "pw"})
 PPTPD_OPTIONS = "name pptpd\nrefuse-pap\nrequire-mschap-v2\nrequire-mppe-128\nms-dns 198.51.100.53\n"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv, parse_pppd_file
 from pptpkit.errors import ConfigError
-from pptpkit.pppdopts import PppdOptions, parse_pppd_argv, parse_pppd_file
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "pppdopts"
 CASES = sorted(p.name for p in VECTORS.iterdir() if p.suffix in (".options", ".argv"))

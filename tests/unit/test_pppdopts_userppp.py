@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from pptpkit.auth.secrets import PppSecretsFile
+from pptpkit.compat.userppp import EXIT_OPTION_ERROR, load_options, main
 from pptpkit.errors import ConfigError
 from pptpkit.ppp.session_config import SessionRole
-from pptpkit.userppp import EXIT_OPTION_ERROR, load_options, main
 
 
 def test_etc_options_are_read_first_and_argv_wins(tmp_path: Path) -> None:

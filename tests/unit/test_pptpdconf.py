@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pptpkit.compat.pptpdconf import PptpdConf, parse_pptpd_conf, read_pptpd_conf
 from pptpkit.errors import ConfigError
-from pptpkit.pptpdconf import PptpdConf, parse_pptpd_conf, read_pptpd_conf
-from pptpkit.server import ppp_program_argv
+from pptpkit.pptp.server import ppp_program_argv
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "pptpdconf"
 CASES = sorted(p.name for p in VECTORS.glob("*.conf"))
@@ -53,7 +53,7 @@ def test_golden(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_warnings_are_logged(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="pptpkit.pptpdconf"):
+    with caplog.at_level(logging.WARNING, logger="pptpkit.compat.pptpdconf"):
         conf = parse_pptpd_conf("option x\n\nbcrelay eth1\n", "f.conf")
     assert conf.warnings == ("f.conf:3: bcrelay: not supported, broadcasts are not relayed between "
                              "interfaces",)

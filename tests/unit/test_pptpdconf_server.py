@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pptpkit.cli import build_parser
+from pptpkit.cli.main import build_parser
+from pptpkit.compat.pptpdconf import apply_to_server_args
 from pptpkit.errors import ConfigError
-from pptpkit.pptpdconf import apply_to_server_args
 
 
 def server_args(tmp_path: Path, conf: str, options: str | None = None,

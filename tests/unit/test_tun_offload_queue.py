@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from test_offload import flow4
 
+from pptpkit.io.offload import VNET_HDR_SIZE, ZERO_VNET_HDR, VnetHeader
 from pptpkit.io.tun import TunDevice
-from pptpkit.offload import VNET_HDR_SIZE, ZERO_VNET_HDR, VnetHeader
 
 
 @pytest.fixture

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
-from ..errors import ConfigError, DecodeError, PptpkitError, StateError
-from ..wire import Reader
-from .methods import AuthMethod
-from .secrets import AddressPolicy, SecretMatch, SecretsProvider
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.secrets import AddressPolicy, SecretMatch, SecretsProvider
+from pptpkit.errors import ConfigError, DecodeError, PptpkitError, StateError
+from pptpkit.wire import Reader
 
 __all__ = [
     "MAX_NAME_LEN",

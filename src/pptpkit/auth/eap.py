@@ -33,10 +33,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from ..enums import open_enum
-from ..errors import DecodeError
-from ..wire import Reader
-from .base import (
+from pptpkit.auth.base import (
     MAX_NAME_LEN,
     AuthEngine,
     AuthenticatorConfig,
@@ -52,9 +49,9 @@ from .base import (
     text_name,
     wire_name,
 )
-from .chap import PeerFailure, chap_md5_response
-from .methods import AuthMethod
-from .mschap import (
+from pptpkit.auth.chap import PeerFailure, chap_md5_response
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.mschap import (
     MSCHAP_RESPONSE_LEN,
     MSCHAPV2_CHALLENGE_LEN,
     MsChapError,
@@ -65,7 +62,10 @@ from .mschap import (
     v2_check_response,
     v2_peer_response,
 )
-from .secrets import SecretMatch
+from pptpkit.auth.secrets import SecretMatch
+from pptpkit.enums import open_enum
+from pptpkit.errors import DecodeError
+from pptpkit.wire import Reader
 
 __all__ = [
     "EapAuthenticator",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from ..errors import ConfigError
-from .base import AuthEngine, AuthenticatorConfig, PeerConfig, Role
-from .chap import ChapMd5Authenticator, ChapMd5Peer
-from .eap import EapAuthenticator, EapPeer
-from .methods import AuthMethod
-from .mschap import MsChapV1Authenticator, MsChapV1Peer, MsChapV2Authenticator, MsChapV2Peer
-from .pap import PapAuthenticator, PapPeer
+from pptpkit.auth.base import AuthEngine, AuthenticatorConfig, PeerConfig, Role
+from pptpkit.auth.chap import ChapMd5Authenticator, ChapMd5Peer
+from pptpkit.auth.eap import EapAuthenticator, EapPeer
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.mschap import MsChapV1Authenticator, MsChapV1Peer, MsChapV2Authenticator, MsChapV2Peer
+from pptpkit.auth.pap import PapAuthenticator, PapPeer
+from pptpkit.errors import ConfigError
 
 __all__ = ["create_engine"]
 

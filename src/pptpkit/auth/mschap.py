@@ -23,17 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from ..crypto.mschap import (
-    check_authenticator_response,
-    generate_authenticator_response,
-    generate_nt_response_from_hash,
-    nt_challenge_response_from_hash,
-    nt_password_hash,
-    verify_mschapv1_nt_response,
-    verify_nt_response,
-)
-from ..errors import DecodeError
-from .base import (
+from pptpkit.auth.base import (
     FailureKind,
     KeyMaterial,
     MsChapV1Keys,
@@ -42,8 +32,25 @@ from .base import (
     lookup_peer_secret,
     wire_name,
 )
-from .chap import ChapAuthenticatorBase, ChapFailure, ChapPeerBase, ChapResponse, PeerFailure, Verdict
-from .methods import AuthMethod
+from pptpkit.auth.chap import (
+    ChapAuthenticatorBase,
+    ChapFailure,
+    ChapPeerBase,
+    ChapResponse,
+    PeerFailure,
+    Verdict,
+)
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.crypto.mschap import (
+    check_authenticator_response,
+    generate_authenticator_response,
+    generate_nt_response_from_hash,
+    nt_challenge_response_from_hash,
+    nt_password_hash,
+    verify_mschapv1_nt_response,
+    verify_nt_response,
+)
+from pptpkit.errors import DecodeError
 
 __all__ = [
     "MSCHAPV1_CHALLENGE_LEN",

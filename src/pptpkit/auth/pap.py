@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
-from ..errors import DecodeError
-from ..wire import Reader
-from .base import (
+from pptpkit.auth.base import (
     MAX_NAME_LEN,
     AuthEngine,
     AuthenticatorConfig,
@@ -38,7 +36,9 @@ from .base import (
     text_name,
     wire_name,
 )
-from .methods import AuthMethod
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.errors import DecodeError
+from pptpkit.wire import Reader
 
 __all__ = [
     "PapAck",

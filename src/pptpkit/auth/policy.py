@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import ConfigError
-from .methods import DEFAULT_SERVER_ORDER, AuthMethod
+from pptpkit.auth.methods import DEFAULT_SERVER_ORDER, AuthMethod
+from pptpkit.errors import ConfigError
 
 __all__ = ["PEER_PREFERENCE", "AuthPolicy"]
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from ..errors import ConfigError
+from pptpkit.errors import ConfigError
 
 __all__ = [
     "AddressPolicy",

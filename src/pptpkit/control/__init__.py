@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .connection import (
+from pptpkit.control.connection import (
     CallCleared,
     CallDirection,
     CallEstablished,
@@ -29,7 +29,7 @@ from .connection import (
     Role,
     WanErrorReceived,
 )
-from .messages import (
+from pptpkit.control.messages import (
     MAGIC_COOKIE,
     MAX_MESSAGE_SIZE,
     MESSAGE_TYPES,

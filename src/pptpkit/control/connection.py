@@ -30,9 +30,7 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-from ..enums import enum_name
-from ..errors import ConfigError, DecodeError, PptpkitError, StateError
-from .messages import (
+from pptpkit.control.messages import (
     PROTOCOL_VERSION,
     BearerCapability,
     BearerType,
@@ -68,6 +66,8 @@ from .messages import (
     _check_text,
     decode_message,
 )
+from pptpkit.enums import enum_name
+from pptpkit.errors import ConfigError, DecodeError, PptpkitError, StateError
 
 __all__ = [
     "MAX_PENDING_EVENTS",

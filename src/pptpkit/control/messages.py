@@ -21,9 +21,9 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar, Final, Self
 
-from ..enums import open_enum
-from ..errors import DecodeError
-from ..wire import Reader, Writer, decode_fixed_string
+from pptpkit.enums import open_enum
+from pptpkit.errors import DecodeError
+from pptpkit.wire import Reader, Writer, decode_fixed_string
 
 __all__ = [
     "HEADER_SIZE",

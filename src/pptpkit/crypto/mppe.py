@@ -45,8 +45,8 @@ from typing import Any, Final, Protocol
 
 from Crypto.Cipher import ARC4
 
-from ..errors import ConfigError
-from .mschap import CryptoInputError, hash_nt_password_hash
+from pptpkit.crypto.mschap import CryptoInputError, hash_nt_password_hash
+from pptpkit.errors import ConfigError
 
 __all__ = [
     "BIT_COMPRESSED",

@@ -25,7 +25,7 @@ from typing import Final
 from Crypto.Cipher import ARC4, DES
 from Crypto.Hash import MD4
 
-from ..errors import DecodeError
+from pptpkit.errors import DecodeError
 
 __all__ = [
     "MAX_PASSWORD_CHARS",

@@ -1,7 +1,7 @@
 """PPTP's data channel: the enhanced GRE codec and the per-call sequencing engine."""
 
-from .call import GreCall, GreCallConfig, GreStats
-from .packet import GRE_PROTOCOL_PPP, GrePacket, encode_gre, strip_ipv4_header
+from pptpkit.gre.call import GreCall, GreCallConfig, GreStats
+from pptpkit.gre.packet import GRE_PROTOCOL_PPP, GrePacket, encode_gre, strip_ipv4_header
 
 __all__ = [
     "GRE_PROTOCOL_PPP",

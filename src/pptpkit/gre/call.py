@@ -14,8 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import ConfigError, PptpkitError
-from .packet import (
+from pptpkit.errors import ConfigError, PptpkitError
+from pptpkit.gre.packet import (
     _HDR_ONE,
     _HDR_SEQ_ACK,
     _W_DATA,

@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import DecodeError
+from pptpkit.errors import DecodeError
 
 GRE_PROTOCOL_PPP: Final = 0x880B
 GRE_VERSION_ENHANCED: Final = 1

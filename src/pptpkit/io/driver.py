@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from .deadline import Deadline
+from pptpkit.io.deadline import Deadline
 
 __all__ = [
     "ConnectionInfo",

@@ -19,7 +19,7 @@ import os
 from collections.abc import Coroutine
 from typing import Any, Final, TypeVar
 
-from ..errors import ConfigError
+from pptpkit.errors import ConfigError
 
 __all__ = ["ENV_VAR", "loop_kind", "run"]
 

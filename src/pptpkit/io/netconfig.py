@@ -22,7 +22,7 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..errors import PptpkitError
+from pptpkit.errors import PptpkitError
 
 __all__ = ["NetConfig", "NetConfigError", "RouteInfo"]
 

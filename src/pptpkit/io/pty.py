@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Final, TypeVar
 
-from .driver import EngineDriver, StreamEngine
+from pptpkit.io.driver import EngineDriver, StreamEngine
 
 __all__ = [
     "FdStream",

@@ -5,7 +5,7 @@ exactly as long as our file descriptor does: :meth:`TunDevice.close` removes the
 with it every address and route the kernel had on it).
 
 With ``offload=True`` the device carries a virtio-net header on every packet and lets the
-kernel batch both directions (:mod:`pptpkit.offload`): reads may be TCP super-segments of up to
+kernel batch both directions (:mod:`pptpkit.io.offload`): reads may be TCP super-segments of up to
 64 KiB, which we cut into MSS-sized packets before ``on_packet`` sees them; writes are queued and
 flushed once per loop iteration, consecutive segments of one TCP flow merged into one write, so
 the kernel runs its receive path once per batch instead of once per packet.
@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import DecodeError
-from ..offload import VNET_HDR_SIZE, ZERO_VNET_HDR, Coalescer, OffloadStats, VnetHeader, segment
+from pptpkit.errors import DecodeError
+from pptpkit.io.offload import VNET_HDR_SIZE, ZERO_VNET_HDR, Coalescer, OffloadStats, VnetHeader, segment
 
 __all__ = ["TunDevice", "TunStats"]
 
@@ -68,7 +68,7 @@ class TunDevice:
 
     With ``offload`` (see :meth:`open`), :meth:`write` queues and returns True; the queue is
     written by :meth:`flush`, scheduled with ``call_soon`` on the first queued packet (or at
-    once when there is no running loop, or when :data:`pptpkit.offload.MAX_QUEUE` packets are
+    once when there is no running loop, or when :data:`pptpkit.io.offload.MAX_QUEUE` packets are
     queued).  What the kernel then refuses is counted in ``stats.write_errors``.  Counters of
     the segmenter and coalescer are in ``offload_stats``.
     """

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from ..errors import ConfigError
-from .fsm import ACK, REJECT, ControlProtocol, FsmConfig, Judgement, NegotiationFailed, nak
-from .packet import Code, Option, Packet
-from .protocols import PppProtocol
+from pptpkit.errors import ConfigError
+from pptpkit.ppp.fsm import ACK, REJECT, ControlProtocol, FsmConfig, Judgement, NegotiationFailed, nak
+from pptpkit.ppp.packet import Code, Option, Packet
+from pptpkit.ppp.protocols import PppProtocol
 
 _U32: Final = struct.Struct("!I")
 _CCP: Final = int(PppProtocol.CCP)

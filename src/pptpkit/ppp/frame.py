@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from ..errors import DecodeError
-from .protocols import PppProtocol
+from pptpkit.errors import DecodeError
+from pptpkit.ppp.protocols import PppProtocol
 
 ADDRESS: Final = 0xFF
 CONTROL: Final = 0x03

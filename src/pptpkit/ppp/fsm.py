@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Final, NamedTuple
 
-from ..errors import ConfigError, DecodeError, PptpkitError
-from .packet import HEADER_SIZE, Code, Option, Packet, decode_options, encode_options
+from pptpkit.errors import ConfigError, DecodeError, PptpkitError
+from pptpkit.ppp.packet import HEADER_SIZE, Code, Option, Packet, decode_options, encode_options
 
 
 class State(IntEnum):

@@ -15,10 +15,10 @@ from ipaddress import IPv4Address
 from types import MappingProxyType
 from typing import Final
 
-from ..errors import ConfigError
-from .fsm import ACK, REJECT, ControlProtocol, FsmConfig, Judgement, nak
-from .packet import Option
-from .protocols import PppProtocol
+from pptpkit.errors import ConfigError
+from pptpkit.ppp.fsm import ACK, REJECT, ControlProtocol, FsmConfig, Judgement, nak
+from pptpkit.ppp.packet import Option
+from pptpkit.ppp.protocols import PppProtocol
 
 # What the acked-option tables hold outside a negotiation: shared, read-only, so an opened
 # layer keeps no per-session copy of options it has already turned into its result.

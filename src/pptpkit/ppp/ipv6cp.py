@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from ..errors import ConfigError
-from .fsm import ACK, REJECT, ControlProtocol, FsmConfig, Judgement, nak
-from .packet import Option
-from .protocols import PppProtocol
+from pptpkit.errors import ConfigError
+from pptpkit.ppp.fsm import ACK, REJECT, ControlProtocol, FsmConfig, Judgement, nak
+from pptpkit.ppp.packet import Option
+from pptpkit.ppp.protocols import PppProtocol
 
 ID_SIZE: Final = 8
 ZERO_ID: Final = bytes(ID_SIZE)

@@ -16,11 +16,11 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Final
 
-from ..auth.methods import DEFAULT_SERVER_ORDER, AuthMethod
-from ..errors import ConfigError, DecodeError
-from .fsm import ACK, REJECT, ControlProtocol, Event, FsmConfig, Judgement, NegotiationFailed, nak
-from .packet import HEADER_SIZE, Code, Option, Packet
-from .protocols import PppProtocol
+from pptpkit.auth.methods import DEFAULT_SERVER_ORDER, AuthMethod
+from pptpkit.errors import ConfigError, DecodeError
+from pptpkit.ppp.fsm import ACK, REJECT, ControlProtocol, Event, FsmConfig, Judgement, NegotiationFailed, nak
+from pptpkit.ppp.packet import HEADER_SIZE, Code, Option, Packet
+from pptpkit.ppp.protocols import PppProtocol
 
 # What the acked-option tables hold outside a negotiation: shared, read-only, so an opened
 # layer keeps no per-session copy of options it has already turned into its result.

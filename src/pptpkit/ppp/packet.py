@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from ..errors import DecodeError
-from ..wire import Reader
+from pptpkit.errors import DecodeError
+from pptpkit.wire import Reader
 
 HEADER: Final = struct.Struct("!BBH")
 HEADER_SIZE: Final = HEADER.size

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final
 
-from ..auth.base import AuthEngine, AuthFailed, AuthSucceeded, MsChapV1Keys, MsChapV2Keys, Role
-from ..auth.factory import create_engine
-from ..auth.methods import PROTO_CHAP, PROTO_EAP, PROTO_PAP, AuthMethod
-from ..auth.secrets import AddressPolicy
-from ..crypto.mppe import (
+from pptpkit.auth.base import AuthEngine, AuthFailed, AuthSucceeded, MsChapV1Keys, MsChapV2Keys, Role
+from pptpkit.auth.factory import create_engine
+from pptpkit.auth.methods import PROTO_CHAP, PROTO_EAP, PROTO_PAP, AuthMethod
+from pptpkit.auth.secrets import AddressPolicy
+from pptpkit.crypto.mppe import (
     MPPE_OVERHEAD,
     MppeConfig,
     MppeDecryptor,
@@ -34,11 +34,19 @@ from ..crypto.mppe import (
     mschapv1_start_key_from_hash,
     mschapv2_start_keys,
 )
-from ..crypto.mschap import hash_nt_password_hash
-from ..errors import DecodeError
-from .ccp import CcpConfig, CcpEngine, CcpResult, MppeFailed, MppeParams, ResetAcked, ResetRequested
-from .frame import decode_frame, frame_header
-from .fsm import (
+from pptpkit.crypto.mschap import hash_nt_password_hash
+from pptpkit.errors import DecodeError
+from pptpkit.ppp.ccp import (
+    CcpConfig,
+    CcpEngine,
+    CcpResult,
+    MppeFailed,
+    MppeParams,
+    ResetAcked,
+    ResetRequested,
+)
+from pptpkit.ppp.frame import decode_frame, frame_header
+from pptpkit.ppp.fsm import (
     CodeRejected,
     ControlProtocol,
     LayerDown,
@@ -48,12 +56,19 @@ from .fsm import (
     State,
     TerminateReceived,
 )
-from .ipcp import IpcpConfig, IpcpEngine
-from .ipv6cp import Ipv6cpConfig, Ipv6cpEngine
-from .lcp import AuthNegotiationFailed, EchoTimeout, LcpConfig, LcpEngine, LoopbackDetected, ProtocolRejected
-from .packet import Code
-from .protocols import PppProtocol, is_network_control
-from .session_config import (
+from pptpkit.ppp.ipcp import IpcpConfig, IpcpEngine
+from pptpkit.ppp.ipv6cp import Ipv6cpConfig, Ipv6cpEngine
+from pptpkit.ppp.lcp import (
+    AuthNegotiationFailed,
+    EchoTimeout,
+    LcpConfig,
+    LcpEngine,
+    LoopbackDetected,
+    ProtocolRejected,
+)
+from pptpkit.ppp.packet import Code
+from pptpkit.ppp.protocols import PppProtocol, is_network_control
+from pptpkit.ppp.session_config import (
     AccmChanged,
     Authenticated,
     AuthenticationFailed,

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final
 
-from ..auth.base import AuthenticatorConfig, PeerConfig
-from ..auth.methods import AuthMethod
-from ..auth.policy import AuthPolicy
-from ..errors import ConfigError
-from .fsm import FsmConfig
-from .ipcp import PeerAddress
-from .lcp import DEFAULT_MRU, MIN_MRU
+from pptpkit.auth.base import AuthenticatorConfig, PeerConfig
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.policy import AuthPolicy
+from pptpkit.errors import ConfigError
+from pptpkit.ppp.fsm import FsmConfig
+from pptpkit.ppp.ipcp import PeerAddress
+from pptpkit.ppp.lcp import DEFAULT_MRU, MIN_MRU
 
 __all__ = [
     "AccmChanged",

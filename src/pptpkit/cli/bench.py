@@ -1,0 +1,112 @@
+"""``pptpkit bench throughput|setup|scale``: the benchmarks, printed as a table or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["add_bench_parser", "run_bench_command"]
+
+
+def _positive(kind: type[Any]) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    return parse
+
+
+def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    bench = sub.add_parser(
+        "bench", parents=[common], help="benchmarks: throughput, setup, scale (needs root)",
+        description="Benchmarks in two fresh network namespaces joined by a veth pair (TEST-NET "
+                    "addresses), removed afterwards.  Prints a table, or JSON with --json.",
+    )
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    common_b = argparse.ArgumentParser(add_help=False)
+    common_b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    common_b.add_argument("--repeat", type=_positive(int), default=1, metavar="N",
+                          help="repeat each measurement N times; report median, min, max")
+    common_b.add_argument("--short", action="store_true",
+                          help="a quick run (a few seconds, a few hundred sessions; what CI runs)")
+    common_b.add_argument("--mppe", choices=("stateless", "stateful", "none"), default="stateless",
+                          help="MPPE mode for setup/scale (default stateless)")
+
+    tp = kinds.add_parser("throughput", parents=[common_b],
+                          help="TCP through one tunnel vs the raw veth and the pptp-linux/pptpd relays")
+    tp.add_argument("--seconds", type=_positive(float), default=5.0, metavar="S",
+                    help="seconds per transfer (default 5)")
+    tp.add_argument("--modes", default="stateless,stateful,none", metavar="LIST",
+                    help="MPPE modes to run (default stateless,stateful,none)")
+    tp.add_argument("--no-relay", action="store_true", help="skip the pptp-linux/pptpd anchor")
+    tp.add_argument("--profile", metavar="DIR", help="write cProfile files of both agents to DIR")
+    tp.add_argument("--offload", metavar="LIST", default=None,
+                    help="TUN offloads for the tunnel runs: on, off or both side by side "
+                         "(default on,off; on with --short)")
+
+    st = kinds.add_parser("setup", parents=[common_b],
+                          help="TCP connect -> IPCP up time, and setups per second")
+    st.add_argument("--sessions", type=_positive(int), default=200, metavar="N",
+                    help="sequential sessions for median/p99 (default 200)")
+    st.add_argument("--concurrent", type=_positive(int), default=100, metavar="N",
+                    help="clients connecting at once for setups/s (default 100)")
+
+    sc = kinds.add_parser("scale", parents=[common_b],
+                          help="N concurrent sessions on one server process")
+    sc.add_argument("--sessions", type=_positive(int), default=10000, metavar="N",
+                    help="concurrent sessions (default 10000)")
+    sc.add_argument("--hold", type=_positive(float), default=15.0, metavar="S",
+                    help="seconds to hold them with keepalives running (default 15)")
+    sc.add_argument("--echo-interval", type=_positive(float), default=10.0, metavar="S",
+                    help="LCP and PPTP echo interval during the hold (default 10)")
+    sc.add_argument("--parallel", type=_positive(int), default=100, metavar="N",
+                    help="setups in flight at once while opening (default 100)")
+
+
+def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    from pptpkit.lab.bench.report import to_json, to_table
+    from pptpkit.lab.bench.runner import run_scale, run_setup, run_throughput
+
+    if os.geteuid() != 0:
+        print("pptpkit bench: needs root (network namespaces, raw sockets, TUN)", file=sys.stderr)
+        return 2
+    command = "pptpkit " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
+
+    def progress(text: str) -> None:
+        if not args.json:
+            print(f"... {text}", file=sys.stderr, flush=True)
+
+    if args.bench == "throughput":
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        for mode in modes:
+            if mode not in ("stateless", "stateful", "none"):
+                print(f"pptpkit bench: unknown MPPE mode {mode!r}", file=sys.stderr)
+                return 2
+        offload_text = args.offload if args.offload is not None else ("on" if args.short else "on,off")
+        offloads = [o.strip() for o in offload_text.split(",") if o.strip()]
+        if not offloads or any(o not in ("on", "off") for o in offloads):
+            print(f"pptpkit bench: --offload takes on, off or on,off, not {offload_text!r}", file=sys.stderr)
+            return 2
+        report = run_throughput(seconds=min(args.seconds, 2.0) if args.short else args.seconds,
+                                repeat=args.repeat, modes=modes, relay=not args.no_relay,
+                                profile_dir=args.profile, offloads=[o == "on" for o in offloads],
+                                progress=progress, command=command)
+    elif args.bench == "setup":
+        sessions, concurrent = (min(args.sessions, 20), min(args.concurrent, 50)) if args.short else (
+            args.sessions, args.concurrent)
+        report = run_setup(sessions=sessions, concurrent=concurrent, repeat=args.repeat, mppe=args.mppe,
+                           progress=progress, command=command)
+    else:
+        sessions, hold = (min(args.sessions, 300), min(args.hold, 3.0)) if args.short else (
+            args.sessions, args.hold)
+        echo = min(args.echo_interval, 1.0) if args.short else args.echo_interval
+        report = run_scale(sessions=sessions, hold=hold, echo_interval=echo, parallel=args.parallel,
+                           mppe=args.mppe, progress=progress, command=command)
+    print(to_json(report) if args.json else to_table(report))
+    return 0 if all(report.checks.values()) else 1

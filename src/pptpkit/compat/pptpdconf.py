@@ -1,0 +1,339 @@
+"""pptpd.conf, read unchanged.
+
+pptpd's format: one ``keyword [value]`` a line, the value being the rest of the line; ``#``
+starts a comment (at the start of a line or after white space); keywords are case-insensitive.
+
+Every keyword pptpd knows is either honoured (listed in :data:`SUPPORTED`) or, when we cannot
+honour it, accepted with a *warning* naming ``file:line`` (:data:`UNSUPPORTED`; returned in
+:attr:`PptpdConf.warnings` and logged) - a pptpd.conf must keep loading, and none of those
+keywords weakens security when it is missing.  A keyword pptpd does not know either, a missing
+or malformed value, or a keyword given twice with different values, is a :class:`ConfigError`
+with ``path:line``.
+
+The ``ppp`` keyword chooses the mode: with it, every call is handed to that program on a pty
+(pptpd's own design: the *bridge* mode); without it, the built-in PPP stack runs the calls,
+configured from the pppd options file named by ``option`` (see :mod:`pptpkit.compat.pppdopts`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv
+from pptpkit.errors import ConfigError
+from pptpkit.pptp.server import AddressPool, PppProgramConfig, parse_ip_list
+
+__all__ = [
+    "DEFAULT_CONNECTIONS",
+    "DEFAULT_SPEED",
+    "DEFAULT_STIMEOUT",
+    "MAX_CONF_BYTES",
+    "SUPPORTED",
+    "UNSUPPORTED",
+    "PptpdConf",
+    "apply_to_server_args",
+    "builtin_options",
+    "parse_pptpd_conf",
+    "read_pptpd_conf",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_CONF_BYTES: Final = 256 * 1024
+MAX_LINE: Final = 4096
+#: pptpd's defaults.
+DEFAULT_CONNECTIONS: Final = 100
+DEFAULT_SPEED: Final = 115200
+DEFAULT_STIMEOUT: Final = 10.0
+
+#: Keywords we honour (value kind: "flag", "int", "path", "iplist", "addr").
+SUPPORTED: Final[dict[str, str]] = {
+    "option": "path",
+    "ppp": "path",
+    "localip": "iplist",
+    "remoteip": "iplist",
+    "listen": "addr",
+    "connections": "int",
+    "speed": "int",
+    "stimeout": "int",
+    "noipparam": "flag",
+    "delegate": "flag",
+    "debug": "flag",
+}
+
+#: pptpd keywords we accept with a warning: what pptpd would do, which we do not.
+UNSUPPORTED: Final[dict[str, str]] = {
+    "logwtmp": "no wtmp records are written for calls (sessions are logged instead)",
+    "bcrelay": "broadcasts are not relayed between interfaces",
+    "pidfile": "no pid file is written (run under a service manager instead)",
+    "vrf": "the server does not bind to a VRF",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PptpdConf:
+    """A parsed pptpd.conf.  ``localip``/``remoteip`` are the expanded address lists.
+    ``warnings``: one ``path:line: keyword: ...`` message per unsupported keyword."""
+
+    path: str = "<pptpd.conf>"
+    option: str | None = None
+    ppp: str | None = None
+    localip: tuple[str, ...] | None = None
+    remoteip: tuple[str, ...] | None = None
+    listen: str | None = None
+    connections: int = DEFAULT_CONNECTIONS
+    speed: int = DEFAULT_SPEED
+    stimeout: float = DEFAULT_STIMEOUT
+    noipparam: bool = False
+    delegate: bool = False
+    debug: bool = False
+    logwtmp: bool = False
+    bcrelay: str | None = None
+    pidfile: str | None = None
+    vrf: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def bridge_mode(self) -> bool:
+        """True when ``ppp`` names a program to hand every call to."""
+        return self.ppp is not None
+
+    def address_pool(self) -> AddressPool | None:
+        """The pool from localip/remoteip; None with ``delegate`` or when neither is given.
+        As in pptpd, ``connections`` also caps the pool."""
+        if self.delegate or (self.localip is None and self.remoteip is None):
+            return None
+        if self.localip is None or self.remoteip is None:
+            missing = "localip" if self.localip is None else "remoteip"
+            raise ConfigError(f"{missing} is missing (give both localip and remoteip, or delegate)",
+                              path=self.path)
+        limit = self.connections
+        return AddressPool(list(self.localip[:limit]), list(self.remoteip[:limit]))
+
+    def program_config(self, *, program_args: tuple[str, ...] = (),
+                       stderr: int | str | None = 2) -> PppProgramConfig:
+        """The bridge-mode settings: pptpd's argv for ``ppp`` (see
+        :func:`pptpkit.pptp.server.ppp_program_argv`)."""
+        if self.ppp is None:
+            raise ConfigError("no 'ppp' keyword: not a bridge-mode configuration", path=self.path)
+        return PppProgramConfig(program=self.ppp, program_args=program_args, option_file=self.option,
+                                pool=self.address_pool(), speed=str(self.speed),
+                                noipparam=self.noipparam, delegate=self.delegate, stderr=stderr)
+
+    def check_builtin(self) -> AddressPool:
+        """The built-in mode needs an address pool (our PPP stack assigns the addresses)."""
+        if self.delegate:
+            raise ConfigError("delegate: the built-in PPP stack has no other source of addresses; "
+                              "give localip and remoteip", path=self.path)
+        pool = self.address_pool()
+        if pool is None:
+            raise ConfigError("the built-in PPP stack needs localip and remoteip", path=self.path)
+        return pool
+
+
+def _comment_free(line: str) -> str:
+    for i, ch in enumerate(line):
+        if ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
+def parse_pptpd_conf(text: str, path: str = "<pptpd.conf>") -> PptpdConf:
+    """Parse pptpd.conf text; warnings are logged and returned in the result."""
+    values: dict[str, object] = {}
+    seen: dict[str, tuple[int, str]] = {}
+    warnings: list[str] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if len(raw) > MAX_LINE:
+            raise ConfigError(f"line longer than {MAX_LINE} characters", path=path, line=number)
+        line = _comment_free(raw).strip()
+        if not line:
+            continue
+        parts = line.split(None, 1)
+        keyword = parts[0].lower()
+        value = parts[1].strip() if len(parts) > 1 else ""
+        if keyword in seen and seen[keyword][1] != value:
+            raise ConfigError(f"{keyword} given twice (first on line {seen[keyword][0]})",
+                              path=path, line=number)
+        seen.setdefault(keyword, (number, value))
+        if keyword in UNSUPPORTED:
+            message = f"{path}:{number}: {keyword}: not supported, {UNSUPPORTED[keyword]}"
+            warnings.append(message)
+            log.warning("%s", message)
+            values[keyword] = True if keyword == "logwtmp" else (value or None)
+            continue
+        kind = SUPPORTED.get(keyword)
+        if kind is None:
+            raise ConfigError(f"unknown keyword {parts[0]!r}", path=path, line=number)
+        values[keyword] = _value(keyword, kind, value, path, number)
+    conf = PptpdConf(path=path, warnings=tuple(warnings))
+    return replace(conf, **values)  # type: ignore[arg-type]
+
+
+def _value(keyword: str, kind: str, value: str, path: str, line: int) -> object:
+    if kind == "flag":
+        if value:
+            raise ConfigError(f"{keyword} takes no value (got {value!r})", path=path, line=line)
+        return True
+    if not value:
+        raise ConfigError(f"{keyword} needs a value", path=path, line=line)
+    if kind == "path":
+        if any(ch.isspace() for ch in value):
+            raise ConfigError(f"{keyword}: {value!r} has white space in it", path=path, line=line)
+        return value
+    if kind == "int":
+        bounds = {"connections": (1, 65535), "speed": (1, 0xFFFFFFFF), "stimeout": (1, 3600)}[keyword]
+        if not value.isdigit() or not bounds[0] <= int(value) <= bounds[1]:
+            raise ConfigError(f"{keyword}: {value!r} is not a number in {bounds[0]}..{bounds[1]}",
+                              path=path, line=line)
+        return float(value) if keyword == "stimeout" else int(value)
+    if kind == "addr":
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ConfigError(f"{keyword}: {value!r} is not an IPv4 address", path=path, line=line) from None
+    try:
+        return tuple(parse_ip_list(value.replace(" ", "")))
+    except ConfigError as exc:
+        raise ConfigError(f"{keyword}: {exc.reason}", path=path, line=line) from None
+
+
+def read_pptpd_conf(path: str) -> PptpdConf:
+    """Read and parse a pptpd.conf file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONF_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", path=path) from None
+    if len(data) > MAX_CONF_BYTES:
+        raise ConfigError(f"larger than {MAX_CONF_BYTES} bytes", path=path)
+    return parse_pptpd_conf(data.decode("utf-8", "surrogateescape"), path)
+
+
+# -- pptpkit server --config ----------------------------------------------------------------------
+
+
+def builtin_options(conf: PptpdConf, *, etc_dir: str = "/etc/ppp") -> PppdOptions:
+    """The pppd options the built-in stack runs with: what pptpd's pppd would read, i.e.
+    ``etc_dir/options`` (when it exists) and then the ``option`` file."""
+    argv = ["file", conf.option] if conf.option else []
+    return parse_pppd_argv(argv, etc_dir=etc_dir, default_files=[os.path.join(etc_dir, "options")])
+
+
+#: PppdOptions fields the built-in server cannot honour, with why; a non-default value is an
+#: error naming where the option was given.
+_BUILTIN_UNSUPPORTED: Final = {
+    "proxyarp": ("proxyarp", "the built-in server adds no proxy ARP entries: route the remoteip "
+                             "range to this host, or run 'ppp pptpkit ppp' (bridge mode), which does"),
+    "defaultroute": ("defaultroute", "a server does not route through its clients"),
+    "usepeerdns": ("usepeerdns", "a server pushes DNS (ms-dns), it does not take any"),
+    "mtu": ("mtu", "the built-in server sets its MRU (mru); the link MTU follows from both MRUs"),
+    "ifname": ("ifname", "interfaces are named by --tun-name"),
+    "ipv6": ("+ipv6", "IPv6 is not offered by the built-in server"),
+    "user": ("user", "the server does not authenticate itself to its clients"),
+    "password": ("password", "the server does not authenticate itself to its clients"),
+    "accm": ("asyncmap", "PPTP carries no async map"),
+    "pfc": ("nopcomp", "protocol compression is always negotiated"),
+    "acfc": ("noaccomp", "address/control compression is always negotiated"),
+    "local_address": ("LOCAL:REMOTE", "addresses come from localip/remoteip"),
+    "remote_address": ("LOCAL:REMOTE", "addresses come from localip/remoteip"),
+}
+
+
+def apply_to_server_args(args: argparse.Namespace, *, etc_dir: str | None = None) -> PptpdConf:
+    """``pptpkit server --config FILE``: fill the server's argparse namespace from pptpd.conf.
+
+    With ``ppp``: bridge mode (``ppp_program``, ``option``, the pool, speed, noipparam,
+    delegate).  Without: built-in mode, configured from the pppd options it would read (see
+    :func:`builtin_options`).  listen, connections, stimeout and debug apply to both.  Options
+    the mode cannot honour raise :class:`ConfigError` with their ``path:line``.  ``etc_dir``:
+    pppd's directory (default ``$PPTPKIT_PPP_ETC`` or /etc/ppp).
+    """
+    etc_dir = etc_dir or os.environ.get("PPTPKIT_PPP_ETC") or "/etc/ppp"
+    conf = read_pptpd_conf(args.config)
+    if conf.listen is not None:
+        args.listen = (conf.listen, args.listen[1] if args.listen else 1723)
+    args.connections = conf.connections
+    args.stimeout = conf.stimeout
+    if conf.debug:
+        args.verbose = max(args.verbose, 1)
+    if conf.bridge_mode:
+        program = conf.program_config()  # validates the pool
+        args.ppp_program = program.program
+        args.option = conf.option
+        args.localip = list(conf.localip) if conf.localip else None
+        args.remoteip = list(conf.remoteip) if conf.remoteip else None
+        args.speed = conf.speed
+        args.noipparam = conf.noipparam
+        args.delegate = conf.delegate
+        return conf
+    conf.check_builtin()
+    if conf.speed != DEFAULT_SPEED or conf.noipparam:
+        log.info("%s: speed/noipparam only matter to a PPP program; ignored in built-in mode", conf.path)
+    opts = builtin_options(conf, etc_dir=etc_dir)
+    _apply_builtin(args, conf, opts)
+    if getattr(args, "secrets", None) in (None, "/etc/ppp/chap-secrets"):
+        # pptpd's pppd reads chap-secrets next to its options.
+        args.secrets = os.path.join(etc_dir, "chap-secrets")
+    return conf
+
+
+def _apply_builtin(args: argparse.Namespace, conf: PptpdConf, opts: PppdOptions) -> None:
+    defaults = PppdOptions()
+    for name, (option, why) in _BUILTIN_UNSUPPORTED.items():
+        if getattr(opts, name) != getattr(defaults, name):
+            raise ConfigError(f"{option}: not supported by the built-in server ({why}) "
+                              f"[{opts.where(option)}]", path=conf.path)
+    if not opts.ccp and opts.mppe.allowed:
+        raise ConfigError(f"noccp without nomppe [{opts.where('noccp')}]", path=conf.path)
+    args.localip = list(conf.localip or ())
+    args.remoteip = list(conf.remoteip or ())
+    args.option = None
+    args.noipparam = False
+    args.delegate = False
+    if opts.name:
+        args.name = opts.name
+    args.dns = [str(a) for a in opts.ms_dns]
+    args.wins = [str(a) for a in opts.ms_wins]
+    mppe = opts.mppe
+    args.mppe_stateful = mppe.stateful
+    if not mppe.allowed:
+        args.mppe = "none"
+    elif not mppe.required:
+        args.mppe = "optional"
+    elif mppe.bits_128 and not mppe.bits_40:
+        args.mppe = "128"
+    elif mppe.bits_128 and mppe.bits_40:
+        args.mppe = "any"
+    else:
+        raise ConfigError("require-mppe-40 alone: the built-in server requires 128 bits or either "
+                          f"[{opts.where('require-mppe-40')}]", path=conf.path)
+    policy = opts.auth_policy
+    if not policy.authenticates_peer:
+        if mppe.allowed and mppe.required:
+            raise ConfigError("noauth with required MPPE: MPPE keys come from MS-CHAP", path=conf.path)
+        args.noauth = True
+        args.require = None
+    else:
+        # pppd's bare 'auth' offers every method it knows; require-X narrows that.
+        methods = policy.offered_methods()
+        names = {m: m.pppd_name for m in AuthMethod}
+        args.noauth = False
+        args.require = [names[m] for m in methods]
+    if opts.mru is not None:
+        args.mtu = opts.mru
+    args.echo_interval = opts.echo_interval
+    # pppd's lcp-echo-failure 0 means "never give up"; the closest is the largest count.
+    args.echo_failure = opts.echo_failure or 1000
+    if opts.idle:
+        args.idle = opts.idle
+    if opts.debug:
+        args.verbose = max(args.verbose, 1)
+    for notice in opts.notices:
+        log.warning("%s", notice)

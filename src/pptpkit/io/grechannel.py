@@ -1,0 +1,211 @@
+"""The data plane of one PPTP call on asyncio: a :class:`~pptpkit.gre.GreCall` engine on the
+process's raw GRE socket, with its one timer.
+
+Both the client (:mod:`pptpkit.pptp.client`) and the server (:mod:`pptpkit.pptp.server`) run every call
+through a :class:`GreChannel`.  The raw GRE socket is per process (per network namespace): the
+kernel delivers every GRE packet to every raw GRE socket, so two of them would each see, and
+each count as unknown, the other's traffic.  :func:`acquire_gre_socket` /
+:func:`release_gre_socket` share one per event loop with a reference count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pptpkit.gre import GreCall, GreCallConfig, GreStats
+from pptpkit.gre.packet import MAX_PAYLOAD
+from pptpkit.io.deadline import Deadline
+from pptpkit.io.gresock import Ancillary, GreSocket, source_ancillary
+
+__all__ = [
+    "ChannelStats",
+    "GreChannel",
+    "acquire_gre_socket",
+    "ipv4_or_none",
+    "release_gre_socket",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Shared:
+    sock: GreSocket
+    users: int
+
+
+_shared: dict[asyncio.AbstractEventLoop, _Shared] = {}
+
+
+def ipv4_or_none(sockname: tuple[Any, ...] | None) -> str | None:
+    """The IPv4 address of a socket name, or None (not IPv4, or unknown)."""
+    if not sockname:
+        return None
+    try:
+        address = ipaddress.IPv4Address(sockname[0])
+    except ValueError:
+        try:
+            mapped = ipaddress.IPv6Address(sockname[0]).ipv4_mapped
+        except ValueError:
+            return None
+        return None if mapped is None else str(mapped)
+    return str(address)
+
+
+def acquire_gre_socket(loop: asyncio.AbstractEventLoop | None = None) -> GreSocket:
+    """The raw GRE socket shared by everything on ``loop`` (opened on first use).
+
+    It is opened in the network namespace current at the first call.  Raises ``OSError``
+    (typically ``PermissionError``) when raw sockets are not allowed.
+    """
+    loop = loop or asyncio.get_running_loop()
+    shared = _shared.get(loop)
+    if shared is None or shared.sock.closed:
+        shared = _Shared(GreSocket(loop=loop), 0)
+        _shared[loop] = shared
+    shared.users += 1
+    return shared.sock
+
+
+def release_gre_socket(sock: GreSocket) -> None:
+    """Drop one reference taken by :func:`acquire_gre_socket`; the last one closes it."""
+    for loop, shared in list(_shared.items()):
+        if shared.sock is sock:
+            shared.users -= 1
+            if shared.users <= 0:
+                del _shared[loop]
+                sock.close()
+            return
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """Counters of the adapter, next to the engine's :class:`~pptpkit.gre.GreStats`."""
+
+    frames_after_close: int = 0
+    """Frames handed to :meth:`GreChannel.send_frame` after the call ended (dropped)."""
+    oversized_frames: int = 0
+    """Frames too long for one GRE packet (dropped)."""
+
+
+class GreChannel:
+    """One call's GRE data channel: send PPP frames, receive them through ``on_frame``.
+
+    ``local_address``: send from this address of ours (the one the peer's control connection
+    reached), whatever the routing table would pick.  Registers ``(peer_address,
+    config.call_id)`` on ``gre_socket`` at once, so packets that
+    arrive as soon as the peer learns our call ID are not lost.  Exactly one ``loop.call_at``
+    handle is kept armed at the engine's next deadline.  :meth:`close` unregisters and stops the
+    timer; GRE still arriving for the call is then counted by the socket as an unknown call.
+    """
+
+    __slots__ = (
+        '_ancillary', '_closed', '_deadline', '_loop', '_on_frame', '_sock', 'adapter_stats', 'engine',
+        'local_address', 'peer_address',
+    )
+
+    def __init__(
+        self,
+        gre_socket: GreSocket,
+        peer_address: str,
+        config: GreCallConfig,
+        *,
+        on_frame: Callable[[bytes], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+        local_address: str | None = None,
+    ) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._sock = gre_socket
+        self.peer_address = peer_address
+        self.local_address = local_address
+        self._ancillary: Ancillary | None = (
+            None if local_address is None else source_ancillary(local_address))
+        self.engine = GreCall(config)
+        self.adapter_stats = ChannelStats()
+        self._on_frame = on_frame
+        self._deadline = Deadline(self._loop, self._on_deadline)
+        self._closed = False
+        # Borrowed views: the engine copies the payload it keeps (one copy per packet, not two).
+        gre_socket.register(peer_address, config.call_id, self.receive_packet, borrow=True)
+
+    @property
+    def stats(self) -> GreStats:
+        return self.engine.stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def send_frame(self, frame: bytes) -> bool:
+        """Send one PPP frame (no HDLC); False when it was dropped."""
+        if self._closed:
+            self.adapter_stats.frames_after_close += 1
+            return False
+        if len(frame) > MAX_PAYLOAD:
+            self.adapter_stats.oversized_frames += 1
+            return False
+        engine = self.engine
+        out = engine.send(frame, self._loop.time())
+        for datagram in out:
+            self._transmit(datagram)
+        if engine.has_datagrams:
+            self._flush()
+        else:
+            # The per-packet case: nothing else to send, only the deadline may have moved.
+            self._deadline.arm(engine.get_timer())
+        return bool(out)
+
+    def _transmit(self, datagram: bytes) -> None:
+        if self._ancillary is None:
+            self._sock.send(self.peer_address, datagram)
+        else:
+            self._sock.send_from(self.peer_address, datagram, self._ancillary)
+
+    def receive_packet(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Process one GRE packet (GRE header on) for this call, as the socket would.
+
+        ``data`` may be a view into a buffer that is reused after the call returns.
+
+        For packets that reached us before the channel existed (the client buffers those while
+        the Outgoing-Call-Reply is on its way); ignored once the channel is closed.
+        """
+        if self._closed:
+            return
+        engine = self.engine
+        frames = engine.receive_datagram(data, now)
+        if engine.has_datagrams:
+            self._flush()
+        else:
+            self._deadline.arm(engine.get_timer())
+        on_frame = self._on_frame
+        for frame in frames:
+            if self._closed:
+                return
+            on_frame(frame)
+
+    def _flush(self) -> None:
+        for datagram in self.engine.datagrams_to_send():
+            self._transmit(datagram)
+        self._deadline.arm(self.engine.get_timer())
+
+    def _on_deadline(self, now: float) -> None:
+        if self._closed:
+            return
+        frames = self.engine.handle_timer(now)
+        self._flush()
+        for frame in frames:
+            if self._closed:
+                return
+            self._on_frame(frame)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._deadline.cancel()
+        self._sock.unregister(self.peer_address, self.engine.config.call_id)

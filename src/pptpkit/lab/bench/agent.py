@@ -1,0 +1,487 @@
+"""The processes the benchmarks measure: a pptpkit server and pptpkit clients, built from the
+library API (:class:`~pptpkit.pptp.server.PptpServer`, :class:`~pptpkit.pptp.client.PptpClient`,
+:class:`~pptpkit.io.link.PppLink`), each in its own network namespace.
+
+Run as ``python -m pptpkit.lab.bench.agent ROLE --netns NS [options]``.  The agent enters the
+namespace before it opens anything, writes one JSON object per line on stdout (``{"event":
+...}``) and stops when its stdin reaches EOF (or a ``stop`` line arrives), printing its final
+``{"event": "stats"}`` line.  The orchestrator (:mod:`pptpkit.lab.bench.runner`) drives it.
+
+Roles:
+
+* ``server``: a PPTP server whose calls run the built-in PPP stack (MS-CHAPv2, MPPE as
+  ``--mppe``).  ``--plane tun``: one TUN per call (real kernel forwarding, for throughput);
+  ``--plane echo``: packets from a client are sent straight back with source and destination
+  swapped, no TUN at all (setup and scale: the peers' inner addresses never reach a kernel).
+* ``client``: one session with a TUN (throughput); prints ``up`` and holds it.
+* ``setup``: ``--sequential N`` sessions one after the other, then ``--concurrent M`` at once;
+  the time from TCP connect to IPCP opened of each.
+* ``scale``: ``--sessions N`` sessions held open at once with echo keepalives running, then one
+  packet through each and back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import resource
+import struct
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from ipaddress import IPv4Address
+from typing import Any, Final
+
+from pptpkit.auth.base import AuthenticatorConfig, PeerConfig
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.policy import AuthPolicy
+from pptpkit.auth.secrets import StaticSecrets
+from pptpkit.control import CallIdAllocator
+from pptpkit.io.grechannel import acquire_gre_socket, release_gre_socket
+from pptpkit.io.link import PacketSink, PppLink, TunDataPlane
+from pptpkit.io.loop import run as run_on_loop
+from pptpkit.lab.bench.netns import SERVER_ADDRESS, enter
+from pptpkit.ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole
+from pptpkit.pptp.client import PptpClient, PptpClientConfig
+from pptpkit.pptp.server import CallHandler, PptpServer, PptpServerConfig, ServerCall
+
+__all__ = ["EchoPlane", "ProbePlane", "main", "mppe_policy", "session_config"]
+
+log = logging.getLogger(__name__)
+
+USERNAME: Final = "bench"
+SERVER_NAME: Final = "pptpd"
+SECRET: Final = "bench-secret-1"
+#: Inner (PPP) addresses: TEST-NET-2.  With the echo plane they never reach a kernel.
+TUNNEL_LOCAL: Final = IPv4Address("198.51.100.1")
+TUNNEL_PEER: Final = IPv4Address("198.51.100.2")
+#: MRU of both ends: a 1400-octet link keeps GRE packets under the veth's 1500 (no fragments).
+MRU: Final = 1400
+MPPE_MODES: Final = ("stateless", "stateful", "none")
+_PROBES_AT_ONCE: Final = 500
+_PROBE_PROTO: Final = 253  # RFC 3692 experimentation protocol number
+_IPV4: Final = struct.Struct("!BBHHHBBH4s4s")
+
+
+def mppe_policy(mode: str) -> MppePolicy:
+    if mode == "stateless":
+        return MppePolicy(required=True, bits_40=False)
+    if mode == "stateful":
+        return MppePolicy(required=True, bits_40=False, stateful=True)
+    if mode == "none":
+        return MppePolicy.nomppe()
+    raise ValueError(f"unknown MPPE mode {mode!r}")
+
+
+def session_config(role: SessionRole, mode: str, *, echo_interval: float) -> SessionConfig:
+    """Both ends as the benchmark runs them: MS-CHAPv2, MPPE per ``mode``, MRU 1400."""
+    if role is SessionRole.SERVER:
+        return SessionConfig(
+            role=role,
+            auth_policy=AuthPolicy(require=frozenset({AuthMethod.MSCHAP_V2})),
+            authenticator=AuthenticatorConfig(
+                name=SERVER_NAME, secrets=StaticSecrets({(USERNAME, SERVER_NAME): SECRET})),
+            local_address=TUNNEL_LOCAL, peer_address=TUNNEL_PEER,
+            mppe=mppe_policy(mode), mru=MRU, echo_interval=echo_interval, ipv6=False,
+        )
+    return SessionConfig(
+        role=role, peer=PeerConfig(username=USERNAME, password=SECRET),
+        mppe=mppe_policy(mode), mru=MRU, echo_interval=echo_interval, ipv6=False,
+    )
+
+
+def _emit(event: str, **fields: Any) -> None:
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+
+
+async def _stdin_closed() -> None:
+    """Resolves when stdin reaches EOF or carries a ``stop`` line."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if not data or b"stop" in data:
+            loop.remove_reader(fd)
+            if not done.done():
+                done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    await done
+
+
+# -- data planes -------------------------------------------------------------------------------
+
+
+class EchoPlane:
+    """Server data plane without a kernel: every IPv4 packet goes back with the addresses swapped.
+
+    Swapping two 32-bit words leaves the header checksum valid (a ones'-complement sum does
+    not depend on order).
+    """
+
+    def __init__(self) -> None:
+        self.echoed = 0
+
+    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
+        link.interface = "echo"
+        send = link.send_ip
+
+        def sink(packet: bytes) -> None:
+            if len(packet) >= 20 and packet[0] >> 4 == 4:
+                self.echoed += 1
+                send(packet[:12] + packet[16:20] + packet[12:16] + packet[20:])
+
+        return sink
+
+    async def detach(self, link: PppLink) -> None:
+        return None
+
+
+def probe_packet(up: LinkUp, tag: int, size: int = 64) -> bytes:
+    """An IPv4 packet from our address to the peer's, carrying ``tag`` (no kernel sees it)."""
+    local = up.local_address or IPv4Address(0)
+    peer = up.peer_address or IPv4Address(0)
+    payload = struct.pack("!Q", tag).ljust(max(size - 20, 8), b"\xa5")
+    header = _IPV4.pack(0x45, 0, 20 + len(payload), tag & 0xFFFF, 0, 64, _PROBE_PROTO, 0,
+                        local.packed, peer.packed)
+    csum = _ip_checksum(header)
+    return header[:10] + struct.pack("!H", csum) + header[12:] + payload
+
+
+def _ip_checksum(header: bytes) -> int:
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+class ProbePlane:
+    """Client data plane without a kernel: remembers the packets each link received."""
+
+    def __init__(self) -> None:
+        self.received: dict[PppLink, list[bytes]] = {}
+        self.waiters: dict[PppLink, asyncio.Future[bytes]] = {}
+
+    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
+        link.interface = "probe"
+
+        def sink(packet: bytes) -> None:
+            waiter = self.waiters.pop(link, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(packet)
+
+        return sink
+
+    async def detach(self, link: PppLink) -> None:
+        self.waiters.pop(link, None)
+
+
+# -- server ------------------------------------------------------------------------------------
+
+
+class _LinkHandler:
+    """A server call's data plane: a PppLink on the call.
+
+    The link starts once the call is answered (our LCP Configure-Request would be dropped
+    before); frames the client sends in between are held and replayed after the start, or the
+    client would wait a whole LCP restart timer for a lost Configure-Request.
+    """
+
+    def __init__(self, call: ServerCall, link: PppLink) -> None:
+        self.call = call
+        self.link = link
+        self._early: list[bytes] | None = []
+        self.frame_received: Callable[[bytes], None] = self._hold
+
+    def _hold(self, frame: bytes) -> None:
+        if self._early is not None and len(self._early) < 64:
+            self._early.append(frame)
+
+    def start(self) -> None:
+        self.link.start()
+        early, self._early = self._early or [], None
+        # Per-packet: from now on the GRE channel calls the link directly.
+        self.frame_received = self.link.frame_received
+        for frame in early:
+            self.link.frame_received(frame)
+
+    async def aclose(self) -> None:
+        self.link.lower_down("call ended")
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(self.link.closed), 5.0)
+
+
+class _CallTransport:
+    __slots__ = ("_call", "send_frame")
+
+    def __init__(self, call: ServerCall) -> None:
+        self._call = call
+        self.send_frame = call.send_frame
+
+    def close(self) -> None:
+        self._call.clear("PPP session ended")
+
+
+async def run_server(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    plane: Any = (TunDataPlane(name="pkbs%d", offload=args.offload == "on") if args.plane == "tun"
+                  else EchoPlane())
+    links: list[PppLink] = []
+    ups = 0
+
+    def on_event(link: PppLink, event: object) -> None:
+        nonlocal ups
+        if isinstance(event, LinkUp):
+            ups += 1
+
+    # One immutable configuration for every call, as a real server shares it.
+    cfg = session_config(SessionRole.SERVER, args.mppe, echo_interval=args.echo_interval)
+
+    async def factory(call: ServerCall) -> CallHandler:
+        link = PppLink(cfg, _CallTransport(call), plane, on_event=on_event,
+                       name=f"call {call.call_id}")
+        links.append(link)
+        handler = _LinkHandler(call, link)
+        # Runs after PptpServer has answered the call (it does so right after we return).
+        loop.call_soon(handler.start)
+        return handler
+
+    n = args.max_sessions
+    server = PptpServer(PptpServerConfig(
+        listen=SERVER_ADDRESS, max_connections=n, max_per_source=n, max_calls=4,
+        respect_peer_window=False, echo_interval=args.echo_interval, start_timeout=30.0,
+    ), factory, call_ids=CallIdAllocator(max_in_use=min(65535, max(n + 16, 32767))))
+    await server.start()
+    trace_to = os.environ.get("PPTPKIT_BENCH_TRACEMALLOC")
+    if trace_to:
+        # Where the memory held per session goes: SIGUSR1 (sent during the hold) dumps a
+        # tracemalloc snapshot (tracing started in main()).
+        import signal
+        import tracemalloc
+
+        loop.add_signal_handler(signal.SIGUSR1, lambda: tracemalloc.take_snapshot().dump(
+            os.path.join(trace_to, "server.tracemalloc")))
+    _emit("ready", pid=os.getpid())
+    await _stdin_closed()
+    _emit("stats", sessions_up=ups, links=len(links),
+          alive=sum(1 for link in links if not link.finished),
+          echoed=getattr(plane, "echoed", 0))
+    await server.close()
+
+
+# -- clients -----------------------------------------------------------------------------------
+
+
+class Session:
+    """One client session: the PPTP client, its call and the PPP link."""
+
+    def __init__(self, client: PptpClient, link: PppLink, up: LinkUp, setup_time: float) -> None:
+        self.client = client
+        self.link = link
+        self.up = up
+        self.setup_time = setup_time
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.link.aclose(timeout=2.0), 5.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.close(), 5.0)
+
+
+async def open_session(args: argparse.Namespace, plane: Any, call_ids: CallIdAllocator) -> Session:
+    loop = asyncio.get_running_loop()
+    # Every client of the process shares its raw GRE socket, demultiplexed by (server address,
+    # our call ID): one allocator for all of them keeps the IDs apart.
+    client = PptpClient(PptpClientConfig(
+        server=SERVER_ADDRESS, respect_peer_window=False, echo_interval=args.echo_interval,
+        connect_timeout=30.0, call_timeout=30.0,
+    ), call_ids=call_ids)
+    t0 = loop.time()
+    try:
+        await client.connect()
+        # The server's first LCP frame can arrive before open_call() returns: keep it.
+        early: list[bytes] = []
+        call = await client.open_call(on_frame=early.append)
+        cfg = session_config(SessionRole.CLIENT, args.mppe, echo_interval=args.echo_interval)
+        link = PppLink(cfg, call, plane, name=f"call {call.call_id}")
+        call.on_frame = link.frame_received
+        call.on_close = lambda info: link.lower_down(info.reason)
+        link.start()
+        for frame in early:
+            link.frame_received(frame)
+        up = await asyncio.wait_for(link.wait_up(), 30.0)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 5.0)
+        raise
+    return Session(client, link, up, loop.time() - t0)
+
+
+async def run_client(args: argparse.Namespace) -> None:
+    plane = TunDataPlane(name="pkbc%d", offload=args.offload == "on")
+    session = await open_session(args, plane, CallIdAllocator())
+    _emit("up", interface=session.link.interface, local=str(session.up.local_address),
+          peer=str(session.up.peer_address), mppe=session.up.mppe, mtu=session.up.mtu,
+          setup_ms=session.setup_time * 1000)
+    await _stdin_closed()
+    stats = session.link.session.stats
+    _emit("stats", tx_packets=stats.tx_packets, rx_packets=stats.rx_packets,
+          dropped=dict(stats.dropped), gre=_gre_stats(session))
+    await session.close()
+
+
+def _gre_stats(session: Session) -> dict[str, int]:
+    calls = session.client.calls
+    if not calls:
+        return {}
+    st = calls[0].stats
+    return {"sent": st.sent, "received": st.received, "lost": st.lost, "reordered": st.reordered}
+
+
+async def run_setup(args: argparse.Namespace) -> None:
+    # Held for the whole run: one socket (and its counters) for every session.
+    gre = acquire_gre_socket()
+    plane = ProbePlane()
+    call_ids = CallIdAllocator()
+    sequential: list[float] = []
+    for _ in range(args.sequential):
+        session = await open_session(args, plane, call_ids)
+        sequential.append(session.setup_time)
+        await session.close()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    results = await asyncio.gather(*(open_session(args, plane, call_ids) for _ in range(args.concurrent)),
+                                   return_exceptions=True)
+    elapsed = loop.time() - t0
+    sessions = [r for r in results if isinstance(r, Session)]
+    failures = [repr(r) for r in results if not isinstance(r, Session)]
+    concurrent = [s.setup_time for s in sessions]
+    await asyncio.gather(*(s.close() for s in sessions))
+    _emit("result", sequential=sequential, concurrent=concurrent, concurrent_elapsed=elapsed,
+          failures=failures[:5], failed=len(failures), gre_unknown_call=gre.stats.unknown_call,
+          gre_receive_errors=gre.stats.receive_errors)
+    release_gre_socket(gre)
+    await _stdin_closed()
+
+
+async def _probe(plane: ProbePlane, session: Session, tag: int) -> bool:
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bytes] = loop.create_future()
+    plane.waiters[session.link] = waiter
+    packet = probe_packet(session.up, tag)
+    if not session.link.send_ip(packet):
+        return False
+    try:
+        echoed = await asyncio.wait_for(waiter, 10.0)
+    except TimeoutError:
+        return False
+    # The echo swaps the addresses; the tag travels in the payload.
+    return echoed[20:] == packet[20:] and echoed[12:16] == packet[16:20]
+
+
+async def run_scale(args: argparse.Namespace) -> None:
+    plane = ProbePlane()
+    call_ids = CallIdAllocator(max_in_use=min(65535, max(args.sessions + 16, 32767)))
+    limit = asyncio.Semaphore(args.parallel)
+    loop = asyncio.get_running_loop()
+
+    async def one() -> Session:
+        async with limit:
+            return await open_session(args, plane, call_ids)
+
+    t0 = loop.time()
+    results = await asyncio.gather(*(one() for _ in range(args.sessions)), return_exceptions=True)
+    sessions = [r for r in results if isinstance(r, Session)]
+    failures = [repr(r) for r in results if not isinstance(r, Session)]
+    _emit("established", sessions=len(sessions), failed=len(failures), failures=failures[:5],
+          seconds=loop.time() - t0)
+    # Hold: the orchestrator measures the server, the keepalives run.
+    await _stdin_closed()
+    alive_before = sum(1 for s in sessions if not s.link.finished)
+    # At most _PROBES_AT_ONCE in flight: 10 000 echoes at once overflow a GRE socket's receive
+    # buffer, which would measure the burst, not the sessions.
+    probes = asyncio.Semaphore(_PROBES_AT_ONCE)
+
+    async def probe(session: Session, tag: int) -> bool:
+        async with probes:
+            return await _probe(plane, session, tag)
+
+    oks = await asyncio.gather(*(probe(s, i) for i, s in enumerate(sessions)))
+    _emit("result", sessions=len(sessions), alive=alive_before, passed=sum(oks))
+    closers = [asyncio.ensure_future(s.close()) for s in sessions]
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*closers), 60.0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pptpkit.lab.bench.agent")
+    p.add_argument("role", choices=("server", "client", "setup", "scale"))
+    p.add_argument("--netns", required=True)
+    p.add_argument("--mppe", choices=MPPE_MODES, default="stateless")
+    p.add_argument("--plane", choices=("tun", "echo"), default="echo")
+    p.add_argument("--offload", choices=("on", "off"), default="on",
+                   help="TUN checksum/TSO offloads and merged writes for the TUN data plane")
+    p.add_argument("--echo-interval", type=float, default=10.0)
+    p.add_argument("--max-sessions", type=int, default=64)
+    p.add_argument("--sequential", type=int, default=20)
+    p.add_argument("--concurrent", type=int, default=50)
+    p.add_argument("--sessions", type=int, default=100)
+    p.add_argument("--parallel", type=int, default=200)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    enter(args.netns)
+    _raise_fd_limit()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.role == "server" and os.environ.get("PPTPKIT_BENCH_TRACEMALLOC"):
+        import tracemalloc
+
+        tracemalloc.start(4)
+    runner = {"server": run_server, "client": run_client, "setup": run_setup, "scale": run_scale}[args.role]
+    # uvloop cannot carry pyroute2's netlink socket (AsyncIPRoute), which configures the TUNs:
+    # the agents with a TUN stay on the standard loop, the others take uvloop when installed.
+    uses_tun = args.role == "client" or (args.role == "server" and args.plane == "tun")
+    choice = "asyncio" if uses_tun else None
+
+    def run_loop(main: Coroutine[Any, Any, None]) -> None:
+        run_on_loop(main, choice=choice)
+
+    profile_to = os.environ.get("PPTPKIT_BENCH_PROFILE")
+    try:
+        if profile_to:
+            # cProfile of the whole agent, one file per role (the benchmark's --profile DIR).
+            import cProfile
+
+            cProfile.runctx("run_loop(runner(args))", globals(),
+                            {"runner": runner, "args": args, "run_loop": run_loop},
+                            os.path.join(profile_to, f"{args.role}-{args.mppe}-offload-{args.offload}.prof"))
+        else:
+            run_loop(runner(args))
+    except Exception as exc:
+        _emit("error", error=f"{type(exc).__name__}: {exc}")
+        log.exception("agent failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
