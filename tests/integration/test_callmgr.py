@@ -145,6 +145,8 @@ def test_two_calls_share_one_control_connection(lab: tuple[NetnsLab, str, str], 
     b = Member(netlab, client_ns, script, env)
     assert b.line().startswith("opened"), cm_log()
     assert control_connections(client_ns) == 1  # B joined A's connection
+    # pptpkit server announces the 16 calls per connection it accepts, and the manager uses them.
+    assert "room for 16 call(s)" in cm_log(), cm_log()
     assert manager_pids(client_ns, run_dir) == first_manager
     assert a.say("echo a1") == "ok" and b.say("echo b1") == "ok"
 
