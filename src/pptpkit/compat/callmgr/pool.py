@@ -19,9 +19,9 @@ Decisions, and why:
   calls started together share one connection, and against pptpd, which allows one, they stop
   piling onto set-ups once its first reply is in.
 * Calls go on the oldest connection with room, so later ones empty first and are closed: a
-  connection is closed as soon as its last call is released (a connection being set up whose
-  calls all left is closed once it is up, because a connection cannot be abandoned half-way
-  without a Stop-Control-Connection exchange the driver does anyway on close).
+  connection is closed as soon as its last call is released.  One being set up whose calls
+  all left is closed once it is up, not abandoned half-way: the manager then has one way of
+  ending a connection (a Stop-Control-Connection exchange), not two.
 * Calls of a connection that is lost are simply forgotten: their owners learn it from the
   connection, not from the pool.
 
