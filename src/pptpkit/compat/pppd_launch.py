@@ -1,11 +1,11 @@
 """``pptpkit connect SERVER --pppd [pppd options...]``: pptp-linux's classic mode.
 
 Like ``pptp SERVER [pppd options]``: get a call to SERVER (through the call manager by default,
-so every such process to one server shares one control connection, see
-:mod:`pptpkit.compat.callmgr`), open a raw pty, start pppd with the pty slave as its terminal (stdin
-and stdout, as pptpctrl does; pppd uses the terminal on its stdin when it is given no device)
-and the user's options, and move the frames between the pty (async HDLC) and the call.  The
-exit status is pppd's.
+so every such process to one server shares its control connections, as many calls on each as
+the server's Maximum Channels allows, see :mod:`pptpkit.compat.callmgr`), open a raw pty,
+start pppd with the pty slave as its terminal (stdin and stdout, as pptpctrl does; pppd uses
+the terminal on its stdin when it is given no device) and the user's options, and move the
+frames between the pty (async HDLC) and the call.  The exit status is pppd's.
 
 Ends: pppd exits -> the call is hung up.  The call ends (server cleared it, control connection
 lost) -> the pty master is closed, which pppd sees as a hang-up (its status 16), and pppd is
@@ -62,9 +62,9 @@ PPPD_STOP_TIMEOUT: Final = 10.0
 class PppdLaunchConfig:
     """``client``: the PPTP side.  ``pppd``: the program (anything speaking PPP in async HDLC on
     its stdin/stdout, e.g. a wrapper around ``pptpkit ppp``).  ``pppd_args``: its options,
-    passed unchanged.  ``callmgr``: share the control connection (pptp-linux's behaviour);
-    False keeps a connection of our own.  ``stderr``: where pppd's stderr goes (an fd, a path,
-    or None for /dev/null)."""
+    passed unchanged.  ``callmgr``: hand the call to the call manager, which shares control
+    connections between processes (pptp-linux's behaviour); False keeps a connection of our
+    own.  ``stderr``: where pppd's stderr goes (an fd, a path, or None for /dev/null)."""
 
     client: PptpClientConfig
     pppd: str = DEFAULT_PPPD
