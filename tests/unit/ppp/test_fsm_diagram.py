@@ -56,7 +56,9 @@ def test_rendering_keeps_every_cell() -> None:
     assert notes == dict(FOOTNOTES)
 
 
-def test_a_changed_automaton_makes_the_document_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_automaton_makes_the_document_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tool = _tool()
     design = tmp_path / "design.md"
     design.write_text(f"intro\n{tool.BEGIN}\n{render_state_table()}{tool.END}\noutro\n")
