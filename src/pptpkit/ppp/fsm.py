@@ -693,3 +693,29 @@ def _is_subsequence(part: Sequence[Option], whole: Sequence[Option]) -> bool:
     """True when ``part`` lists options of ``whole`` unmodified and in the same order."""
     it = iter(whole)
     return all(any(p == w for w in it) for p in part)
+
+
+def render_state_table(
+    transitions: Mapping[tuple[State, Event], Transition] = TRANSITIONS,
+    footnotes: Mapping[tuple[State, Event], str] = FOOTNOTES,
+) -> str:
+    """The automaton as a Markdown table in RFC 1661 4.1's notation, for docs/design.md.
+
+    Rendered from :data:`TRANSITIONS`, not from the source rows, so the documentation shows what
+    the engine runs; tests/unit/ppp/test_fsm_diagram.py fails when the copy in docs/design.md
+    is stale (``python tools/fsm_diagram.py`` rewrites it).
+    """
+    header = "| event | " + " | ".join(f"{s.value} {s.name}" for s in State) + " |"
+    lines = [header, "|---" * (len(State) + 1) + "|"]
+    for event in Event:
+        cells = []
+        for state in State:
+            cell = transitions.get((state, event))
+            if cell is None:
+                cells.append("-")
+                continue
+            actions = ",".join(a.value for a in cell.actions)
+            target = f"{cell.next_state.value}{footnotes.get((state, event), '')}"
+            cells.append(f"{actions}/{target}" if actions else target)
+        lines.append(f"| {event.value} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
