@@ -306,3 +306,37 @@ def test_not_permitted_is_the_same_failure_everywhere(tmp_path: Path) -> None:
         lines = [ln for ln in out.stderr.splitlines() if ln.startswith(f"pptpkit {command}: ")]
         assert len(lines) == 1, (command, out.stderr)
         assert lines[0].startswith(f"pptpkit {command}: {NOT_PERMITTED_MESSAGE}: "), (command, lines)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found.update({f"{name} {k}": v for k, v in _subparsers(sub).items()})
+    return found
+
+
+def test_docs_list_every_flag_of_every_command() -> None:
+    text = DOCS.read_text()
+    for name, sub in _subparsers(build_parser()).items():
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert f"`{option}" in text, (name, option)
+
+
+def test_docs_exit_table_is_the_code_table() -> None:
+    from pptpkit.cli.common import COMMAND_EXITS
+
+    rows = {int(cells[1]): cells for line in DOCS.read_text().splitlines()
+            if (cells := [c.strip() for c in line.split("|")]) and len(cells) > 9 and cells[1].isdigit()}
+    commands = ["connect", "server", "pty", "ppp", "demo", "bench"]
+    assert set(rows) == {int(s) for s in ExitStatus}
+    for status, cells in rows.items():
+        marked = {c for c, mark in zip(commands, cells[3:9], strict=True) if mark == "x"}
+        assert marked == {c for c in commands if status in COMMAND_EXITS[c]}, status
