@@ -89,13 +89,14 @@ NOT_PERMITTED_MESSAGE: Final = "not permitted: needs root (CAP_NET_ADMIN and CAP
 
 
 def is_not_permitted(exc: BaseException) -> bool:
-    """Is ``exc`` (or what caused it) the kernel refusing us a privileged operation?"""
+    """Is ``exc``, or the error it was raised from, the kernel refusing us a privileged
+    operation (EPERM/EACCES)?  Only the explicit ``raise ... from`` chain counts: an EPERM
+    that was merely being handled when something else failed is not the reason."""
     seen: BaseException | None = exc
     for _ in range(8):
         if seen is None:
             return False
-        if isinstance(seen, PermissionError) or (
-                isinstance(seen, OSError) and seen.errno in (errno.EPERM, errno.EACCES)):
+        if isinstance(seen, OSError) and seen.errno in (errno.EPERM, errno.EACCES):
             return True
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__
     return False

@@ -340,3 +340,33 @@ def test_docs_exit_table_is_the_code_table() -> None:
     for status, cells in rows.items():
         marked = {c for c, mark in zip(commands, cells[3:9], strict=True) if mark == "x"}
         assert marked == {c for c in commands if status in COMMAND_EXITS[c]}, status
+
+
+@pytest.mark.parametrize(
+    ("flags", "bits_40", "bits_128", "required", "stateful"),
+    [
+        ((), False, True, True, False),
+        (("--mppe-stateful",), False, True, True, True),
+        (("--require-mppe",), True, True, True, False),
+        (("--mppe-optional", "--mppe-stateful"), True, True, False, True),
+        (("--no-mppe",), False, False, False, False),
+    ],
+)
+def test_server_mppe_flags_are_pppd_words(flags: tuple[str, ...], bits_40: bool, bits_128: bool,
+                                          required: bool, stateful: bool) -> None:
+    mppe = server_settings(build_parser().parse_args(["server", *flags])).mppe
+    assert (mppe.bits_40, mppe.bits_128, mppe.required, mppe.stateful) == (
+        bits_40, bits_128, required, stateful)
+
+
+def test_server_auth_flags() -> None:
+    from pptpkit.auth.methods import AuthMethod
+
+    def offered(*flags: str) -> tuple[AuthMethod, ...]:
+        return server_settings(build_parser().parse_args(["server", *flags])).auth.offered_methods()
+
+    assert offered() == (AuthMethod.MSCHAP_V2,)
+    assert set(offered("--require-pap", "--require-eap")) == {AuthMethod.PAP, AuthMethod.EAP}
+    assert offered("--noauth") == ()
+    with pytest.raises(ConfigError, match="contradicts"):
+        offered("--noauth", "--require-pap")
