@@ -7,6 +7,10 @@ can answer the peer without a lookup table of its own.
 
 from __future__ import annotations
 
+import enum
+import errno
+from typing import Final
+
 
 class PptpkitError(Exception):
     """Root of every error pptpkit raises on purpose."""
@@ -50,3 +54,49 @@ class AuthenticationError(PptpkitError):
 class StateError(PptpkitError):
     """An API call that the engine's current state does not allow (a programming error of the
     caller, never caused by a peer)."""
+
+
+class ExitStatus(enum.IntEnum):
+    """The exit statuses of every ``pptpkit`` command, one table for all of them.
+
+    pppd's numbers (pppd.h ``EXIT_*``) wherever pppd has the same situation, because scripts
+    written for pppd and pptp-linux test them and ``pptpkit ppp`` stands in for pppd; 30 and up
+    for what only a PPTP client can run into.  A command uses the subset that can happen to it
+    (docs/cli.md lists which); the same failure has the same number in every command.
+    """
+
+    OK = 0
+    FATAL = 1  # a local run-time error: cannot listen, TUN, netlink, resolv.conf ...
+    USAGE = 2  # bad command line, config file, options file or password source (pppd: option error)
+    NOT_PERMITTED = 3  # raw GRE socket, TUN or routes refused: needs root (pppd: not root)
+    USER_REQUEST = 5  # ended by a signal; only ``pptpkit ppp``, like pppd (the others exit 0)
+    CONNECT_FAILED = 8  # the server answered but refused the control connection or the call
+    NEGOTIATION_FAILED = 10  # PPP negotiation failed, MPPE refused included
+    PEER_AUTH_FAILED = 11  # the peer failed to authenticate to us
+    IDLE_TIMEOUT = 12
+    PEER_DEAD = 15  # the peer stopped answering LCP echo requests
+    HANGUP = 16  # the call or the control connection was ended by the other side
+    LOOPBACK = 17
+    AUTH_FAILED = 19  # we failed to authenticate to the peer
+    CONTROL_UNREACHABLE = 30  # the control connection could not be opened (TCP)
+    GRE_BLOCKED = 31  # TCP 1723 works, no GRE packet came back
+    ROUTE_LOOP = 32  # a route through the tunnel would carry the tunnel itself
+
+
+#: The one line every command prints for :attr:`ExitStatus.NOT_PERMITTED`, followed by ": " and
+#: what was refused.  One wording, so a script or a user sees the same failure the same way.
+NOT_PERMITTED_MESSAGE: Final = "not permitted: needs root (CAP_NET_ADMIN and CAP_NET_RAW)"
+
+
+def is_not_permitted(exc: BaseException) -> bool:
+    """Is ``exc``, or the error it was raised from, the kernel refusing us a privileged
+    operation (EPERM/EACCES)?  Only the explicit ``raise ... from`` chain counts: an EPERM
+    that was merely being handled when something else failed is not the reason."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.EPERM, errno.EACCES):
+            return True
+        seen = seen.__cause__
+    return False

@@ -381,7 +381,7 @@ def test_pptpkit_pty_one_fd_and_server_hangup(lab: tuple[NetnsLab, str, str], tm
                                               mode: str) -> None:
     """fd 0 both ways (pptp-linux style, a socketpair end), asked for with --stdin-only or
     chosen because fd 1 is closed; the server clearing the call makes ``pptpkit pty`` exit
-    with status 5 and one line on stderr."""
+    with status 16 (hang-up, as pppd and ``pptpkit connect``) and one line on stderr."""
     netlab, server_ns, client_ns = lab
     server = Server(netlab, server_ns, tmp_path)
     ours, theirs = socket.socketpair()
@@ -399,24 +399,24 @@ def test_pptpkit_pty_one_fd_and_server_hangup(lab: tuple[NetnsLab, str, str], tm
         assert _read_frames(ours.fileno(), 1) == [b"\xff\x03\x00\x21abc"]
         wait_until(lambda: len(server.program_pids()) == 1, 5, "the program")
         os.kill(server.program_pids()[0], signal.SIGTERM)
-        assert proc.wait(10) == 5
+        assert proc.wait(10) == 16
     assert proc.stderr is not None
     err = proc.stderr.read().decode()
-    assert "pptpkit: the server cleared the call:" in err, err
+    assert "pptpkit pty: the server cleared the call:" in err, err
     assert "Traceback" not in err
 
 
 def test_pptpkit_pty_connection_refused(lab: tuple[NetnsLab, str, str]) -> None:
     netlab, _, client_ns = lab
     proc = _pty(netlab, client_ns, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.wait(10) == 3
+    assert proc.wait(10) == 30  # as 'pptpkit connect': the control connection could not be opened
     assert proc.stderr is not None
-    assert "control connection to 192.0.2.1:1723 failed" in proc.stderr.read().decode()
+    assert "cannot open the PPTP control connection to 192.0.2.1:1723" in proc.stderr.read().decode()
 
 
 def test_pptpkit_pty_call_refused(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
     """A program that cannot start: the server refuses the call (General Error / PAC error)
-    and ``pptpkit pty`` exits 4 naming the result code."""
+    and ``pptpkit pty`` exits 8 (as ``pptpkit connect``) naming the result code."""
     netlab, server_ns, client_ns = lab
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
@@ -428,10 +428,10 @@ def test_pptpkit_pty_call_refused(lab: tuple[NetnsLab, str, str], tmp_path: Path
     probe.ns = server_ns
     wait_until(probe.listening, 10, "the server to listen")
     proc = _pty(netlab, client_ns, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.wait(10) == 4
+    assert proc.wait(10) == 8
     assert proc.stderr is not None
     err = proc.stderr.read().decode()
-    assert "the server refused the call" in err and "result code 2, error code 6" in err, err
+    assert "192.0.2.1 refused the call" in err and "result code 2, error code 6" in err, err
     server.send_signal(signal.SIGTERM)
     assert server.wait(5) == 0
     assert "refusing call from 192.0.2.2" in log_path.read_text()

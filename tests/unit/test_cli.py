@@ -4,13 +4,21 @@ program, and clear errors for bad input."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.cli.main import EXIT_CODES_HELP, _server_program_config, _Usage, build_parser, main, parse_listen
-from pptpkit.errors import ConfigError
+from pptpkit.cli.argtypes import parse_listen
+from pptpkit.cli.common import exit_help
+from pptpkit.cli.main import build_parser, main
+from pptpkit.cli.server import program_config, server_settings
+from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus
 from pptpkit.pptp.server import (
     MAX_POOL_ADDRESSES,
     AddressPool,
@@ -157,22 +165,28 @@ def _server_args(*extra: str) -> argparse.Namespace:
 
 
 def test_server_options() -> None:
-    args = _server_args("--localip", "198.51.100.1", "--remoteip", "198.51.100.10-50,198.51.100.60",
-                        "--listen", "192.0.2.1:1724", "--connections", "5", "--stimeout", "2.5",
-                        "--speed", "9600", "--noipparam", "--option", "/etc/opts", "--ppp-arg=-m",
-                        "--ppp-arg", "x")
-    assert args.listen == ("192.0.2.1", 1724)
-    assert args.connections == 5 and args.stimeout == 2.5
-    program = _server_program_config(args)
+    settings = server_settings(_server_args(
+        "--localip", "198.51.100.1", "--remoteip", "198.51.100.10-50,198.51.100.60",
+        "--listen", "192.0.2.1:1724", "--connections", "5", "--stimeout", "2.5", "--speed", "9600",
+        "--noipparam", "--option", "/etc/opts", "--ppp-arg=-m", "--ppp-arg", "x"))
+    assert (settings.listen, settings.port) == ("192.0.2.1", 1724)
+    assert settings.connections == 5 and settings.stimeout == 2.5
+    program = program_config(settings)
     assert program.pool is not None and program.pool.size == 42
     assert program.program_args == ("-m", "x") and program.speed == "9600" and program.noipparam
     assert program.option_file == "/etc/opts"
 
 
 def test_server_defaults_listen_everywhere() -> None:
-    args = _server_args("--delegate")
-    assert args.listen == (None, 1723) and args.connections == 100
-    assert _server_program_config(args).pool is None
+    settings = server_settings(_server_args("--delegate"))
+    assert (settings.listen, settings.port, settings.connections) == (None, 1723, 100)
+    assert program_config(settings).pool is None
+
+
+def test_server_flags_not_given_are_absent() -> None:
+    # Only typed flags may override a config file: the server parser's default is SUPPRESS.
+    given = set(vars(build_parser().parse_args(["server"])))
+    assert given == {"command", "verbose", "quiet"}
 
 
 @pytest.mark.parametrize(
@@ -185,8 +199,8 @@ def test_server_defaults_listen_everywhere() -> None:
     ],
 )
 def test_server_address_option_errors(extra: tuple[str, ...], message: str) -> None:
-    with pytest.raises(_Usage, match=message):
-        _server_program_config(_server_args(*extra))
+    with pytest.raises(ConfigError, match=message):
+        program_config(server_settings(_server_args(*extra)))
 
 
 @pytest.mark.parametrize(
@@ -224,10 +238,135 @@ def test_pty_options() -> None:
 
 
 def test_help_documents_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--help"], ["pty", "--help"], ["server", "--help"]):
+    for command in ("pty", "server", "connect", "demo", "bench"):
         with pytest.raises(SystemExit) as info:
-            main(argv)
+            main([command, "--help"])
         assert info.value.code == 0
         out = capsys.readouterr().out
-        assert EXIT_CODES_HELP.splitlines()[0] in out
-        assert "5  (pty) the server cleared the call" in out
+        assert exit_help(command).splitlines()[1] in out
+    assert main(["ppp", "--help"]) == 0
+    assert "  3  not permitted" in capsys.readouterr().out
+
+
+# -- one exit-status table: the same failure, the same status and line in every command --------
+
+
+PASSWORD_ENV_NAME = "PPTPKIT_PASSWORD"
+
+
+def _pptpkit(argv: list[str], *, prefix: tuple[str, ...] = (),
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m pptpkit ARGV`` with this test's sources, no password in the environment
+    unless ``env`` gives one, and stdin not a terminal (no prompt)."""
+    environ = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV_NAME}
+    environ.update(PYTHONPATH=os.pathsep.join(sys.path), **(env or {}))
+    return subprocess.run([*prefix, sys.executable, "-m", "pptpkit", *argv], capture_output=True,
+                          text=True, env=environ, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_version() -> None:
+    from pptpkit import __version__
+
+    out = _pptpkit(["--version"])
+    assert out.returncode == 0 and out.stdout.strip() == f"pptpkit {__version__}"
+
+
+def test_a_missing_file_is_the_same_failure_everywhere(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing")
+    runs = {
+        "server": _pptpkit(["server", "--config", missing]),
+        "connect": _pptpkit(["connect", "192.0.2.1", "-u", "a", "--password-file", missing]),
+        "ppp": _pptpkit(["ppp", "file", missing], env={"PPTPKIT_PPP_ETC": str(tmp_path)}),
+    }
+    for command, out in runs.items():
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == ExitStatus.USAGE, (command, out.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"pptpkit {command}: "), (command, lines)
+        assert lines[0].endswith(f"{missing}: cannot read: No such file or directory"), (command, lines)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("unshare"),
+                    reason="needs root, setpriv and unshare to drop CAP_NET_RAW/CAP_NET_ADMIN")
+def test_not_permitted_is_the_same_failure_everywhere(tmp_path: Path) -> None:
+    # An empty network namespace (nothing leaves it) and no CAP_NET_RAW/CAP_NET_ADMIN: every
+    # command that needs them must say so the same way, with pppd's "not root" status 3.
+    jail = ("unshare", "--net", "setpriv", "--bounding-set", "-net_raw,-net_admin")
+    pool = ["--local-ip", "192.0.2.1", "--remote-ip", "192.0.2.2-3"]
+    runs = {
+        "pty": _pptpkit(["pty", "192.0.2.1", "--timeout", "2"], prefix=jail),
+        "connect": _pptpkit(["connect", "192.0.2.1", "-u", "a", "--timeout", "2"], prefix=jail,
+                            env={PASSWORD_ENV_NAME: "pw"}),
+        "server": _pptpkit(["server", *pool, "--noauth", "--no-mppe", "--no-mss-clamp", "-q",
+                            "--listen", "127.0.0.1:1799"], prefix=jail),
+        "ppp": _pptpkit(["ppp", "noauth", "192.0.2.1:192.0.2.2", "nologfd"], prefix=jail,
+                        env={"PPTPKIT_PPP_ETC": str(tmp_path)}),
+    }
+    for command, out in runs.items():
+        assert out.returncode == ExitStatus.NOT_PERMITTED == 3, (command, out.stderr)
+        lines = [ln for ln in out.stderr.splitlines() if ln.startswith(f"pptpkit {command}: ")]
+        assert len(lines) == 1, (command, out.stderr)
+        assert lines[0].startswith(f"pptpkit {command}: {NOT_PERMITTED_MESSAGE}: "), (command, lines)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found.update({f"{name} {k}": v for k, v in _subparsers(sub).items()})
+    return found
+
+
+def test_docs_list_every_flag_of_every_command() -> None:
+    text = DOCS.read_text()
+    for name, sub in _subparsers(build_parser()).items():
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert f"`{option}" in text, (name, option)
+
+
+def test_docs_exit_table_is_the_code_table() -> None:
+    from pptpkit.cli.common import COMMAND_EXITS
+
+    rows = {int(cells[1]): cells for line in DOCS.read_text().splitlines()
+            if (cells := [c.strip() for c in line.split("|")]) and len(cells) > 9 and cells[1].isdigit()}
+    commands = ["connect", "server", "pty", "ppp", "demo", "bench"]
+    assert set(rows) == {int(s) for s in ExitStatus}
+    for status, cells in rows.items():
+        marked = {c for c, mark in zip(commands, cells[3:9], strict=True) if mark == "x"}
+        assert marked == {c for c in commands if status in COMMAND_EXITS[c]}, status
+
+
+@pytest.mark.parametrize(
+    ("flags", "bits_40", "bits_128", "required", "stateful"),
+    [
+        ((), False, True, True, False),
+        (("--mppe-stateful",), False, True, True, True),
+        (("--require-mppe",), True, True, True, False),
+        (("--mppe-optional", "--mppe-stateful"), True, True, False, True),
+        (("--no-mppe",), False, False, False, False),
+    ],
+)
+def test_server_mppe_flags_are_pppd_words(flags: tuple[str, ...], bits_40: bool, bits_128: bool,
+                                          required: bool, stateful: bool) -> None:
+    mppe = server_settings(build_parser().parse_args(["server", *flags])).mppe
+    assert (mppe.bits_40, mppe.bits_128, mppe.required, mppe.stateful) == (
+        bits_40, bits_128, required, stateful)
+
+
+def test_server_auth_flags() -> None:
+    from pptpkit.auth.methods import AuthMethod
+
+    def offered(*flags: str) -> tuple[AuthMethod, ...]:
+        return server_settings(build_parser().parse_args(["server", *flags])).auth.offered_methods()
+
+    assert offered() == (AuthMethod.MSCHAP_V2,)
+    assert set(offered("--require-pap", "--require-eap")) == {AuthMethod.PAP, AuthMethod.EAP}
+    assert offered("--noauth") == ()
+    with pytest.raises(ConfigError, match="contradicts"):
+        offered("--noauth", "--require-pap")

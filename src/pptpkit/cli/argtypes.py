@@ -1,4 +1,8 @@
-"""Argument types and options shared by the command-line front ends."""
+"""Argument types and options shared by the command-line front ends.
+
+Every command module imports its validators from here, never from another command: that is
+what keeps ``cli/main.py`` (the parser and dispatch) and the command modules free of cycles.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,22 @@ import ipaddress
 import math
 from collections.abc import Callable
 from typing import Any
+
+from pptpkit.control import PPTP_PORT
+from pptpkit.errors import ConfigError
+from pptpkit.pptp.server import parse_ip_list
+
+__all__ = [
+    "add_gre_options",
+    "float_range",
+    "int_range",
+    "ip_list",
+    "ipv4",
+    "ipv4_address",
+    "parse_listen",
+    "port",
+    "positive_float",
+]
 
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
@@ -62,3 +82,52 @@ def add_gre_options(parser: Any, *, peer: str) -> None:
                         help=f"send GRE beyond the window {peer} advertises, as pptp-linux, pptpd "
                              "and the Linux kernel do (faster one-way bulk towards peers that ack "
                              "slowly)")
+
+
+def port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    return int_range(1, 0xFFFF)(text)
+
+
+def positive_float(text: str) -> float:
+    """A finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def ipv4(text: str) -> str:
+    """A dotted-quad IPv4 address, as its canonical text."""
+    return str(ipv4_address(text))
+
+
+def ip_list(text: str) -> tuple[str, ...]:
+    """pptpd's address list syntax (``198.51.100.10-50,198.51.100.60``)."""
+    try:
+        return tuple(parse_ip_list(text))
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_listen(text: str) -> tuple[str | None, int]:
+    """``ADDR``, ``ADDR:PORT`` or ``:PORT`` (IPv4); ADDR ``0.0.0.0``/``*``/empty means all."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, ""
+    host = host.strip()
+    number = PPTP_PORT
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 0xFFFF:
+            raise argparse.ArgumentTypeError(f"bad port {port_text!r} in {text!r} (1..65535)")
+        number = int(port_text)
+    if host in ("", "*", "0.0.0.0"):
+        return None, number
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{host!r} is not an IPv4 address (in {text!r})") from None
+    return host, number

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pptpkit.cli.common import exit_help, not_permitted
+
 __all__ = ["add_bench_parser", "run_bench_command"]
 
 
@@ -27,6 +29,7 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "bench", parents=[common], help="benchmarks: throughput, setup, scale (needs root)",
         description="Benchmarks in two fresh network namespaces joined by a veth pair (TEST-NET "
                     "addresses), removed afterwards.  Prints a table, or JSON with --json.",
+        epilog=exit_help("bench"), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     common_b = argparse.ArgumentParser(add_help=False)
@@ -74,8 +77,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = Non
     from pptpkit.lab.bench.runner import run_scale, run_setup, run_throughput
 
     if os.geteuid() != 0:
-        print("pptpkit bench: needs root (network namespaces, raw sockets, TUN)", file=sys.stderr)
-        return 2
+        return not_permitted("bench", "network namespaces, TUN and raw GRE sockets")
     command = "pptpkit " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
 
     def progress(text: str) -> None:

@@ -21,11 +21,13 @@ from typing import Any, Final
 
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.cli.argtypes import add_gre_options, float_range, int_range, ipv4_address
+from pptpkit.cli.common import exit_help, fail, not_permitted
 from pptpkit.control import PPTP_PORT
-from pptpkit.errors import ConfigError
+from pptpkit.errors import ConfigError, ExitStatus
 from pptpkit.ppp.session_config import MppePolicy
-from pptpkit.vpn.connect import EXIT_CODES_HELP, ConnectConfig, Connector, ExitCode, describe_up
+from pptpkit.vpn.connect import ConnectConfig, Connector, describe_up
 from pptpkit.vpn.routes import parse_route
+from pptpkit.vpn.settings import auth_policy, auth_words, mppe_policy
 
 __all__ = [
     "PASSWORD_ENV",
@@ -63,6 +65,22 @@ The password comes from --password-file, else $PPTPKIT_PASSWORD, else a prompt o
 """
 
 
+PERSIST_HELP: Final = """\
+with --persist, every failure is retried (backoff 1, 2, 4 ... 60 s) except 1, 2, 3, 19, 32
+and MPPE refused (10); the last failure's status is the exit status.
+"""
+
+#: connect's MPPE flags (argparse dests) as the pppd options they are named after.
+MPPE_FLAG_WORDS: Final = (
+    ("no_mppe", "nomppe"),
+    ("require_mppe", "require-mppe"),
+    ("require_mppe_128", "require-mppe-128"),
+    ("no_mppe_40", "nomppe-40"),
+    ("no_mppe_128", "nomppe-128"),
+    ("mppe_stateful", "mppe-stateful"),
+)
+
+
 class ConnectUsageError(Exception):
     """A command line that parses but cannot work (printed as a usage error, exit 2)."""
 
@@ -86,7 +104,8 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
         # No abbreviations: "--password X" must not quietly mean --password-file X.
         "connect", parents=[common], allow_abbrev=False,
         help="VPN client: PPTP + PPP to SERVER, a TUN interface, routes",
-        description=DESCRIPTION, epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=DESCRIPTION, epilog=exit_help("connect", extra=PERSIST_HELP),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("server", type=_ipv4_or_name, metavar="SERVER", help="the server (IPv4 address or name)")
     p.add_argument("-u", "--user", required=True, metavar="NAME", help="user name to authenticate as")
     p.add_argument("--password-file", metavar="FILE",
@@ -174,7 +193,7 @@ def read_password(args: argparse.Namespace) -> str:
             with open(args.password_file, "rb") as f:
                 data = f.read(MAX_PASSWORD_FILE + 1)
         except OSError as exc:
-            raise ConnectUsageError(f"cannot read the password file: {exc}") from None
+            raise ConnectUsageError(f"{args.password_file}: cannot read: {exc.strerror or exc}") from None
         if len(data) > MAX_PASSWORD_FILE:
             raise ConnectUsageError(f"{args.password_file} is too long for a password file")
         try:
@@ -206,21 +225,9 @@ def _mppe_policy(args: argparse.Namespace) -> MppePolicy:
         raise ConnectUsageError("--no-mppe contradicts --require-mppe/--require-mppe-128")
     if args.require_mppe_128 and args.no_mppe_128:
         raise ConnectUsageError("--require-mppe-128 contradicts --no-mppe-128")
-    words = []
-    if args.no_mppe:
-        words.append("nomppe")
-    if args.require_mppe:
-        words.append("require-mppe")
-    if args.require_mppe_128:
-        words.append("require-mppe-128")
-    if args.no_mppe_40:
-        words.append("nomppe-40")
-    if args.no_mppe_128:
-        words.append("nomppe-128")
-    if args.mppe_stateful:
-        words.append("mppe-stateful")
+    words = [word for dest, word in MPPE_FLAG_WORDS if getattr(args, dest)]
     try:
-        return MppePolicy.from_pppd_options(words)
+        return mppe_policy(words)
     except ConfigError as exc:
         raise ConnectUsageError(str(exc)) from None
 
@@ -236,7 +243,8 @@ def _resolve(server: str) -> ipaddress.IPv4Address:
 
 
 def config_from_args(args: argparse.Namespace, password: str) -> ConnectConfig:
-    refuse = frozenset(m for name, m, _ in _REFUSE_FLAGS if getattr(args, f"refuse_{name.replace('-', '_')}"))
+    refused = [m for name, m, _ in _REFUSE_FLAGS if getattr(args, f"refuse_{name.replace('-', '_')}")]
+    refuse = auth_policy(auth_words("refuse", refused)).refuse
     if len(refuse) == len(_REFUSE_FLAGS):
         raise ConnectUsageError("every authentication method is refused")
     try:
@@ -288,17 +296,14 @@ def run_connect_command(args: argparse.Namespace) -> int:
         try:
             server = str(_resolve(args.server))
         except ConnectUsageError as exc:
-            print(f"pptpkit connect: {exc}", file=sys.stderr)
-            return int(ExitCode.USAGE)
+            return fail("connect", ExitStatus.USAGE, str(exc))
         return run_connect_pppd(server, args.pppd, port=args.port, timeout=args.timeout)
     try:
         password = read_password(args)
         config = config_from_args(args, password)
     except ConnectUsageError as exc:
-        print(f"pptpkit connect: {exc}", file=sys.stderr)
-        return int(ExitCode.USAGE)
+        return fail("connect", ExitStatus.USAGE, str(exc))
     try:
         return asyncio.run(_run(config, args.json, args.verbose))
     except PermissionError as exc:
-        print(f"pptpkit connect: {exc} (needs root: CAP_NET_ADMIN and CAP_NET_RAW)", file=sys.stderr)
-        return int(ExitCode.NOT_PERMITTED)
+        return not_permitted("connect", exc)

@@ -14,9 +14,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
+from pptpkit.cli.common import exit_help
+
 __all__ = ["HELP", "add_ppp_parser", "main"]
 
-HELP: Final = """\
+_USAGE: Final = """\
 usage: pptpkit ppp [pppd options...]
 
 Run the built-in PPP stack on this terminal (or socketpair) in place of pppd: async HDLC on
@@ -31,9 +33,10 @@ environment:
   PPTPKIT_PPP_ETC   directory of options, chap-secrets, peers/ (default /etc/ppp)
   PPTPKIT_PASSWORD  our password when none is given by the options or chap-secrets
 
-exit status: pppd's (0 ok, 1 fatal, 2 options, 5 signal, 10 negotiation/MPPE, 11 peer failed
-authentication, 12 idle, 15 peer dead, 16 hang-up, 19 our authentication failed)
 """
+
+
+HELP: Final = _USAGE + "\n" + exit_help("ppp")
 
 
 def add_ppp_parser(sub: Any, common: Any) -> Any:

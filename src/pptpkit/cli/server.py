@@ -1,11 +1,21 @@
-"""``pptpkit server`` in built-in mode (no ``--ppp-program``): our own PPP stack per call.
+"""``pptpkit server``: both modes, and how its settings are put together.
 
-One process serves every session: PPTP control and GRE (:class:`~pptpkit.pptp.server.PptpServer`),
-a :class:`~pptpkit.io.link.PppLink` per call (:class:`~pptpkit.pptp.server.BuiltinSessions`), IP on a
-TUN interface per session or on one shared TUN, TCP MSS clamping in an nft table of our own.
-SIGINT/SIGTERM: LCP Terminate-Request to every peer, Call-Disconnect-Notify and
-Stop-Control-Connection-Request, interfaces, routes and the nft table removed.  SIGHUP: the
-secrets file is re-read (a bad file keeps the old secrets; the error says ``path:line``).
+Settings: :class:`~pptpkit.vpn.settings.ServerSettings` defaults, then ``--config`` (pptpd.conf
+and, in built-in mode, the pppd options it names: :func:`pptpkit.compat.pptpdconf.server_changes`),
+then the flags the user actually typed.  The server parser has ``argparse.SUPPRESS`` as its
+default, so a flag that was not given is absent from the namespace and cannot undo the file;
+the defaults live in one place, the settings class.
+
+Built-in mode (no PPP program): one process serves every session: PPTP control and GRE
+(:class:`~pptpkit.pptp.server.PptpServer`), a :class:`~pptpkit.io.link.PppLink` per call
+(:class:`~pptpkit.pptp.server.BuiltinSessions`), IP on a TUN interface per session or on one
+shared TUN, TCP MSS clamping in an nft table of our own.  SIGINT/SIGTERM: LCP Terminate-Request
+to every peer, Call-Disconnect-Notify and Stop-Control-Connection-Request, interfaces, routes
+and the nft table removed.  SIGHUP: the secrets file is re-read (a bad file keeps the old
+secrets; the error says ``path:line``).
+
+PPP-program mode (``--ppp-program`` or pptpd.conf's ``ppp``): every call gets the program on a
+raw pty with pptpd's argument list.
 """
 
 from __future__ import annotations
@@ -13,36 +23,56 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
-import sys
-from typing import Final
+from dataclasses import replace
+from typing import Any, Final, cast
 
 from pptpkit.auth.methods import AuthMethod
-from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import PppSecretsFile
-from pptpkit.cli.argtypes import int_range
-from pptpkit.cli.main import EXIT_ERROR, EXIT_OK, EXIT_USAGE, _ipv4, _positive_float
-from pptpkit.errors import ConfigError, PptpkitError
+from pptpkit.cli.argtypes import (
+    add_gre_options,
+    int_range,
+    ip_list,
+    ipv4_address,
+    parse_listen,
+    positive_float,
+)
+from pptpkit.cli.common import exit_help, fail, install_signals, not_permitted, setup_logging
+from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitted
 from pptpkit.io.link import DataPlane, SharedTunRouter, TunDataPlane
-from pptpkit.ppp.session_config import MppePolicy
 from pptpkit.pptp.server import (
-    DEFAULT_BUILTIN_MRU,
     AddressPool,
     BuiltinConfig,
     BuiltinSessions,
+    PppProgramConfig,
     PptpServer,
     PptpServerConfig,
+    ppp_program_factory,
 )
 from pptpkit.vpn.netpolicy import MssClamp, NftError
+from pptpkit.vpn.settings import (
+    DEFAULT_SECRETS,
+    SERVER_MPPE_WORDS,
+    TUN_MODES,
+    ServerChanges,
+    ServerSettings,
+    auth_policy,
+    auth_words,
+    mppe_policy,
+)
 
-__all__ = ["BUILTIN_HELP", "add_builtin_arguments", "builtin_config", "run_builtin"]
+__all__ = [
+    "BUILTIN_HELP",
+    "add_server_parser",
+    "builtin_config",
+    "flag_changes",
+    "main",
+    "program_config",
+    "server_settings",
+]
 
 log = logging.getLogger("pptpkit.server")
-
-DEFAULT_SECRETS: Final = "/etc/ppp/chap-secrets"
-TUN_MODES: Final = ("per-session", "shared")
 
 BUILTIN_HELP: Final = """\
 built-in mode (the default, without --ppp-program): pptpkit runs the PPP sessions itself and
@@ -51,150 +81,268 @@ authentication required (MS-CHAPv2, secrets from /etc/ppp/chap-secrets) and MPPE
 relax with --require-mppe (40 or 128 bits), --mppe-optional or --no-mppe, and --require-X for
 other authentication methods.  A secrets entry naming one address gives that user that address
 instead of one from --remote-ip.  SIGHUP re-reads the secrets without dropping sessions.
+
+settings: defaults, then --config (pptpd.conf and the pppd options it names), then the flags
+given on the command line: a flag always wins over the file.
 """
 
-_AUTH_OPTIONS: Final = {
-    "pap": AuthMethod.PAP,
-    "chap": AuthMethod.CHAP_MD5,
-    "mschap": AuthMethod.MSCHAP_V1,
-    "mschap-v2": AuthMethod.MSCHAP_V2,
-    "eap": AuthMethod.EAP,
-}
+_D: Final = ServerSettings()
 
 
-def add_builtin_arguments(srv: argparse.ArgumentParser) -> None:
-    """Add the built-in mode's options to the ``server`` parser (cli.py owns the others)."""
-    from pptpkit.cli.main import _ip_list
-
+def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``server`` subcommand to ``sub`` (the subparsers of ``pptpkit``)."""
+    srv: argparse.ArgumentParser = sub.add_parser(
+        "server", parents=[common], epilog=BUILTIN_HELP + "\n" + exit_help("server"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # Only the flags given reach the namespace: they override the file, the rest must not.
+        argument_default=argparse.SUPPRESS,
+        help="PPTP server with the built-in PPP stack on TUN, or a PPP program per call (as pptpd)",
+        description="Accept PPTP connections.  Without --ppp-program every call runs our own PPP "
+                    "stack and IP goes over TUN interfaces (built-in mode).  With it, the program "
+                    "is started for every call on a raw pty with pptpd's argument list: PROGRAM "
+                    "local [file OPTFILE] SPEED [LOCAL:REMOTE] [ipparam CLIENT] remotenumber CLIENT.",
+    )
     srv.add_argument("--config", metavar="PPTPD_CONF",
                      help="read an existing pptpd.conf: 'ppp PROGRAM' selects the PPP-program mode, "
-                          "otherwise the built-in stack runs with the pppd options file 'option' names")
+                          "otherwise the built-in stack runs with the pppd options file 'option' names; "
+                          "flags given on the command line override it")
+    srv.add_argument("--ppp-program", metavar="PATH",
+                     help="program to run per call instead of the built-in PPP stack (pppd)")
+    srv.add_argument("--ppp-arg", action="append", metavar="ARG",
+                     help="extra argument placed right after PATH (repeatable; use --ppp-arg=-m)")
+    srv.add_argument("--option", metavar="FILE", help="pass 'file FILE' to the program (pptpd's option)")
+    srv.add_argument("--localip", type=ip_list, metavar="LIST",
+                     help="local address(es) for the calls, pptpd syntax (198.51.100.1 or a list)")
+    srv.add_argument("--remoteip", type=ip_list, metavar="LIST",
+                     help="client address pool, pptpd syntax: 198.51.100.10-50,198.51.100.60")
+    srv.add_argument("--speed", type=int_range(1, 0xFFFFFFFF), metavar="BPS",
+                     help=f"speed argument for the program (default {_D.speed})")
+    srv.add_argument("--noipparam", action="store_true", help="do not pass 'ipparam CLIENT'")
+    srv.add_argument("--delegate", action="store_true",
+                     help="pass no LOCAL:REMOTE pair (the program allocates addresses)")
+    srv.add_argument("--listen", type=parse_listen, metavar="ADDR[:PORT]",
+                     help=f"address and port to listen on (default all addresses, port {_D.port})")
+    srv.add_argument("--connections", type=int_range(1, 65535), metavar="N",
+                     help=f"maximum simultaneous control connections (default {_D.connections})")
+    srv.add_argument("--max-per-source", type=int_range(1, 65535), metavar="N",
+                     help=f"maximum control connections from one address (default {_D.max_per_source})")
+    srv.add_argument("--stimeout", type=positive_float, metavar="S",
+                     help=f"seconds a client may take to start the control connection (default "
+                          f"{_D.stimeout:g})")
+    srv.add_argument("--window", type=int_range(1, 0xFFFF), metavar="N",
+                     help=f"packet receive window to advertise (default {_D.window})")
+    add_gre_options(srv, peer="each client")
+
     group = srv.add_argument_group("built-in mode (no --ppp-program)")
-    group.add_argument("--local-ip", dest="localip", type=_ip_list, metavar="LIST",
+    group.add_argument("--local-ip", dest="localip", type=ip_list, metavar="LIST",
                        help="our tunnel address(es), pptpd localip syntax (same as --localip)")
-    group.add_argument("--remote-ip", dest="remoteip", type=_ip_list, metavar="RANGE",
+    group.add_argument("--remote-ip", dest="remoteip", type=ip_list, metavar="RANGE",
                        help="client address pool, pptpd remoteip syntax: 198.51.100.10-50,198.51.100.60")
-    group.add_argument("--secrets", default=DEFAULT_SECRETS, metavar="FILE",
-                       help=f"pppd-format secrets file (default {DEFAULT_SECRETS}); reloaded on SIGHUP")
-    group.add_argument("--name", default="pptpd",
-                       help="our name for CHAP and the secrets' server column (default pptpd)")
-    group.add_argument("--dns", type=_ipv4, action="append", default=[], metavar="IP",
+    group.add_argument("--secrets", metavar="FILE",
+                       help=f"pppd-format secrets file (default {DEFAULT_SECRETS}, or chap-secrets next "
+                            "to the pppd options with --config); reloaded on SIGHUP")
+    group.add_argument("--name",
+                       help=f"our name for CHAP and the secrets' server column (default {_D.name})")
+    group.add_argument("--dns", type=ipv4_address, action="append", metavar="IP",
                        help="DNS server to push via IPCP (repeatable, at most 2)")
-    group.add_argument("--wins", type=_ipv4, action="append", default=[], metavar="IP",
+    group.add_argument("--wins", type=ipv4_address, action="append", metavar="IP",
                        help="WINS/NBNS server to push via IPCP (repeatable, at most 2)")
     mppe = group.add_mutually_exclusive_group()
-    mppe.add_argument("--require-mppe-128", dest="mppe", action="store_const", const="128",
-                      help="require 128-bit MPPE (the default)")
-    mppe.add_argument("--require-mppe", dest="mppe", action="store_const", const="any",
-                      help="require MPPE, 40 or 128 bits")
-    mppe.add_argument("--mppe-optional", dest="mppe", action="store_const", const="optional",
-                      help="offer MPPE but accept clients without it (traffic may then be clear text)")
-    mppe.add_argument("--no-mppe", dest="mppe", action="store_const", const="none", help="never use MPPE")
+    for flag, what in (("require-mppe-128", "require 128-bit MPPE (the default)"),
+                       ("require-mppe", "require MPPE, 40 or 128 bits"),
+                       ("mppe-optional", "offer MPPE but accept clients without it (traffic may then "
+                                         "be clear text)"),
+                       ("no-mppe", "never use MPPE")):
+        mppe.add_argument(f"--{flag}", dest="mppe", action="store_const", const=flag, help=what)
     group.add_argument("--mppe-stateful", action="store_true",
                        help="allow stateful MPPE (default stateless only)")
-    for word in _AUTH_OPTIONS:
-        group.add_argument(f"--require-{word}", dest="require", action="append_const", const=word,
-                           help=f"accept {word.upper()} authentication (repeatable; default MS-CHAPv2 only)")
+    for method in AuthMethod:
+        word = auth_words("require", [method])[0]
+        group.add_argument(f"--{word}", dest="require", action="append_const", const=word,
+                           help=f"accept {method.pppd_name.upper()} authentication (repeatable; default "
+                                "MS-CHAPv2 only)")
     group.add_argument("--noauth", action="store_true",
                        help="do not authenticate clients (needs --no-mppe: MPPE keys come from MS-CHAP)")
-    group.add_argument("--max-sessions", type=int_range(1, 65535), default=1000, metavar="N",
-                       help="maximum simultaneous sessions; more calls are refused as Busy (default 1000)")
-    group.add_argument("--tun-mode", choices=TUN_MODES, default="per-session",
+    group.add_argument("--max-sessions", type=int_range(1, 65535), metavar="N",
+                       help=f"maximum simultaneous sessions; more calls are refused as Busy (default "
+                            f"{_D.max_sessions})")
+    group.add_argument("--tun-mode", choices=TUN_MODES,
                        help="per-session: an interface pptpkitN per session (default); shared: one "
                             "interface for all sessions, routed by address (scales to thousands)")
-    group.add_argument("--tun-name", default=None, metavar="NAME",
+    group.add_argument("--tun-name", metavar="NAME",
                        help="interface name: per-session template (default pptpkit%%d) or the shared "
                             "interface (default pptpkit-srv)")
-    group.add_argument("--mtu", type=int_range(576, 1500), default=DEFAULT_BUILTIN_MRU, metavar="N",
+    group.add_argument("--mtu", type=int_range(576, 1500), metavar="N",
                        help=f"our MRU; the tunnel MTU is the smaller MRU less MPPE's 4 octets (default "
-                            f"{DEFAULT_BUILTIN_MRU}, so GRE is not fragmented on a 1500-byte path)")
-    group.add_argument("--echo-interval", type=float, default=10.0, metavar="S",
-                       help="seconds between LCP echo requests, 0 = off (default 10)")
-    group.add_argument("--echo-failure", type=int_range(1, 1000), default=3, metavar="N",
-                       help="unanswered echoes before a session is dropped (default 3)")
-    group.add_argument("--idle", type=_positive_float, default=None, metavar="S",
+                            f"{_D.mtu}, so GRE is not fragmented on a 1500-byte path)")
+    group.add_argument("--echo-interval", type=float, metavar="S",
+                       help=f"seconds between LCP echo requests, 0 = off (default {_D.echo_interval:g})")
+    group.add_argument("--echo-failure", type=int_range(1, 1000), metavar="N",
+                       help=f"unanswered echoes before a session is dropped (default {_D.echo_failure})")
+    group.add_argument("--idle", type=positive_float, metavar="S",
                        help="drop a session after S seconds without data (default never)")
     group.add_argument("--no-mss-clamp", action="store_true",
                        help="do not install the nft TCP MSS clamping rule for forwarded traffic")
+    return srv
 
 
-def builtin_config(args: argparse.Namespace) -> BuiltinConfig:
-    """The :class:`BuiltinConfig` the command line describes (loads the secrets file)."""
-    if args.delegate or args.option or args.ppp_arg or args.noipparam:
-        raise ConfigError("--delegate/--option/--ppp-arg/--noipparam only apply with --ppp-program")
-    if args.localip is None or args.remoteip is None:
-        raise ConfigError("give --local-ip and --remote-ip (the address pool)")
-    if len(args.dns) > 2 or len(args.wins) > 2:
-        raise ConfigError("IPCP carries at most two DNS and two WINS servers")
-    if not 0 <= args.echo_interval <= 3600:
-        raise ConfigError("--echo-interval must be between 0 and 3600 seconds")
-    mode = args.mppe or "128"
-    if mode == "none":
-        mppe = MppePolicy.nomppe()
-    elif mode == "optional":
-        mppe = MppePolicy(stateful=args.mppe_stateful)
-    else:
-        mppe = MppePolicy(bits_40=mode == "any", bits_128=True, required=True, stateful=args.mppe_stateful)
-    if args.noauth:
-        if args.require:
+#: Flags whose value is the setting as it is: dest -> settings field.
+_PLAIN: Final = {
+    "ppp_program": "ppp_program", "option": "option_file", "localip": "localip",
+    "remoteip": "remoteip", "speed": "speed", "noipparam": "noipparam", "delegate": "delegate",
+    "connections": "connections", "max_per_source": "max_per_source", "stimeout": "stimeout",
+    "window": "window", "nobuffer": "nobuffer", "secrets": "secrets", "name": "name",
+    "max_sessions": "max_sessions", "tun_mode": "tun_mode", "tun_name": "tun_name", "mtu": "mtu",
+    "echo_interval": "echo_interval", "echo_failure": "echo_failure", "idle": "idle",
+}
+
+
+def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChanges:
+    """The settings the flags given on the command line say (``base``: the layers below, for
+    the flags that adjust a setting instead of replacing it, such as ``--mppe-stateful``)."""
+    given: dict[str, Any] = vars(args)
+    changes: dict[str, Any] = {field: given[dest] for dest, field in _PLAIN.items() if dest in given}
+    if "listen" in given:
+        changes["listen"], changes["port"] = given["listen"]
+    if "ignore_peer_window" in given:
+        changes["respect_peer_window"] = False
+    if "ppp_arg" in given:
+        changes["ppp_args"] = tuple(given["ppp_arg"])
+    for name in ("dns", "wins"):
+        if name in given:
+            changes[name] = tuple(given[name])
+    if "no_mss_clamp" in given:
+        changes["mss_clamp"] = False
+    if given.get("verbose"):
+        changes["verbose"] = max(base.verbose, given["verbose"])
+    # Stateful MPPE is a setting of its own: a mode flag keeps what the file said about it.
+    stateful = "mppe_stateful" in given or base.mppe.stateful
+    if "mppe" in given:
+        words = SERVER_MPPE_WORDS[given["mppe"]]
+        changes["mppe"] = mppe_policy([*words, "mppe-stateful" if stateful else "nomppe-stateful"])
+    elif stateful:
+        changes["mppe"] = replace(base.mppe, stateful=True)
+    if "noauth" in given:
+        if "require" in given:
             raise ConfigError("--noauth contradicts --require-*")
-        policy = AuthPolicy()
-    else:
-        words = args.require or ["mschap-v2"]
-        policy = AuthPolicy(require=frozenset(_AUTH_OPTIONS[w] for w in words))
-    secrets = PppSecretsFile(args.secrets)
+        changes["auth"] = auth_policy(["noauth"])
+    elif "require" in given:
+        changes["auth"] = auth_policy(given["require"])
+    return cast(ServerChanges, changes)
+
+
+def server_settings(args: argparse.Namespace, *, etc_dir: str | None = None) -> ServerSettings:
+    """Defaults, then ``--config``, then the flags.  Raises :class:`ConfigError`."""
+    settings = ServerSettings()
+    if "config" in args:
+        from pptpkit.compat.pptpdconf import read_pptpd_conf, server_changes
+
+        conf = read_pptpd_conf(args.config)
+        builtin = "ppp_program" not in args and conf.ppp is None
+        settings = settings.with_file(server_changes(conf, builtin=builtin, etc_dir=etc_dir))
+    return settings.with_flags(flag_changes(args, settings))
+
+
+def program_config(settings: ServerSettings) -> PppProgramConfig:
+    """The PPP-program mode's per-call program settings."""
+    assert settings.ppp_program is not None
+    settings.check_program()
+    pool = None
+    if not settings.delegate and settings.localip is not None and settings.remoteip is not None:
+        pool = AddressPool(list(settings.localip), list(settings.remoteip))
+    return PppProgramConfig(program=settings.ppp_program, program_args=settings.ppp_args,
+                            option_file=settings.option_file, pool=pool, speed=str(settings.speed),
+                            noipparam=settings.noipparam, delegate=settings.delegate)
+
+
+def builtin_config(settings: ServerSettings) -> BuiltinConfig:
+    """The built-in mode's PPP settings (loads the secrets file)."""
+    settings.check_builtin()
+    assert settings.localip is not None and settings.remoteip is not None
     return BuiltinConfig(
-        pool=AddressPool(args.localip, args.remoteip),
-        secrets=secrets,
-        name=args.name,
-        auth_policy=policy,
-        mppe=mppe,
-        dns_servers=tuple(ipaddress.IPv4Address(a) for a in args.dns),
-        nbns_servers=tuple(ipaddress.IPv4Address(a) for a in args.wins),
-        mru=args.mtu,
-        echo_interval=args.echo_interval,
-        echo_failure=args.echo_failure,
-        idle_timeout=args.idle or 0.0,
-        max_sessions=args.max_sessions,
-        max_per_source=args.max_per_source,
+        pool=AddressPool(list(settings.localip), list(settings.remoteip)),
+        secrets=PppSecretsFile(settings.secrets),
+        name=settings.name,
+        auth_policy=settings.auth,
+        mppe=settings.mppe,
+        dns_servers=settings.dns,
+        nbns_servers=settings.wins,
+        mru=settings.mtu,
+        echo_interval=settings.echo_interval,
+        echo_failure=settings.echo_failure,
+        idle_timeout=settings.idle,
+        max_sessions=settings.max_sessions,
+        max_per_source=settings.max_per_source,
     )
 
 
-async def run_builtin(args: argparse.Namespace) -> int:
+def _server_config(settings: ServerSettings) -> PptpServerConfig:
+    if not settings.builtin:
+        return PptpServerConfig(listen=settings.listen, port=settings.port,
+                                max_connections=settings.connections,
+                                max_per_source=settings.max_per_source,
+                                start_timeout=settings.stimeout, window=settings.window,
+                                nobuffer=settings.nobuffer,
+                                respect_peer_window=settings.respect_peer_window)
+    return PptpServerConfig(
+        listen=settings.listen, port=settings.port,
+        max_connections=min(65535, max(settings.connections, settings.max_sessions + 16)),
+        # Sessions per source are refused at the call, with a result code; the connection
+        # limit only guards against a flood of idle control connections.
+        max_per_source=min(65535, max(settings.max_per_source + 16, 16)),
+        start_timeout=settings.stimeout, window=settings.window, nobuffer=settings.nobuffer,
+        respect_peer_window=settings.respect_peer_window,
+    )
+
+
+async def _start(server: PptpServer, settings: ServerSettings) -> int | None:
     try:
-        config = builtin_config(args)
-    except ConfigError as exc:
-        print(f"pptpkit server: {exc}", file=sys.stderr)
-        # A file that cannot be used is a run-time error; a contradictory command line is not.
-        return EXIT_ERROR if exc.path is not None else EXIT_USAGE
+        await server.start()
+    except OSError as exc:
+        if is_not_permitted(exc):
+            return not_permitted("server", exc)
+        return fail("server", ExitStatus.FATAL,
+                    f"cannot start the server on {settings.listen or '*'}:{settings.port}: {exc}")
+    return None
+
+
+async def run_program(settings: ServerSettings, program: PppProgramConfig) -> int:
+    """PPP-program mode until SIGINT/SIGTERM/SIGHUP."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    install_signals(loop, stop)
+    server = PptpServer(_server_config(settings), ppp_program_factory(program))
+    failed = await _start(server, settings)
+    if failed is not None:
+        return failed
+    await stop.wait()
+    log.info("shutting down: %d connections, %d calls", server.connections, len(server.calls))
+    await server.close()
+    log.info("stopped")
+    return ExitStatus.OK
+
+
+async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
+    """Built-in mode until SIGINT/SIGTERM (SIGHUP re-reads the secrets)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     router: SharedTunRouter | None = None
     plane: DataPlane
-    if args.tun_mode == "shared":
-        router = SharedTunRouter(args.tun_name or "pptpkit-srv", mtu=args.mtu)
+    if settings.tun_mode == "shared":
+        router = SharedTunRouter(settings.tun_name or "pptpkit-srv", mtu=settings.mtu)
         plane = router
         pattern = router.name
     else:
-        name = args.tun_name or "pptpkit%d"
+        name = settings.tun_name or "pptpkit%d"
         plane = TunDataPlane(name)
         pattern = name.replace("%d", "*")
     sessions = BuiltinSessions(config, plane)
-    host, port = args.listen
-    server = PptpServer(PptpServerConfig(
-        listen=host, port=port,
-        max_connections=min(65535, max(args.connections, args.max_sessions + 16)),
-        # Sessions per source are refused at the call, with a result code; the connection
-        # limit only guards against a flood of idle control connections.
-        max_per_source=min(65535, max(args.max_per_source + 16, 16)),
-        start_timeout=args.stimeout, window=args.window, nobuffer=args.nobuffer,
-        respect_peer_window=not args.ignore_peer_window,
-    ), sessions)
-    clamp = None if args.no_mss_clamp else MssClamp(pattern)
+    server = PptpServer(_server_config(settings), sessions)
+    clamp = MssClamp(pattern) if settings.mss_clamp else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, sessions.reload_secrets)
-    code = EXIT_OK
+    code: int = ExitStatus.OK
     try:
         if router is not None:
             await router.open()
@@ -203,19 +351,17 @@ async def run_builtin(args: argparse.Namespace) -> int:
                 await clamp.install()
             except (NftError, OSError) as exc:
                 log.warning("TCP MSS clamping not installed: %s", exc)
-        try:
-            await server.start()
-        except OSError as exc:
-            print(f"pptpkit: cannot start the server on {host or '*'}:{port}: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+        failed = await _start(server, settings)
+        if failed is not None:
+            return failed
         log.info("built-in PPP: %s, %s, pool %d addresses, tun mode %s, mru %d", config.name,
-                 config.mppe.describe(), config.pool.size, args.tun_mode, config.mru)
+                 config.mppe.describe(), config.pool.size, settings.tun_mode, config.mru)
         await stop.wait()
         log.info("shutting down: %d sessions, %d connections", sessions.sessions, server.connections)
         await sessions.close_all()
     except (PptpkitError, OSError) as exc:
-        print(f"pptpkit server: {exc}", file=sys.stderr)
-        code = EXIT_ERROR
+        code = (not_permitted("server", exc) if is_not_permitted(exc)
+                else fail("server", ExitStatus.FATAL, str(exc)))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
@@ -227,3 +373,21 @@ async def run_builtin(args: argparse.Namespace) -> int:
             await clamp.remove()
         log.info("stopped")
     return code
+
+
+def main(args: argparse.Namespace) -> int:
+    """``pptpkit server``: settings (usage errors and unusable files exit 2), then the server."""
+    try:
+        settings = server_settings(args)
+        if settings.verbose > args.verbose:
+            # pptpd.conf's or the options' 'debug'.
+            setup_logging(settings.verbose, args.quiet)
+        if settings.builtin:
+            config = builtin_config(settings)
+        else:
+            program = program_config(settings)
+    except ConfigError as exc:
+        return fail("server", ExitStatus.USAGE, str(exc))
+    if settings.builtin:
+        return asyncio.run(run_builtin(settings, config))
+    return asyncio.run(run_program(settings, program))

@@ -311,8 +311,10 @@ class _Parser:
             with open(path, "rb") as f:
                 data = f.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            msg = f"cannot read options file {path!r}: {exc.strerror or exc}"
-            raise where.error(msg) if where else ConfigError(msg, path=path) from None
+            # Worded as every command words an unreadable file ("PATH: cannot read: why"),
+            # after where the file was named.
+            msg = f"cannot read: {exc.strerror or exc}"
+            raise where.error(f"{path}: {msg}") if where else ConfigError(msg, path=path) from None
         if len(data) > MAX_FILE_BYTES:
             raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes", path=path)
         self.state.files.append(path)

@@ -17,17 +17,16 @@ configured from the pppd options file named by ``option`` (see :mod:`pptpkit.com
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import os
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from pptpkit.auth.methods import AuthMethod
 from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv
 from pptpkit.errors import ConfigError
 from pptpkit.pptp.server import AddressPool, PppProgramConfig, parse_ip_list
+from pptpkit.vpn.settings import ServerChanges
 
 __all__ = [
     "DEFAULT_CONNECTIONS",
@@ -37,10 +36,10 @@ __all__ = [
     "SUPPORTED",
     "UNSUPPORTED",
     "PptpdConf",
-    "apply_to_server_args",
     "builtin_options",
     "parse_pptpd_conf",
     "read_pptpd_conf",
+    "server_changes",
 ]
 
 log = logging.getLogger(__name__)
@@ -246,45 +245,45 @@ _BUILTIN_UNSUPPORTED: Final = {
 }
 
 
-def apply_to_server_args(args: argparse.Namespace, *, etc_dir: str | None = None) -> PptpdConf:
-    """``pptpkit server --config FILE``: fill the server's argparse namespace from pptpd.conf.
+def server_changes(conf: PptpdConf, *, builtin: bool, etc_dir: str | None = None) -> ServerChanges:
+    """``pptpkit server --config FILE``: what pptpd.conf (and, in built-in mode, the pppd
+    options it names) says, as one layer of :class:`~pptpkit.vpn.settings.ServerSettings`.
 
-    With ``ppp``: bridge mode (``ppp_program``, ``option``, the pool, speed, noipparam,
-    delegate).  Without: built-in mode, configured from the pppd options it would read (see
-    :func:`builtin_options`).  listen, connections, stimeout and debug apply to both.  Options
-    the mode cannot honour raise :class:`ConfigError` with their ``path:line``.  ``etc_dir``:
-    pppd's directory (default ``$PPTPKIT_PPP_ETC`` or /etc/ppp).
+    ``builtin``: the mode the server runs in (no ``ppp`` keyword and no ``--ppp-program``).
+    PPP-program mode takes the program, ``option``, the pool, speed, noipparam, delegate.
+    Built-in mode takes what pptpd's pppd would read (see :func:`builtin_options`).  listen,
+    connections, stimeout and debug apply to both.  Options the mode cannot honour raise
+    :class:`ConfigError` with their ``path:line``.  ``etc_dir``: pppd's directory (default
+    ``$PPTPKIT_PPP_ETC`` or /etc/ppp).
     """
     etc_dir = etc_dir or os.environ.get("PPTPKIT_PPP_ETC") or "/etc/ppp"
-    conf = read_pptpd_conf(args.config)
+    changes = ServerChanges(connections=conf.connections, stimeout=conf.stimeout)
     if conf.listen is not None:
-        args.listen = (conf.listen, args.listen[1] if args.listen else 1723)
-    args.connections = conf.connections
-    args.stimeout = conf.stimeout
+        changes["listen"] = conf.listen
     if conf.debug:
-        args.verbose = max(args.verbose, 1)
-    if conf.bridge_mode:
-        program = conf.program_config()  # validates the pool
-        args.ppp_program = program.program
-        args.option = conf.option
-        args.localip = list(conf.localip) if conf.localip else None
-        args.remoteip = list(conf.remoteip) if conf.remoteip else None
-        args.speed = conf.speed
-        args.noipparam = conf.noipparam
-        args.delegate = conf.delegate
-        return conf
+        changes["verbose"] = 1
+    if not builtin:
+        if conf.ppp is not None:
+            conf.program_config()  # validates the pool
+            changes["ppp_program"] = conf.ppp
+        changes.update(ServerChanges(option_file=conf.option, speed=conf.speed,
+                                     noipparam=conf.noipparam, delegate=conf.delegate))
+        if conf.localip is not None:
+            changes["localip"] = conf.localip
+        if conf.remoteip is not None:
+            changes["remoteip"] = conf.remoteip
+        return changes
     conf.check_builtin()
     if conf.speed != DEFAULT_SPEED or conf.noipparam:
         log.info("%s: speed/noipparam only matter to a PPP program; ignored in built-in mode", conf.path)
     opts = builtin_options(conf, etc_dir=etc_dir)
-    _apply_builtin(args, conf, opts)
-    if getattr(args, "secrets", None) in (None, "/etc/ppp/chap-secrets"):
-        # pptpd's pppd reads chap-secrets next to its options.
-        args.secrets = os.path.join(etc_dir, "chap-secrets")
-    return conf
+    changes.update(_builtin_changes(conf, opts))
+    # pptpd's pppd reads chap-secrets next to its options.
+    changes["secrets"] = os.path.join(etc_dir, "chap-secrets")
+    return changes
 
 
-def _apply_builtin(args: argparse.Namespace, conf: PptpdConf, opts: PppdOptions) -> None:
+def _builtin_changes(conf: PptpdConf, opts: PppdOptions) -> ServerChanges:
     defaults = PppdOptions()
     for name, (option, why) in _BUILTIN_UNSUPPORTED.items():
         if getattr(opts, name) != getattr(defaults, name):
@@ -292,48 +291,29 @@ def _apply_builtin(args: argparse.Namespace, conf: PptpdConf, opts: PppdOptions)
                               f"[{opts.where(option)}]", path=conf.path)
     if not opts.ccp and opts.mppe.allowed:
         raise ConfigError(f"noccp without nomppe [{opts.where('noccp')}]", path=conf.path)
-    args.localip = list(conf.localip or ())
-    args.remoteip = list(conf.remoteip or ())
-    args.option = None
-    args.noipparam = False
-    args.delegate = False
-    if opts.name:
-        args.name = opts.name
-    args.dns = [str(a) for a in opts.ms_dns]
-    args.wins = [str(a) for a in opts.ms_wins]
     mppe = opts.mppe
-    args.mppe_stateful = mppe.stateful
-    if not mppe.allowed:
-        args.mppe = "none"
-    elif not mppe.required:
-        args.mppe = "optional"
-    elif mppe.bits_128 and not mppe.bits_40:
-        args.mppe = "128"
-    elif mppe.bits_128 and mppe.bits_40:
-        args.mppe = "any"
-    else:
+    if mppe.required and not mppe.bits_128:
         raise ConfigError("require-mppe-40 alone: the built-in server requires 128 bits or either "
                           f"[{opts.where('require-mppe-40')}]", path=conf.path)
-    policy = opts.auth_policy
-    if not policy.authenticates_peer:
-        if mppe.allowed and mppe.required:
-            raise ConfigError("noauth with required MPPE: MPPE keys come from MS-CHAP", path=conf.path)
-        args.noauth = True
-        args.require = None
-    else:
-        # pppd's bare 'auth' offers every method it knows; require-X narrows that.
-        methods = policy.offered_methods()
-        names = {m: m.pppd_name for m in AuthMethod}
-        args.noauth = False
-        args.require = [names[m] for m in methods]
+    if not opts.auth_policy.authenticates_peer and mppe.required:
+        raise ConfigError("noauth with required MPPE: MPPE keys come from MS-CHAP", path=conf.path)
+    changes = ServerChanges(
+        localip=conf.localip or (), remoteip=conf.remoteip or (),
+        dns=opts.ms_dns, wins=opts.ms_wins, mppe=mppe,
+        # The policy as pppd read it: a bare 'auth' offers every method we know.
+        auth=opts.auth_policy,
+        echo_interval=opts.echo_interval,
+        # pppd's lcp-echo-failure 0 means "never give up"; the closest is the largest count.
+        echo_failure=opts.echo_failure or 1000,
+    )
+    if opts.name:
+        changes["name"] = opts.name
     if opts.mru is not None:
-        args.mtu = opts.mru
-    args.echo_interval = opts.echo_interval
-    # pppd's lcp-echo-failure 0 means "never give up"; the closest is the largest count.
-    args.echo_failure = opts.echo_failure or 1000
+        changes["mtu"] = opts.mru
     if opts.idle:
-        args.idle = opts.idle
+        changes["idle"] = opts.idle
     if opts.debug:
-        args.verbose = max(args.verbose, 1)
+        changes["verbose"] = 1
     for notice in opts.notices:
         log.warning("%s", notice)
+    return changes

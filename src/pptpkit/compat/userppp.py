@@ -22,8 +22,9 @@ Files: ``$PPTPKIT_PPP_ETC`` (default ``/etc/ppp``) holds ``options``, ``chap-sec
 exit.  ``PPTPKIT_PASSWORD`` in the environment supplies the password without putting it on a
 command line.
 
-Exit statuses are pppd's: 0 after a link that was up ended normally, 1 fatal error, 2 option
-error, 5 terminated by a signal, 10 negotiation failed (MPPE refused included), 11 the peer
+Exit statuses are pppd's (and so the project's table, :class:`pptpkit.errors.ExitStatus`): 0
+after a link that was up ended normally, 1 fatal error, 2 option error, 3 not permitted (the TUN
+interface needs root), 5 terminated by a signal, 10 negotiation failed (MPPE refused included), 11 the peer
 failed to authenticate, 12 idle timeout, 15 the peer stopped answering LCP echoes, 16 hang-up
 (EOF on the line), 19 we failed to authenticate.
 """
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import logging
 import os
@@ -46,7 +46,7 @@ from typing import Any, Final
 
 from pptpkit.auth.secrets import PppSecretsFile, SecretsProvider, StaticSecrets
 from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv
-from pptpkit.errors import ConfigError, PptpkitError
+from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus, PptpkitError, is_not_permitted
 from pptpkit.io.hdlcstream import HdlcStreamBridge
 from pptpkit.io.link import PppLink, TunDataPlane, outcome_text
 from pptpkit.io.netconfig import NetConfig, NetConfigError
@@ -65,6 +65,7 @@ __all__ = [
     "ENV_ETC",
     "ENV_PASSWORD",
     "EXIT_FATAL_ERROR",
+    "EXIT_NOT_ROOT",
     "EXIT_OPTION_ERROR",
     "PppRun",
     "load_options",
@@ -78,9 +79,10 @@ ENV_ETC: Final = "PPTPKIT_PPP_ETC"
 ENV_PASSWORD: Final = "PPTPKIT_PASSWORD"
 DEFAULT_ETC: Final = "/etc/ppp"
 #: pppd.h exit statuses that do not come from the session itself.
-EXIT_FATAL_ERROR: Final = 1
-EXIT_OPTION_ERROR: Final = 2
-EXIT_USER_REQUEST: Final = 5
+EXIT_FATAL_ERROR: Final = int(ExitStatus.FATAL)
+EXIT_OPTION_ERROR: Final = int(ExitStatus.USAGE)
+EXIT_NOT_ROOT: Final = int(ExitStatus.NOT_PERMITTED)
+EXIT_USER_REQUEST: Final = int(ExitStatus.USER_REQUEST)
 #: RTM neighbour flag for a proxy (published) entry, as pppd's SIOCSARP with ATF_PUBL.
 _NTF_PROXY: Final = 0x08
 
@@ -335,7 +337,9 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         return EXIT_USER_REQUEST
     except (PptpkitError, NetConfigError, OSError) as exc:
+        if is_not_permitted(exc):
+            # Every pptpkit command words this failure the same; pppd's status is 3 as well.
+            print(f"pptpkit ppp: {NOT_PERMITTED_MESSAGE}: {exc}", file=sys.stderr, flush=True)
+            return EXIT_NOT_ROOT
         log.error("fatal: %s", exc)
-        if isinstance(exc, OSError) and exc.errno in (errno.EPERM, errno.EACCES):
-            log.error("a TUN interface needs root or CAP_NET_ADMIN")
         return EXIT_FATAL_ERROR

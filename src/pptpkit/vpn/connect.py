@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import errno
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,7 +40,7 @@ from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.control import PPTP_PORT
 from pptpkit.control.connection import CloseCause
-from pptpkit.errors import ConfigError, PptpkitError
+from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus, PptpkitError, is_not_permitted
 from pptpkit.io.gresock import GreSocket
 from pptpkit.io.link import PppLink, TunDataPlane, outcome_text
 from pptpkit.io.netconfig import NetConfig, NetConfigError
@@ -71,7 +70,6 @@ from pptpkit.vpn.resolv import ResolvConf, ResolvConfError
 from pptpkit.vpn.routes import MAX_ROUTES, RouteLoopError, RoutePlan, check_no_loop, plan_routes
 
 __all__ = [
-    "EXIT_CODES_HELP",
     "AttemptResult",
     "Backoff",
     "ConnectConfig",
@@ -89,47 +87,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class ExitCode(enum.IntEnum):
-    """Exit statuses of ``pptpkit connect``: pppd's numbers (pppd.h ``EXIT_*``) where pppd has
-    the same situation, 30 and up for what only a PPTP client can run into."""
-
-    OK = 0
-    FATAL = 1
-    USAGE = 2
-    NOT_PERMITTED = 3
-    CONNECT_FAILED = 8
-    NEGOTIATION_FAILED = 10
-    PEER_AUTH_FAILED = 11
-    IDLE_TIMEOUT = 12
-    PEER_DEAD = 15
-    HANGUP = 16
-    LOOPBACK = 17
-    AUTH_FAILED = 19
-    CONTROL_UNREACHABLE = 30
-    GRE_BLOCKED = 31
-    ROUTE_LOOP = 32
+#: ``pptpkit connect``'s exit statuses are the project's one table.
+ExitCode = ExitStatus
 
 
-EXIT_CODES_HELP: Final = """\
-exit status (pppd's numbers where pppd has the same case):
-   0  stopped by SIGINT/SIGTERM/SIGHUP and torn down cleanly (pppd would say 5)
-   1  local error (TUN device, netlink, resolv.conf, ...)
-   2  bad command line or password source
-   3  not permitted: needs root (CAP_NET_ADMIN + CAP_NET_RAW)
-   8  the server answered but refused the control connection or the call
-  10  PPP negotiation failed, MPPE required by one side and refused by the other included
-  11  the server failed to authenticate itself (only if it was asked to)
-  12  idle timeout
-  15  the server stopped answering LCP echo requests (peer dead)
-  16  hangup: the server cleared the call or closed the control connection
-  17  loopback detected (our own LCP magic number came back)
-  19  authentication to the server failed (wrong user name or password)
-  30  the control connection could not be opened (TCP 1723 refused, unreachable, timed out)
-  31  GRE (IP protocol 47) appears blocked: TCP 1723 works, no GRE packet came back
-  32  a route through the tunnel would carry the tunnel itself (refused, nothing changed)
-with --persist, every failure is retried (backoff 1, 2, 4 ... 60 s) except 1, 2, 3, 19, 32
-and MPPE refused (10); the last failure's status is the exit status.
-"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -346,9 +307,8 @@ class ConnectConfig:
 def control_failure(exc: ControlConnectionError, server: str, port: int) -> Failure:
     """A control connection that did not come up: 30 when TCP itself failed or nothing
     answered, 8 when the server answered and said no; 3 when we may not open raw sockets."""
-    if isinstance(exc.__cause__, PermissionError):
-        return Failure(code=ExitCode.NOT_PERMITTED, permanent=True,
-                       message=f"{exc} (raw GRE sockets need root or CAP_NET_RAW)")
+    if is_not_permitted(exc):
+        return Failure(code=ExitCode.NOT_PERMITTED, permanent=True, message=f"{NOT_PERMITTED_MESSAGE}: {exc}")
     if exc.cause in _REFUSED_BY_SERVER:
         return Failure(code=ExitCode.CONNECT_FAILED,
                        message=f"{server}:{port} refused the PPTP control connection: {exc}")

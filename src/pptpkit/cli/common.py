@@ -1,0 +1,110 @@
+"""What every command shares: its exit-status table, its one-line failure messages, logging
+and signal set-up.
+
+The numbers are :class:`pptpkit.errors.ExitStatus`, one table for the whole program;
+:data:`COMMAND_EXITS` says which of them each command can return, and the help epilogs and
+docs/cli.md are written from it, so the documented table cannot drift from the code.  A failure
+is reported as ONE line ``pptpkit COMMAND: message`` on stderr by :func:`fail`, and the same
+failure is worded the same in every command (:func:`not_permitted`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Final
+
+from pptpkit.errors import NOT_PERMITTED_MESSAGE, ExitStatus
+
+__all__ = [
+    "COMMAND_EXITS",
+    "EXIT_MEANING",
+    "exit_help",
+    "fail",
+    "install_signals",
+    "not_permitted",
+    "setup_logging",
+]
+
+S = ExitStatus
+
+#: What each status means, in words that fit every command that uses it.
+EXIT_MEANING: Final[dict[ExitStatus, str]] = {
+    S.OK: "success; also after a clean shutdown on SIGINT/SIGTERM/SIGHUP or EOF on the PPP input",
+    S.FATAL: "run-time error (cannot listen, TUN device, netlink, resolv.conf, a check failed ...)",
+    S.USAGE: "bad command line, config file, options file or password source",
+    S.NOT_PERMITTED: "not permitted: needs root (CAP_NET_ADMIN and CAP_NET_RAW)",
+    S.USER_REQUEST: "terminated by SIGINT/SIGTERM/SIGHUP (pppd's status; the other commands exit 0)",
+    S.CONNECT_FAILED: "the server answered but refused the control connection or the call",
+    S.NEGOTIATION_FAILED: "PPP negotiation failed, MPPE required by one side and refused by the "
+                          "other included",
+    S.PEER_AUTH_FAILED: "the peer failed to authenticate (only if it was asked to)",
+    S.IDLE_TIMEOUT: "idle timeout",
+    S.PEER_DEAD: "the peer stopped answering LCP echo requests",
+    S.HANGUP: "hang-up: the call was cleared or the control connection closed by the other side",
+    S.LOOPBACK: "loopback detected (our own LCP magic number came back)",
+    S.AUTH_FAILED: "our authentication to the peer failed (wrong user name or password)",
+    S.CONTROL_UNREACHABLE: "the control connection could not be opened (TCP 1723 refused, "
+                           "unreachable, timed out)",
+    S.GRE_BLOCKED: "GRE (IP protocol 47) appears blocked: TCP 1723 works, no GRE packet came back",
+    S.ROUTE_LOOP: "a route through the tunnel would carry the tunnel itself (refused, nothing "
+                  "changed)",
+}
+
+_LINK: Final = (S.NEGOTIATION_FAILED, S.PEER_AUTH_FAILED, S.IDLE_TIMEOUT, S.PEER_DEAD, S.HANGUP,
+                S.LOOPBACK, S.AUTH_FAILED)
+
+#: The statuses each command can exit with.  ``demo`` also exits 130 on Ctrl-C (128 + SIGINT).
+COMMAND_EXITS: Final[dict[str, tuple[ExitStatus, ...]]] = {
+    "pty": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED, S.CONNECT_FAILED, S.HANGUP,
+            S.CONTROL_UNREACHABLE),
+    "server": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED),
+    "connect": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED, S.CONNECT_FAILED, *_LINK,
+                S.CONTROL_UNREACHABLE, S.GRE_BLOCKED, S.ROUTE_LOOP),
+    "ppp": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED, S.USER_REQUEST, *_LINK),
+    "demo": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED),
+    "bench": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED),
+}
+
+
+def exit_help(command: str, *, extra: str = "") -> str:
+    """The ``exit status:`` epilog of ``command``'s help."""
+    lines = ["exit status (pppd's numbers where pppd has the same case):"]
+    lines += [f"  {int(s):2d}  {EXIT_MEANING[s]}" for s in COMMAND_EXITS[command]]
+    return "\n".join(lines) + "\n" + extra
+
+
+def fail(command: str, status: ExitStatus, message: str) -> int:
+    """Print the one line ``pptpkit COMMAND: message`` on stderr; returns ``status``."""
+    print(f"pptpkit {command}: {message}", file=sys.stderr, flush=True)
+    return int(status)
+
+
+def not_permitted(command: str, exc: BaseException | str) -> int:
+    """The kernel refused a privileged operation: the same line and status in every command."""
+    return fail(command, S.NOT_PERMITTED, f"{NOT_PERMITTED_MESSAGE}: {exc}")
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Logging to stderr (stdout may carry PPP frames): one line per session event by default,
+    ``-v`` protocol debugging, ``-vv`` also one line per PPP frame."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pptpkit[%(process)d]: %(levelname)s %(name)s: %(message)s"
+                                           if verbose else "pptpkit[%(process)d]: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if verbose < 2:
+        # Per-frame lines only at -vv; asyncio's own debug chatter never helps here.
+        logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGINT, SIGTERM and SIGHUP set ``stop``: every command shuts down cleanly on them."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)

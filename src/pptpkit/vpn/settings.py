@@ -1,0 +1,202 @@
+"""Typed settings of ``pptpkit server``, layered: defaults, then the config file, then flags.
+
+Why layers of typed values: the settings used to travel as strings through an argparse
+``Namespace`` (pptpd.conf wrote ``args.mppe = "128"`` and the server parsed it back), the config
+file overwrote flags the user had typed, and MPPE and authentication were translated from and
+back to words in three places.  Now every source produces a :class:`ServerChanges` - a typed
+*partial* settings object holding only what that source says - and :class:`ServerSettings`
+applies them in one order: ``ServerSettings().with_file(...).with_flags(...)``.  The last layer
+wins, so a flag on the command line beats the same setting in pptpd.conf or the pppd options,
+which beat the defaults.  Errors in a file carry ``path:line`` from its parser; nothing here
+reads files.
+
+One translation of MPPE and authentication policy: pppd's option words are the only vocabulary.
+pppd options files are parsed into words by :mod:`pptpkit.compat.pppdopts`, and every command-line
+flag that sets a policy is declared as the pppd words it stands for (:data:`SERVER_MPPE_WORDS`,
+:func:`auth_words`); :func:`mppe_policy` and :func:`auth_policy` turn words into the typed
+policies, and nothing turns a policy back into words.
+
+This module builds no server objects (``BuiltinConfig``, ``PptpServerConfig``, the PPP program
+config): the command line does that from a finished :class:`ServerSettings`, so the settings do
+not depend on where those classes live.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal, TypedDict
+
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.policy import AuthPolicy
+from pptpkit.control import PPTP_PORT
+from pptpkit.errors import ConfigError
+from pptpkit.ppp.session_config import MppePolicy
+from pptpkit.pptp.server import DEFAULT_BUILTIN_MRU
+
+__all__ = [
+    "DEFAULT_AUTH_WORDS",
+    "DEFAULT_MPPE_WORDS",
+    "DEFAULT_SECRETS",
+    "SERVER_MPPE_WORDS",
+    "TUN_MODES",
+    "ServerChanges",
+    "ServerSettings",
+    "TunMode",
+    "auth_policy",
+    "auth_words",
+    "mppe_policy",
+]
+
+DEFAULT_SECRETS: Final = "/etc/ppp/chap-secrets"
+TunMode = Literal["per-session", "shared"]
+TUN_MODES: Final[tuple[TunMode, ...]] = ("per-session", "shared")
+
+#: ``pptpkit server``'s MPPE flags as the pppd words they mean (the flag's name is the key).
+SERVER_MPPE_WORDS: Final[dict[str, tuple[str, ...]]] = {
+    "require-mppe-128": ("require-mppe-128",),
+    "require-mppe": ("require-mppe",),
+    # pppd's default: MPPE offered, the peer may say no.
+    "mppe-optional": (),
+    "no-mppe": ("nomppe",),
+}
+#: A production pptpd's options.pptpd: MS-CHAPv2 and 128-bit MPPE required.
+DEFAULT_MPPE_WORDS: Final = ("require-mppe-128",)
+DEFAULT_AUTH_WORDS: Final = ("require-mschap-v2",)
+
+
+def mppe_policy(words: Iterable[str]) -> MppePolicy:
+    """The MPPE policy pppd's option words describe (later words win, as in pppd)."""
+    return MppePolicy.from_pppd_options(words)
+
+
+def auth_policy(words: Iterable[str]) -> AuthPolicy:
+    """The authentication policy pppd's option words describe."""
+    return AuthPolicy.from_pppd_options(words)
+
+
+def auth_words(kind: Literal["require", "refuse"], methods: Iterable[AuthMethod]) -> list[str]:
+    """``require-X``/``refuse-X`` for each method: flags named after pppd's options say the
+    same words."""
+    return [f"{kind}-{m.pppd_name}" for m in methods]
+
+
+class ServerChanges(TypedDict, total=False):
+    """A partial :class:`ServerSettings`: what one source (file, flags) says.  Keys are the
+    settings' field names; a key that is absent leaves the setting to earlier layers."""
+
+    listen: str | None
+    port: int
+    connections: int
+    max_per_source: int
+    stimeout: float
+    window: int
+    nobuffer: bool
+    respect_peer_window: bool
+    verbose: int
+    ppp_program: str | None
+    ppp_args: tuple[str, ...]
+    option_file: str | None
+    localip: tuple[str, ...] | None
+    remoteip: tuple[str, ...] | None
+    speed: int
+    noipparam: bool
+    delegate: bool
+    secrets: str
+    name: str
+    dns: tuple[ipaddress.IPv4Address, ...]
+    wins: tuple[ipaddress.IPv4Address, ...]
+    mppe: MppePolicy
+    auth: AuthPolicy
+    max_sessions: int
+    tun_mode: TunMode
+    tun_name: str | None
+    mtu: int
+    echo_interval: float
+    echo_failure: int
+    idle: float
+    mss_clamp: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    """Everything ``pptpkit server`` runs with; the defaults are the field defaults.
+
+    Both modes: ``listen`` (None: every address), ``port``, ``connections``,
+    ``max_per_source``, ``stimeout``, GRE's ``window``/``nobuffer``/``respect_peer_window``,
+    ``verbose`` (pptpd.conf's ``debug`` raises it).  PPP-program mode (``ppp_program`` set):
+    ``ppp_args``, ``option_file``, ``localip``/``remoteip``, ``speed``, ``noipparam``,
+    ``delegate``.  Built-in mode: the pool (``localip``/``remoteip``), ``secrets``, ``name``,
+    ``dns``/``wins`` pushed via IPCP, the ``mppe`` and ``auth`` policies, ``max_sessions``,
+    ``tun_mode``/``tun_name``, ``mtu`` (our MRU), LCP echo, ``idle`` (0: never),
+    ``mss_clamp``.
+    """
+
+    listen: str | None = None
+    port: int = PPTP_PORT
+    connections: int = 100
+    max_per_source: int = 16
+    stimeout: float = 10.0
+    window: int = 64
+    nobuffer: bool = False
+    respect_peer_window: bool = True
+    verbose: int = 0
+    ppp_program: str | None = None
+    ppp_args: tuple[str, ...] = ()
+    option_file: str | None = None
+    localip: tuple[str, ...] | None = None
+    remoteip: tuple[str, ...] | None = None
+    speed: int = 115200
+    noipparam: bool = False
+    delegate: bool = False
+    secrets: str = DEFAULT_SECRETS
+    name: str = "pptpd"
+    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    wins: tuple[ipaddress.IPv4Address, ...] = ()
+    mppe: MppePolicy = field(default_factory=lambda: mppe_policy(DEFAULT_MPPE_WORDS))
+    auth: AuthPolicy = field(default_factory=lambda: auth_policy(DEFAULT_AUTH_WORDS))
+    max_sessions: int = 1000
+    tun_mode: TunMode = "per-session"
+    tun_name: str | None = None
+    mtu: int = DEFAULT_BUILTIN_MRU
+    echo_interval: float = 10.0
+    echo_failure: int = 3
+    idle: float = 0.0
+    mss_clamp: bool = True
+
+    @property
+    def builtin(self) -> bool:
+        """True without a PPP program: our own PPP stack runs the calls."""
+        return self.ppp_program is None
+
+    def with_file(self, changes: ServerChanges) -> ServerSettings:
+        """These settings overridden by what a config file says."""
+        return replace(self, **changes)
+
+    def with_flags(self, changes: ServerChanges) -> ServerSettings:
+        """These settings overridden by the flags the user gave (only those: a flag left at
+        its default must not undo the file)."""
+        return replace(self, **changes)
+
+    def check_program(self) -> None:
+        """The PPP-program mode needs a pool, or ``delegate`` and no addresses."""
+        local, remote = self.localip, self.remoteip
+        if self.delegate:
+            if local or remote:
+                raise ConfigError("--delegate passes no addresses: drop --localip/--remoteip")
+        elif local is None and remote is None:
+            raise ConfigError("give --localip and --remoteip, or --delegate")
+        elif local is None or remote is None:
+            raise ConfigError(f"--{'localip' if local is None else 'remoteip'} is missing")
+
+    def check_builtin(self) -> None:
+        """What the built-in mode cannot honour or needs."""
+        if self.delegate or self.option_file or self.ppp_args or self.noipparam:
+            raise ConfigError("--delegate/--option/--ppp-arg/--noipparam only apply with --ppp-program")
+        if self.localip is None or self.remoteip is None:
+            raise ConfigError("give --local-ip and --remote-ip (the address pool)")
+        if len(self.dns) > 2 or len(self.wins) > 2:
+            raise ConfigError("IPCP carries at most two DNS and two WINS servers")
+        if not 0 <= self.echo_interval <= 3600:
+            raise ConfigError("--echo-interval must be between 0 and 3600 seconds")
