@@ -90,9 +90,12 @@ def parse_ping(text: str) -> PingResult:
 
 
 def _build(lab: NetnsLab) -> TwoHosts:
-    """The demo's server and client namespaces (named veth ends, so a leftover is recognisable)."""
+    """The demo's server and client namespaces.  Their names (``pkdemo<pid>-s``/``-c``) and the
+    veth ends' are the demo's own, so a user (or a test) can find a running demo's parts."""
+    tag = f"pkdemo{os.getpid()}"
     return TwoHosts(lab, *lab.add_two_hosts(SERVER_ADDR, CLIENT_ADDR, server_if="pkdemo-s",
-                                            client_if="pkdemo-c", prefixlen=PREFIX_LEN))
+                                            client_if="pkdemo-c", prefixlen=PREFIX_LEN,
+                                            names=(f"{tag}-s", f"{tag}-c")))
 
 
 async def _spawn(ns: str, argv: list[str], **kw: Any) -> asyncio.subprocess.Process:

@@ -160,11 +160,13 @@ class NetnsLab:
 
     # -- building ---------------------------------------------------------------------------------
 
-    def add_namespace(self, suffix: str = "") -> str:
-        """A new namespace with its loopback up; its name is returned."""
+    def add_namespace(self, suffix: str = "", *, name: str | None = None) -> str:
+        """A new namespace with its loopback up; its name (``name``, else one made from this
+        lab's prefix) is returned."""
         from pyroute2 import IPRoute, netns
 
-        name = f"{self.prefix}-{len(self.namespaces)}{suffix}"
+        if name is None:
+            name = f"{self.prefix}-{len(self.namespaces)}{suffix}"
         netns.create(name)
         # Recorded before configuring, so close() removes it even if that fails.
         self.namespaces.append(name)
@@ -210,10 +212,12 @@ class NetnsLab:
         client_if: str = "cli0",
         prefixlen: int = 24,
         mtu: int | None = None,
+        names: tuple[str, str] | None = None,
     ) -> tuple[str, str]:
-        """A server and a client namespace (suffixes ``s``, ``c``) joined by one veth pair."""
-        server_ns = self.add_namespace("s")
-        client_ns = self.add_namespace("c")
+        """A server and a client namespace (suffixes ``s``, ``c``, or exactly ``names``) joined by
+        one veth pair."""
+        server_ns = self.add_namespace("s", name=names[0] if names else None)
+        client_ns = self.add_namespace("c", name=names[1] if names else None)
         self.add_veth(server_ns, client_ns, addr_a=f"{server}/{prefixlen}",
                       addr_b=f"{client}/{prefixlen}", name_a=server_if, name_b=client_if, mtu=mtu)
         return server_ns, client_ns
