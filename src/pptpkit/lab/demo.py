@@ -1,6 +1,7 @@
 """``pptpkit demo``: a whole VPN on one machine, on embedded defaults.
 
-Two fresh network namespaces joined by a veth pair (TEST-NET-1 addresses, made with pyroute2).
+Two fresh network namespaces joined by a veth pair (TEST-NET-1 addresses), built and torn down
+by the lab shared with the benchmarks and the tests (:mod:`pptpkit.lab.netns`).
 In one, ``pptpkit server`` in built-in mode (MS-CHAPv2 and MPPE-128 required, a temporary
 secrets file); in the other, ``pptpkit connect`` - two separate processes, started exactly as a
 user would start them.  Once the tunnel is up the demo prints what was negotiated (auth, MPPE,
@@ -29,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from pptpkit.lab.netns import NETNS_DIR, enter, listening, pids_in
+from pptpkit.lab.netns import CLIENT_ADDRESS, SERVER_ADDRESS, NetnsLab, TwoHosts, enter, listening
 
 __all__ = ["DemoError", "DemoResult", "parse_ping", "run_demo"]
 
-SERVER_ADDR: Final = "192.0.2.1"
-CLIENT_ADDR: Final = "192.0.2.2"
+SERVER_ADDR: Final = SERVER_ADDRESS
+CLIENT_ADDR: Final = CLIENT_ADDRESS
 PREFIX_LEN: Final = 24
 TUNNEL_SERVER: Final = "198.51.100.1"
 TUNNEL_POOL: Final = "198.51.100.10-20"
@@ -88,48 +89,13 @@ def parse_ping(text: str) -> PingResult:
     return result
 
 
-class _Lab:
-    """The two namespaces and the veth between them, removed by :meth:`close`."""
-
-    def __init__(self) -> None:
-        tag = f"pkdemo{os.getpid()}"
-        self.server_ns = f"{tag}-s"
-        self.client_ns = f"{tag}-c"
-        self.created: list[str] = []
-
-    def build(self) -> None:
-        from pyroute2 import NetNS, netns
-
-        for name in (self.server_ns, self.client_ns):
-            netns.create(name)
-            self.created.append(name)
-        with NetNS(self.server_ns) as ns:
-            ns.link("add", ifname="pkdemo-s", kind="veth",
-                    peer={"ifname": "pkdemo-c", "net_ns_fd": self.client_ns})
-        for name, ifname, addr in ((self.server_ns, "pkdemo-s", SERVER_ADDR),
-                                   (self.client_ns, "pkdemo-c", CLIENT_ADDR)):
-            with NetNS(name) as ns:
-                for link in ("lo", ifname):
-                    index = ns.link_lookup(ifname=link)[0]
-                    if link != "lo":
-                        ns.addr("add", index=index, address=addr, prefixlen=PREFIX_LEN)
-                    ns.link("set", index=index, state="up")
-
-    def close(self) -> list[str]:
-        """Delete the namespaces (their veth ends go with them); returns those left over."""
-        from pyroute2 import netns
-
-        for name in self.created:
-            for pid in pids_in(name):
-                if pid == os.getpid():
-                    continue
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                netns.remove(name)
-        left = [n for n in self.created if (NETNS_DIR / n).exists()]
-        self.created.clear()
-        return left
+def _build(lab: NetnsLab) -> TwoHosts:
+    """The demo's server and client namespaces.  Their names (``pkdemo<pid>-s``/``-c``) and the
+    veth ends' are the demo's own, so a user (or a test) can find a running demo's parts."""
+    tag = f"pkdemo{os.getpid()}"
+    return TwoHosts(lab, *lab.add_two_hosts(SERVER_ADDR, CLIENT_ADDR, server_if="pkdemo-s",
+                                            client_if="pkdemo-c", prefixlen=PREFIX_LEN,
+                                            names=(f"{tag}-s", f"{tag}-c")))
 
 
 async def _spawn(ns: str, argv: list[str], **kw: Any) -> asyncio.subprocess.Process:
@@ -191,9 +157,9 @@ _SENDER: Final = textwrap.dedent("""
 """)
 
 
-async def _throughput(lab: _Lab, seconds: float, result: DemoResult) -> None:
+async def _throughput(hosts: TwoHosts, seconds: float, result: DemoResult) -> None:
     py = sys.executable
-    receiver = await _spawn(lab.server_ns, [py, "-c", _RECEIVER, TUNNEL_SERVER, str(_THROUGHPUT_PORT)],
+    receiver = await _spawn(hosts.server, [py, "-c", _RECEIVER, TUNNEL_SERVER, str(_THROUGHPUT_PORT)],
                             stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
     sender: asyncio.subprocess.Process | None = None
     try:
@@ -201,8 +167,8 @@ async def _throughput(lab: _Lab, seconds: float, result: DemoResult) -> None:
         ready = await asyncio.wait_for(receiver.stdout.readline(), 10)
         if ready.strip() != b"ready":
             raise DemoError("the throughput receiver did not start")
-        sender = await _spawn(lab.client_ns, [py, "-c", _SENDER, TUNNEL_SERVER, str(_THROUGHPUT_PORT),
-                                              str(seconds)],
+        sender = await _spawn(hosts.client, [py, "-c", _SENDER, TUNNEL_SERVER, str(_THROUGHPUT_PORT),
+                                             str(seconds)],
                               stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         line = await asyncio.wait_for(receiver.stdout.readline(), seconds + 20)
         await asyncio.wait_for(sender.wait(), 10)
@@ -239,7 +205,8 @@ async def _wait_up(client: asyncio.subprocess.Process, err: asyncio.Future[bytes
                 return dict(event)
 
 
-async def _run(lab: _Lab, tmp: Path, pings: int, seconds: float, verbose: int, result: DemoResult) -> None:
+async def _run(hosts: TwoHosts, tmp: Path, pings: int, seconds: float, verbose: int,
+               result: DemoResult) -> None:
     py = sys.executable
     log_v = ["-v"] * verbose
     password = secrets.token_urlsafe(12)
@@ -250,7 +217,7 @@ async def _run(lab: _Lab, tmp: Path, pings: int, seconds: float, verbose: int, r
     for path in (secrets_file, password_file):
         path.chmod(0o600)
     started = time.monotonic()
-    server = await _spawn(lab.server_ns, [
+    server = await _spawn(hosts.server, [
         py, "-m", "pptpkit", "server", *log_v, "--listen", SERVER_ADDR, "--local-ip", TUNNEL_SERVER,
         "--remote-ip", TUNNEL_POOL, "--secrets", str(secrets_file), "--require-mschap-v2",
         "--require-mppe-128", "--dns", PUSHED_DNS,
@@ -266,16 +233,16 @@ async def _run(lab: _Lab, tmp: Path, pings: int, seconds: float, verbose: int, r
                 raise DemoError("the server did not start listening:\n"
                                 + (await server_err).decode(errors="replace"))
             await asyncio.sleep(0.05)
-        client = await _spawn(lab.client_ns, [
+        client = await _spawn(hosts.client, [
             py, "-m", "pptpkit", "connect", SERVER_ADDR, "--user", DEMO_USER, "--password-file",
             str(password_file), "--require-mppe-128", "--route", "203.0.113.0/24", "--json", *log_v,
         ], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         client_err = asyncio.ensure_future(_read_all(client.stderr))
         result.up = await _wait_up(client, client_err)
-        result.server_interfaces = [n for n in await _interfaces(lab.server_ns) if n.startswith("pptpkit")]
+        result.server_interfaces = [n for n in await _interfaces(hosts.server) if n.startswith("pptpkit")]
 
-        ping = await _spawn(lab.client_ns, ["ping", "-n", "-c", str(pings), "-i", "0.2", "-w", "15",
-                                            TUNNEL_SERVER],
+        ping = await _spawn(hosts.client, ["ping", "-n", "-c", str(pings), "-i", "0.2", "-w", "15",
+                                           TUNNEL_SERVER],
                             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                             stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(ping.communicate(), 20)
@@ -283,13 +250,13 @@ async def _run(lab: _Lab, tmp: Path, pings: int, seconds: float, verbose: int, r
         if result.ping.received == 0:
             raise DemoError(f"no ping reply across the tunnel:\n{out.decode(errors='replace')}")
 
-        await _throughput(lab, seconds, result)
+        await _throughput(hosts, seconds, result)
 
         result.client_exit = await _stop(client)
         result.client_log = (await client_err).decode(errors="replace")
         if result.client_exit != 0:
             raise DemoError(f"pptpkit connect exited with status {result.client_exit}:\n{result.client_log}")
-        left = [n for n in await _interfaces(lab.client_ns) if n.startswith("pptp")]
+        left = [n for n in await _interfaces(hosts.client) if n.startswith("pptp")]
         if left:
             raise DemoError(f"the client left {left} behind")
         result.server_exit = await _stop(server)
@@ -344,7 +311,7 @@ def run_demo(*, pings: int = 5, seconds: float = 3.0, verbose: int = 0) -> int:
     if os.geteuid() != 0:
         print("pptpkit demo: needs root (network namespaces, TUN, raw GRE sockets)", file=sys.stderr)
         return 1
-    lab = _Lab()
+    lab = NetnsLab("pkdemo")
     result = DemoResult()
     code = 1
 
@@ -362,8 +329,8 @@ def run_demo(*, pings: int = 5, seconds: float = 3.0, verbose: int = 0) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with tempfile.TemporaryDirectory(prefix="pptpkit-demo-") as tmp:
-            lab.build()
-            asyncio.run(_run(lab, Path(tmp), pings, seconds, verbose, result))
+            hosts = _build(lab)
+            asyncio.run(_run(hosts, Path(tmp), pings, seconds, verbose, result))
         print(_report(result))
         code = 0
     except DemoError as exc:

@@ -1,10 +1,11 @@
-"""Helpers for the auth engine tests: deterministic randomness and a two-engine virtual link."""
+"""Helpers for the auth engine tests: deterministic randomness and the two engines' link."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from enginepair import EnginePair, packet_end
 from pptpkit.auth.base import AuthEngine, AuthEvent
 from pptpkit.auth.secrets import SecretMatch, StaticSecrets
 
@@ -36,8 +37,8 @@ class MutableSecrets:
 Filter = Callable[[str, bytes], bytes | None]
 
 
-class Link:
-    """Two engines back to back on a virtual clock.
+class Link(EnginePair):
+    """An authenticator and a peer engine on the shared :mod:`enginepair`.
 
     ``filter(direction, packet)`` may drop (return None) or replace a packet in flight;
     ``direction`` is "a>p" (authenticator to peer) or "p>a".  Every packet that crossed is kept
@@ -45,53 +46,32 @@ class Link:
     """
 
     def __init__(self, authenticator: AuthEngine, peer: AuthEngine, now: float = 0.0) -> None:
+        super().__init__(packet_end(authenticator, receive="receive"), packet_end(peer, receive="receive"),
+                         names=("a", "p"), directions=("a>p", "p>a"), now=now, rounds=100)
         self.a = authenticator
         self.p = peer
-        self.now = now
         self.filter: Filter | None = None
-        self.log: list[tuple[str, bytes]] = []
-        self.a_events: list[AuthEvent] = []
-        self.p_events: list[AuthEvent] = []
+
+    @property
+    def a_events(self) -> list[AuthEvent]:
+        return self.events["a"]
+
+    @property
+    def p_events(self) -> list[AuthEvent]:
+        return self.events["p"]
 
     def start(self) -> None:
         self.a.start(self.now)
         self.p.start(self.now)
         self.pump()
 
-    def _collect(self) -> None:
-        while (e := self.a.next_event()) is not None:
-            self.a_events.append(e)
-        while (e := self.p.next_event()) is not None:
-            self.p_events.append(e)
-
-    def pump(self, max_rounds: int = 100) -> None:
-        for _ in range(max_rounds):
-            moved = False
-            for src, dst, direction in ((self.a, self.p, "a>p"), (self.p, self.a, "p>a")):
-                for pkt in src.packets_to_send():
-                    moved = True
-                    out = self.filter(direction, pkt) if self.filter else pkt
-                    if out is None:
-                        continue
-                    self.log.append((direction, out))
-                    dst.receive(out, self.now)
-            self._collect()
-            if not moved:
-                return
-        raise AssertionError("engines did not go quiet")
-
-    def next_deadline(self) -> float | None:
-        timers = [t for t in (self.a.get_timer(), self.p.get_timer()) if t is not None]
-        return min(timers) if timers else None
+    def transform(self, direction: str, unit: bytes) -> Sequence[bytes]:
+        out = self.filter(direction, unit) if self.filter else unit
+        return () if out is None else (out,)
 
     def run_until(self, end: float) -> None:
         """Fire timers in order up to ``end`` (inclusive), pumping after each."""
-        while (t := self.next_deadline()) is not None and t <= end:
-            self.now = max(self.now, t)
-            self.a.handle_timer(self.now)
-            self.p.handle_timer(self.now)
-            self.pump()
-        self.now = max(self.now, end)
+        self.advance(end)
 
     def sent(self, direction: str) -> list[bytes]:
         return [pkt for d, pkt in self.log if d == direction]

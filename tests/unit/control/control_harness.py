@@ -1,13 +1,15 @@
-"""A client and a server ControlConnection joined back to back on a virtual clock."""
+"""A client and a server ControlConnection back to back on the shared :mod:`enginepair`."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from typing import TypeVar
 
 from hypothesis import strategies as st
 
+from enginepair import EnginePair, stream_end
 from pptpkit.control.connection import (
     CallIdAllocator,
     CallRequested,
@@ -87,9 +89,10 @@ def drain(conn: ControlConnection) -> list[ControlEvent]:
     return events
 
 
-class Link:
-    """Moves bytes between the engines like TCP would: in order, and when one side is closed
-    (its adapter closes the socket) the other side sees ``connection_lost``.
+class Link(EnginePair):
+    """A client and a server engine on the shared :mod:`enginepair`, moving bytes like TCP would:
+    in order, and when one side is closed (its adapter closes the socket) the other side sees
+    ``connection_lost``.
 
     ``cut_to_client`` / ``cut_to_server`` silently discard traffic in that direction (a peer that
     stops answering).  Every message that crosses is recorded decoded in ``to_client`` /
@@ -105,63 +108,58 @@ class Link:
         server_ids: CallIdAllocator | None = None,
         start: float = 1000.0,
     ) -> None:
-        self.now = start
-        self.client = ControlConnection(
+        client = ControlConnection(
             client_config or ControlConfig(role=Role.CLIENT), now=start, rng=random.Random(seed)
         )
-        self.server = ControlConnection(
+        server = ControlConnection(
             server_config or ControlConfig(role=Role.SERVER),
             now=start,
             rng=random.Random(seed + 1),
             call_ids=server_ids,
         )
+        super().__init__(stream_end(client), stream_end(server), names=("client", "server"),
+                         directions=("to_server", "to_client"), now=start, rounds=None, lockstep=True)
         self.cut_to_client = False
         self.cut_to_server = False
-        self.to_client: list[ControlMessage] = []
-        self.to_server: list[ControlMessage] = []
-        self.client_events: list[ControlEvent] = []
-        self.server_events: list[ControlEvent] = []
-        self._lost_reported: set[int] = set()
 
-    def pump(self) -> None:
-        while True:
-            c_out = self.client.data_to_send()
-            s_out = self.server.data_to_send()
-            # Sampled after draining: a closed engine's last bytes are in c_out/s_out, and they
-            # reach the other side before its connection_lost, as with a real socket.
-            client_closed, server_closed = self.client.closed, self.server.closed
-            if c_out:
-                self.to_server += split_messages(c_out)
-                if not self.cut_to_server:
-                    self.server.receive_data(c_out, self.now)
-            if s_out:
-                self.to_client += split_messages(s_out)
-                if not self.cut_to_client:
-                    self.client.receive_data(s_out, self.now)
-            lost = False
-            for closed, conn, other in ((client_closed, self.client, self.server),
-                                        (server_closed, self.server, self.client)):
-                if closed and id(conn) not in self._lost_reported:
-                    self._lost_reported.add(id(conn))
-                    other.connection_lost(self.now)
-                    lost = True
-            self.client_events += drain(self.client)
-            self.server_events += drain(self.server)
-            if not (c_out or s_out or lost):
-                return
+    # A test may swap in an engine built its own way before the link comes up.
+    @property
+    def client(self) -> ControlConnection:
+        engine: ControlConnection = self.ends["client"].engine
+        return engine
 
-    def advance(self, until: float) -> None:
-        """Run both engines' timers up to and including ``until``."""
-        while True:
-            timers = [t for t in (self.client.get_timer(), self.server.get_timer()) if t is not None]
-            due = [t for t in timers if t <= until]
-            if not due:
-                break
-            self.now = max(self.now, min(due))
-            self.client.handle_timer(self.now)
-            self.server.handle_timer(self.now)
-            self.pump()
-        self.now = max(self.now, until)
+    @client.setter
+    def client(self, engine: ControlConnection) -> None:
+        self.ends["client"] = stream_end(engine)
+
+    @property
+    def server(self) -> ControlConnection:
+        engine: ControlConnection = self.ends["server"].engine
+        return engine
+
+    @server.setter
+    def server(self, engine: ControlConnection) -> None:
+        self.ends["server"] = stream_end(engine)
+
+    def transform(self, direction: str, unit: bytes) -> Sequence[bytes]:
+        cut = self.cut_to_server if direction == "to_server" else self.cut_to_client
+        return () if cut else (unit,)
+
+    @property
+    def to_server(self) -> list[ControlMessage]:
+        return [m for chunk in self.wires["to_server"].sent for m in split_messages(chunk)]
+
+    @property
+    def to_client(self) -> list[ControlMessage]:
+        return [m for chunk in self.wires["to_client"].sent for m in split_messages(chunk)]
+
+    @property
+    def client_events(self) -> list[ControlEvent]:
+        return self.events["client"]
+
+    @property
+    def server_events(self) -> list[ControlEvent]:
+        return self.events["server"]
 
     def up(self) -> Link:
         self.pump()

@@ -43,7 +43,7 @@ from pptpkit.control import CallIdAllocator
 from pptpkit.io.grechannel import acquire_gre_socket, release_gre_socket
 from pptpkit.io.link import PacketSink, PppLink, TunDataPlane
 from pptpkit.io.loop import run as run_on_loop
-from pptpkit.lab.bench.netns import SERVER_ADDRESS, enter
+from pptpkit.lab.netns import SERVER_ADDRESS, enter
 from pptpkit.ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole
 from pptpkit.pptp.client import PptpClient, PptpClientConfig
 from pptpkit.pptp.server import CallHandler, PptpServer, PptpServerConfig, ServerCall

@@ -1,6 +1,6 @@
 """Our own fast TCP sender and receiver (no iperf3 needed), with a checksum of the stream.
 
-Each end is a thread placed in its namespace with :func:`~pptpkit.lab.bench.netns.inside`; both
+Each end is a thread placed in its namespace with :func:`~pptpkit.lab.netns.inside`; both
 spend their time in ``sendall``/``recv_into`` on 256 KiB buffers, which release the GIL, so
 the two threads of one process do not slow each other down measurably.  The sender repeats one
 pseudo-random block; both ends fold what they sent/received into Adler-32 and the receiver's
@@ -16,7 +16,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from pptpkit.lab.bench.netns import inside
+from pptpkit.lab.netns import inside
 
 __all__ = ["FlowResult", "measure_flow"]
 

@@ -190,7 +190,7 @@ class _GreGuard:
     """
 
     def __init__(self, netns_name: str) -> None:
-        from pptpkit.lab.bench.netns import inside
+        from pptpkit.lab.netns import inside
 
         with inside(netns_name):
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
@@ -215,7 +215,7 @@ class _GreGuard:
 
 def _sandboxed(netns_name: str, syslog: Path, argv: list[str], *, stdin: int,
                log: IO[bytes]) -> subprocess.Popen[bytes]:
-    from pptpkit.lab.bench.netns import enter
+    from pptpkit.lab.netns import enter
 
     return subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
@@ -227,7 +227,7 @@ def _sandboxed(netns_name: str, syslog: Path, argv: list[str], *, stdin: int,
 def measure_relay(server_ns: str, client_ns: str, direction: str, seconds: float,
                   *, warmup: float = 1.0, timeout: float = 30.0) -> RelayResult:
     """Frames/s through pptp-linux -> pptpd (``direction="c2s"``) or back (``"s2c"``)."""
-    from pptpkit.lab.bench.netns import SERVER_ADDRESS
+    from pptpkit.lab.netns import SERVER_ADDRESS
 
     pptp, pptpd = _which("pptp"), _which("pptpd")
     if pptp is None or pptpd is None:
@@ -341,7 +341,7 @@ def _run_s2c(ours: socket.socket, counter: FrameCounter, seconds: float, warmup:
 
 
 def _wait_listening(netns_name: str, port: int, timeout: float) -> None:
-    from pptpkit.lab.bench.netns import inside
+    from pptpkit.lab.netns import inside
 
     end = time.monotonic() + timeout
     want = f":{port:04X} "

@@ -10,14 +10,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pptpkit.lab.bench.agent import MPPE_MODES, TUNNEL_LOCAL, TUNNEL_PEER
 from pptpkit.lab.bench.flow import FlowResult, measure_flow
-from pptpkit.lab.bench.netns import CLIENT_ADDRESS, SERVER_ADDRESS, BenchNet
 from pptpkit.lab.bench.procs import Agent, sample_process
 from pptpkit.lab.bench.relay import measure_relay, relay_available
+from pptpkit.lab.netns import CLIENT_ADDRESS, SERVER_ADDRESS, TwoHosts, two_hosts
 
 __all__ = ["Figure", "Goal", "Report", "run_scale", "run_setup", "run_throughput"]
 
@@ -81,7 +82,11 @@ def _quiet(_: str) -> None:
 # -- throughput ---------------------------------------------------------------------------------
 
 
-def _flow_pair(net: BenchNet, c2s_addr: str, s2c_addr: str, seconds: float,
+def _hosts() -> AbstractContextManager[TwoHosts]:
+    return two_hosts("pkb", server_if="bench-s", client_if="bench-c", mtu=1500)
+
+
+def _flow_pair(net: TwoHosts, c2s_addr: str, s2c_addr: str, seconds: float,
                checks: dict[str, bool], tag: str) -> tuple[FlowResult, FlowResult]:
     up = measure_flow(net.client, net.server, c2s_addr, seconds)
     down = measure_flow(net.server, net.client, s2c_addr, seconds)
@@ -97,7 +102,7 @@ def run_throughput(*, seconds: float = 5.0, repeat: int = 1, modes: Sequence[str
     """``offloads``: run every mode with the TUN offloads on (True) and/or off (False); the
     offload-off rows carry the suffix ", no offload" and a ratio section compares them."""
     report = Report("throughput", command)
-    with BenchNet.create() as net:
+    with _hosts() as net:
         limit_up: list[float] = []
         limit_down: list[float] = []
         for i in range(repeat):
@@ -215,7 +220,7 @@ def run_setup(*, sessions: int = 200, concurrent: int = 100, repeat: int = 1, mp
     p99s: list[float] = []
     rates: list[float] = []
     conc_medians: list[float] = []
-    with BenchNet.create() as net:
+    with _hosts() as net:
         for i in range(repeat):
             progress(f"setup: {sessions} sequential + {concurrent} at once, run {i + 1}/{repeat}")
             with Agent("server", ["server", "--netns", net.server, "--plane", "echo", "--mppe", mppe,
@@ -263,7 +268,7 @@ def run_scale(*, sessions: int = 10000, hold: float = 10.0, echo_interval: float
     report = Report("scale", command)
     server_args = ["server", "--plane", "echo", "--mppe", mppe, "--max-sessions", str(sessions + 16),
                    "--echo-interval", str(echo_interval)]
-    with BenchNet.create() as net, Agent("server", [*server_args, "--netns", net.server]) as server:
+    with _hosts() as net, Agent("server", [*server_args, "--netns", net.server]) as server:
         server.wait_event("ready", 30)
         base = sample_process(server.pid)
         progress(f"scale: opening {sessions} sessions")

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_e2e_support import CLIENT, PUSHED_DNS, PY, SERVER, TUNNEL_LOCAL, USER, VpnLab, wait_for
+from e2e_support import CLIENT, PUSHED_DNS, PY, SERVER, TUNNEL_LOCAL, USER, VpnLab, wait_for
 
 from conftest import require_binary, require_root
 from netns import NetnsLab

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_e2e_support import TUNNEL_LOCAL, VpnLab
+from e2e_support import TUNNEL_LOCAL, VpnLab
 
 from conftest import require_root
 from netns import NetnsLab

@@ -20,7 +20,7 @@ from pptpkit.compat.pptpdconf import PptpdConf, parse_pptpd_conf, read_pptpd_con
 from pptpkit.errors import ConfigError
 from pptpkit.pptp.server import ppp_program_argv
 
-VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "pptpdconf"
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "pptpdconf"
 CASES = sorted(p.name for p in VECTORS.glob("*.conf"))
 DEFAULTS = PptpdConf()
 

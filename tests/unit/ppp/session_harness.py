@@ -1,13 +1,13 @@
-"""Two PppSessions back to back on a virtual clock, with a seeded lossy wire between them."""
+"""Two PppSessions on the shared :mod:`enginepair`, with a seeded lossy wire between them."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
+from enginepair import End, EnginePair, packet_end
 from pptpkit.auth.base import AuthenticatorConfig, PeerConfig
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
@@ -83,21 +83,13 @@ def client_config(
     return SessionConfig(**kwargs)
 
 
-@dataclass
-class Wire:
-    """What travelled in one direction: every frame sent (before loss) and IP packets delivered."""
-
-    frames: list[bytes] = field(default_factory=list)
-    in_flight: list[bytes] = field(default_factory=list)
-    delivered: list[bytes] = field(default_factory=list)
-
-
-class SessionPair:
+class SessionPair(EnginePair):
     """``client`` and ``server`` joined by a wire ("cs": client to server, "sc": back).
 
     ``loss``/``duplicate``/``reorder`` are probabilities applied per frame under ``seed``;
     ``tamper(direction, frame)`` may rewrite or (returning None) drop a frame.  ``lossy_data_only``
-    keeps control frames intact so that tests about data loss stay about data loss.
+    keeps control frames intact so that tests about data loss stay about data loss.  Each wire's
+    ``frames`` is every frame sent (before loss), ``delivered`` the IP packets that came out.
     """
 
     def __init__(
@@ -112,16 +104,17 @@ class SessionPair:
         tamper: Tamper | None = None,
         lossy_data_only: bool = False,
     ) -> None:
-        self.now = 0.0
-        self.client = PppSession(client, self.now)
-        self.server = PppSession(server, self.now)
+        self.client = PppSession(client, 0.0)
+        self.server = PppSession(server, 0.0)
+        super().__init__(
+            _session_end(self.client), _session_end(self.server),
+            names=("client", "server"), directions=("cs", "sc"), now=0.0, rounds=500,
+        )
         self.rng = random.Random(seed)
         self.loss, self.duplicate, self.reorder = loss, duplicate, reorder
         self.lossy_data_only = lossy_data_only
         self.tamper = tamper
-        self.wires = {"cs": Wire(), "sc": Wire()}
-        self.events: dict[str, list[object]] = {"client": [], "server": []}
-        self.silent: set[str] = set()
+        self._sending_data = False
 
     def session(self, side: str) -> PppSession:
         return self.client if side == "client" else self.server
@@ -131,77 +124,36 @@ class SessionPair:
         self.client.open(self.now)
         self.pump()
 
-    def _transmit(self, direction: str, frame: bytes, *, data: bool) -> None:
-        wire = self.wires[direction]
-        wire.frames.append(frame)
+    def transform(self, direction: str, unit: bytes) -> Sequence[bytes]:
+        frame: bytes | None = unit
         if self.tamper is not None:
-            tampered = self.tamper(direction, frame)
-            if tampered is None:
-                return
-            frame = tampered
-        lossy = data or not self.lossy_data_only
+            frame = self.tamper(direction, unit)
+            if frame is None:
+                return ()
+        lossy = self._sending_data or not self.lossy_data_only
         if lossy and self.loss and self.rng.random() < self.loss:
-            return
-        wire.in_flight.append(frame)
+            return ()
         if lossy and self.duplicate and self.rng.random() < self.duplicate:
-            wire.in_flight.append(frame)
+            return (frame, frame)
+        return (frame,)
+
+    def reorder_batch(self, direction: str, batch: list[bytes]) -> list[bytes]:
+        if self.reorder:
+            for i in range(len(batch) - 1):
+                if self.rng.random() < self.reorder:
+                    batch[i], batch[i + 1] = batch[i + 1], batch[i]
+        return batch
 
     def send(self, side: str, packet: bytes) -> bytes | None:
         """Hand ``packet`` to ``side``'s data plane; the frame (or None) it produced."""
         frame = self.session(side).send_packet(packet, self.now)
         if frame is not None:
-            self._transmit("cs" if side == "client" else "sc", frame, data=True)
+            self._sending_data = True
+            try:
+                self.offer("cs" if side == "client" else "sc", frame)
+            finally:
+                self._sending_data = False
         return frame
-
-    def pump(self, rounds: int = 500) -> None:
-        for _ in range(rounds):
-            moved = False
-            for direction, src_name, src, dst in (
-                ("cs", "client", self.client, self.server),
-                ("sc", "server", self.server, self.client),
-            ):
-                for frame in src.frames_to_send():
-                    if src_name not in self.silent:
-                        self._transmit(direction, frame, data=False)
-                wire = self.wires[direction]
-                batch, wire.in_flight = wire.in_flight, []
-                if self.reorder and len(batch) > 1:
-                    for i in range(len(batch) - 1):
-                        if self.rng.random() < self.reorder:
-                            batch[i], batch[i + 1] = batch[i + 1], batch[i]
-                for frame in batch:
-                    moved = True
-                    packet = dst.receive_frame(frame, self.now)
-                    if packet is not None:
-                        wire.delivered.append(packet)
-            self._drain()
-            if not moved and not self.client._out and not self.server._out:
-                return
-        raise AssertionError("sessions never went quiet")
-
-    def _drain(self) -> None:
-        for name in ("client", "server"):
-            session = self.session(name)
-            while (event := session.next_event()) is not None:
-                self.events[name].append(event)
-
-    def run(self, until: float) -> None:
-        """Pump and fire timers in time order until virtual time ``until``."""
-        self.pump()
-        while True:
-            timers = [t for t in (self.client.get_timer(), self.server.get_timer()) if t is not None]
-            if not timers or min(timers) > until:
-                break
-            self.now = max(self.now, min(timers))
-            for session in (self.client, self.server):
-                t = session.get_timer()
-                if t is not None and t <= self.now:
-                    session.handle_timer(self.now)
-            self.pump()
-        self.now = max(self.now, until)
-
-    def of_type(self, side: str, cls: type) -> list[Any]:
-        return [e for e in self.events[side] if isinstance(e, cls)]
 
     def link_up(self, side: str) -> LinkUp | None:
         ups = self.of_type(side, LinkUp)
@@ -211,6 +163,14 @@ class SessionPair:
         downs = self.of_type(side, LinkDown)
         assert len(downs) <= 1, f"{side} reported LinkDown {len(downs)} times"
         return downs[0] if downs else None
+
+
+def _session_end(session: PppSession) -> End:
+    # A session can hold frames it has not offered yet (its output queue); the pair is quiet
+    # only when that is empty too.
+    end = packet_end(session, receive="receive_frame", send="frames_to_send")
+    end.busy = lambda: bool(session._out)
+    return end
 
 
 def ipv4_packet(n: int, size: int = 60) -> bytes:

@@ -19,7 +19,7 @@ import pytest
 from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv, parse_pppd_file
 from pptpkit.errors import ConfigError
 
-VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "pppdopts"
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "pppdopts"
 CASES = sorted(p.name for p in VECTORS.iterdir() if p.suffix in (".options", ".argv"))
 DEFAULTS = PppdOptions()
 
