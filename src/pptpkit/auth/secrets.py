@@ -248,7 +248,7 @@ class _Line:
     words: list[str] = field(default_factory=list)
 
 
-def _split_words(text: str, path: str) -> list[_Line]:
+def split_words(text: str, path: str) -> list[_Line]:
     """Split ``text`` into logical lines of words (pppd's getword rules, line-oriented)."""
     lines: list[_Line] = []
     current = _Line(1)
@@ -384,7 +384,7 @@ def _indirect_secret(spec: str, path: str, line: int) -> str:
         data = _read_limited(target)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read indirect secret file {target}: {exc}", path=path, line=line) from None
-    lines = _split_words(data.decode("latin-1"), target)
+    lines = split_words(data.decode("latin-1"), target)
     if not lines:
         raise ConfigError(f"no secret in indirect secret file {target}", path=path, line=line)
     return lines[0].words[0]
@@ -393,7 +393,7 @@ def _indirect_secret(spec: str, path: str, line: int) -> str:
 def parse_secrets(text: str, path: str = "<secrets>") -> list[_Entry]:
     """Parse secrets-file ``text``; errors are :class:`ConfigError` naming ``path`` and the line."""
     entries: list[_Entry] = []
-    for ln in _split_words(text, path):
+    for ln in split_words(text, path):
         words = ln.words
         if len(words) < 3:
             raise ConfigError(

@@ -31,7 +31,7 @@ from typing import Final
 from pptpkit.auth.base import MAX_NAME_LEN, MAX_SECRET_LEN, AuthenticatorConfig, PeerConfig
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
-from pptpkit.auth.secrets import SecretsProvider, _split_words
+from pptpkit.auth.secrets import SecretsProvider, split_words
 from pptpkit.errors import ConfigError
 from pptpkit.ppp.session_config import MppePolicy, SessionConfig, SessionRole
 
@@ -326,7 +326,7 @@ class _Parser:
 
     def parse_text(self, text: str, path: str) -> None:
         words: list[tuple[str, Where]] = []
-        for line in _split_words(text, path):
+        for line in split_words(text, path):
             words.extend((w, Where(path, line.number)) for w in line.words)
         self.apply(words)
 

@@ -63,7 +63,7 @@ from pptpkit.control.messages import (
     StopReason,
     StopResult,
     WanErrorNotify,
-    _check_text,
+    check_text,
     decode_message,
 )
 from pptpkit.enums import enum_name
@@ -282,7 +282,7 @@ class ControlConfig:
             raise ConfigError(f"role must be a Role, not {self.role!r}")
         for name in ("host_name", "vendor"):
             try:
-                _check_text(getattr(self, name), 64, name)
+                check_text(getattr(self, name), 64, name)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         for name in ("firmware_revision", "processing_delay"):
@@ -740,8 +740,8 @@ class ControlConnection:
         self._require_role(Role.CLIENT, "open_call")
         self._require_established("open_call")
         try:
-            _check_text(phone_number, 64, "phone_number")
-            _check_text(subaddress, 64, "subaddress")
+            check_text(phone_number, 64, "phone_number")
+            check_text(subaddress, 64, "subaddress")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if len(self._calls) >= self.config.max_calls:

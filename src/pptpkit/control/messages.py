@@ -210,7 +210,7 @@ class FramingType(enum.IntEnum):
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _check_text(value: str, size: int, name: str) -> None:
+def check_text(value: str, size: int, name: str) -> None:
     """Fixed-size string fields: latin-1, no NUL (it would end the string on the wire)."""
     try:
         raw = value.encode("latin-1")
@@ -300,8 +300,8 @@ class StartControlConnectionRequest(ControlMessage):
     vendor: str = ""
 
     def __post_init__(self) -> None:
-        _check_text(self.host_name, _HOST_NAME_SIZE, "host_name")
-        _check_text(self.vendor, _VENDOR_SIZE, "vendor")
+        check_text(self.host_name, _HOST_NAME_SIZE, "host_name")
+        check_text(self.vendor, _VENDOR_SIZE, "vendor")
 
     def _encode_body(self, w: Writer) -> None:
         w.pack(
@@ -348,8 +348,8 @@ class StartControlConnectionReply(ControlMessage):
     vendor: str = ""
 
     def __post_init__(self) -> None:
-        _check_text(self.host_name, _HOST_NAME_SIZE, "host_name")
-        _check_text(self.vendor, _VENDOR_SIZE, "vendor")
+        check_text(self.host_name, _HOST_NAME_SIZE, "host_name")
+        check_text(self.vendor, _VENDOR_SIZE, "vendor")
 
     def _encode_body(self, w: Writer) -> None:
         w.pack(
@@ -479,8 +479,8 @@ class OutgoingCallRequest(ControlMessage):
     subaddress: str = ""
 
     def __post_init__(self) -> None:
-        _check_text(self.phone_number, _PHONE_SIZE, "phone_number")
-        _check_text(self.subaddress, _SUBADDRESS_SIZE, "subaddress")
+        check_text(self.phone_number, _PHONE_SIZE, "phone_number")
+        check_text(self.subaddress, _SUBADDRESS_SIZE, "subaddress")
 
     def _encode_body(self, w: Writer) -> None:
         w.pack(
@@ -582,9 +582,9 @@ class IncomingCallRequest(ControlMessage):
     subaddress: str = ""
 
     def __post_init__(self) -> None:
-        _check_text(self.dialed_number, _PHONE_SIZE, "dialed_number")
-        _check_text(self.dialing_number, _PHONE_SIZE, "dialing_number")
-        _check_text(self.subaddress, _SUBADDRESS_SIZE, "subaddress")
+        check_text(self.dialed_number, _PHONE_SIZE, "dialed_number")
+        check_text(self.dialing_number, _PHONE_SIZE, "dialing_number")
+        check_text(self.subaddress, _SUBADDRESS_SIZE, "subaddress")
 
     def _encode_body(self, w: Writer) -> None:
         w.pack(
@@ -728,7 +728,7 @@ class CallDisconnectNotify(ControlMessage):
     call_statistics: str = ""
 
     def __post_init__(self) -> None:
-        _check_text(self.call_statistics, _STATISTICS_SIZE, "call_statistics")
+        check_text(self.call_statistics, _STATISTICS_SIZE, "call_statistics")
 
     def _encode_body(self, w: Writer) -> None:
         w.pack(_CDN, self.call_id, self.result_code, self.error_code, self.cause_code, 0)

@@ -16,12 +16,12 @@ from typing import Final
 
 from pptpkit.errors import ConfigError, PptpkitError
 from pptpkit.gre.packet import (
-    _HDR_ONE,
-    _HDR_SEQ_ACK,
-    _W_DATA,
-    _W_DATA_ACK,
     GRE_PROTOCOL_PPP,
+    HDR_ONE,
+    HDR_SEQ_ACK,
     MAX_PAYLOAD,
+    W_DATA,
+    W_DATA_ACK,
     Buffer,
     GrePacket,
     encode_gre,
@@ -269,11 +269,11 @@ class GreCall:
         n = len(data)
         if n > 16 and not self._held and self._rx_started:
             word = data[0] << 8 | data[1]
-            if word == _W_DATA_ACK:
-                _w, proto, length, call_id, seq, ack = _HDR_SEQ_ACK.unpack_from(data)
+            if word == W_DATA_ACK:
+                _w, proto, length, call_id, seq, ack = HDR_SEQ_ACK.unpack_from(data)
                 hdr = 16
-            elif word == _W_DATA:
-                _w, proto, length, call_id, seq = _HDR_ONE.unpack_from(data)
+            elif word == W_DATA:
+                _w, proto, length, call_id, seq = HDR_ONE.unpack_from(data)
                 ack = None
                 hdr = 12
             else:

@@ -39,19 +39,19 @@ MAX_PAYLOAD: Final = 0xFFFF
 SEQ_MASK: Final = 0xFFFFFFFF
 
 # The four possible first words of a packet we send.
-_W_DATA_ACK: Final = FLAG_K | FLAG_S | FLAG_A | GRE_VERSION_ENHANCED
-_W_DATA: Final = FLAG_K | FLAG_S | GRE_VERSION_ENHANCED
+W_DATA_ACK: Final = FLAG_K | FLAG_S | FLAG_A | GRE_VERSION_ENHANCED
+W_DATA: Final = FLAG_K | FLAG_S | GRE_VERSION_ENHANCED
 _W_ACK: Final = FLAG_K | FLAG_A | GRE_VERSION_ENHANCED
 _W_NONE: Final = FLAG_K | GRE_VERSION_ENHANCED
 
 BASE_HEADER: Final = struct.Struct("!HHHH")
 _ONE_U32: Final = struct.Struct("!I")
 _TWO_U32: Final = struct.Struct("!II")
-_HDR_SEQ_ACK: Final = struct.Struct("!HHHHII")
-_HDR_ONE: Final = struct.Struct("!HHHHI")
+HDR_SEQ_ACK: Final = struct.Struct("!HHHHII")
+HDR_ONE: Final = struct.Struct("!HHHHI")
 
 HEADER_MIN: Final = BASE_HEADER.size  # 8
-HEADER_MAX: Final = _HDR_SEQ_ACK.size  # 16
+HEADER_MAX: Final = HDR_SEQ_ACK.size  # 16
 
 # The bits that the RFC requires to be zero in an enhanced GRE header.
 _MUST_BE_ZERO: Final = FLAG_C | FLAG_R | FLAG_SSR | RECUR_MASK | FLAGS_MASK
@@ -75,12 +75,12 @@ def encode_gre(call_id: int, payload: Buffer, seq: int | None, ack: int | None) 
     try:
         if seq is not None:
             if ack is not None:
-                return _HDR_SEQ_ACK.pack(_W_DATA_ACK, GRE_PROTOCOL_PPP, n, call_id, seq, ack) + payload
-            return _HDR_ONE.pack(_W_DATA, GRE_PROTOCOL_PPP, n, call_id, seq) + payload
+                return HDR_SEQ_ACK.pack(W_DATA_ACK, GRE_PROTOCOL_PPP, n, call_id, seq, ack) + payload
+            return HDR_ONE.pack(W_DATA, GRE_PROTOCOL_PPP, n, call_id, seq) + payload
         if n:
             raise ValueError("a GRE packet with a payload needs a sequence number")
         if ack is not None:
-            return _HDR_ONE.pack(_W_ACK, GRE_PROTOCOL_PPP, 0, call_id, ack)
+            return HDR_ONE.pack(_W_ACK, GRE_PROTOCOL_PPP, 0, call_id, ack)
         return BASE_HEADER.pack(_W_NONE, GRE_PROTOCOL_PPP, 0, call_id)
     except struct.error as exc:
         raise ValueError(f"GRE field out of range: {exc}") from None

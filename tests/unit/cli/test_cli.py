@@ -308,7 +308,7 @@ def test_not_permitted_is_the_same_failure_everywhere(tmp_path: Path) -> None:
         assert lines[0].startswith(f"pptpkit {command}: {NOT_PERMITTED_MESSAGE}: "), (command, lines)
 
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "cli.md"
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
