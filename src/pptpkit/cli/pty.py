@@ -64,8 +64,9 @@ def add_pty_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Argume
     pty.add_argument("--localbind", type=ipv4, metavar="IP",
                      help="send TCP and GRE from this local address (as pptp-linux's --localbind)")
     pty.add_argument("--callmgr", action="store_true",
-                     help="share one control connection with every other 'pptpkit pty --callmgr' "
-                          "to the same server (a detached call manager, as pptp-linux's)")
+                     help="share a detached call manager with every other 'pptpkit pty --callmgr' "
+                          "to the same server (as pptp-linux's): calls share its control connections "
+                          "up to the server's Maximum Channels")
     pty.add_argument("--stdin-only", action="store_true",
                      help="read and write the frames on fd 0 (a socketpair end or raw pty)")
     pty.add_argument("--summary", action="store_true",
