@@ -121,7 +121,7 @@ def parse_listen(text: str) -> tuple[str | None, int]:
     host = host.strip()
     number = PPTP_PORT
     if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 0xFFFF:
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 0xFFFF:
             raise argparse.ArgumentTypeError(f"bad port {port_text!r} in {text!r} (1..65535)")
         number = int(port_text)
     if host in ("", "*", "0.0.0.0"):

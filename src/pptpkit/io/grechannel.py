@@ -15,7 +15,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pptpkit.gre import GreCall, GreCallConfig, GreStats
 from pptpkit.gre.packet import MAX_PAYLOAD
@@ -23,7 +23,9 @@ from pptpkit.io.deadline import Deadline
 from pptpkit.io.gresock import Ancillary, GreSocket, source_ancillary
 
 __all__ = [
+    "MAX_HELD_FRAMES",
     "ChannelStats",
+    "FrameInlet",
     "GreChannel",
     "acquire_gre_socket",
     "ipv4_or_none",
@@ -31,6 +33,52 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+MAX_HELD_FRAMES: Final = 64
+
+
+class FrameInlet:
+    """Where a call's received PPP frames go: to ``sink`` once the layer above is attached, and
+    until then into a small queue that attaching drains, in arrival order.
+
+    A call is usable as soon as it is established, but its opener attaches PPP only after it has
+    resumed (and built its interface): the peer's first LCP Configure-Request usually lands in
+    between. Dropping it costs a whole LCP restart interval (3 s) on every connect. The queue
+    is capped (a peer may send anything before we listen); what overflows is counted.
+    """
+
+    __slots__ = ("_held", "_sink", "dropped")
+
+    def __init__(self) -> None:
+        self._sink: Callable[[bytes], None] | None = None
+        self._held: list[bytes] = []
+        self.dropped = 0
+
+    @property
+    def sink(self) -> Callable[[bytes], None] | None:
+        return self._sink
+
+    @sink.setter
+    def sink(self, sink: Callable[[bytes], None] | None) -> None:
+        self._sink = sink
+        if sink is not None and self._held:
+            held, self._held = self._held, []
+            for frame in held:
+                sink(frame)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def deliver(self, frame: bytes) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink(frame)
+        elif len(self._held) < MAX_HELD_FRAMES:
+            self._held.append(bytes(frame))  # frames may be views of a reused receive buffer
+        else:
+            self.dropped += 1
 
 
 @dataclass(slots=True)

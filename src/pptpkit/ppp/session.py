@@ -101,6 +101,8 @@ _TO_AUTHENTICATOR: Final = {PROTO_PAP: 1, PROTO_CHAP: 2, PROTO_EAP: 2}
 #: Stop looping over sub-engine events after this many in one input: a bound on the work a
 #: single frame can cause (each engine already caps its own queues).
 _MAX_EVENTS_PER_INPUT: Final = 4096
+# NCP packets kept while IPCP/IPV6CP wait for CCP (a peer sends one or two of each per restart).
+_MAX_HELD_NCP_PACKETS: Final = 8
 
 # pppd's wording of the Terminate-Request reasons, so that logs on both ends read the same.
 REASON_AUTH_PEER_FAILED: Final = "Authentication failed"
@@ -167,7 +169,8 @@ class PppSession:
         '_addresses', '_auth_method', '_auth_peer_engine', '_auth_pending', '_authenticator', '_ccp',
         '_ccp_settled', '_ctl_acfc', '_decryptor', '_encryptor', '_events', '_finished', '_ipcp',
         '_ipv6_up', '_ipv6cp', '_keys', '_keys_are_server', '_last_data', '_lcp', '_link_up_sent',
-        '_mppe_required', '_mppe_text', '_ncps_gone', '_ncps_held', '_network_reached', '_now', '_opened',
+        '_mppe_required', '_mppe_text', '_ncp_early', '_ncps_gone', '_ncps_held', '_network_reached',
+        '_now', '_opened',
         '_out', '_outcome', '_phase', '_reason', '_reset_deadline', '_reset_id', '_reset_tries', '_rx4',
         '_rx6', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'stats',
     )
@@ -202,6 +205,7 @@ class PppSession:
         self._ccp_settled = False
         self._mppe_required = False
         self._ncps_held = False
+        self._ncp_early: list[tuple[int, bytes]] | None = None
         # A tuple: at most two protocols ever go in, and an empty tuple is shared.
         self._ncps_gone: tuple[int, ...] = ()
         self._encryptor: MppeEncryptor | None = None
@@ -483,6 +487,9 @@ class PppSession:
         elif protocol == _CCP:
             ncp = self._ccp
         if ncp is not None:
+            if self._ncps_held and ncp is not self._ccp:
+                self._hold_ncp_packet(protocol, info)
+                return
             ncp.receive_packet(info, now)
             return
         # Not a protocol we run (IPV6CP/CCP turned off, LQR, VJ, anything else).
@@ -728,6 +735,7 @@ class PppSession:
                 self._drain(ncp)
         self._ipcp = self._ipv6cp = None
         self._ccp = None
+        self._ncp_early = None
         self._mppe_off()
         if self._ipv6_up:
             self._ipv6_up = False
@@ -797,6 +805,18 @@ class PppSession:
         elif isinstance(event, LayerFinished):
             self._ncp_finished(ncp, now)
 
+    def _hold_ncp_packet(self, protocol: int, info: memoryview) -> None:
+        # A peer that does not wait for CCP (pptpkit's client, Windows) sends its IPCP
+        # Configure-Request at once.  Answered by a closed IPCP, it would get a Terminate-Ack and
+        # retry only after a whole restart interval; kept, it is answered as soon as CCP is up.
+        early = self._ncp_early
+        if early is None:
+            early = self._ncp_early = []
+        if len(early) < _MAX_HELD_NCP_PACKETS:
+            early.append((protocol, bytes(info)))
+        else:
+            self.stats.dropped["ncp_held_overflow"] += 1
+
     def _release_held_ncps(self, now: float) -> None:
         if not self._ncps_held:
             return
@@ -804,6 +824,9 @@ class PppSession:
         for held in (self._ipcp, self._ipv6cp):
             if held is not None and held.protocol not in self._ncps_gone:
                 held.open(now)
+        early, self._ncp_early = self._ncp_early, None
+        for protocol, info in early or ():
+            self._control(protocol, memoryview(info), now)
 
     def _ncp_finished(self, ncp: ControlProtocol, now: float) -> None:
         if ncp.protocol not in self._ncps_gone:

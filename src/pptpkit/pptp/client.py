@@ -49,7 +49,13 @@ from pptpkit.control.connection import CloseCause
 from pptpkit.errors import ConfigError, PptpkitError, StateError
 from pptpkit.gre import GreCallConfig, GreStats
 from pptpkit.io.driver import ConnectionInfo, EngineDriver, open_tcp_connection
-from pptpkit.io.grechannel import GreChannel, acquire_gre_socket, ipv4_or_none, release_gre_socket
+from pptpkit.io.grechannel import (
+    FrameInlet,
+    GreChannel,
+    acquire_gre_socket,
+    ipv4_or_none,
+    release_gre_socket,
+)
 from pptpkit.io.gresock import GreSocket
 
 __all__ = [
@@ -175,9 +181,9 @@ class PptpCall:
         self._client = client
         self.info = info
         self.channel = channel
-        self.on_frame = on_frame
+        self.inlet = FrameInlet()
+        self.inlet.sink = on_frame
         self.on_close: Callable[[CloseInfo], None] | None = None
-        self.frames_unclaimed = 0
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[CloseInfo] = loop.create_future()
 
@@ -202,11 +208,19 @@ class PptpCall:
         """Send one PPP frame; False when it was dropped (call over, window queue full)."""
         return self.channel.send_frame(ppp_frame)
 
-    def _deliver(self, frame: bytes) -> None:
-        if self.on_frame is None:
-            self.frames_unclaimed += 1
-            return
-        self.on_frame(frame)
+    @property
+    def on_frame(self) -> Callable[[bytes], None] | None:
+        """Receives PPP frames; frames that came before it was set are handed to it first."""
+        return self.inlet.sink
+
+    @on_frame.setter
+    def on_frame(self, on_frame: Callable[[bytes], None] | None) -> None:
+        self.inlet.sink = on_frame
+
+    @property
+    def frames_unclaimed(self) -> int:
+        """Frames dropped because nothing took them and the inlet's queue was full."""
+        return self.inlet.dropped
 
     def _ended(self, info: CloseInfo) -> None:
         if self.closed.done():
@@ -509,7 +523,7 @@ class PptpClient:
 
         def deliver(frame: bytes) -> None:
             if call is not None:
-                call._deliver(frame)
+                call.inlet.deliver(frame)
 
         cfg = self.config
         try:

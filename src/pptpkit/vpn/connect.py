@@ -598,12 +598,14 @@ class _LinkRun:
                 log.debug("from server %d bytes: %s", len(frame), frame[:24].hex())
             link.frame_received(frame)
 
-        call.on_frame = frame_in
         call.on_close = lambda info: link.lower_down(info.reason)
         if call.is_closed:
             link.lower_down("the call ended before PPP started")
         else:
             link.start()
+        # After start: frames the server sent while PPP was being attached (its first LCP
+        # Configure-Request, as a rule) are handed over now, to a running LCP.
+        call.on_frame = frame_in
         self.watchdog.start(self.loop.time())
         deadline = self.watchdog.get_timer()
         timer = self.loop.call_at(deadline, self.wake.set) if deadline is not None else None

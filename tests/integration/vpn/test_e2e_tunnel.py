@@ -12,6 +12,7 @@ import ipaddress
 import signal
 import subprocess
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -283,3 +284,18 @@ def test_call_refused_exits_8(vpn: VpnLab) -> None:
     assert len(lines) == 1 and f"{SERVER} refused the call" in lines[0], second.stderr
     assert first.proc.poll() is None  # the first tunnel is not disturbed
     assert first.stop() == 0
+
+
+def test_first_lcp_exchange_needs_no_retransmission(vpn: VpnLab) -> None:
+    """The server's first LCP Configure-Request arrives while the client is still attaching PPP
+    to its new call; it must wait for PPP, not be dropped.  Dropped, the link comes up only on
+    the server's retransmission, one restart interval (3 s, pppd's default, which both sides use
+    here) after the call: so every one of these connects must be up well before that."""
+    vpn.start_server()
+    for _ in range(3):
+        started = time.monotonic()
+        client = vpn.connect("--lcp-restart", "3")
+        client.wait_up()
+        took = time.monotonic() - started
+        assert client.stop(signal.SIGTERM) == 0, client.stderr
+        assert took < 2.5, f"up after {took:.2f} s: the first LCP exchange was retransmitted"

@@ -29,6 +29,7 @@ from pptpkit.compat.callmgr.rendezvous import open_member_socket
 from pptpkit.control import Initiator, PeerInfo
 from pptpkit.errors import DecodeError
 from pptpkit.gre import GreStats
+from pptpkit.io.grechannel import FrameInlet
 from pptpkit.pptp.client import CallRefusedError, CloseInfo, ControlConnectionError, PptpClientConfig
 
 __all__ = ["ManagedCall", "ManagedCallInfo", "ManagedClient"]
@@ -55,9 +56,8 @@ class ManagedCall:
     def __init__(self, member: ManagedClient, info: ManagedCallInfo) -> None:
         self._member = member
         self.info = info
-        self.on_frame: Callable[[bytes], None] | None = None
+        self.inlet = FrameInlet()
         self.on_close: Callable[[CloseInfo], None] | None = None
-        self.frames_unclaimed = 0
         self.stats = GreStats()
         self.closed: asyncio.Future[CloseInfo] = asyncio.get_running_loop().create_future()
 
@@ -78,11 +78,19 @@ class ManagedCall:
             return False
         return self._member._send(Message(MsgType.FRAME, frame=ppp_frame))
 
-    def _deliver(self, frame: bytes) -> None:
-        if self.on_frame is None:
-            self.frames_unclaimed += 1
-        else:
-            self.on_frame(frame)
+    @property
+    def on_frame(self) -> Callable[[bytes], None] | None:
+        """Receives PPP frames; frames that came before it was set are handed to it first."""
+        return self.inlet.sink
+
+    @on_frame.setter
+    def on_frame(self, on_frame: Callable[[bytes], None] | None) -> None:
+        self.inlet.sink = on_frame
+
+    @property
+    def frames_unclaimed(self) -> int:
+        """Frames dropped because nothing took them and the inlet's queue was full."""
+        return self.inlet.dropped
 
     def _ended(self, info: CloseInfo) -> None:
         if self.closed.done():
@@ -244,7 +252,7 @@ class ManagedClient:
     def _dispatch(self, msg: Message) -> None:
         if msg.type is MsgType.FRAME:
             if self._call is not None:
-                self._call._deliver(msg.frame)
+                self._call.inlet.deliver(msg.frame)
         elif msg.type in (MsgType.OPENED, MsgType.FAILED):
             if self._opened is not None and not self._opened.done():
                 self._opened.set_result(msg)
