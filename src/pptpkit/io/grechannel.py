@@ -26,6 +26,7 @@ __all__ = [
     "MAX_HELD_FRAMES",
     "ChannelStats",
     "FrameInlet",
+    "FrameReceiver",
     "GreChannel",
     "acquire_gre_socket",
     "ipv4_or_none",
@@ -79,6 +80,27 @@ class FrameInlet:
             self._held.append(bytes(frame))  # frames may be views of a reused receive buffer
         else:
             self.dropped += 1
+
+
+class FrameReceiver:
+    """A call's receiving side as its users see it: assign ``on_frame`` to attach the layer
+    above; frames that came first are handed to it then (see :class:`FrameInlet`)."""
+
+    inlet: FrameInlet
+
+    @property
+    def on_frame(self) -> Callable[[bytes], None] | None:
+        """Receives PPP frames; frames that came before it was set are handed to it first."""
+        return self.inlet.sink
+
+    @on_frame.setter
+    def on_frame(self, on_frame: Callable[[bytes], None] | None) -> None:
+        self.inlet.sink = on_frame
+
+    @property
+    def frames_unclaimed(self) -> int:
+        """Frames dropped because nothing took them and the inlet's queue was full."""
+        return self.inlet.dropped
 
 
 @dataclass(slots=True)

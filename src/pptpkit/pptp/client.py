@@ -51,6 +51,7 @@ from pptpkit.gre import GreCallConfig, GreStats
 from pptpkit.io.driver import ConnectionInfo, EngineDriver, open_tcp_connection
 from pptpkit.io.grechannel import (
     FrameInlet,
+    FrameReceiver,
     GreChannel,
     acquire_gre_socket,
     ipv4_or_none,
@@ -172,7 +173,7 @@ class PptpClientConfig:
         )
 
 
-class PptpCall:
+class PptpCall(FrameReceiver):
     """One established call.  ``on_frame(frame)`` receives PPP frames (no HDLC, no GRE);
     ``on_close(info)`` runs once when the call ends, whichever side ended it."""
 
@@ -207,20 +208,6 @@ class PptpCall:
     def send_frame(self, ppp_frame: bytes) -> bool:
         """Send one PPP frame; False when it was dropped (call over, window queue full)."""
         return self.channel.send_frame(ppp_frame)
-
-    @property
-    def on_frame(self) -> Callable[[bytes], None] | None:
-        """Receives PPP frames; frames that came before it was set are handed to it first."""
-        return self.inlet.sink
-
-    @on_frame.setter
-    def on_frame(self, on_frame: Callable[[bytes], None] | None) -> None:
-        self.inlet.sink = on_frame
-
-    @property
-    def frames_unclaimed(self) -> int:
-        """Frames dropped because nothing took them and the inlet's queue was full."""
-        return self.inlet.dropped
 
     def _ended(self, info: CloseInfo) -> None:
         if self.closed.done():

@@ -29,7 +29,7 @@ from pptpkit.compat.callmgr.rendezvous import open_member_socket
 from pptpkit.control import Initiator, PeerInfo
 from pptpkit.errors import DecodeError
 from pptpkit.gre import GreStats
-from pptpkit.io.grechannel import FrameInlet
+from pptpkit.io.grechannel import FrameInlet, FrameReceiver
 from pptpkit.pptp.client import CallRefusedError, CloseInfo, ControlConnectionError, PptpClientConfig
 
 __all__ = ["ManagedCall", "ManagedCallInfo", "ManagedClient"]
@@ -47,7 +47,7 @@ class ManagedCallInfo:
     connect_speed: int
 
 
-class ManagedCall:
+class ManagedCall(FrameReceiver):
     """A call held by the manager, used like a :class:`~pptpkit.pptp.client.PptpCall`:
     ``send_frame``, ``on_frame``, ``on_close``, ``closed`` (a future of
     :class:`~pptpkit.pptp.client.CloseInfo`), ``close()``.  ``stats`` are the manager's GRE counters
@@ -77,20 +77,6 @@ class ManagedCall:
         if self.closed.done() or not 0 < len(ppp_frame) <= MAX_FRAME:
             return False
         return self._member._send(Message(MsgType.FRAME, frame=ppp_frame))
-
-    @property
-    def on_frame(self) -> Callable[[bytes], None] | None:
-        """Receives PPP frames; frames that came before it was set are handed to it first."""
-        return self.inlet.sink
-
-    @on_frame.setter
-    def on_frame(self, on_frame: Callable[[bytes], None] | None) -> None:
-        self.inlet.sink = on_frame
-
-    @property
-    def frames_unclaimed(self) -> int:
-        """Frames dropped because nothing took them and the inlet's queue was full."""
-        return self.inlet.dropped
 
     def _ended(self, info: CloseInfo) -> None:
         if self.closed.done():
