@@ -41,18 +41,6 @@ BRIDGE_LOG = "pptpkit-bridge.log"
 BRIDGE_PPPD_LOG = "pppd-bridge.log"
 
 
-def wait_guest(vm: GuestVm, command: str, timeout: float, what: str, *, log: str | None = None) -> str:
-    end = time.monotonic() + timeout
-    while True:
-        result = vm.exec(command)
-        if result.status == 0:
-            return result.output
-        if time.monotonic() >= end:
-            detail = vm.read_log(log) if log is not None else ""
-            raise AssertionError(f"timed out waiting for {what}: {result.output}\n{detail}")
-        time.sleep(0.3)
-
-
 def test_client_bridge_real_pppd_against_our_builtin_server(vm: GuestVm, tmp_path: Path) -> None:
     secrets = tmp_path / "chap-secrets"
     secrets.write_text(f"{USER} pptpd {PASSWORD} *\n")
@@ -82,13 +70,13 @@ def test_client_bridge_real_pppd_against_our_builtin_server(vm: GuestVm, tmp_pat
         line = vm.wait_for_log(BRIDGE_PPPD_LOG, MPPE_128_ENABLED, timeout=90)
         assert MPPE_128_ENABLED in line
         vm.wait_for_log(BRIDGE_PPPD_LOG, f"remote IP address {SERVER_PPP_ADDR}", timeout=20)
-        iface = wait_guest(vm, "ip -o -4 addr show | awk '/peer 198.51.100.1\\// {print $2}' | grep .",
+        iface = vm.wait_until("ip -o -4 addr show | awk '/peer 198.51.100.1\\// {print $2}' | grep .",
                            20, "the guest's ppp interface").split()[0]
         ping = vm.exec(f"ping -n -c 5 -i 0.2 -W 3 -I {iface} {SERVER_PPP_ADDR}")
         assert ping.status == 0 and "5 received" in ping.output, ping.output + server_log.read_text()
         # SIGTERM to our process: it stops pppd (LCP terminate, pppd exits 5) and returns that.
         vm.exec("kill -TERM $(cat /pk/state/bridge.pid)", check=True)
-        wait_guest(vm, "! kill -0 $(cat /pk/state/bridge.pid) 2>/dev/null", 20, "the bridge to exit")
+        vm.wait_until("! kill -0 $(cat /pk/state/bridge.pid) 2>/dev/null", 20, "the bridge to exit")
         assert "pppd exited with status 5" in vm.read_log(BRIDGE_LOG), vm.read_log(BRIDGE_LOG)
     finally:
         vm.exec("kill -KILL $(cat /pk/state/bridge.pid) 2>/dev/null; pkill -f 'linkname pkbridge'")
@@ -99,23 +87,8 @@ def test_client_bridge_real_pppd_against_our_builtin_server(vm: GuestVm, tmp_pat
 
 @pytest.fixture
 def guest_ns(vm: GuestVm) -> Iterator[None]:
-    vm.exec(
-        f"""
-        set -e
-        pk-server --stop >/dev/null 2>&1 || true
-        ip netns del {GUEST_NS} 2>/dev/null || true
-        ip link del vbr0 2>/dev/null || true
-        ip netns add {GUEST_NS}
-        ip link add vbr0 type veth peer name vbr1 netns {GUEST_NS}
-        ip addr add {VETH_SERVER_ADDR}/26 dev vbr0
-        ip link set vbr0 up
-        ip -n {GUEST_NS} link set lo up
-        ip -n {GUEST_NS} addr add {VETH_CLIENT_ADDR}/26 dev vbr1
-        ip -n {GUEST_NS} link set vbr1 up
-        ip netns exec {GUEST_NS} ping -c 1 -W 3 {VETH_SERVER_ADDR}
-        """,
-        check=True,
-    )
+    vm.add_client_namespace(GUEST_NS, "vbr", VETH_SERVER_ADDR, VETH_CLIENT_ADDR,
+                            before="pk-server --stop >/dev/null 2>&1 || true")
     yield
     if vm.is_running():
         vm.exec(f"pk-client --stop --name br; kill $(cat /pk/state/brserver.pid) 2>/dev/null; "
@@ -134,8 +107,8 @@ def test_server_bridge_spawns_real_pppd_for_real_client(vm: GuestVm, guest_ns: N
     vm.exec(f"setsid nohup {command} >/pk/log/pptpkit-brserver.log 2>&1 </dev/null & "
             f"echo $! > /pk/state/brserver.pid", check=True)
     # Python under TCG emulation starts slowly, more so while the host is busy: be patient.
-    wait_guest(vm, f"ss -ltn | grep -q '{VETH_SERVER_ADDR}:1723'", 90, "our server to listen",
-               log="pptpkit-brserver.log")
+    vm.wait_until(f"ss -ltn | grep -q '{VETH_SERVER_ADDR}:1723'", 90, "our server to listen",
+                  logs=("pptpkit-brserver.log",))
     client = vm.start_client(VETH_SERVER_ADDR, name="br", netns=GUEST_NS, timeout=40)
     server_log = vm.read_log("pptpkit-brserver.log")
     assert client.up, vm.read_log(client.log_name) + server_log
@@ -149,6 +122,6 @@ def test_server_bridge_spawns_real_pppd_for_real_client(vm: GuestVm, guest_ns: N
     assert ping.status == 0 and "5 received" in ping.output, ping.output
     # The client hangs up: our server clears the call and the spawned pppd is reaped.
     vm.stop_client("br")
-    wait_guest(vm, "grep -q 'PPP program .* exited with status' /pk/log/pptpkit-brserver.log", 20,
+    vm.wait_until("grep -q 'PPP program .* exited with status' /pk/log/pptpkit-brserver.log", 20,
                "our server to reap its pppd")
     assert "Traceback" not in vm.read_log("pptpkit-brserver.log")

@@ -10,7 +10,6 @@ links come up with MPPE-128, carry pings at the same time, and each hangs up alo
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -25,39 +24,15 @@ VETH_CLIENT_ADDR = "203.0.113.130"
 TUNNELS = ("cm1", "cm2")
 RUN_DIR = "/run/pptpkit-cm"
 CALLMGR_LOG = "pptpkit-callmgr.log"
-
-
-def wait_guest(vm: GuestVm, command: str, timeout: float, what: str, *, logs: tuple[str, ...] = ()) -> str:
-    end = time.monotonic() + timeout
-    while True:
-        result = vm.exec(command)
-        if result.status == 0:
-            return result.output
-        if time.monotonic() >= end:
-            detail = "\n".join(f"--- {name}:\n{vm.read_log(name)}" for name in logs)
-            raise AssertionError(f"timed out waiting for {what}: {result.output}\n{detail}")
-        time.sleep(0.3)
+# The guest namespace's PPP interfaces (those whose peer is the server's tunnel address).
+PPP_IFACES = f"ip -n {GUEST_NS} -o -4 addr show | awk '/peer 198.51.100.1\\// {{print $2}}' | grep ."
 
 
 @pytest.fixture
 def guest_ns(vm: GuestVm) -> Iterator[None]:
-    vm.exec(
-        f"""
-        set -e
-        ip netns del {GUEST_NS} 2>/dev/null || true
-        ip link del vcm0 2>/dev/null || true
-        ip netns add {GUEST_NS}
-        ip link add vcm0 type veth peer name vcm1 netns {GUEST_NS}
-        ip addr add {VETH_SERVER_ADDR}/26 dev vcm0
-        ip link set vcm0 up
-        ip -n {GUEST_NS} link set lo up
-        ip -n {GUEST_NS} addr add {VETH_CLIENT_ADDR}/26 dev vcm1
-        ip -n {GUEST_NS} link set vcm1 up
-        ip netns exec {GUEST_NS} ping -c 1 -W 3 {VETH_SERVER_ADDR}
-        rm -rf {RUN_DIR} /pk/log/{CALLMGR_LOG} /pk/log/pptpkit-cm?.log /pk/log/pppd-cm?.log
-        """,
-        check=True,
-    )
+    vm.add_client_namespace(GUEST_NS, "vcm", VETH_SERVER_ADDR, VETH_CLIENT_ADDR,
+                            after=f"rm -rf {RUN_DIR} /pk/log/{CALLMGR_LOG} /pk/log/pptpkit-cm?.log "
+                                  "/pk/log/pppd-cm?.log")
     yield
     if vm.is_running():
         kills = "; ".join(f"kill -TERM $(cat /pk/state/{name}.pid) 2>/dev/null" for name in TUNNELS)
@@ -102,9 +77,7 @@ def test_two_connect_pppd_to_real_pptpd(vm: GuestVm, guest_ns: None) -> None:
             vm.wait_for_log(f"pppd-{name}.log", f"remote IP address {SERVER_PPP_ADDR}", timeout=30)
         except Exception as exc:
             raise AssertionError("\n".join(f"--- {n}:\n{vm.read_log(n)}" for n in logs)) from exc
-    ifaces = wait_guest(
-        vm, f"ip -n {GUEST_NS} -o -4 addr show | awk '/peer 198.51.100.1\\// {{print $2}}' | grep .",
-        20, "the two ppp interfaces", logs=logs).split()
+    ifaces = vm.wait_until(PPP_IFACES, 20, "the two ppp interfaces", logs=logs).split()
     assert len(ifaces) == 2, ifaces
     assert control_connections(vm) == 2  # one per call: pptpd allows one call per connection
 
@@ -119,20 +92,18 @@ def test_two_connect_pppd_to_real_pptpd(vm: GuestVm, guest_ns: None) -> None:
     # The first hangs up alone: its pppd ends, the other link still carries traffic.
     first, second = TUNNELS
     vm.exec(f"kill -TERM $(cat /pk/state/{first}.pid)", check=True)
-    wait_guest(vm, f"! kill -0 $(cat /pk/state/{first}.pid) 2>/dev/null", 30, "the first tunnel to end",
+    vm.wait_until(f"! kill -0 $(cat /pk/state/{first}.pid) 2>/dev/null", 30, "the first tunnel to end",
                logs=logs)
     established = f"ip netns exec {GUEST_NS} ss -Htn state established '( dport = :1723 )' | wc -l"
-    wait_guest(vm, f"[ $({established}) = 1 ]", 20, "the first control connection to close", logs=logs)
-    left = wait_guest(
-        vm, f"ip -n {GUEST_NS} -o -4 addr show | awk '/peer 198.51.100.1\\// {{print $2}}' | grep .",
-        20, "the second interface").split()
+    vm.wait_until(f"[ $({established}) = 1 ]", 20, "the first control connection to close", logs=logs)
+    left = vm.wait_until(PPP_IFACES, 20, "the second interface").split()
     assert len(left) == 1
     out = ping_all(vm, left)
     assert "FAILED" not in out and "5 received" in out, out
     vm.exec(f"kill -TERM $(cat /pk/state/{second}.pid)", check=True)
-    wait_guest(vm, f"! kill -0 $(cat /pk/state/{second}.pid) 2>/dev/null", 30, "the second tunnel to end",
+    vm.wait_until(f"! kill -0 $(cat /pk/state/{second}.pid) 2>/dev/null", 30, "the second tunnel to end",
                logs=logs)
-    wait_guest(vm, f"! pgrep -f 'pptpkit.compat.callmgr.*{RUN_DIR}'", 20, "the call manager to exit",
+    vm.wait_until(f"! pgrep -f 'pptpkit.compat.callmgr.*{RUN_DIR}'", 20, "the call manager to exit",
                logs=logs)
     text = "".join(vm.read_log(name) for name in logs)
     assert "Traceback" not in text, text

@@ -361,6 +361,43 @@ class GuestVm:
         except FileNotFoundError:
             return 0
 
+    def wait_until(self, command: str, timeout: float, what: str, *, logs: Sequence[str] = ()) -> str:
+        """Run ``command`` in the guest until it exits 0 and return its output; on timeout fail
+        with ``what`` and the named guest logs."""
+        end = time.monotonic() + timeout
+        while True:
+            result = self.exec(command)
+            if result.status == 0:
+                return result.output
+            if time.monotonic() >= end:
+                detail = "\n".join(f"--- {name}:\n{self.read_log(name)}" for name in logs)
+                raise AssertionError(f"timed out waiting for {what}: {result.output}\n{detail}")
+            time.sleep(0.3)
+
+    def add_client_namespace(self, netns: str, host_if: str, server_addr: str, client_addr: str,
+                             *, before: str = "", after: str = "") -> None:
+        """A guest network namespace ``netns`` joined to the guest by the veth pair
+        ``{host_if}0``/``{host_if}1`` (server side ``server_addr``, inside ``client_addr``, /26),
+        replacing any left by an earlier run; ``before``/``after`` are extra shell lines."""
+        self.exec(
+            f"""
+            set -e
+            {before}
+            ip netns del {netns} 2>/dev/null || true
+            ip link del {host_if}0 2>/dev/null || true
+            ip netns add {netns}
+            ip link add {host_if}0 type veth peer name {host_if}1 netns {netns}
+            ip addr add {server_addr}/26 dev {host_if}0
+            ip link set {host_if}0 up
+            ip -n {netns} link set lo up
+            ip -n {netns} addr add {client_addr}/26 dev {host_if}1
+            ip -n {netns} link set {host_if}1 up
+            ip netns exec {netns} ping -c 1 -W 3 {server_addr}
+            {after}
+            """,
+            check=True,
+        )
+
     def read_log(self, name: str, *, since: int = 0) -> str:
         try:
             with self.log_path(name).open("rb") as stream:
