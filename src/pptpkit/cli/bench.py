@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -72,10 +73,43 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="setups in flight at once while opening (default 100)")
 
 
+    dp = kinds.add_parser("datapath", parents=[common_b],
+                          help="the built-in server's cost per received packet, in process (no root)")
+    dp.add_argument("--packets", type=_positive(int), default=20000, metavar="N",
+                    help="packets per timed pass (default 20000)")
+    dp.add_argument("--size", type=int, default=1400, metavar="OCTETS",
+                    help="IP packet size, 28..1400 (default 1400)")
+
+
+def _run_datapath(args: argparse.Namespace) -> int:
+    import json
+
+    from pptpkit.lab.bench.datapath import measure_datapath
+
+    if not 28 <= args.size <= 1400:
+        print(f"pptpkit bench: --size must be 28..1400, not {args.size}", file=sys.stderr)
+        return 2
+    packets = min(args.packets, 2000) if args.short else args.packets
+    if not args.verbose:
+        # Session start and end lines of the in-process server are not the benchmark's output.
+        logging.getLogger("pptpkit").setLevel(logging.WARNING)
+    result = measure_datapath(mppe=args.mppe, packets=packets, size=args.size, repeat=max(args.repeat, 3))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        runs = ", ".join(f"{ns:.0f}" for ns in result.ns_per_packet)
+        print(f"datapath: MPPE {result.mppe}, {result.packets} packets of {result.size} octets per pass")
+        print(f"  server receive path, datagram in -> packet out: median {result.median_ns:.0f} ns/packet "
+              f"(passes: {runs})")
+    return 0
+
+
 def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     from pptpkit.lab.bench.report import to_json, to_table
     from pptpkit.lab.bench.runner import run_scale, run_setup, run_throughput
 
+    if args.bench == "datapath":
+        return _run_datapath(args)
     if os.geteuid() != 0:
         return not_permitted("bench", "network namespaces, TUN and raw GRE sockets")
     command = "pptpkit " + shlex.join(list(argv) if argv is not None else sys.argv[1:])

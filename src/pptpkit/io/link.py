@@ -92,6 +92,8 @@ PacketSink = Callable[[bytes], object]
 #: up after its restart timer (3 s) times max-terminate (2); we are shorter because a
 #: shutting-down server must not hang on a dead peer.
 DEFAULT_CLOSE_TIMEOUT: Final = 3.0
+#: Frames kept from a peer that speaks before :meth:`PppLink.start` (a handful of LCP packets).
+MAX_EARLY_FRAMES: Final = 16
 
 
 class FrameTransport(Protocol):
@@ -149,9 +151,10 @@ class LinkStats:
     ``packets_out``/``octets_out``: IP packets from the data plane accepted by the transport.
     ``dropped_no_data_plane``: packets from the peer while no data plane was attached (the
     short window between IPCP up and the TUN being configured, or after a failure);
-    ``refused_by_session``: packets the session would not send (link not up, MPPE required but
-    off, not IP); ``refused_by_transport``: frames the transport dropped (call gone, window
-    queue full).
+    ``early_frames_dropped``: frames beyond :data:`MAX_EARLY_FRAMES` that came before
+    :meth:`PppLink.start`; ``refused_by_session``: packets the session would not send (link
+    not up, MPPE required but off, not IP); ``refused_by_transport``: frames the transport
+    dropped (call gone, window queue full).
     """
 
     packets_in: int = 0
@@ -162,6 +165,7 @@ class LinkStats:
     refused_by_session: int = 0
     refused_by_transport: int = 0
     control_frames_refused: int = 0
+    early_frames_dropped: int = 0
 
 
 class PppLink:
@@ -177,7 +181,8 @@ class PppLink:
     """
 
     __slots__ = (
-        '_attached', '_close_transport', '_data_plane', '_deadline', '_loop', '_on_event', '_plane_chain',
+        '_attached', '_close_transport', '_data_plane', '_deadline', '_early', '_loop', '_on_event',
+        '_plane_chain',
         '_sink', '_started', '_tasks', '_transport', '_up_waiter', 'closed', 'config',
         'down_event', 'interface', 'name', 'session', 'started_at', 'stats', 'up', 'up_at',
     )
@@ -206,6 +211,7 @@ class PppLink:
         self._attached = False
         self._deadline = Deadline(self._loop, self._on_deadline)
         self._started = False
+        self._early: list[bytes] | None = None
         # Created with the first data-plane task: most of a link's life has none running.
         self._tasks: set[asyncio.Task[None]] | None = None
         # Data-plane changes run one after the other, in event order (up, down, up, end).
@@ -245,6 +251,9 @@ class PppLink:
         self.started_at = now
         self.session.open(now)
         self._pump(now)
+        early, self._early = self._early, None
+        for frame in early or ():
+            self.frame_received(frame)
 
     def close(self, reason: str = "User request") -> None:
         """Ask the session to end: LCP Terminate-Request with ``reason``; non-blocking."""
@@ -252,6 +261,7 @@ class PppLink:
         if not self._started:
             self._started = True
             self.started_at = now
+            self._early = None
         self.session.close(now, reason)
         self._pump(now)
 
@@ -261,6 +271,7 @@ class PppLink:
             log.debug("%s: lower layer down: %s", self.name, reason)
         now = self._loop.time()
         self._started = True
+        self._early = None
         self.session.lower_down(now)
         self._pump(now)
 
@@ -292,7 +303,19 @@ class PppLink:
     # -- per-packet path ---------------------------------------------------------------------------
 
     def frame_received(self, frame: bytes) -> None:
-        """A PPP frame from the transport."""
+        """A PPP frame from the transport (held until :meth:`start` if it comes first)."""
+        if not self._started:
+            # The peer may speak first, between the call coming up and start(): LCP in its
+            # Initial state would drop the frame and the peer would retransmit only after
+            # its restart timer (3 s).  start() hands these over.
+            early = self._early
+            if early is None:
+                early = self._early = []
+            if len(early) < MAX_EARLY_FRAMES:
+                early.append(bytes(frame))
+            else:
+                self.stats.early_frames_dropped += 1
+            return
         now = self._loop.time()
         packet = self.session.receive_frame(frame, now)
         if packet is not None:

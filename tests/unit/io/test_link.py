@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Coroutine
 from ipaddress import IPv4Address
 from typing import Any
@@ -14,7 +15,7 @@ from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.errors import PptpkitError
-from pptpkit.io.link import LinkDownError, PacketSink, PppLink
+from pptpkit.io.link import MAX_EARLY_FRAMES, LinkDownError, PacketSink, PppLink
 from pptpkit.ppp.fsm import FsmConfig
 from pptpkit.ppp.session_config import (
     AccmChanged,
@@ -233,3 +234,43 @@ def test_peer_silence_times_out_with_one_timer() -> None:
             link.start()
 
     run(main())
+
+
+def test_frames_before_start_are_kept_for_it() -> None:
+    """The peer speaks first and the link is started a little later: its Configure-Request is
+    answered from start(), not after the peer's restart timer (default 3 s)."""
+
+    async def main() -> None:
+        server_cfg, client_cfg = configs()
+        slow = FsmConfig(restart_interval=3.0)
+        server_cfg = dataclasses.replace(server_cfg, fsm=slow)
+        client_cfg = dataclasses.replace(client_cfg, fsm=slow)
+        server, client, _, _, _ = pair(server_cfg, client_cfg, server_plane=MemoryPlane(),
+                                               client_plane=MemoryPlane())
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        server.start()
+        await asyncio.sleep(0.05)  # the server's Configure-Request is waiting at the client
+        assert client.stats.early_frames_dropped == 0
+        client.start()
+        await asyncio.wait_for(client.wait_up(), 2.0)
+        # Up well inside one restart interval: nothing had to be sent twice.
+        assert loop.time() - t0 < 1.0
+        await client.aclose("bye")
+        await asyncio.wait_for(asyncio.shield(server.closed), 5)
+
+    run(main())
+
+
+def test_frames_before_start_are_capped() -> None:
+    async def main() -> None:
+        _, client_cfg = configs()
+        client = PppLink(client_cfg, Wire(), None, name="client")
+        for _ in range(MAX_EARLY_FRAMES + 5):
+            client.frame_received(b"\xff\x03\xc0\x21\x01\x01\x00\x04")
+        assert client.stats.early_frames_dropped == 5
+        client.lower_down("gone")
+        await asyncio.wait_for(asyncio.shield(client.closed), 5)
+
+    run(main())
+

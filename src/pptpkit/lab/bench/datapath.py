@@ -1,0 +1,196 @@
+"""``pptpkit bench datapath``: what one received packet costs the built-in server, in process.
+
+The throughput benchmark measures whole tunnels, where the kernel, the offloads and the
+client's own work blur the server's share.  This one isolates the server's receive path: a
+real :class:`~pptpkit.pptp.server.PptpServer` with the built-in sessions and a real
+:class:`~pptpkit.pptp.client.PptpClient` set up a session over loopback TCP, their GRE sockets
+replaced by in-memory demultiplexers (the one mock, below the I/O line).  The client then
+seals ``packets`` IP packets (MPPE as asked) into GRE datagrams, captured instead of sent; the
+timed loop hands those datagrams, IPv4 header on, to the server's demultiplexer exactly as its
+raw socket's reader would, and the packets come out at a counting sink where the TUN would be.
+
+So the figure is the server's whole per-packet cost from "datagram read" to "packet written",
+in nanoseconds, without the two system calls: GRE demultiplexing, the GRE engine, every hop
+between the GRE channel and the PPP link, MPPE and PPP decapsulation.  Compare runs of two
+checkouts side by side (see docs/performance.md) to price a change to that path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import statistics
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from pptpkit.io.gresock import Ancillary, GreDemux
+from pptpkit.io.link import PacketSink, PppLink
+from pptpkit.lab.bench.agent import SECRET, SERVER_NAME, USERNAME, mppe_policy, session_config
+from pptpkit.ppp.session_config import LinkUp, SessionRole
+
+if TYPE_CHECKING:
+    from pptpkit.io.gresock import GreSocket
+
+__all__ = ["DatapathResult", "measure_datapath"]
+
+LOCALHOST: Final = "127.0.0.1"
+_IPV4: Final = struct.Struct("!BBHHHBBH4s4s")
+_INNER: Final = struct.Struct("!BBHHHBBH4s4s")
+_PROBE_PROTO: Final = 253  # RFC 3692 experimentation protocol number
+
+
+class _MemoryGre(GreDemux):
+    """A raw GRE socket without the socket: what is sent goes to ``out``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: Callable[[bytes], object] | None = None
+        self.closed = False
+
+    def send(self, peer: str, packet: bytes | bytearray | memoryview) -> bool:
+        if self.out is not None:
+            self.out(bytes(packet))
+        return True
+
+    def send_from(self, peer: str, packet: bytes | bytearray | memoryview, ancillary: Ancillary) -> bool:
+        return self.send(peer, packet)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _ip_wrap(gre: bytes) -> bytes:
+    """The IPv4 header a raw socket's reader sees in front of the GRE packet."""
+    addr = socket.inet_aton(LOCALHOST)
+    return _IPV4.pack(0x45, 0, 20 + len(gre), 0, 0, 64, 47, 0, addr, addr) + gre
+
+
+class _CountingPlane:
+    """A data plane whose sink only counts (where a TUN write would be)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+
+    def _sink(self, packet: bytes) -> None:
+        self.packets += 1
+
+    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
+        link.interface = "bench"
+        return self._sink
+
+    async def detach(self, link: PppLink) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DatapathResult:
+    mppe: str
+    packets: int
+    size: int
+    ns_per_packet: list[float]
+    delivered: int
+
+    @property
+    def median_ns(self) -> float:
+        return statistics.median(self.ns_per_packet)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mppe": self.mppe, "packets": self.packets, "size": self.size,
+                "ns_per_packet": self.ns_per_packet, "median_ns": self.median_ns,
+                "delivered": self.delivered}
+
+
+def _probe(size: int, n: int) -> bytes:
+    src, dst = IPv4Address("198.51.100.2").packed, IPv4Address("198.51.100.1").packed
+    header = _INNER.pack(0x45, 0, size, n & 0xFFFF, 0, 64, _PROBE_PROTO, 0, src, dst)
+    return header + bytes(size - len(header))
+
+
+async def _measure(mppe: str, packets: int, size: int, repeat: int) -> DatapathResult:
+    # Imported here so that the module (and `pptpkit bench --help`) stays cheap to import.
+    from pptpkit.auth.secrets import StaticSecrets
+    from pptpkit.pptp.client import PptpClient, PptpClientConfig
+    from pptpkit.pptp.server import AddressPool, BuiltinConfig, BuiltinSessions, PptpServer, PptpServerConfig
+
+    loop = asyncio.get_running_loop()
+    server_gre, client_gre = _MemoryGre(), _MemoryGre()
+    # Setup: each side's datagrams reach the other on the next loop turn, as a network would.
+    server_gre.out = lambda d: loop.call_soon(client_gre.dispatch, _ip_wrap(d), loop.time())
+    client_gre.out = lambda d: loop.call_soon(server_gre.dispatch, _ip_wrap(d), loop.time())
+
+    plane = _CountingPlane()
+    builtin = BuiltinSessions(BuiltinConfig(
+        pool=AddressPool(["198.51.100.1"], ["198.51.100.2"]),
+        secrets=StaticSecrets({(USERNAME, SERVER_NAME): SECRET}),
+        name=SERVER_NAME, mppe=mppe_policy(mppe),
+        auth_policy=session_config(SessionRole.SERVER, mppe, echo_interval=0).auth_policy,
+        echo_interval=0, mru=1400,
+    ), plane)
+    # The in-memory demux has every method of the socket the server uses.
+    server = PptpServer(PptpServerConfig(listen=LOCALHOST, port=0, echo_interval=None, window=64),
+                        builtin, gre_socket=cast("GreSocket", server_gre))
+    await server.start()
+    client = PptpClient(PptpClientConfig(server=LOCALHOST, port=server.port, echo_interval=None,
+                                         respect_peer_window=False),
+                        gre_socket=cast("GreSocket", client_gre))
+    try:
+        await client.connect()
+        call = await client.open_call()
+        link = PppLink(session_config(SessionRole.CLIENT, mppe, echo_interval=0), call, None,
+                       name="bench client")
+        call.on_frame = link.frame_received
+        link.start()
+        up = await asyncio.wait_for(link.wait_up(), 10.0)
+        assert up.peer_address == IPv4Address("198.51.100.1")
+        # Let the server's LinkUp task attach its (counting) data plane.
+        for _ in range(100):
+            if plane.packets == 0 and builtin.links and builtin.links[0].up is not None:
+                break
+            await asyncio.sleep(0.01)
+
+        server_gre.out = None  # acks from the server are not needed any more
+        runs: list[float] = []
+        for _ in range(repeat):
+            captured: list[bytes] = []
+            client_gre.out = captured.append
+            for i in range(packets):
+                link.send_ip(_probe(size, i))
+            client_gre.out = None
+            datagrams = [_ip_wrap(d) for d in captured]
+            if len(datagrams) != packets:
+                raise RuntimeError(f"the client sent {len(datagrams)} of {packets} packets")
+            before = plane.packets
+            dispatch = server_gre.dispatch
+            now = loop.time()
+            gc.disable()
+            try:
+                t0 = time.perf_counter_ns()
+                for datagram in datagrams:
+                    dispatch(datagram, now)
+                elapsed = time.perf_counter_ns() - t0
+            finally:
+                gc.enable()
+            got = plane.packets - before
+            if got != packets:
+                raise RuntimeError(f"the server delivered {got} of {packets} packets")
+            runs.append(elapsed / packets)
+            await asyncio.sleep(0)
+        return DatapathResult(mppe, packets, size, runs, plane.packets)
+    finally:
+        # Both directions again, so that the LCP Terminate exchange ends the session at once.
+        server_gre.out = lambda d: loop.call_soon(client_gre.dispatch, _ip_wrap(d), loop.time())
+        client_gre.out = lambda d: loop.call_soon(server_gre.dispatch, _ip_wrap(d), loop.time())
+        await builtin.close_all()
+        await client.close()
+        await server.close()
+
+
+def measure_datapath(*, mppe: str = "none", packets: int = 20000, size: int = 1400,
+                     repeat: int = 5) -> DatapathResult:
+    """Median-friendly figures: ``repeat`` timed passes of ``packets`` packets each."""
+    return asyncio.run(_measure(mppe, packets, size, repeat))
