@@ -14,7 +14,7 @@ from typing import Any
 
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError
-from pptpkit.pptp.server import parse_ip_list
+from pptpkit.vpn.pool import parse_ip_list
 
 __all__ = [
     "add_gre_options",

@@ -8,7 +8,7 @@ the defaults live in one place, the settings class.
 
 Built-in mode (no PPP program): one process serves every session: PPTP control and GRE
 (:class:`~pptpkit.pptp.server.PptpServer`), a :class:`~pptpkit.io.link.PppLink` per call
-(:class:`~pptpkit.pptp.server.BuiltinSessions`), IP on a TUN interface per session or on one
+(:class:`~pptpkit.vpn.server.BuiltinSessions`), IP on a TUN interface per session or on one
 shared TUN, TCP MSS clamping in an nft table of our own.  SIGINT/SIGTERM: LCP Terminate-Request
 to every peer, Call-Disconnect-Notify and Stop-Control-Connection-Request, interfaces, routes
 and the nft table removed.  SIGHUP: the secrets file is re-read (a bad file keeps the old
@@ -39,18 +39,13 @@ from pptpkit.cli.argtypes import (
     positive_float,
 )
 from pptpkit.cli.common import exit_help, fail, install_signals, not_permitted, setup_logging
+from pptpkit.compat.program import PppProgramConfig, ppp_program_factory
 from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitted
 from pptpkit.io.link import DataPlane, SharedTunRouter, TunDataPlane
-from pptpkit.pptp.server import (
-    AddressPool,
-    BuiltinConfig,
-    BuiltinSessions,
-    PppProgramConfig,
-    PptpServer,
-    PptpServerConfig,
-    ppp_program_factory,
-)
+from pptpkit.pptp.server import PptpServer, PptpServerConfig
 from pptpkit.vpn.netpolicy import MssClamp, NftError
+from pptpkit.vpn.pool import AddressPool
+from pptpkit.vpn.server import BuiltinConfig, BuiltinSessions
 from pptpkit.vpn.settings import (
     DEFAULT_SECRETS,
     SERVER_MPPE_WORDS,

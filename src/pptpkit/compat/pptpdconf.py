@@ -24,8 +24,9 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv
+from pptpkit.compat.program import PppProgramConfig
 from pptpkit.errors import ConfigError
-from pptpkit.pptp.server import AddressPool, PppProgramConfig, parse_ip_list
+from pptpkit.vpn.pool import AddressPool, parse_ip_list
 from pptpkit.vpn.settings import ServerChanges
 
 __all__ = [
@@ -118,7 +119,7 @@ class PptpdConf:
     def program_config(self, *, program_args: tuple[str, ...] = (),
                        stderr: int | str | None = 2) -> PppProgramConfig:
         """The bridge-mode settings: pptpd's argv for ``ppp`` (see
-        :func:`pptpkit.pptp.server.ppp_program_argv`)."""
+        :func:`pptpkit.compat.program.ppp_program_argv`)."""
         if self.ppp is None:
             raise ConfigError("no 'ppp' keyword: not a bridge-mode configuration", path=self.path)
         return PppProgramConfig(program=self.ppp, program_args=program_args, option_file=self.option,

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from pptpkit.gre import GreCall, GreCallConfig, GreStats
 from pptpkit.gre.packet import MAX_PAYLOAD
@@ -27,6 +27,7 @@ __all__ = [
     "ChannelStats",
     "FrameInlet",
     "FrameReceiver",
+    "FrameSource",
     "GreChannel",
     "acquire_gre_socket",
     "ipv4_or_none",
@@ -52,16 +53,16 @@ class FrameInlet:
     __slots__ = ("_held", "_sink", "dropped")
 
     def __init__(self) -> None:
-        self._sink: Callable[[bytes], None] | None = None
+        self._sink: Callable[[bytes], object] | None = None
         self._held: list[bytes] = []
         self.dropped = 0
 
     @property
-    def sink(self) -> Callable[[bytes], None] | None:
+    def sink(self) -> Callable[[bytes], object] | None:
         return self._sink
 
     @sink.setter
-    def sink(self, sink: Callable[[bytes], None] | None) -> None:
+    def sink(self, sink: Callable[[bytes], object] | None) -> None:
         self._sink = sink
         if sink is not None and self._held:
             held, self._held = self._held, []
@@ -82,19 +83,34 @@ class FrameInlet:
             self.dropped += 1
 
 
+class FrameSource(Protocol):
+    """Where a call's frames come in: a :class:`FrameInlet`, or a :class:`GreChannel` itself."""
+
+    @property
+    def sink(self) -> Callable[[bytes], object] | None: ...
+
+    @sink.setter
+    def sink(self, sink: Callable[[bytes], object] | None) -> None: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+
 class FrameReceiver:
     """A call's receiving side as its users see it: assign ``on_frame`` to attach the layer
     above; frames that came first are handed to it then (see :class:`FrameInlet`)."""
 
-    inlet: FrameInlet
+    __slots__ = ()
+
+    inlet: FrameSource
 
     @property
-    def on_frame(self) -> Callable[[bytes], None] | None:
+    def on_frame(self) -> Callable[[bytes], object] | None:
         """Receives PPP frames; frames that came before it was set are handed to it first."""
         return self.inlet.sink
 
     @on_frame.setter
-    def on_frame(self, on_frame: Callable[[bytes], None] | None) -> None:
+    def on_frame(self, on_frame: Callable[[bytes], object] | None) -> None:
         self.inlet.sink = on_frame
 
     @property
@@ -166,6 +182,11 @@ class ChannelStats:
 class GreChannel:
     """One call's GRE data channel: send PPP frames, receive them through ``on_frame``.
 
+    ``on_frame`` (here or assigned later, also as :attr:`sink`) is called straight from the
+    receive path, with no hop in between: the layer above (a :class:`~pptpkit.io.link.PppLink`'s
+    ``frame_received``) is attached to the channel itself.  Until it is set, frames wait in a
+    :class:`FrameInlet` and are handed over, in order, when it is.
+
     ``local_address``: send from this address of ours (the one the peer's control connection
     reached), whatever the routing table would pick.  Registers ``(peer_address,
     config.call_id)`` on ``gre_socket`` at once, so packets that
@@ -175,8 +196,8 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_ancillary', '_closed', '_deadline', '_loop', '_on_frame', '_sock', 'adapter_stats', 'engine',
-        'local_address', 'peer_address',
+        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_sock', 'adapter_stats',
+        'engine', 'local_address', 'peer_address',
     )
 
     def __init__(
@@ -185,7 +206,7 @@ class GreChannel:
         peer_address: str,
         config: GreCallConfig,
         *,
-        on_frame: Callable[[bytes], None],
+        on_frame: Callable[[bytes], object] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         local_address: str | None = None,
     ) -> None:
@@ -197,7 +218,10 @@ class GreChannel:
             None if local_address is None else source_ancillary(local_address))
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
-        self._on_frame = on_frame
+        self._inlet = FrameInlet()
+        self._on_frame: Callable[[bytes], object] = self._inlet.deliver
+        if on_frame is not None:
+            self.sink = on_frame
         self._deadline = Deadline(self._loop, self._on_deadline)
         self._closed = False
         # Borrowed views: the engine copies the payload it keeps (one copy per packet, not two).
@@ -210,6 +234,23 @@ class GreChannel:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def sink(self) -> Callable[[bytes], object] | None:
+        """The receiver of PPP frames (None: frames are held until one is set)."""
+        return self._inlet.sink
+
+    @sink.setter
+    def sink(self, sink: Callable[[bytes], object] | None) -> None:
+        inlet = self._inlet
+        # First the held frames (the inlet drains them into ``sink``), then the fast path.
+        inlet.sink = sink
+        self._on_frame = inlet.deliver if sink is None else sink
+
+    @property
+    def dropped(self) -> int:
+        """Frames lost because nothing received them and the hold queue was full."""
+        return self._inlet.dropped
 
     def send_frame(self, frame: bytes) -> bool:
         """Send one PPP frame (no HDLC); False when it was dropped."""

@@ -47,7 +47,7 @@ class HdlcStreamBridge:
         self,
         stream: FdStream,
         *,
-        on_frame: Callable[[bytes], None],
+        on_frame: Callable[[bytes], object],
         on_close: Callable[[BaseException | None], None] | None = None,
         accm: int = DEFAULT_ACCM,
         max_frame: int = DEFAULT_MAX_FRAME,

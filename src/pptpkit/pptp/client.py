@@ -50,7 +50,6 @@ from pptpkit.errors import ConfigError, PptpkitError, StateError
 from pptpkit.gre import GreCallConfig, GreStats
 from pptpkit.io.driver import ConnectionInfo, EngineDriver, open_tcp_connection
 from pptpkit.io.grechannel import (
-    FrameInlet,
     FrameReceiver,
     GreChannel,
     acquire_gre_socket,
@@ -177,13 +176,12 @@ class PptpCall(FrameReceiver):
     """One established call.  ``on_frame(frame)`` receives PPP frames (no HDLC, no GRE);
     ``on_close(info)`` runs once when the call ends, whichever side ended it."""
 
-    def __init__(self, client: PptpClient, info: CallInfo, channel: GreChannel,
-                 on_frame: Callable[[bytes], None] | None) -> None:
+    def __init__(self, client: PptpClient, info: CallInfo, channel: GreChannel) -> None:
         self._client = client
         self.info = info
         self.channel = channel
-        self.inlet = FrameInlet()
-        self.inlet.sink = on_frame
+        # Frames go from the channel straight to on_frame; the channel holds the early ones.
+        self.inlet = channel
         self.on_close: Callable[[CloseInfo], None] | None = None
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[CloseInfo] = loop.create_future()
@@ -243,7 +241,7 @@ class _Pending:
     """
 
     future: asyncio.Future[PptpCall]
-    on_frame: Callable[[bytes], None] | None
+    on_frame: Callable[[bytes], object] | None
     registered: bool = False
     early: list[tuple[bytes, float]] | None = None
     early_dropped: int = 0
@@ -379,7 +377,7 @@ class PptpClient:
 
     # -- calls ------------------------------------------------------------------------------------
 
-    async def open_call(self, *, on_frame: Callable[[bytes], None] | None = None,
+    async def open_call(self, *, on_frame: Callable[[bytes], object] | None = None,
                         phone_number: str = "") -> PptpCall:
         """Outgoing-Call-Request; returns the call once the server connected it.
 
@@ -506,12 +504,6 @@ class PptpClient:
         if pending.registered:
             pending.registered = False
             self._gre.unregister(self._peer_address, info.call_id)
-        call: PptpCall | None = None
-
-        def deliver(frame: bytes) -> None:
-            if call is not None:
-                call.inlet.deliver(frame)
-
         cfg = self.config
         try:
             channel = GreChannel(self._gre, self._peer_address, GreCallConfig(
@@ -522,7 +514,7 @@ class PptpClient:
                 nobuffer=cfg.nobuffer,
                 respect_peer_window=cfg.respect_peer_window,
                 first_seq=cfg.first_seq,
-            ), on_frame=deliver, local_address=ipv4_or_none(self.local))
+            ), on_frame=pending.on_frame, local_address=ipv4_or_none(self.local))
         except (ValueError, PptpkitError) as exc:
             if not pending.future.done():
                 pending.future.set_exception(
@@ -531,7 +523,7 @@ class PptpClient:
             self.stats.early_gre_dropped += len(early or ()) + pending.early_dropped
             self._clear_id(info.call_id)
             return
-        call = PptpCall(self, info, channel, pending.on_frame)
+        call = PptpCall(self, info, channel)
         self._calls[info.call_id] = call
         self.stats.calls_opened += 1
         self.stats.early_gre_dropped += pending.early_dropped

@@ -33,7 +33,7 @@ from pptpkit.auth.policy import AuthPolicy
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError
 from pptpkit.ppp.session_config import MppePolicy
-from pptpkit.pptp.server import DEFAULT_BUILTIN_MRU
+from pptpkit.vpn.server import DEFAULT_BUILTIN_MRU
 
 __all__ = [
     "DEFAULT_AUTH_WORDS",

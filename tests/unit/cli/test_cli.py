@@ -19,13 +19,6 @@ from pptpkit.cli.common import exit_help
 from pptpkit.cli.main import build_parser, main
 from pptpkit.cli.server import program_config, server_settings
 from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus
-from pptpkit.pptp.server import (
-    MAX_POOL_ADDRESSES,
-    AddressPool,
-    PppProgramConfig,
-    parse_ip_list,
-    ppp_program_argv,
-)
 
 # -- --listen ---------------------------------------------------------------------------------------
 
@@ -68,93 +61,6 @@ def test_parse_listen_never_crashes(text: str) -> None:
         return
     assert 1 <= port <= 65535
     assert host is None or host.count(".") == 3
-
-
-# -- pptpd address lists ----------------------------------------------------------------------------
-
-
-def test_ip_list_pptpd_syntax() -> None:
-    addrs = parse_ip_list("198.51.100.10-50,198.51.100.60")
-    assert len(addrs) == 42
-    assert addrs[0] == "198.51.100.10" and addrs[40] == "198.51.100.50" and addrs[41] == "198.51.100.60"
-
-
-def test_ip_list_full_range_end_and_duplicates() -> None:
-    assert parse_ip_list("198.51.100.254-198.51.101.1") == [
-        "198.51.100.254", "198.51.100.255", "198.51.101.0", "198.51.101.1"]
-    assert parse_ip_list("192.0.2.1, 192.0.2.1-2") == ["192.0.2.1", "192.0.2.2"]
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("", "empty item"),
-        ("192.0.2.1,,192.0.2.2", "empty item"),
-        ("192.0.2.x", "'192.0.2.x' is not an IPv4 address"),
-        ("192.0.2.10-300", "range end 300 is not an octet"),
-        ("192.0.2.10-5", "ends before it starts"),
-        ("192.0.2.1-foo", "'foo' is not a range end"),
-        ("10.0.0.0-10.255.255.255", f"more than {MAX_POOL_ADDRESSES} addresses"),
-    ],
-)
-def test_ip_list_errors(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        parse_ip_list(text)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(alphabet="0123456789.,- x", max_size=40))
-def test_ip_list_only_config_errors(text: str) -> None:
-    try:
-        addrs = parse_ip_list(text)
-    except ConfigError:
-        return
-    assert addrs and len(addrs) == len(set(addrs)) <= MAX_POOL_ADDRESSES
-
-
-def test_address_pool_single_local_shared() -> None:
-    pool = AddressPool(["198.51.100.1"], parse_ip_list("198.51.100.2-3"))
-    a, b = pool.allocate(), pool.allocate()
-    assert a == ("198.51.100.1", "198.51.100.2") and b == ("198.51.100.1", "198.51.100.3")
-    assert pool.allocate() is None
-    pool.release(a)  # type: ignore[arg-type]
-    assert pool.allocate() == a
-
-
-def test_address_pool_paired_lists() -> None:
-    pool = AddressPool(parse_ip_list("198.51.100.1-2"), parse_ip_list("198.51.100.11-13"))
-    assert pool.size == 2
-    assert [pool.allocate(), pool.allocate(), pool.allocate()] == [
-        ("198.51.100.1", "198.51.100.11"), ("198.51.100.2", "198.51.100.12"), None]
-
-
-# -- the PPP program's argv (pptpctrl's, see INTEROP.md) -------------------------------------------
-
-
-def test_program_argv_like_pptpd_noipparam() -> None:
-    cfg = PppProgramConfig(program="/usr/sbin/pppd", noipparam=True)
-    argv = ppp_program_argv(cfg, "192.0.2.1", ("198.51.100.1", "198.51.100.2"))
-    assert argv == ["/usr/sbin/pppd", "local", "115200", "198.51.100.1:198.51.100.2", "remotenumber",
-                    "192.0.2.1"]
-
-
-def test_program_argv_full() -> None:
-    cfg = PppProgramConfig(program="/p", program_args=("-m", "mod"), option_file="/etc/ppp/opts",
-                           speed="9600")
-    argv = ppp_program_argv(cfg, "192.0.2.7", ("198.51.100.1", "198.51.100.5"))
-    assert argv == ["/p", "-m", "mod", "local", "file", "/etc/ppp/opts", "9600",
-                    "198.51.100.1:198.51.100.5", "ipparam", "192.0.2.7", "remotenumber", "192.0.2.7"]
-
-
-def test_program_argv_delegate() -> None:
-    cfg = PppProgramConfig(program="/p", delegate=True)
-    assert ppp_program_argv(cfg, "192.0.2.7", None) == [
-        "/p", "local", "115200", "ipparam", "192.0.2.7", "remotenumber", "192.0.2.7"]
-
-
-def test_bad_speed_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="speed"):
-        PppProgramConfig(program="/p", speed="fast")
 
 
 # -- the parser as a whole ---------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pptpkit.compat.pptpdconf import PptpdConf, parse_pptpd_conf, read_pptpd_conf
+from pptpkit.compat.program import ppp_program_argv
 from pptpkit.errors import ConfigError
-from pptpkit.pptp.server import ppp_program_argv
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "pptpdconf"
 CASES = sorted(p.name for p in VECTORS.glob("*.conf"))

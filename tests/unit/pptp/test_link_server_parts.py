@@ -9,12 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.auth.policy import AuthPolicy
-from pptpkit.auth.secrets import StaticSecrets
-from pptpkit.errors import ConfigError
 from pptpkit.io.link import SharedTunRouter
-from pptpkit.ppp.session_config import MppePolicy
-from pptpkit.pptp.server import AddressPool, BuiltinConfig
 from pptpkit.vpn.netpolicy import nft_ruleset
 
 PEER = bytes([198, 51, 100, 10])
@@ -63,29 +58,3 @@ def test_nft_ruleset_is_self_contained_and_validated() -> None:
     for table, pattern in (("bad table", "x*"), ("t", 'x"; drop'), ("t", "")):
         with pytest.raises(ValueError):
             nft_ruleset(table, pattern)
-
-
-def test_pool_allocate_skips_excluded_and_released_pairs_return() -> None:
-    pool = AddressPool(["198.51.100.1"], ["198.51.100.10", "198.51.100.11", "198.51.100.12"])
-    first = pool.allocate(exclude={"198.51.100.10"})
-    assert first == ("198.51.100.1", "198.51.100.11")
-    assert pool.allocate() == ("198.51.100.1", "198.51.100.10")
-    assert pool.allocate(exclude={"198.51.100.12"}) is None
-    pool.release(first)
-    assert pool.allocate() == first
-
-
-def test_builtin_config_defaults_and_validation() -> None:
-    pool = AddressPool(["198.51.100.1"], ["198.51.100.10"])
-    secrets = StaticSecrets({("alice", "pptpd"): "pw"})
-    cfg = BuiltinConfig(pool=pool, secrets=secrets)
-    assert cfg.mppe.required and cfg.mppe.bits_128 and not cfg.mppe.bits_40
-    assert cfg.auth_policy.authenticates_peer and cfg.mru == 1400
-    session = cfg.session_config(None)
-    assert str(session.local_address) == "198.51.100.1" and session.authenticator is not None
-    with pytest.raises(ConfigError, match="without authentication"):
-        BuiltinConfig(pool=pool, secrets=secrets, auth_policy=AuthPolicy())
-    noauth = BuiltinConfig(pool=pool, secrets=secrets, auth_policy=AuthPolicy(), mppe=MppePolicy.nomppe())
-    assert noauth.session_config(None).authenticator is None
-    with pytest.raises(ConfigError):
-        BuiltinConfig(pool=pool, secrets=secrets, max_sessions=0)

@@ -56,7 +56,7 @@ class ManagedCall(FrameReceiver):
     def __init__(self, member: ManagedClient, info: ManagedCallInfo) -> None:
         self._member = member
         self.info = info
-        self.inlet = FrameInlet()
+        self.inlet: FrameInlet = FrameInlet()
         self.on_close: Callable[[CloseInfo], None] | None = None
         self.stats = GreStats()
         self.closed: asyncio.Future[CloseInfo] = asyncio.get_running_loop().create_future()

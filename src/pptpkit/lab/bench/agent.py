@@ -31,7 +31,7 @@ import os
 import resource
 import struct
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from ipaddress import IPv4Address
 from typing import Any, Final
 
@@ -197,46 +197,19 @@ class ProbePlane:
 
 
 class _LinkHandler:
-    """A server call's data plane: a PppLink on the call.
+    """A server call's data plane: a PppLink on the call, started once the call is answered
+    (the link keeps whatever the client sends before that)."""
 
-    The link starts once the call is answered (our LCP Configure-Request would be dropped
-    before); frames the client sends in between are held and replayed after the start, or the
-    client would wait a whole LCP restart timer for a lost Configure-Request.
-    """
-
-    def __init__(self, call: ServerCall, link: PppLink) -> None:
-        self.call = call
+    def __init__(self, link: PppLink) -> None:
         self.link = link
-        self._early: list[bytes] | None = []
-        self.frame_received: Callable[[bytes], None] = self._hold
-
-    def _hold(self, frame: bytes) -> None:
-        if self._early is not None and len(self._early) < 64:
-            self._early.append(frame)
 
     def start(self) -> None:
         self.link.start()
-        early, self._early = self._early or [], None
-        # Per-packet: from now on the GRE channel calls the link directly.
-        self.frame_received = self.link.frame_received
-        for frame in early:
-            self.link.frame_received(frame)
 
     async def aclose(self) -> None:
         self.link.lower_down("call ended")
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(asyncio.shield(self.link.closed), 5.0)
-
-
-class _CallTransport:
-    __slots__ = ("_call", "send_frame")
-
-    def __init__(self, call: ServerCall) -> None:
-        self._call = call
-        self.send_frame = call.send_frame
-
-    def close(self) -> None:
-        self._call.clear("PPP session ended")
 
 
 async def run_server(args: argparse.Namespace) -> None:
@@ -255,10 +228,10 @@ async def run_server(args: argparse.Namespace) -> None:
     cfg = session_config(SessionRole.SERVER, args.mppe, echo_interval=args.echo_interval)
 
     async def factory(call: ServerCall) -> CallHandler:
-        link = PppLink(cfg, _CallTransport(call), plane, on_event=on_event,
-                       name=f"call {call.call_id}")
+        link = PppLink(cfg, call, plane, on_event=on_event, name=f"call {call.call_id}")
+        call.on_frame = link.frame_received
         links.append(link)
-        handler = _LinkHandler(call, link)
+        handler = _LinkHandler(link)
         # Runs after PptpServer has answered the call (it does so right after we return).
         loop.call_soon(handler.start)
         return handler

@@ -115,7 +115,9 @@ async def _measure(mppe: str, packets: int, size: int, repeat: int) -> DatapathR
     # Imported here so that the module (and `pptpkit bench --help`) stays cheap to import.
     from pptpkit.auth.secrets import StaticSecrets
     from pptpkit.pptp.client import PptpClient, PptpClientConfig
-    from pptpkit.pptp.server import AddressPool, BuiltinConfig, BuiltinSessions, PptpServer, PptpServerConfig
+    from pptpkit.pptp.server import PptpServer, PptpServerConfig
+    from pptpkit.vpn.pool import AddressPool
+    from pptpkit.vpn.server import BuiltinConfig, BuiltinSessions
 
     loop = asyncio.get_running_loop()
     server_gre, client_gre = _MemoryGre(), _MemoryGre()

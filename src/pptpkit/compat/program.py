@@ -1,0 +1,122 @@
+"""pptpd's program mode: a PPP program (pppd, or anything that speaks async HDLC) on a pty per call.
+
+This is pptpctrl's process model, kept for operators who need pppd's plugins or their existing
+``options.pptpd``: the server answers the call, starts the program with pptpctrl's arguments
+(INTEROP.md), and moves the call's PPP frames to and from the program's raw pty in async HDLC.
+The address pool is pptpd's: a ``localip:remoteip`` pair is passed on the command line unless
+``delegate`` leaves addresses to the program.  The program's exit clears the call, and the
+call's end stops the program (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pptpkit.control import GeneralError
+from pptpkit.errors import ConfigError
+from pptpkit.io.hdlcstream import HdlcStreamBridge
+from pptpkit.io.pty import PtyProcess, spawn_on_pty
+from pptpkit.pptp.server import CallHandler, CallHandlerFactory, RejectCall, ServerCall
+from pptpkit.vpn.pool import AddressPool
+
+__all__ = ["PppProgramConfig", "ProgramHandler", "ppp_program_argv", "ppp_program_factory"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PppProgramConfig:
+    """How each call's program is started (pptpd's ppp / option / localip / remoteip /
+    speed / noipparam / delegate settings).  ``pool`` None with ``delegate`` False passes no
+    address pair either (the program decides)."""
+
+    program: str
+    program_args: tuple[str, ...] = ()
+    option_file: str | None = None
+    pool: AddressPool | None = None
+    speed: str = "115200"
+    noipparam: bool = False
+    delegate: bool = False
+    stop_timeout: float = 2.0
+    stderr: int | str | None = 2
+
+    def __post_init__(self) -> None:
+        if not self.program:
+            raise ConfigError("the PPP program must not be empty")
+        if not self.speed.isdigit():
+            raise ConfigError(f"speed must be a number of bits per second, not {self.speed!r}")
+
+
+def ppp_program_argv(config: PppProgramConfig, client_ip: str, pair: tuple[str, str] | None) -> list[str]:
+    """pptpctrl's argv for the PPP program (INTEROP.md): program, local, [file F], speed,
+    [LOCAL:REMOTE], [ipparam CLIENT], remotenumber CLIENT.  ``program_args`` (ours, not
+    pptpd's) go right after the program, e.g. ``python -m module``."""
+    argv = [config.program, *config.program_args, "local"]
+    if config.option_file is not None:
+        argv += ["file", config.option_file]
+    argv.append(config.speed)
+    if pair is not None:
+        argv.append(f"{pair[0]}:{pair[1]}")
+    if not config.noipparam:
+        argv += ["ipparam", client_ip]
+    argv += ["remotenumber", client_ip]
+    return argv
+
+
+class ProgramHandler:
+    """One call's program: the call's frames go to its pty in async HDLC and back."""
+
+    def __init__(self, call: ServerCall, proc: PtyProcess, config: PppProgramConfig,
+                 pool: AddressPool | None, pair: tuple[str, str] | None) -> None:
+        self._call = call
+        self.proc = proc
+        self._config = config
+        self._pool = pool
+        self._pair = pair
+        self._closed = False
+        self.bridge = HdlcStreamBridge(proc.stream, on_frame=call.send_frame, on_close=self._pty_closed)
+        proc.on_exit(self._exited)
+        # The call hands its frames straight to the HDLC encoder.
+        call.on_frame = self.bridge.send_frame
+        self.bridge.start()
+
+    def _pty_closed(self, exc: BaseException | None) -> None:
+        self._call.clear("the PPP program closed its terminal" + (f" ({exc})" if exc else ""))
+
+    def _exited(self, status: int) -> None:
+        log.info("PPP program %d for call %d exited with status %d", self.proc.pid, self._call.call_id,
+                 status)
+        self._call.clear(f"the PPP program exited with status {status}")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.proc.close(self._config.stop_timeout)
+        if self._pool is not None and self._pair is not None:
+            self._pool.release(self._pair)
+
+
+def ppp_program_factory(config: PppProgramConfig) -> CallHandlerFactory:
+    """The pptpd-style data plane: spawn ``config.program`` on a raw pty for every call and
+    bridge the call's frames to it in async HDLC.  The call is cleared when the program exits
+    or closes its terminal; the program is stopped (SIGTERM, then SIGKILL) when the call ends."""
+
+    async def factory(call: ServerCall) -> CallHandler:
+        pair: tuple[str, str] | None = None
+        if config.pool is not None and not config.delegate:
+            pair = config.pool.allocate()
+            if pair is None:
+                raise RejectCall("no free address in the remoteip pool", error=GeneralError.NO_RESOURCE)
+        argv = ppp_program_argv(config, call.peer_address, pair)
+        try:
+            proc = await spawn_on_pty(argv, stderr=config.stderr)
+        except BaseException:
+            if pair is not None and config.pool is not None:
+                config.pool.release(pair)
+            raise
+        log.info("call %d: started %s (pid %d)", call.call_id, " ".join(argv), proc.pid)
+        return ProgramHandler(call, proc, config, config.pool, pair)
+
+    return factory

@@ -1,0 +1,386 @@
+"""The built-in server's sessions: our own PPP stack on every call, IP on TUN.
+
+:class:`BuiltinSessions` is the call handler factory :class:`~pptpkit.pptp.server.PptpServer`
+asks for every call: it applies the session limits, builds a :class:`~pptpkit.io.link.PppLink`
+on the call (the call is the link's frame transport, and the link's ``frame_received`` is
+attached to the call's GRE channel, so a data packet goes GRE engine -> PPP session -> TUN with
+no hop in between), and takes the peer's address from the pool or the secrets file.
+
+Bookkeeping is keyed, never scanned: each link's events arrive with their session bound in,
+sessions are found by call and by link in one lookup, the addresses held (pool pairs and static
+addresses) are one counted set the pool skips, and the address -> session map answers "who has
+this address" at once.  A server with thousands of sessions does constant work per event.  The
+peer's address is claimed when its data plane is attached, before the interface is built, so
+two sessions given the same static address cannot both get it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Final
+
+from pptpkit.auth.base import AuthenticatorConfig
+from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.policy import AuthPolicy
+from pptpkit.auth.secrets import SecretsProvider
+from pptpkit.control import GeneralError, OutgoingCallResult
+from pptpkit.errors import ConfigError
+from pptpkit.io.link import DataPlane, PacketSink, PppLink, outcome_text
+from pptpkit.ppp.ipcp import PeerAddress
+from pptpkit.ppp.session_config import (
+    Authenticated,
+    AuthenticationFailed,
+    LinkDown,
+    LinkUp,
+    MppePolicy,
+    SessionConfig,
+    SessionEvent,
+    SessionRole,
+)
+from pptpkit.pptp.server import CallHandler, RejectCall, ServerCall
+from pptpkit.vpn.pool import AddressPool
+
+__all__ = ["DEFAULT_BUILTIN_MRU", "BuiltinConfig", "BuiltinSessions", "Session"]
+
+log = logging.getLogger(__name__)
+
+
+#: Default MRU (and so, less the MPPE overhead, the TUN MTU) of the built-in server.  A 1500-byte
+#: underlay carries 1500 - 20 (IPv4) - 16 (GRE with sequence and ack) - 4 (PPP address/control
+#: and protocol) = 1460 octets of PPP information without fragmenting GRE; 1400, what pptpd
+#: setups commonly configure, keeps a margin for underlays that are themselves tunnelled
+#: (PPPoE 1492, IPsec) so GRE is never fragmented on the way.
+DEFAULT_BUILTIN_MRU: Final = 1400
+
+
+def _default_mppe() -> MppePolicy:
+    return MppePolicy(bits_40=False, bits_56=False, bits_128=True, required=True)
+
+
+def _default_auth() -> AuthPolicy:
+    return AuthPolicy(require=frozenset({AuthMethod.MSCHAP_V2}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltinConfig:
+    """The built-in server's PPP settings (what pptpd's options.pptpd says to pppd).
+
+    ``pool``: the localip/remoteip pool; a secrets entry naming one address gives that user
+    that address instead.  ``secrets``: the authenticator's provider (a
+    :class:`~pptpkit.auth.secrets.PppSecretsFile`, reloadable).  ``name``: our CHAP name.
+    Security defaults: MS-CHAPv2 required, MPPE-128 required.  ``max_sessions``: live
+    sessions in all; ``max_per_source``: sessions from one client address.  Both refuse the
+    call with Outgoing-Call-Reply result Busy.  ``close_timeout``: how long a shutdown waits
+    for each peer's LCP Terminate-Ack.
+    """
+
+    pool: AddressPool
+    secrets: SecretsProvider
+    name: str = "pptpd"
+    auth_policy: AuthPolicy = field(default_factory=_default_auth)
+    mppe: MppePolicy = field(default_factory=_default_mppe)
+    dns_servers: tuple[ipaddress.IPv4Address, ...] = ()
+    nbns_servers: tuple[ipaddress.IPv4Address, ...] = ()
+    mru: int = DEFAULT_BUILTIN_MRU
+    echo_interval: float = 10.0
+    echo_failure: int = 3
+    idle_timeout: float = 0.0
+    max_sessions: int = 1000
+    max_per_source: int = 16
+    close_timeout: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1 or self.max_per_source < 1:
+            raise ConfigError("max_sessions and max_per_source must be at least 1")
+        if not self.name:
+            raise ConfigError("the server name must not be empty")
+        if self.mppe.required and not self.auth_policy.authenticates_peer:
+            raise ConfigError("MPPE needs keys from MS-CHAP: it cannot be required without authentication")
+        self.session_config(None)
+
+    def session_config(self, peer_address: PeerAddress, local: str | None = None) -> SessionConfig:
+        return SessionConfig(
+            role=SessionRole.SERVER,
+            auth_policy=self.auth_policy,
+            authenticator=AuthenticatorConfig(name=self.name, secrets=self.secrets)
+            if self.auth_policy.authenticates_peer else None,
+            mru=self.mru,
+            echo_interval=self.echo_interval,
+            echo_failure=self.echo_failure,
+            local_address=ipaddress.IPv4Address(local or self.pool.local[0]),
+            peer_address=peer_address,
+            dns_servers=self.dns_servers,
+            nbns_servers=self.nbns_servers,
+            mppe=self.mppe,
+            idle_timeout=self.idle_timeout,
+        )
+
+
+class Session:
+    """One built-in session: its call, its link, and what it holds."""
+
+    __slots__ = ("address", "call", "link", "pair", "source", "user")
+
+    def __init__(self, call: ServerCall, link: PppLink, source: str, pair: tuple[str, str] | None) -> None:
+        self.call = call
+        self.link = link
+        self.source = source
+        self.pair = pair
+        self.user = ""
+        #: The peer's address while the network layer is up (from the pool or a static one).
+        self.address: ipaddress.IPv4Address | None = None
+
+
+class _CheckedPlane:
+    """Claims the peer's address for its session before the real data plane is configured,
+    and refuses one another live session holds (a secrets-file static address that collides
+    with the pool, or two peers given the same static address); releases it on detach."""
+
+    def __init__(self, owner: BuiltinSessions, inner: DataPlane) -> None:
+        self._owner = owner
+        self._inner = inner
+
+    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
+        owner = self._owner
+        owner.claim_address(link, up.peer_address)
+        try:
+            return await self._inner.attach(link, up)
+        except BaseException:
+            owner.release_address(link)
+            raise
+
+    async def detach(self, link: PppLink) -> None:
+        try:
+            await self._inner.detach(link)
+        finally:
+            self._owner.release_address(link)
+
+
+class BuiltinSessions:
+    """The built-in call handler factory: a :class:`~pptpkit.io.link.PppLink` per call.
+
+    Use an instance as the ``handler_factory`` of :class:`~pptpkit.pptp.server.PptpServer`.
+    ``data_plane`` is a :class:`~pptpkit.io.link.TunDataPlane` (an interface per session) or
+    an open :class:`~pptpkit.io.link.SharedTunRouter`.  :meth:`close_all` ends every session
+    with an LCP Terminate-Request (call before :meth:`PptpServer.close`, which then stops the
+    control connections); :meth:`reload_secrets` re-reads a secrets file without touching
+    sessions.
+    """
+
+    def __init__(self, config: BuiltinConfig, data_plane: DataPlane) -> None:
+        self.config = config
+        self._plane = _CheckedPlane(self, data_plane)
+        self._sessions: dict[ServerCall, Session] = {}
+        self._by_link: dict[PppLink, Session] = {}
+        self._per_source: dict[str, int] = {}
+        #: Remote addresses held by live sessions: pool pairs and static addresses alike.
+        self._held: dict[str, int] = {}
+        self._by_address: dict[ipaddress.IPv4Address, Session] = {}
+        self._closing = False
+        self.refused_max_sessions = 0
+        self.refused_per_source = 0
+        self.sessions_up_total = 0
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def links(self) -> list[PppLink]:
+        return [s.link for s in self._sessions.values()]
+
+    def session_of(self, call: ServerCall) -> Session | None:
+        return self._sessions.get(call)
+
+    def holder_of(self, address: ipaddress.IPv4Address | None) -> Session | None:
+        """The live session whose peer has ``address``, if any."""
+        return None if address is None else self._by_address.get(address)
+
+    def claim_address(self, link: PppLink, address: ipaddress.IPv4Address | None) -> None:
+        """Record that ``link``'s peer now has ``address``; :class:`RejectCall` if another
+        session has it."""
+        session = self._by_link.get(link)
+        if session is None or address is None:
+            return
+        holder = self._by_address.get(address)
+        if holder is not None and holder is not session:
+            raise RejectCall(f"address {address} is in use by {holder.link.name}")
+        if session.address == address:
+            return
+        self.release_address(link)
+        session.address = address
+        self._by_address[address] = session
+        if session.pair is None or session.pair[1] != str(address):
+            # A static address (secrets file): keep the pool from handing it out too.
+            self._hold(str(address))
+
+    def release_address(self, link: PppLink) -> None:
+        session = self._by_link.get(link)
+        if session is None or session.address is None:
+            return
+        address, session.address = session.address, None
+        if self._by_address.get(address) is session:
+            del self._by_address[address]
+        if session.pair is None or session.pair[1] != str(address):
+            self._unhold(str(address))
+
+    def _hold(self, address: str) -> None:
+        self._held[address] = self._held.get(address, 0) + 1
+
+    def _unhold(self, address: str) -> None:
+        left = self._held.get(address, 1) - 1
+        if left > 0:
+            self._held[address] = left
+        else:
+            self._held.pop(address, None)
+
+    def _take_pair(self) -> tuple[str, str] | None:
+        pair = self.config.pool.allocate(exclude=self._held)
+        if pair is not None:
+            self._hold(pair[1])
+        return pair
+
+    async def __call__(self, call: ServerCall) -> CallHandler:
+        cfg = self.config
+        source = call.peer_address
+        if self._closing:
+            raise RejectCall("shutting down", result=OutgoingCallResult.GENERAL_ERROR)
+        if len(self._sessions) >= cfg.max_sessions:
+            self.refused_max_sessions += 1
+            raise RejectCall(f"{cfg.max_sessions} sessions already (max sessions)",
+                             result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
+        if self._per_source.get(source, 0) >= cfg.max_per_source:
+            self.refused_per_source += 1
+            raise RejectCall(f"{cfg.max_per_source} sessions from {source} already (max per source)",
+                             result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
+        pair: tuple[str, str] | None = None
+        local: str | None = None
+        if len(cfg.pool.local) > 1:
+            # Several local addresses are paired with remote ones in order (pptpd), so the
+            # pair is taken now; with one local address the peer's is picked only if the
+            # secrets file does not name one.
+            pair = self._take_pair()
+            if pair is None:
+                raise RejectCall("no free address in the remoteip pool")
+            local = pair[0]
+        session: Session | None = None
+
+        def peer_address() -> ipaddress.IPv4Address | None:
+            assert session is not None
+            if session.pair is None:
+                session.pair = self._take_pair()
+                if session.pair is None:
+                    log.warning("call %d from %s: no free address in the remoteip pool", call.call_id, source)
+                    return None
+            return ipaddress.IPv4Address(session.pair[1])
+
+        def on_event(link: PppLink, event: SessionEvent) -> None:
+            # The session is bound in here, so no event has to look it up.
+            assert session is not None
+            self._event(session, link, event)
+
+        link = PppLink(cfg.session_config(peer_address, local), call, self._plane, on_event=on_event,
+                       name=f"call {call.call_id} from {source}")
+        session = Session(call, link, source, pair)
+        self._by_link[link] = session
+        # From here the call's GRE channel calls the link directly (frames wait for start()).
+        call.on_frame = link.frame_received
+        self._sessions[call] = session
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        handler = _LinkHandler(self, session)
+        # We speak first (pptpd's pppd does), as soon as the Outgoing-Call-Reply is out.
+        asyncio.get_running_loop().call_soon(handler.start)
+        return handler
+
+    def _forget(self, session: Session) -> None:
+        if self._sessions.pop(session.call, None) is None:
+            return
+        self.release_address(session.link)
+        del self._by_link[session.link]
+        left = self._per_source.get(session.source, 1) - 1
+        if left > 0:
+            self._per_source[session.source] = left
+        else:
+            self._per_source.pop(session.source, None)
+        if session.pair is not None:
+            self._unhold(session.pair[1])
+            self.config.pool.release(session.pair)
+            session.pair = None
+
+    def _event(self, session: Session, link: PppLink, event: SessionEvent) -> None:
+        source = session.source
+        if isinstance(event, LinkUp):
+            self.sessions_up_total += 1
+            session.user = event.username
+            log.info("session up: user %r, peer %s, address %s, local %s, %s, interface %s, mtu %d",
+                     event.username, source, event.peer_address, event.local_address, event.mppe,
+                     link.interface, event.mtu)
+        elif isinstance(event, AuthenticationFailed) and event.we_authenticated_peer:
+            log.warning("authentication failed: user %r, peer %s, %s: %s", event.username, source,
+                        event.method.name, event.reason)
+        elif isinstance(event, Authenticated) and event.we_authenticated_peer:
+            log.debug("call %s: user %r authenticated with %s", link.name, event.username, event.method.name)
+        elif isinstance(event, LinkDown):
+            now = link.loop.time()
+            duration = now - (link.up_at if link.up_at is not None else link.started_at or now)
+            stats = link.session.stats
+            log.info("session down: user %r, peer %s, reason %s, duration %.1f s, bytes in %d out %d",
+                     session.user or "-", source, outcome_text(event), duration, stats.rx_packet_octets,
+                     stats.tx_packet_octets)
+        else:
+            log.debug("%s: %s", link.name, event)
+
+    async def close_all(self, reason: str = "server shutting down") -> None:
+        """LCP Terminate-Request to every session; wait (``close_timeout``) for the answers;
+        every link's data plane is released when this returns.  New calls are refused."""
+        self._closing = True
+        links = self.links
+        if links:
+            await asyncio.gather(*(link.aclose(reason, self.config.close_timeout) for link in links),
+                                 return_exceptions=True)
+
+    def reload_secrets(self) -> bool:
+        """Re-read the secrets file (a provider with ``reload()``).  On error the old secrets
+        stay in use and the error (``path:line: ...``) is logged; returns whether it worked."""
+        reload = getattr(self.config.secrets, "reload", None)
+        if reload is None:
+            return False
+        try:
+            reload()
+        except ConfigError as exc:
+            log.error("secrets not reloaded, keeping the previous ones: %s", exc)
+            return False
+        log.info("secrets reloaded")
+        return True
+
+
+class _LinkHandler:
+    """The :class:`~pptpkit.pptp.server.CallHandler` of one built-in session: it starts the
+    link once the call is answered and releases the session when the call ends."""
+
+    __slots__ = ('_closed', '_owner', '_session')
+
+    def __init__(self, owner: BuiltinSessions, session: Session) -> None:
+        self._owner = owner
+        self._session = session
+        self._closed = False
+
+    def start(self) -> None:
+        link = self._session.link
+        if not self._closed and self._session.call.answered and not link.finished:
+            link.start()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        link = self._session.link
+        if not link.finished:
+            link.lower_down(self._session.call.end_reason or "call ended")
+        with contextlib.suppress(Exception):
+            await asyncio.shield(link.closed)
+        self._owner._forget(self._session)
