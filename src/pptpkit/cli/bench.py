@@ -25,6 +25,13 @@ def _positive(kind: type[Any]) -> Any:
     return parse
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    return value
+
+
 def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     bench = sub.add_parser(
         "bench", parents=[common], help="benchmarks: throughput, setup, scale (needs root)",
@@ -60,6 +67,13 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="sequential sessions for median/p99 (default 200)")
     st.add_argument("--concurrent", type=_positive(int), default=100, metavar="N",
                     help="clients connecting at once for setups/s (default 100)")
+    st.add_argument("--commands", type=_non_negative, default=10, metavar="N",
+                    help="also start the real 'pptpkit connect --json' N times against 'pptpkit "
+                         "server' and time process start -> up and TCP connect -> IPCP up "
+                         "(default 10, 3 with --short; 0 = skip)")
+    st.add_argument("--vm", action="store_true",
+                    help="the same runs of 'pptpkit connect' against the real pptpd in the VM of "
+                         "tools/vm, which must be running (tools/vm/pkvm up && tools/vm/pkvm server)")
 
     sc = kinds.add_parser("scale", parents=[common_b],
                           help="N concurrent sessions on one server process")
@@ -106,7 +120,7 @@ def _run_datapath(args: argparse.Namespace) -> int:
 
 def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     from pptpkit.lab.bench.report import to_json, to_table
-    from pptpkit.lab.bench.runner import run_scale, run_setup, run_throughput
+    from pptpkit.lab.bench.runner import VmTarget, run_scale, run_setup, run_throughput
 
     if args.bench == "datapath":
         return _run_datapath(args)
@@ -136,7 +150,9 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = Non
     elif args.bench == "setup":
         sessions, concurrent = (min(args.sessions, 20), min(args.concurrent, 50)) if args.short else (
             args.sessions, args.concurrent)
+        commands = min(args.commands, 3) if args.short else args.commands
         report = run_setup(sessions=sessions, concurrent=concurrent, repeat=args.repeat, mppe=args.mppe,
+                           commands=commands, vm=VmTarget() if args.vm else None,
                            progress=progress, command=command)
     else:
         sessions, hold = (min(args.sessions, 300), min(args.hold, 3.0)) if args.short else (

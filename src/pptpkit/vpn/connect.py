@@ -340,8 +340,12 @@ StatusCallback = Callable[[dict[str, Any]], None]
 
 
 def up_status(up: LinkUp, interface: str | None, routes: Sequence[IPv4Network],
-              server: str) -> dict[str, Any]:
-    """The negotiated parameters as one JSON-able dict (``--json`` prints it)."""
+              server: str, setup_time: float | None = None) -> dict[str, Any]:
+    """The negotiated parameters as one JSON-able dict (``--json`` prints it).
+
+    ``setup_time``: seconds from the start of the TCP connect to this LinkUp (IPCP up and the
+    interface configured), printed as ``setup_ms``; the protocol part of a connect, without
+    Python's start-up, which ``pptpkit bench setup`` reports apart."""
     return {
         "event": "up",
         "server": server,
@@ -354,6 +358,7 @@ def up_status(up: LinkUp, interface: str | None, routes: Sequence[IPv4Network],
         "mppe": up.mppe,
         "dns": [str(s) for s in up.dns_servers],
         "routes": [str(r) for r in routes],
+        "setup_ms": None if setup_time is None else round(setup_time * 1000, 3),
     }
 
 
@@ -384,6 +389,8 @@ class Connector:
         self.attempts = 0
         self.last: AttemptResult | None = None
         self._resolv = ResolvConf(config.resolv_conf) if config.dns else None
+        #: loop.time() when this attempt's TCP connect started (the up event's ``setup_ms``).
+        self.connect_started: float | None = None
 
     @property
     def server(self) -> str:
@@ -517,6 +524,7 @@ class Connector:
 
     async def _open_call(self, client: PptpClient) -> PptpCall | Failure:
         cfg = self.config
+        self.connect_started = asyncio.get_running_loop().time()
         try:
             await client.connect()
         except ControlConnectionError as exc:
@@ -677,7 +685,9 @@ class _LinkRun:
             log.info("authenticated to %s as %s (%s)", event.peer_name or self.owner.server,
                      event.username, event.method.pppd_name)
         elif isinstance(event, LinkUp):
-            status = up_status(event, link.interface, self.plan.tunnel_routes, self.owner.server)
+            started = self.owner.connect_started
+            status = up_status(event, link.interface, self.plan.tunnel_routes, self.owner.server,
+                               None if started is None else self.loop.time() - started)
             failure = self.owner._apply_dns(event)
             if failure is not None:
                 self.failure = failure

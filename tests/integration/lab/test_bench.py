@@ -62,6 +62,17 @@ def test_bench_setup_short() -> None:
     assert figs["setup time p99 [ms]"]["value"] >= median
     assert any(k.startswith("setups per second") for k in figs)
     assert_sane(data)
+    # The command section: the real `pptpkit connect` against `pptpkit server`, 3 runs in
+    # --short, each up and stopped cleanly; the protocol part is inside the wall time.
+    command = {f["label"]: f for f in data["figures"]
+               if f["section"] == "command: pptpkit connect -> pptpkit server"}
+    wall = command["process start -> up (wall)"]
+    setup = command["TCP connect -> IPCP up (setup_ms)"]
+    assert len(wall["samples"]) == len(setup["samples"]) == 3
+    assert all(s < w for s, w in zip(setup["samples"], wall["samples"], strict=True))
+    assert sum(1 for k in data["checks"] if k.startswith("command vs pptpkit server run")) == 3
+    goals = {g["name"] for g in data["goals"]}
+    assert {"connect command: start -> up, median", "connect command: TCP connect -> IPCP up"} <= goals
     assert code == 0
 
 

@@ -18,7 +18,7 @@ from pptpkit.cli.connect import PASSWORD_ENV, ConnectUsageError, config_from_arg
 from pptpkit.cli.main import build_parser
 from pptpkit.control.connection import CloseCause
 from pptpkit.errors import ConfigError, PptpkitError
-from pptpkit.ppp.session_config import LinkDown, MppePolicy, Outcome
+from pptpkit.ppp.session_config import LinkDown, LinkUp, MppePolicy, Outcome
 from pptpkit.pptp.client import ControlConnectionError
 from pptpkit.vpn.connect import (
     PERMANENT_CODES,
@@ -31,6 +31,7 @@ from pptpkit.vpn.connect import (
     classify_link_down,
     control_failure,
     gre_blocked_failure,
+    up_status,
 )
 from pptpkit.vpn.resolv import MARKER, ResolvConf, ResolvConfError, render_resolv_conf
 from pptpkit.vpn.routes import DEFAULT_ROUTE_HALVES, RouteLoopError, check_no_loop, parse_route, plan_routes
@@ -497,3 +498,13 @@ def test_backoff_resets_after_a_stable_link() -> None:
     long_up = AttemptResult(HANGUP, up_for=3600.0)
     _, statuses, _ = _run_with([AttemptResult(HANGUP), AttemptResult(HANGUP), long_up], persist=True)
     assert [s["delay"] for s in statuses if s["event"] == "retry"] == [0.001, 0.002, 0.001]
+
+
+def test_up_event_carries_setup_ms() -> None:
+    # `bench setup` splits the protocol part of a connect out of the process's wall time.
+    up = LinkUp(local_address=IPv4Address("198.51.100.10"), peer_address=IPv4Address("198.51.100.1"),
+                dns_servers=(), nbns_servers=(), local_ipv6_id=None, peer_ipv6_id=None, mtu=1396,
+                mppe="MPPE-128 stateless", auth_method=AuthMethod.MSCHAP_V2, username="alice")
+    status = up_status(up, "pptp0", [], str(SERVER), 0.0123456)
+    assert status["event"] == "up" and status["setup_ms"] == 12.346
+    assert up_status(up, "pptp0", [], str(SERVER))["setup_ms"] is None

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-__all__ = ["Agent", "AgentError", "ProcessSample", "sample_process"]
+from pptpkit.lab.netns import enter
+
+__all__ = ["Agent", "AgentError", "Command", "ProcessSample", "sample_process"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -105,6 +107,92 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+class Command:
+    """A real ``pptpkit`` command started in namespace ``netns`` as a user would start it, its
+    JSON-line events stamped with ``time.monotonic()`` as they are read.
+
+    ``started`` is taken just before the fork, so ``stamp - started`` includes the fork, the
+    interpreter's start-up and the imports: what the user waits for.
+    """
+
+    def __init__(self, name: str, netns: str, argv: Sequence[str], *,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
+            # setns in the child, not ``ip netns exec``: no extra exec in the measured time.
+            preexec_fn=lambda: enter(netns), start_new_session=True,
+            env={**os.environ, **env} if env else None,
+        )
+        self._events: queue.Queue[tuple[float, dict[str, Any]] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            stamp = time.monotonic()
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    self._events.put((stamp, event))
+        self._events.put(None)
+
+    def stderr_tail(self, limit: int = 3000) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-limit:]
+
+    def wait_event(self, name: str, timeout: float) -> tuple[float, dict[str, Any]]:
+        """The first ``name`` event and when it was read; :class:`AgentError` on exit or timeout."""
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise AgentError(f"{self.name}: no {name!r} within {timeout:.0f}s\n{self.stderr_tail()}")
+            try:
+                item = self._events.get(timeout=left)
+            except queue.Empty:
+                continue
+            if item is None:
+                self.proc.wait()
+                raise AgentError(f"{self.name}: exited ({self.proc.returncode}) before {name!r}\n"
+                                 f"{self.stderr_tail()}")
+            if item[1].get("event") == name:
+                return item
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, as a user's Ctrl-C or service stop would; its exit status (killed if it hangs)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AgentError(f"{self.name}: still running {timeout:.0f}s after SIGTERM\n"
+                             f"{self.stderr_tail()}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+
+    def __enter__(self) -> Command:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        self._stderr.close()
 
 
 @dataclass(frozen=True, slots=True)

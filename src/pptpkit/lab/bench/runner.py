@@ -7,7 +7,10 @@ CLI prints it as a table or as JSON (:mod:`pptpkit.lab.bench.report`).
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -16,11 +19,11 @@ from typing import Any
 
 from pptpkit.lab.bench.agent import MPPE_MODES, TUNNEL_LOCAL, TUNNEL_PEER
 from pptpkit.lab.bench.flow import FlowResult, measure_flow
-from pptpkit.lab.bench.procs import Agent, sample_process
+from pptpkit.lab.bench.procs import Agent, AgentError, Command, sample_process
 from pptpkit.lab.bench.relay import measure_relay, relay_available
-from pptpkit.lab.netns import CLIENT_ADDRESS, SERVER_ADDRESS, TwoHosts, two_hosts
+from pptpkit.lab.netns import CLIENT_ADDRESS, SERVER_ADDRESS, TwoHosts, listening, namespace_exists, two_hosts
 
-__all__ = ["Figure", "Goal", "Report", "run_scale", "run_setup", "run_throughput"]
+__all__ = ["Figure", "Goal", "Report", "VmTarget", "run_scale", "run_setup", "run_throughput"]
 
 Progress = Callable[[str], None]
 
@@ -213,8 +216,140 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[k]
 
 
+@dataclass(frozen=True, slots=True)
+class VmTarget:
+    """The real pptpd of tools/vm (``tools/vm/pkvm up && tools/vm/pkvm server``): the client runs
+    in the VM's host-side namespace; the user and password are the guest's chap-secrets."""
+
+    namespace: str = "pkvm-host"
+    server: str = "192.0.2.2"
+    user: str = "alice"
+    password: str = "wonderland"
+
+
+#: The command sections' pptpkit server: tunnel addresses (TEST-NET-2) and its one user.
+_CMD_LOCAL_IP = "198.51.100.1"
+_CMD_POOL = "198.51.100.10-99"
+_CMD_USER = "bench"
+
+#: ``--mppe`` of the benchmark as the flags of ``pptpkit server`` and ``pptpkit connect``.
+_SERVER_MPPE = {"stateless": ["--require-mppe-128"], "stateful": ["--require-mppe-128", "--mppe-stateful"],
+                "none": ["--no-mppe"]}
+_CLIENT_MPPE = {"stateless": ["--require-mppe-128"], "stateful": ["--require-mppe-128", "--mppe-stateful"],
+                "none": ["--no-mppe"]}
+
+
+def _pptpkit(*args: str) -> list[str]:
+    # The interpreter that runs the benchmark, as ``python -m pptpkit``: the same code and
+    # the same start-up cost as the console script.
+    return [sys.executable, "-m", "pptpkit", *args]
+
+
+def _private_file(directory: str, name: str, text: str) -> str:
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def _connect_runs(report: Report, *, tag: str, netns: str, argv: Sequence[str], runs: int,
+                  progress: Progress) -> tuple[list[float], list[float]]:
+    """Start ``pptpkit connect --json`` ``runs`` times, one after the other: (process start -> up
+    event, TCP connect -> IPCP up from the event's ``setup_ms``) in ms, for the runs that came
+    up and exited cleanly after SIGTERM."""
+    walls: list[float] = []
+    setups: list[float] = []
+    for i in range(runs):
+        progress(f"{tag}: pptpkit connect, run {i + 1}/{runs}")
+        ok = False
+        try:
+            with Command("connect", netns, argv) as client:
+                stamp, up = client.wait_event("up", 30)
+                code = client.stop()
+                if code != 0:
+                    report.notes.append(f"{tag} run {i + 1}: exit status {code} after SIGTERM:\n"
+                                        f"{client.stderr_tail(800)}")
+                elif up.get("setup_ms") is None:
+                    report.notes.append(f"{tag} run {i + 1}: the up event has no setup_ms")
+                else:
+                    walls.append((stamp - client.started) * 1000)
+                    setups.append(float(up["setup_ms"]))
+                    ok = True
+        except AgentError as exc:
+            report.notes.append(f"{tag} run {i + 1}: {exc}")
+        report.checks[f"{tag} run {i + 1}: up, then exit 0 on SIGTERM"] = ok
+    return walls, setups
+
+
+def _command_figures(report: Report, section: str, prefix: str, walls: list[float],
+                     setups: list[float]) -> None:
+    if not walls:
+        return
+    report.add(section, f"{prefix}process start -> up (wall)", "ms", walls)
+    report.add(section, f"{prefix}TCP connect -> IPCP up (setup_ms)", "ms", setups)
+    report.add(section, f"{prefix}process start -> TCP connect (Python, imports, host route)", "ms",
+               [w - s for w, s in zip(walls, setups, strict=True)])
+
+
+def _measure_command(report: Report, net: TwoHosts, *, runs: int, mppe: str, progress: Progress) -> None:
+    """``pptpkit connect`` against ``pptpkit server``, both started as a user starts them."""
+    tag = "command vs pptpkit server"
+    with tempfile.TemporaryDirectory(prefix="pkbench-") as tmp:
+        password = os.urandom(9).hex()
+        secrets = _private_file(tmp, "chap-secrets", f'{_CMD_USER} * "{password}" *\n')
+        password_file = _private_file(tmp, "password", password + "\n")
+        server_argv = _pptpkit("server", "--listen", SERVER_ADDRESS, "--local-ip", _CMD_LOCAL_IP,
+                               "--remote-ip", _CMD_POOL, "--secrets", secrets, "--require-mschap-v2",
+                               *_SERVER_MPPE[mppe])
+        client_argv = _pptpkit("connect", SERVER_ADDRESS, "--user", _CMD_USER, "--password-file",
+                               password_file, "--json", *_CLIENT_MPPE[mppe])
+        with Command("server", net.server, server_argv) as server:
+            end = time.monotonic() + 30
+            while not listening(server.pid, 1723):
+                if server.proc.poll() is not None or time.monotonic() > end:
+                    report.checks[f"{tag}: server listening"] = False
+                    report.notes.append(f"{tag}: pptpkit server did not listen:\n{server.stderr_tail()}")
+                    return
+                time.sleep(0.02)
+            walls, setups = _connect_runs(report, tag=tag, netns=net.client, argv=client_argv, runs=runs,
+                                          progress=progress)
+            report.checks[f"{tag}: server exit 0 on SIGTERM"] = server.stop() == 0
+    _command_figures(report, "command: pptpkit connect -> pptpkit server", "", walls, setups)
+    if walls:
+        wall, setup = statistics.median(walls), statistics.median(setups)
+        report.goals.append(Goal("connect command: start -> up, median", "< 0.5 s", f"{wall / 1000:.3f} s",
+                                 wall < 500))
+        report.goals.append(Goal("connect command: TCP connect -> IPCP up", "< 20 ms", f"{setup:.1f} ms",
+                                 setup < 20))
+
+
+def _measure_vm(report: Report, vm: VmTarget, *, runs: int, progress: Progress) -> None:
+    """``pptpkit connect`` against the real pptpd (and its pppd) in the VM of tools/vm."""
+    tag = "command vs VM pptpd"
+    if not namespace_exists(vm.namespace):
+        report.checks[f"{tag}: VM running"] = False
+        report.notes.append(f"{tag}: namespace {vm.namespace} missing; start the VM and its pptpd first "
+                            "(tools/vm/pkvm up && tools/vm/pkvm server)")
+        return
+    with tempfile.TemporaryDirectory(prefix="pkbench-") as tmp:
+        password_file = _private_file(tmp, "password", vm.password + "\n")
+        # MS-CHAPv2 + MPPE-128: what tools/vm/pkvm server requires by default.
+        client_argv = _pptpkit("connect", vm.server, "--user", vm.user, "--password-file", password_file,
+                               "--json", "--require-mppe-128")
+        walls, setups = _connect_runs(report, tag=tag, netns=vm.namespace, argv=client_argv, runs=runs,
+                                      progress=progress)
+    _command_figures(report, "command: pptpkit connect -> pptpd in the VM", "VM pptpd: ", walls, setups)
+    if walls:
+        report.notes.append("the VM's pptpd runs under QEMU (TCG when KVM is unusable): its pppd's "
+                            "own time is in the VM figures, and they carry no goal")
+
+
 def run_setup(*, sessions: int = 200, concurrent: int = 100, repeat: int = 1, mppe: str = "stateless",
+              commands: int = 10, vm: VmTarget | None = None,
               progress: Progress = _quiet, command: str = "") -> Report:
+    """The library's setups (agents), then ``commands`` runs of the real ``pptpkit connect``
+    against ``pptpkit server`` and, with ``vm``, against the VM's pptpd."""
     report = Report("setup", command)
     medians: list[float] = []
     p99s: list[float] = []
@@ -249,13 +384,17 @@ def run_setup(*, sessions: int = 200, concurrent: int = 100, repeat: int = 1, mp
                     f"client GRE packets for a call not registered yet: {result['gre_unknown_call']}")
             if result["failed"]:
                 report.notes.append(f"concurrent failures: {result['failures']}")
-    report.add("sequential", "setup time median (TCP connect -> IPCP up)", "ms", medians)
-    report.add("sequential", "setup time p99", "ms", p99s)
-    report.add("concurrent", f"setups per second ({concurrent} clients at once)", "setups/s", rates)
-    report.add("concurrent", "setup time median under load", "ms", conc_medians)
-    med, rate = statistics.median(medians), statistics.median(rates)
-    report.goals.append(Goal("setup median (MS-CHAPv2 + MPPE-128)", "< 50 ms", f"{med:.1f} ms", med < 50))
-    report.goals.append(Goal("setups per second", ">= 500/s", f"{rate:.0f}/s", rate >= 500))
+        report.add("sequential", "setup time median (TCP connect -> IPCP up)", "ms", medians)
+        report.add("sequential", "setup time p99", "ms", p99s)
+        report.add("concurrent", f"setups per second ({concurrent} clients at once)", "setups/s", rates)
+        report.add("concurrent", "setup time median under load", "ms", conc_medians)
+        med, rate = statistics.median(medians), statistics.median(rates)
+        report.goals.append(Goal("setup median (MS-CHAPv2 + MPPE-128)", "< 50 ms", f"{med:.1f} ms", med < 50))
+        report.goals.append(Goal("setups per second", ">= 500/s", f"{rate:.0f}/s", rate >= 500))
+        if commands:
+            _measure_command(report, net, runs=commands, mppe=mppe, progress=progress)
+    if vm is not None and commands:
+        _measure_vm(report, vm, runs=commands, progress=progress)
     return report
 
 
