@@ -41,7 +41,8 @@ from pptpkit.cli.argtypes import (
 from pptpkit.cli.common import exit_help, fail, install_signals, not_permitted, setup_logging
 from pptpkit.compat.program import PppProgramConfig, ppp_program_factory
 from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitted
-from pptpkit.io.link import DataPlane, SharedTunRouter, TunDataPlane
+from pptpkit.io.dataplane import SharedTunRouter, TunDataPlane
+from pptpkit.io.link import DataPlane
 from pptpkit.pptp.server import PptpServer, PptpServerConfig
 from pptpkit.vpn.netpolicy import MssClamp, NftError
 from pptpkit.vpn.pool import AddressPool

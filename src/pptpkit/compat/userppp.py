@@ -13,7 +13,7 @@ restored at the end.  We speak first: our LCP Configure-Request goes out at once
 pptpctrl waits for before it reads any GRE.
 
 The IP side is a TUN interface per link (``ppp%d`` unless ``ifname``), via
-:class:`~pptpkit.io.link.PppLink` and :class:`~pptpkit.io.link.TunDataPlane`.  The role follows the
+:class:`~pptpkit.io.link.PppLink` and :class:`~pptpkit.io.dataplane.TunDataPlane`.  The role follows the
 options (see :attr:`pptpkit.compat.pppdopts.PppdOptions.role`): a pppd that authenticates the peer and
 hands out LOCAL:REMOTE is the server side.
 
@@ -47,8 +47,9 @@ from typing import Any, Final
 from pptpkit.auth.secrets import PppSecretsFile, SecretsProvider, StaticSecrets
 from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv
 from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus, PptpkitError, is_not_permitted
+from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.hdlcstream import HdlcStreamBridge
-from pptpkit.io.link import PppLink, TunDataPlane, outcome_text
+from pptpkit.io.link import PppLink, outcome_text
 from pptpkit.io.netconfig import NetConfig, NetConfigError
 from pptpkit.io.pty import FdStream, set_raw
 from pptpkit.ppp.session_config import (

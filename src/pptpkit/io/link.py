@@ -12,9 +12,10 @@ in:
   receive_accm)`` (:class:`LinkInfoSink`) is told the ACCMs LCP agreed (PPTP Set-Link-Info);
   one with ``set_accm(accm)`` (the HDLC bridge) gets the transmit ACCM.
 * a **data plane** (:class:`DataPlane`): where IP packets go once IPCP is up.
-  :class:`TunDataPlane` gives every link its own TUN interface (``pptpkit%d``: addresses
-  local/peer, MTU from the negotiation, up; routes optional); :class:`SharedTunRouter` puts
-  every link of a server on one TUN and routes by destination address.
+  :class:`~pptpkit.io.dataplane.TunDataPlane` gives every link its own TUN interface
+  (``pptpkit%d``: addresses local/peer, MTU from the negotiation, up; routes optional);
+  :class:`~pptpkit.io.dataplane.SharedTunRouter` puts every link of a server on one TUN and
+  routes by destination address.  The link itself touches no kernel configuration.
 
 Typical use (client)::
 
@@ -46,20 +47,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 from typing import Any, Final, Protocol, runtime_checkable
-
-from pyroute2.netlink.exceptions import NetlinkError
 
 from pptpkit.errors import PptpkitError, StateError
 from pptpkit.io.deadline import Deadline
-from pptpkit.io.netconfig import NetConfig, NetConfigError
-from pptpkit.io.tun import TunDevice
 from pptpkit.ppp.session import PppSession
 from pptpkit.ppp.session_config import (
     AccmChanged,
@@ -79,8 +74,6 @@ __all__ = [
     "LinkStats",
     "PacketSink",
     "PppLink",
-    "SharedTunRouter",
-    "TunDataPlane",
     "outcome_text",
 ]
 
@@ -476,220 +469,6 @@ class PppLink:
         self._emit(down)
         if not self.closed.done():
             self.closed.set_result(down)
-
-
-# -- data planes -----------------------------------------------------------------------------------
-
-
-#: Called after a per-link TUN is configured, with (interface name, LinkUp, NetConfig still
-#: open): extra routes, firewall hooks.  Whatever it adds with that NetConfig on the
-#: interface disappears with the interface.
-TunHook = Callable[[str, LinkUp, NetConfig], Awaitable[None]]
-
-
-class TunDataPlane:
-    """A TUN interface per link (pppd's ``pppN`` model).
-
-    On LinkUp: open ``name`` (``%d``: the kernel picks the first free number), put the
-    point-to-point address ``local peer PEER/32`` on it, MTU = the link's MTU (the smaller MRU
-    less the MPPE overhead) unless ``mtu`` caps it lower, bring it up, add ``routes`` (CIDR
-    strings) through it, run ``hook``.  On detach the TUN is closed: the kernel removes the
-    interface and with it its addresses and routes, so nothing is left even after a crash.
-    One instance may serve any number of links; each gets its own interface.
-    """
-
-    def __init__(
-        self,
-        name: str = "pptpkit%d",
-        *,
-        routes: Sequence[str] = (),
-        mtu: int | None = None,
-        hook: TunHook | None = None,
-        on_detach: Callable[[str], Awaitable[None]] | None = None,
-        max_batch: int = 64,
-        offload: bool = True,
-    ) -> None:
-        self.name = name
-        self.routes = tuple(routes)
-        self.mtu = mtu
-        self.hook = hook
-        self.on_detach = on_detach
-        self.max_batch = max_batch
-        # TUN checksum/TSO offloads and merged writes (pptpkit.io.offload); a kernel without them
-        # gives a plain TUN.
-        self.offload = offload
-        self._tuns: dict[PppLink, TunDevice] = {}
-
-    def tun_of(self, link: PppLink) -> TunDevice | None:
-        return self._tuns.get(link)
-
-    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
-        if up.local_address is None or up.peer_address is None:
-            raise NetConfigError("IPCP agreed no address pair")
-        tun = TunDevice.open(self.name, offload=self.offload)
-        try:
-            nc = await NetConfig().open()
-            try:
-                mtu = up.mtu if self.mtu is None else min(up.mtu, self.mtu)
-                await nc.add_ptp_address(tun.name, str(up.local_address), str(up.peer_address))
-                await nc.set_link(tun.name, up=True, mtu=mtu)
-                for route in self.routes:
-                    await nc.add_route(route, dev=tun.name)
-                if self.hook is not None:
-                    await self.hook(tun.name, up, nc)
-            finally:
-                # Closed without cleanup on purpose: closing the TUN removes what we added.
-                await nc.close()
-        except BaseException:
-            tun.close()
-            raise
-        tun.start(link.packet_from_data_plane, loop=link.loop, max_batch=self.max_batch)
-        self._tuns[link] = tun
-        link.interface = tun.name
-        return tun.write
-
-    async def detach(self, link: PppLink) -> None:
-        tun = self._tuns.pop(link, None)
-        if tun is None:
-            return
-        name = tun.name
-        tun.close()
-        if self.on_detach is not None:
-            await self.on_detach(name)
-
-
-class SharedTunRouter:
-    """One TUN for every link of a server, routed by the destination address.
-
-    :meth:`open` creates the interface (up, MTU ``mtu``).  Each attached link adds its local
-    address to the interface (once per distinct address) and a host route ``peer/32`` through
-    it whose route MTU is the link's own, so the kernel sizes packets (and answers with ICMP
-    fragmentation-needed) per session even though the interface is shared.  Packets the kernel
-    routes into the TUN are dispatched on their IPv4 destination with one dict lookup; IPv6 is
-    not routed in this mode (counted in ``unroutable``).  :meth:`close` removes the interface
-    and, with it, every address and route.
-    """
-
-    def __init__(self, name: str = "pptpkit", *, mtu: int = 1500, max_batch: int = 64,
-                 offload: bool = True) -> None:
-        if not 68 <= mtu <= 65535:
-            raise ValueError(f"bad MTU {mtu}")
-        self.name = name
-        self.mtu = mtu
-        self.max_batch = max_batch
-        self.offload = offload
-        self.tun: TunDevice | None = None
-        self._nc: NetConfig | None = None
-        self._routes: dict[bytes, PppLink] = {}
-        self._by_link: dict[PppLink, bytes] = {}
-        self._locals: set[str] = set()
-        self._lock = asyncio.Lock()
-        self.unroutable = 0
-
-    @property
-    def interface(self) -> str | None:
-        return self.tun.name if self.tun is not None else None
-
-    @property
-    def links(self) -> int:
-        return len(self._by_link)
-
-    async def open(self) -> None:
-        if self.tun is not None:
-            return
-        tun = TunDevice.open(self.name, offload=self.offload)
-        try:
-            nc = await NetConfig().open()
-            try:
-                await nc.set_link(tun.name, up=True, mtu=self.mtu)
-            except BaseException:
-                await nc.close()
-                raise
-        except BaseException:
-            tun.close()
-            raise
-        self._nc = nc
-        self.tun = tun
-        tun.start(self._dispatch, max_batch=self.max_batch)
-
-    def _dispatch(self, packet: bytes) -> None:
-        # A TUN read is never empty, but a short or non-IPv4 packet must not raise here.
-        link = self._routes.get(packet[16:20]) if len(packet) >= 20 and packet[0] >> 4 == 4 else None
-        if link is None:
-            self.unroutable += 1
-            return
-        link.send_ip(packet)
-
-    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
-        tun, nc = self.tun, self._nc
-        if tun is None or nc is None:
-            raise NetConfigError("the shared TUN is not open")
-        if up.local_address is None or up.peer_address is None:
-            raise NetConfigError("IPCP agreed no address pair")
-        key = up.peer_address.packed
-        async with self._lock:
-            owner = self._routes.get(key)
-            if owner is not None and owner is not link:
-                raise NetConfigError(f"{up.peer_address} is already in use by {owner.name}")
-            local = str(up.local_address)
-            if local not in self._locals:
-                await _add_local_address(nc, tun.name, local)
-                self._locals.add(local)
-            await _add_host_route(nc, tun.name, up.peer_address, local, up.mtu)
-            self._routes[key] = link
-            self._by_link[link] = key
-        link.interface = tun.name
-        return tun.write
-
-    async def detach(self, link: PppLink) -> None:
-        key = self._by_link.pop(link, None)
-        if key is None:
-            return
-        if self._routes.get(key) is link:
-            del self._routes[key]
-        nc, tun = self._nc, self.tun
-        if nc is None or tun is None:
-            return
-        async with self._lock:
-            with contextlib.suppress(NetConfigError):
-                await _del_host_route(nc, tun.name, IPv4Address(key))
-
-    async def close(self) -> None:
-        self._routes.clear()
-        self._by_link.clear()
-        self._locals.clear()
-        if self.tun is not None:
-            self.tun.close()
-            self.tun = None
-        if self._nc is not None:
-            await self._nc.close()
-            self._nc = None
-
-
-async def _add_local_address(nc: NetConfig, ifname: str, local: str) -> None:
-    index = await nc.link_index(ifname)
-    try:
-        await nc.ipr.addr("add", index=index, address=local, prefixlen=32)
-    except NetlinkError as exc:
-        if exc.code != errno.EEXIST:
-            raise NetConfigError(f"add address {local} on {ifname}: {exc}", errno_=exc.code) from exc
-
-
-async def _add_host_route(nc: NetConfig, ifname: str, peer: IPv4Address, local: str, mtu: int) -> None:
-    index = await nc.link_index(ifname)
-    try:
-        await nc.ipr.route("replace", dst=str(peer), dst_len=32, oif=index, prefsrc=local,
-                           metrics={"mtu": mtu})
-    except NetlinkError as exc:
-        raise NetConfigError(f"add route {peer}/32 dev {ifname}: {exc}", errno_=exc.code) from exc
-
-
-async def _del_host_route(nc: NetConfig, ifname: str, peer: IPv4Address) -> None:
-    index = await nc.link_index(ifname)
-    try:
-        await nc.ipr.route("del", dst=str(peer), dst_len=32, oif=index)
-    except NetlinkError as exc:
-        raise NetConfigError(f"delete route {peer}/32: {exc}", errno_=exc.code) from exc
 
 
 def outcome_text(down: LinkDown) -> str:

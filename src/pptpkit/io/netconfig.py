@@ -150,6 +150,16 @@ class NetConfig:
 
         self._undo.append((f"delete address {local} peer {peer} on {ifname}", undo))
 
+    async def add_local_address(self, ifname: str, local: str) -> None:
+        """``ip addr add LOCAL/32 dev IFNAME``; already there is fine.  Not in the undo log:
+        it belongs to an interface whose removal takes it along (the shared TUN)."""
+        index = await self.link_index(ifname)
+        try:
+            await self.ipr.addr("add", index=index, address=local, prefixlen=32)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise NetConfigError(f"add address {local} on {ifname}: {exc}", errno_=exc.code) from exc
+
     async def addresses(self, ifname: str) -> list[tuple[str, str | None, int]]:
         """(local, peer-or-None, prefix length) of the IPv4 addresses on an interface."""
         index = await self.link_index(ifname)
@@ -196,6 +206,18 @@ class NetConfig:
         kwargs = await self._route_args(dst, dev=dev, gateway=gateway, metric=metric, table=table)
         await self._call(f"delete route {dst}", self.ipr.route("del", **kwargs))
         self._undo = [u for u in self._undo if u[0] != f"delete route {dst}"]
+
+    async def replace_host_route(self, ifname: str, peer: str, *, source: str, mtu: int) -> None:
+        """``ip route replace PEER/32 dev IFNAME src SOURCE mtu MTU``: one session's route on a
+        shared interface, with that session's MTU.  Not in the undo log (see
+        :meth:`delete_host_route`; the interface's removal takes it along too)."""
+        index = await self.link_index(ifname)
+        await self._call(f"add route {peer}/32 dev {ifname}", self.ipr.route(
+            "replace", dst=peer, dst_len=32, oif=index, prefsrc=source, metrics={"mtu": mtu}))
+
+    async def delete_host_route(self, ifname: str, peer: str) -> None:
+        index = await self.link_index(ifname)
+        await self._call(f"delete route {peer}/32", self.ipr.route("del", dst=peer, dst_len=32, oif=index))
 
     async def _route_args(
         self, dst: str, *, dev: str | None, gateway: str | None, metric: int | None, table: int | None

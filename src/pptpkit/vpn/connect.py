@@ -41,8 +41,9 @@ from pptpkit.auth.policy import AuthPolicy
 from pptpkit.control import PPTP_PORT
 from pptpkit.control.connection import CloseCause
 from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus, PptpkitError, is_not_permitted
+from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.gresock import GreSocket
-from pptpkit.io.link import PppLink, TunDataPlane, outcome_text
+from pptpkit.io.link import PppLink, outcome_text
 from pptpkit.io.netconfig import NetConfig, NetConfigError
 from pptpkit.ppp.fsm import FsmConfig
 from pptpkit.ppp.lcp import DEFAULT_MRU, MIN_MRU

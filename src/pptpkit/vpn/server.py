@@ -164,8 +164,8 @@ class BuiltinSessions:
     """The built-in call handler factory: a :class:`~pptpkit.io.link.PppLink` per call.
 
     Use an instance as the ``handler_factory`` of :class:`~pptpkit.pptp.server.PptpServer`.
-    ``data_plane`` is a :class:`~pptpkit.io.link.TunDataPlane` (an interface per session) or
-    an open :class:`~pptpkit.io.link.SharedTunRouter`.  :meth:`close_all` ends every session
+    ``data_plane`` is a :class:`~pptpkit.io.dataplane.TunDataPlane` (an interface per session) or
+    an open :class:`~pptpkit.io.dataplane.SharedTunRouter`.  :meth:`close_all` ends every session
     with an LCP Terminate-Request (call before :meth:`PptpServer.close`, which then stops the
     control connections); :meth:`reload_secrets` re-reads a secrets file without touching
     sessions.

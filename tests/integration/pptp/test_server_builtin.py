@@ -25,7 +25,8 @@ import pytest
 from conftest import require_binary, require_root
 from netns import NetnsLab, inside, pids_in
 from pptpkit.auth.base import PeerConfig
-from pptpkit.io.link import PppLink, TunDataPlane
+from pptpkit.io.dataplane import TunDataPlane
+from pptpkit.io.link import PppLink
 from pptpkit.ppp.session_config import LinkUp, MppePolicy, Outcome, SessionConfig, SessionRole
 from pptpkit.pptp.client import CallRefusedError, PptpCall, PptpClient, PptpClientConfig
 

@@ -41,8 +41,9 @@ from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.control import CallIdAllocator
+from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.grechannel import acquire_gre_socket, release_gre_socket
-from pptpkit.io.link import PacketSink, PppLink, TunDataPlane
+from pptpkit.io.link import PacketSink, PppLink
 from pptpkit.io.loop import run as run_on_loop
 from pptpkit.lab.netns import SERVER_ADDRESS, enter
 from pptpkit.ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole

@@ -1,16 +1,13 @@
-"""Pieces of the built-in server that need no namespace: the shared-TUN dispatcher, the nft
-ruleset, address pool exclusion and BuiltinConfig validation."""
+"""The shared-TUN router's dispatcher, without a TUN: routed by IPv4 destination, never raises."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.io.link import SharedTunRouter
-from pptpkit.vpn.netpolicy import nft_ruleset
+from pptpkit.io.dataplane import SharedTunRouter
 
 PEER = bytes([198, 51, 100, 10])
 
@@ -49,12 +46,3 @@ def test_dispatch_never_raises(packet: bytes) -> None:
     routed = len(packet) >= 20 and packet[0] >> 4 == 4 and packet[16:20] == PEER
     assert link.packets == ([packet] if routed else [])
     assert router.unroutable == (0 if routed else 1)
-
-
-def test_nft_ruleset_is_self_contained_and_validated() -> None:
-    text = nft_ruleset("pptpkit", "pptpkit*")
-    assert text.startswith("add table inet pptpkit\ndelete table inet pptpkit\n")
-    assert 'oifname "pptpkit*" tcp flags syn / syn,rst tcp option maxseg size set rt mtu' in text
-    for table, pattern in (("bad table", "x*"), ("t", 'x"; drop'), ("t", "")):
-        with pytest.raises(ValueError):
-            nft_ruleset(table, pattern)
