@@ -48,6 +48,8 @@ from pptpkit.vpn.netpolicy import MssClamp, NftError
 from pptpkit.vpn.pool import AddressPool
 from pptpkit.vpn.server import BuiltinConfig, BuiltinSessions
 from pptpkit.vpn.settings import (
+    BUILTIN_CONNECTION_MARGIN,
+    DEFAULT_PROGRAM_CONNECTIONS,
     DEFAULT_SECRETS,
     SERVER_MPPE_WORDS,
     TUN_MODES,
@@ -64,6 +66,7 @@ __all__ = [
     "builtin_config",
     "flag_changes",
     "main",
+    "pptp_server_config",
     "program_config",
     "server_settings",
 ]
@@ -119,7 +122,9 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     srv.add_argument("--listen", type=parse_listen, metavar="ADDR[:PORT]",
                      help=f"address and port to listen on (default all addresses, port {_D.port})")
     srv.add_argument("--connections", type=int_range(1, 65535), metavar="N",
-                     help=f"maximum simultaneous control connections (default {_D.connections})")
+                     help="maximum simultaneous control connections, exactly (default: --max-sessions "
+                          f"+ {BUILTIN_CONNECTION_MARGIN} in built-in mode, {DEFAULT_PROGRAM_CONNECTIONS} "
+                          "with --ppp-program)")
     srv.add_argument("--max-per-source", type=int_range(1, 65535), metavar="N",
                      help=f"maximum control connections from one address (default {_D.max_per_source})")
     srv.add_argument("--stimeout", type=positive_float, metavar="S",
@@ -272,20 +277,21 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
     )
 
 
-def _server_config(settings: ServerSettings) -> PptpServerConfig:
+def pptp_server_config(settings: ServerSettings) -> PptpServerConfig:
+    """The PAC settings for either mode, limits exactly as given."""
     if not settings.builtin:
         return PptpServerConfig(listen=settings.listen, port=settings.port,
-                                max_connections=settings.connections,
+                                max_connections=settings.connection_limit,
                                 max_per_source=settings.max_per_source,
                                 start_timeout=settings.stimeout, window=settings.window,
                                 nobuffer=settings.nobuffer,
                                 respect_peer_window=settings.respect_peer_window)
     return PptpServerConfig(
         listen=settings.listen, port=settings.port,
-        max_connections=min(65535, max(settings.connections, settings.max_sessions + 16)),
-        # Sessions per source are refused at the call, with a result code; the connection
-        # limit only guards against a flood of idle control connections.
-        max_per_source=min(65535, max(settings.max_per_source + 16, 16)),
+        # Both limits exactly as given: a session beyond them is refused at the connection,
+        # and one within them may still be refused at the call (Busy) by the session limits.
+        max_connections=settings.connection_limit,
+        max_per_source=settings.max_per_source,
         start_timeout=settings.stimeout, window=settings.window, nobuffer=settings.nobuffer,
         respect_peer_window=settings.respect_peer_window,
     )
@@ -307,7 +313,7 @@ async def run_program(settings: ServerSettings, program: PppProgramConfig) -> in
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     install_signals(loop, stop)
-    server = PptpServer(_server_config(settings), ppp_program_factory(program))
+    server = PptpServer(pptp_server_config(settings), ppp_program_factory(program))
     failed = await _start(server, settings)
     if failed is not None:
         return failed
@@ -333,7 +339,7 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
         plane = TunDataPlane(name)
         pattern = name.replace("%d", "*")
     sessions = BuiltinSessions(config, plane)
-    server = PptpServer(_server_config(settings), sessions)
+    server = PptpServer(pptp_server_config(settings), sessions)
     clamp = MssClamp(pattern) if settings.mss_clamp else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -87,7 +87,8 @@ class PptpdConf:
     localip: tuple[str, ...] | None = None
     remoteip: tuple[str, ...] | None = None
     listen: str | None = None
-    connections: int = DEFAULT_CONNECTIONS
+    #: None when the file does not say (pptpd then uses :data:`DEFAULT_CONNECTIONS`).
+    connections: int | None = None
     speed: int = DEFAULT_SPEED
     stimeout: float = DEFAULT_STIMEOUT
     noipparam: bool = False
@@ -113,7 +114,7 @@ class PptpdConf:
             missing = "localip" if self.localip is None else "remoteip"
             raise ConfigError(f"{missing} is missing (give both localip and remoteip, or delegate)",
                               path=self.path)
-        limit = self.connections
+        limit = self.connections if self.connections is not None else DEFAULT_CONNECTIONS
         return AddressPool(list(self.localip[:limit]), list(self.remoteip[:limit]))
 
     def program_config(self, *, program_args: tuple[str, ...] = (),
@@ -258,7 +259,9 @@ def server_changes(conf: PptpdConf, *, builtin: bool, etc_dir: str | None = None
     ``$PPTPKIT_PPP_ETC`` or /etc/ppp).
     """
     etc_dir = etc_dir or os.environ.get("PPTPKIT_PPP_ETC") or "/etc/ppp"
-    changes = ServerChanges(connections=conf.connections, stimeout=conf.stimeout)
+    changes = ServerChanges(stimeout=conf.stimeout)
+    if conf.connections is not None:
+        changes["connections"] = conf.connections
     if conf.listen is not None:
         changes["listen"] = conf.listen
     if conf.debug:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from pptpkit.io.deadline import Deadline
+from pptpkit.io.throttle import LogThrottle, left_out_text
 
 __all__ = [
     "ConnectionInfo",
@@ -323,7 +324,8 @@ class EngineServer(Generic[E]):
     """A TCP listener that gives every accepted connection its own engine.
 
     ``max_connections`` caps the live connections (a peer can open as many as it likes);
-    connections beyond it are closed at once without building an engine.
+    connections beyond it are closed at once without building an engine, counted in
+    ``refused`` and logged at most once per :data:`~pptpkit.io.throttle.DEFAULT_LOG_INTERVAL`.
     """
 
     def __init__(
@@ -348,6 +350,7 @@ class EngineServer(Generic[E]):
         # iteration cannot overshoot the cap.
         self._live: set[EngineConnection[E]] = set()
         self.refused = 0
+        self._refusal_log = LogThrottle()
         self.server: asyncio.Server | None = None
 
     @property
@@ -358,6 +361,10 @@ class EngineServer(Generic[E]):
     def _protocol(self) -> asyncio.Protocol:
         if len(self._live) >= self.max_connections:
             self.refused += 1
+            left_out = self._refusal_log(asyncio.get_running_loop().time())
+            if left_out is not None:
+                log.warning("refusing a connection: %d connections already (the limit)%s",
+                            self.max_connections, left_out_text(left_out))
             return _Refuse()
         conn = EngineConnection(
             self._factory,

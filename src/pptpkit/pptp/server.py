@@ -55,6 +55,7 @@ from pptpkit.io.grechannel import (
     release_gre_socket,
 )
 from pptpkit.io.gresock import GreSocket
+from pptpkit.io.throttle import LogThrottle, left_out_text
 
 __all__ = [
     "CallHandler",
@@ -220,6 +221,7 @@ class PptpServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.refused_per_source = 0
+        self._refusal_log = LogThrottle()
         self.calls_total = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -335,9 +337,12 @@ class PptpServer:
         conn = self._conns[driver.engine]
         conn.driver = driver
         if conn.refused:
-            log.warning("refusing connection from %s:%d: %s", conn.peer_address, conn.peer_port,
-                        "shutting down" if self._closing else
-                        f"{self.config.max_per_source} connections from that address already")
+            left_out = self._refusal_log(asyncio.get_running_loop().time())
+            if left_out is not None:
+                log.warning("refusing connection from %s:%d: %s%s", conn.peer_address, conn.peer_port,
+                            "shutting down" if self._closing else
+                            f"{self.config.max_per_source} connections from that address already",
+                            left_out_text(left_out))
             # Not established yet, so stop() closes at once and the driver's flush closes TCP.
             driver.engine.stop(asyncio.get_running_loop().time())
         else:

@@ -36,8 +36,10 @@ from pptpkit.ppp.session_config import MppePolicy
 from pptpkit.vpn.server import DEFAULT_BUILTIN_MRU
 
 __all__ = [
+    "BUILTIN_CONNECTION_MARGIN",
     "DEFAULT_AUTH_WORDS",
     "DEFAULT_MPPE_WORDS",
+    "DEFAULT_PROGRAM_CONNECTIONS",
     "DEFAULT_SECRETS",
     "SERVER_MPPE_WORDS",
     "TUN_MODES",
@@ -88,7 +90,7 @@ class ServerChanges(TypedDict, total=False):
 
     listen: str | None
     port: int
-    connections: int
+    connections: int | None
     max_per_source: int
     stimeout: float
     window: int
@@ -119,6 +121,12 @@ class ServerChanges(TypedDict, total=False):
     mss_clamp: bool
 
 
+#: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
+DEFAULT_PROGRAM_CONNECTIONS: Final = 100
+#: Built-in mode without ``connections``: control connections beyond ``max_sessions``.
+BUILTIN_CONNECTION_MARGIN: Final = 16
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServerSettings:
     """Everything ``pptpkit server`` runs with; the defaults are the field defaults.
@@ -135,7 +143,7 @@ class ServerSettings:
 
     listen: str | None = None
     port: int = PPTP_PORT
-    connections: int = 100
+    connections: int | None = None
     max_per_source: int = 16
     stimeout: float = 10.0
     window: int = 64
@@ -169,6 +177,18 @@ class ServerSettings:
     def builtin(self) -> bool:
         """True without a PPP program: our own PPP stack runs the calls."""
         return self.ppp_program is None
+
+    @property
+    def connection_limit(self) -> int:
+        """``connections`` exactly, when it was set.  Otherwise 100 in program mode (pptpd's
+        default), and in built-in mode ``max_sessions`` plus :data:`BUILTIN_CONNECTION_MARGIN`:
+        most clients open a control connection per session, and the margin lets a client
+        beyond ``max_sessions`` be told Busy on its call instead of being cut off."""
+        if self.connections is not None:
+            return self.connections
+        if self.builtin:
+            return min(65535, self.max_sessions + BUILTIN_CONNECTION_MARGIN)
+        return DEFAULT_PROGRAM_CONNECTIONS
 
     def with_file(self, changes: ServerChanges) -> ServerSettings:
         """These settings overridden by what a config file says."""

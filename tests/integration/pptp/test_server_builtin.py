@@ -28,7 +28,13 @@ from pptpkit.auth.base import PeerConfig
 from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.link import PppLink
 from pptpkit.ppp.session_config import LinkUp, MppePolicy, Outcome, SessionConfig, SessionRole
-from pptpkit.pptp.client import CallRefusedError, PptpCall, PptpClient, PptpClientConfig
+from pptpkit.pptp.client import (
+    CallRefusedError,
+    ControlConnectionError,
+    PptpCall,
+    PptpClient,
+    PptpClientConfig,
+)
 
 pytestmark = [pytest.mark.root]
 
@@ -310,10 +316,10 @@ def test_limits_refuse_calls_with_busy(lab: NetnsLab, tmp_path: Path) -> None:
 
     async def per_source() -> None:
         a = await connect("alice", "alice pw", tun="pka%d")
-        with pytest.raises(CallRefusedError) as refused:
+        # The limit is exact: a second control connection from the address is refused.
+        with pytest.raises(ControlConnectionError):
             await connect("alice", "alice pw", tun="pkz%d")
-        assert refused.value.result_code == 4  # Busy
-        await server.await_log("sessions from 192.0.2.2 already (max per source)")
+        await server.await_log("1 connections from that address already")
         # A session that ends frees its place.
         await a.close()
         await server.await_log("session down")
@@ -339,6 +345,39 @@ def test_limits_refuse_calls_with_busy(lab: NetnsLab, tmp_path: Path) -> None:
         await b.close()
 
     run_in(cli, max_sessions)
+    assert "Traceback" not in server.log()
+
+
+def test_connection_limits_are_exact_and_refusals_logged(lab: NetnsLab, tmp_path: Path) -> None:
+    """--connections 3 --max-per-source 2: idle connections beyond either limit are closed at
+    once (they used to be raised to max(connections, max-sessions + 16) and per-source + 16)."""
+    srv, cli = two_namespaces(lab)
+    lab.ip(cli, "addr", "add", "192.0.2.3/24", "dev", "veth-b")
+    server = Server(lab, srv, tmp_path, "--connections", "3", "--max-per-source", "2")
+
+    async def hold(source: str) -> asyncio.StreamWriter | None:
+        """Open a TCP connection and report whether the server keeps it open."""
+        reader, writer = await asyncio.open_connection(SERVER, 1723, local_addr=(source, 0))
+        try:
+            data = await asyncio.wait_for(reader.read(1), 0.5)
+        except TimeoutError:
+            return writer  # still open: held
+        assert data == b""  # closed by the server
+        writer.close()
+        return None
+
+    async def main() -> None:
+        first = [await hold(CLIENT) for _ in range(4)]
+        assert sum(w is not None for w in first) == 2
+        second = [await hold("192.0.2.3") for _ in range(3)]
+        assert sum(w is not None for w in second) == 1  # 3 in all
+        await server.await_log("refusing connection from 192.0.2.2")
+        await server.await_log("3 connections already (the limit)")
+        for w in first + second:
+            if w is not None:
+                w.close()
+
+    run_in(cli, main)
     assert "Traceback" not in server.log()
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pptpkit.cli.argtypes import parse_listen
 from pptpkit.cli.common import exit_help
 from pptpkit.cli.main import build_parser, main
-from pptpkit.cli.server import program_config, server_settings
+from pptpkit.cli.server import pptp_server_config, program_config, server_settings
 from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus
 
 # -- --listen ---------------------------------------------------------------------------------------
@@ -85,8 +85,23 @@ def test_server_options() -> None:
 
 def test_server_defaults_listen_everywhere() -> None:
     settings = server_settings(_server_args("--delegate"))
-    assert (settings.listen, settings.port, settings.connections) == (None, 1723, 100)
+    assert (settings.listen, settings.port, settings.connection_limit) == (None, 1723, 100)
     assert program_config(settings).pool is None
+
+
+def test_server_limits_are_honoured_exactly() -> None:
+    """The limits given are the limits enforced: nothing is added to them (they were raised to
+    max(--connections, --max-sessions + 16) and --max-per-source + 16 in built-in mode)."""
+
+    pool = ("--local-ip", "198.51.100.1", "--remote-ip", "198.51.100.10-50")
+    args = build_parser().parse_args(["server", *pool, "--connections", "20", "--max-per-source", "4"])
+    config = pptp_server_config(server_settings(args))
+    assert (config.max_connections, config.max_per_source) == (20, 4)
+    # Without --connections the built-in server takes a connection per session it may hold,
+    # and 16 more, so that a client beyond --max-sessions is told Busy.
+    args = build_parser().parse_args(["server", *pool, "--max-sessions", "300"])
+    config = pptp_server_config(server_settings(args))
+    assert (config.max_connections, config.max_per_source) == (316, 16)
 
 
 def test_server_flags_not_given_are_absent() -> None:
