@@ -184,6 +184,10 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                        help="drop a session after S seconds without data (default never)")
     group.add_argument("--no-mss-clamp", action="store_true",
                        help="do not install the nft TCP MSS clamping rule for forwarded traffic")
+    group.add_argument("--no-source-check", action="store_true",
+                       help="accept packets from a client whatever their source address (for clients "
+                            "that route networks of their own; by default a packet whose source is "
+                            "not the client's tunnel address is dropped and counted)")
     return srv
 
 
@@ -214,6 +218,8 @@ def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChange
             changes[name] = tuple(given[name])
     if "no_mss_clamp" in given:
         changes["mss_clamp"] = False
+    if "no_source_check" in given:
+        changes["source_check"] = False
     if given.get("verbose"):
         changes["verbose"] = max(base.verbose, given["verbose"])
     # Stateful MPPE is a setting of its own: a mode flag keeps what the file said about it.
@@ -274,6 +280,7 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
         idle_timeout=settings.idle,
         max_sessions=settings.max_sessions,
         max_per_source=settings.max_per_source,
+        source_check=settings.source_check,
     )
 
 

@@ -51,6 +51,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final, Protocol, runtime_checkable
 
 from pptpkit.errors import PptpkitError, StateError
@@ -58,6 +59,7 @@ from pptpkit.io.deadline import Deadline
 from pptpkit.ppp.session import PppSession
 from pptpkit.ppp.session_config import (
     AccmChanged,
+    Ipv6Up,
     LinkDown,
     LinkUp,
     NetworkDown,
@@ -147,7 +149,8 @@ class LinkStats:
     ``early_frames_dropped``: frames beyond :data:`MAX_EARLY_FRAMES` that came before
     :meth:`PppLink.start`; ``refused_by_session``: packets the session would not send (link
     not up, MPPE required but off, not IP); ``refused_by_transport``: frames the transport
-    dropped (call gone, window queue full).
+    dropped (call gone, window queue full).  ``source_refused``: packets from the peer with a
+    source address it was not given (``source_check``).
     """
 
     packets_in: int = 0
@@ -159,6 +162,7 @@ class LinkStats:
     refused_by_transport: int = 0
     control_frames_refused: int = 0
     early_frames_dropped: int = 0
+    source_refused: int = 0
 
 
 class PppLink:
@@ -170,14 +174,16 @@ class PppLink:
     ``on_event(link, event)``: every session event (see the module docstring for the order).
     ``name``: a label for log lines (e.g. ``"call 5 from 192.0.2.2"``).
     ``close_transport``: hang up the transport when the session ends (True: pppd exits, so
-    pptpd clears the call).
+    pptpd clears the call).  ``source_check`` (servers): drop and count every packet from the
+    peer whose source is not the address it was given (IPv4), or its link-local address from
+    the negotiated interface identifier (IPv6), so a user cannot send as another user.
     """
 
     __slots__ = (
         '_attached', '_close_transport', '_data_plane', '_deadline', '_early', '_loop', '_on_event',
-        '_plane_chain',
-        '_sink', '_started', '_tasks', '_transport', '_up_waiter', 'closed', 'config',
-        'down_event', 'interface', 'name', 'session', 'started_at', 'stats', 'up', 'up_at',
+        '_plane_chain', '_sink', '_source_check', '_src4', '_src6', '_started', '_tasks', '_transport',
+        '_up_waiter', 'closed', 'config', 'down_event', 'interface', 'name', 'session', 'started_at',
+        'stats', 'up', 'up_at',
     )
 
     def __init__(
@@ -189,6 +195,7 @@ class PppLink:
         on_event: Callable[[PppLink, SessionEvent], None] | None = None,
         name: str = "",
         close_transport: bool = True,
+        source_check: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._loop = loop or asyncio.get_running_loop()
@@ -201,6 +208,10 @@ class PppLink:
         self._on_event = on_event
         self._close_transport = close_transport
         self._sink: PacketSink | None = None
+        self._source_check = source_check
+        # The sources the peer may use, once known (b"": none allowed yet); None = unchecked.
+        self._src4: bytes | None = b"" if source_check else None
+        self._src6: bytes | None = None
         self._attached = False
         self._deadline = Deadline(self._loop, self._on_deadline)
         self._started = False
@@ -316,6 +327,11 @@ class PppLink:
             if sink is None:
                 self.stats.dropped_no_data_plane += 1
                 return
+            src4 = self._src4
+            if src4 is not None and (len(packet) < 20 or (packet[12:16] != src4 if packet[0] >> 4 == 4
+                                                          else packet[8:24] != self._src6)):
+                self._refuse_source(packet)
+                return
             stats = self.stats
             stats.packets_in += 1
             stats.octets_in += len(packet)
@@ -324,6 +340,15 @@ class PppLink:
         # A control frame (or a dropped one, which may have asked for an MPPE reset): it may
         # have produced frames, events and a new deadline.
         self._pump(now)
+
+    def _refuse_source(self, packet: bytes) -> None:
+        stats = self.stats
+        stats.source_refused += 1
+        if stats.source_refused == 1:
+            # Once per session: the count says the rest, and a spoofing peer must not be able
+            # to flood the log.
+            log.warning("%s: dropping packets whose source is not the peer's address (first: "
+                        "%s); counted in source_refused", self.name, _source_text(packet))
 
     def packet_from_data_plane(self, packet: bytes) -> None:
         """:meth:`send_ip` without a result (the shape of a TUN's packet callback)."""
@@ -369,6 +394,8 @@ class PppLink:
             self.up = None
             self._chain(self._link_down(event))
             return
+        if isinstance(event, Ipv6Up) and self._source_check:
+            self._src6 = _link_local(event.peer_id)
         if isinstance(event, NetworkDown):
             # The session drops data until the next LinkUp; the interface stays so that
             # routes and sockets survive a renegotiation, as with pppd's persistent unit.
@@ -440,6 +467,10 @@ class PppLink:
                 await self._detach()
                 return
             self._sink = sink
+        if self._source_check:
+            self._src4 = up.peer_address.packed if up.peer_address is not None else b""
+            if up.peer_ipv6_id is not None:
+                self._src6 = _link_local(up.peer_ipv6_id)
         self.up = up
         if self.up_at is None:
             self.up_at = self._loop.time()
@@ -469,6 +500,22 @@ class PppLink:
         self._emit(down)
         if not self.closed.done():
             self.closed.set_result(down)
+
+
+def _link_local(interface_id: bytes | None) -> bytes | None:
+    """fe80::/64 with the negotiated interface identifier (RFC 5072 section 5)."""
+    if interface_id is None or len(interface_id) != 8:
+        return None
+    return b"\xfe\x80" + bytes(6) + interface_id
+
+
+def _source_text(packet: bytes) -> str:
+    try:
+        if packet[0] >> 4 == 4:
+            return str(IPv4Address(packet[12:16]))
+        return str(IPv6Address(packet[8:24]))
+    except (ValueError, IndexError):
+        return "a malformed packet"
 
 
 def outcome_text(down: LinkDown) -> str:

@@ -75,7 +75,9 @@ class BuiltinConfig:
     Security defaults: MS-CHAPv2 required, MPPE-128 required.  ``max_sessions``: live
     sessions in all; ``max_per_source``: sessions from one client address.  Both refuse the
     call with Outgoing-Call-Reply result Busy.  ``close_timeout``: how long a shutdown waits
-    for each peer's LCP Terminate-Ack.
+    for each peer's LCP Terminate-Ack.  ``source_check``: drop (and count) packets whose source
+    is not the address the session was given, so no user sends as another (in shared-TUN mode
+    replies would reach the victim, and ``rp_filter`` cannot see inside one interface).
     """
 
     pool: AddressPool
@@ -92,6 +94,7 @@ class BuiltinConfig:
     max_sessions: int = 1000
     max_per_source: int = 16
     close_timeout: float = 2.0
+    source_check: bool = True
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1 or self.max_per_source < 1:
@@ -284,7 +287,7 @@ class BuiltinSessions:
             self._event(session, link, event)
 
         link = PppLink(cfg.session_config(peer_address, local), call, self._plane, on_event=on_event,
-                       name=f"call {call.call_id} from {source}")
+                       name=f"call {call.call_id} from {source}", source_check=cfg.source_check)
         session = Session(call, link, source, pair)
         self._by_link[link] = session
         # From here the call's GRE channel calls the link directly (frames wait for start()).

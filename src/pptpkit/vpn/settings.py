@@ -119,6 +119,7 @@ class ServerChanges(TypedDict, total=False):
     echo_failure: int
     idle: float
     mss_clamp: bool
+    source_check: bool
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -138,7 +139,7 @@ class ServerSettings:
     ``delegate``.  Built-in mode: the pool (``localip``/``remoteip``), ``secrets``, ``name``,
     ``dns``/``wins`` pushed via IPCP, the ``mppe`` and ``auth`` policies, ``max_sessions``,
     ``tun_mode``/``tun_name``, ``mtu`` (our MRU), LCP echo, ``idle`` (0: never),
-    ``mss_clamp``.
+    ``mss_clamp``, ``source_check`` (anti-spoofing).
     """
 
     listen: str | None = None
@@ -172,6 +173,7 @@ class ServerSettings:
     echo_failure: int = 3
     idle: float = 0.0
     mss_clamp: bool = True
+    source_check: bool = True
 
     @property
     def builtin(self) -> bool:

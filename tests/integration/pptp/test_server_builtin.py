@@ -390,6 +390,13 @@ def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
         sessions = [await connect("alice", "alice pw", tun=f"pk{i}x%d") for i in range(3)]
         addresses = sorted(str(s.up.local_address) for s in sessions)
         assert addresses == ["198.51.100.10", "198.51.100.11", "198.51.100.12"]
+        # Three clients in one namespace all have the server as their peer: answer each from
+        # its own interface (source routing), or the server rightly drops the reply that left
+        # through another client's session with this one's address.
+        for i, s in enumerate(sessions):
+            assert s.link.interface is not None
+            lab.ip(cli, "rule", "add", "from", str(s.up.local_address), "table", str(100 + i))
+            lab.ip(cli, "route", "add", f"{LOCAL_IP}/32", "dev", s.link.interface, "table", str(100 + i))
         _, links = await in_ns(srv, "ip", "-o", "link")
         assert "pptpkit-srv" in links and "pptpkit0" not in links
         await server.await_log("session up: user 'alice'", count=3)
@@ -397,8 +404,10 @@ def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
             rc, out = await ping(srv, address)
             assert rc == 0, out
         for s in sessions:
+            # Out of the session's own interface: every client TUN here has the same peer.
+            assert s.link.interface is not None
             rc, out = await in_ns(cli, "ping", "-n", "-q", "-c", "1", "-W", "3", "-I",
-                                  str(s.up.local_address), LOCAL_IP)
+                                  s.link.interface, LOCAL_IP)
             assert rc == 0, out
         _, routes = await in_ns(srv, "ip", "route", "show", "dev", "pptpkit-srv")
         assert routes.count("mtu 1396") == 3, routes
@@ -418,4 +427,56 @@ def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
     run_in(cli, main)
     assert server.proc.wait(10) == 0, server.log()
     assert "pptpkit" not in lab.ip(srv, "-o", "link")
+    assert "Traceback" not in server.log()
+
+
+def _echo_request(src: str, dst: str) -> bytes:
+    """An ICMP echo request with valid checksums (the server's kernel would answer it)."""
+    import ipaddress
+    import struct
+
+    def checksum(data: bytes) -> int:
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return ~total & 0xFFFF
+
+    icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x5053, 1) + b"spoofed!")
+    struct.pack_into("!H", icmp, 2, checksum(bytes(icmp)))
+    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
+                                   ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed))
+    struct.pack_into("!H", header, 10, checksum(bytes(header)))
+    return bytes(header + icmp)
+
+
+def test_spoofed_sources_are_dropped_in_shared_mode(lab: NetnsLab, tmp_path: Path) -> None:
+    """An authenticated user sends as another user: the server drops it before its kernel sees
+    it (in shared mode rp_filter cannot), while both sessions keep working."""
+    require_binary("ping")
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "--tun-mode", "shared")
+
+    async def main() -> None:
+        alice = await connect("alice", "alice pw", tun="pka%d")
+        bob = await connect("bob", "bobpw", tun="pkb%d")
+        assert str(bob.up.local_address) == "198.51.100.50"
+        _, before = await in_ns(srv, "nstat", "-az", "IcmpInEchos")
+        for _ in range(20):
+            assert alice.link.send_ip(_echo_request("198.51.100.50", LOCAL_IP))
+        await server.await_log("dropping packets whose source is not the peer's address (first: "
+                               "198.51.100.50)")
+        _, after = await in_ns(srv, "nstat", "-az", "IcmpInEchos")
+        assert before.split()[-2:] == after.split()[-2:] or "IcmpInEchos" not in after
+        # Her own packets still pass, and so do bob's.
+        for s in (alice, bob):
+            # Out of the session's own interface: every client TUN here has the same peer.
+            assert s.link.interface is not None
+            rc, out = await in_ns(cli, "ping", "-n", "-q", "-c", "1", "-W", "3", "-I",
+                                  s.link.interface, LOCAL_IP)
+            assert rc == 0, out
+        assert server.log().count("dropping packets whose source") == 1  # once per session
+        await alice.close()
+        await bob.close()
+
+    run_in(cli, main)
     assert "Traceback" not in server.log()

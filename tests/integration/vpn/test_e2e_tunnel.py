@@ -258,7 +258,14 @@ def test_twenty_concurrent_clients(vpn: VpnLab) -> None:
     for up in ups:
         out = vpn.ping(vpn.client_ns, TUNNEL_LOCAL, count=1, interface=up["interface"])
         assert out.returncode == 0, (up, out.stdout, out.stderr)
-    # And from the server to every client address.
+    # And from the server to every client address.  Twenty clients in one namespace share the
+    # server as peer: each must answer from its own tunnel (source routing, as a multi-homed
+    # host would), or the server drops the reply that left through another client's session
+    # with this one's address (anti-spoofing).
+    for i, up in enumerate(ups):
+        vpn.lab.ip(vpn.client_ns, "rule", "add", "from", up["local_address"], "table", str(100 + i))
+        vpn.lab.ip(vpn.client_ns, "route", "add", f"{TUNNEL_LOCAL}/32", "dev", up["interface"],
+                   "table", str(100 + i))
     for up in ups:
         assert vpn.ping(vpn.server_ns, up["local_address"], count=1).returncode == 0
     # Each tunnel pinned a host route of its own: the first to leave unpins only itself.

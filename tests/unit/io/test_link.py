@@ -100,7 +100,8 @@ def _fast_fsm() -> FsmConfig:
 
 
 def pair(server_cfg: SessionConfig, client_cfg: SessionConfig, *, server_plane: MemoryPlane | None,
-         client_plane: MemoryPlane | None) -> tuple[PppLink, PppLink, Wire, Wire, list[SessionEvent]]:
+         client_plane: MemoryPlane | None,
+         source_check: bool = False) -> tuple[PppLink, PppLink, Wire, Wire, list[SessionEvent]]:
     to_client, to_server = Wire(), Wire()
     events: list[SessionEvent] = []
 
@@ -110,7 +111,8 @@ def pair(server_cfg: SessionConfig, client_cfg: SessionConfig, *, server_plane: 
             # LinkUp is passed on only once the data plane is attached.
             assert link.interface == "mem0" and link.up is event
 
-    server = PppLink(server_cfg, to_client, server_plane, name="server", on_event=on_event)
+    server = PppLink(server_cfg, to_client, server_plane, name="server", on_event=on_event,
+                     source_check=source_check)
     client = PppLink(client_cfg, to_server, client_plane, name="client")
     to_client.peer = client.frame_received
     to_server.peer = server.frame_received
@@ -274,3 +276,53 @@ def test_frames_before_start_are_capped() -> None:
 
     run(main())
 
+
+
+def _ipv4(src: IPv4Address, dst: IPv4Address) -> bytes:
+    return bytes([0x45, 0, 0, 28]) + bytes(8) + src.packed + dst.packed + bytes(8)
+
+
+@pytest.mark.parametrize("mppe", [True, False])
+def test_source_check_drops_packets_not_from_the_peer_address(mppe: bool) -> None:
+    async def main() -> None:
+        sp = MemoryPlane()
+        server, client, *_ = pair(*configs(mppe=mppe), server_plane=sp, client_plane=MemoryPlane(),
+                                  source_check=True)
+        server.start()
+        client.start()
+        await server.wait_up()
+        await client.wait_up()
+        good = _ipv4(CLIENT_IP, SERVER_IP)
+        spoofed = _ipv4(IPv4Address("192.0.2.77"), SERVER_IP)  # another user's address
+        for packet in (good, spoofed, good[:12], good):
+            client.send_ip(packet)
+        for _ in range(100):
+            if server.stats.packets_in + server.stats.source_refused >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert sp.received == [good, good]
+        # A truncated packet has no source to check: refused too (if the client sent it at all).
+        assert server.stats.source_refused in (1, 2)
+        await client.aclose("bye")
+
+    run(main())
+
+
+def test_without_source_check_any_source_passes() -> None:
+    async def main() -> None:
+        sp = MemoryPlane()
+        server, client, *_ = pair(*configs(mppe=False), server_plane=sp, client_plane=MemoryPlane())
+        server.start()
+        client.start()
+        await server.wait_up()
+        await client.wait_up()
+        spoofed = _ipv4(IPv4Address("192.0.2.77"), SERVER_IP)
+        assert client.send_ip(spoofed)
+        for _ in range(100):
+            if sp.received:
+                break
+            await asyncio.sleep(0.01)
+        assert sp.received == [spoofed] and server.stats.source_refused == 0
+        await client.aclose("bye")
+
+    run(main())
