@@ -46,7 +46,13 @@ from pptpkit.io.link import DataPlane
 from pptpkit.pptp.server import PptpServer, PptpServerConfig
 from pptpkit.vpn.netpolicy import MssClamp, NftError
 from pptpkit.vpn.pool import AddressPool
-from pptpkit.vpn.server import BuiltinConfig, BuiltinSessions
+from pptpkit.vpn.server import (
+    DEFAULT_AUTH_TIMEOUT,
+    DEFAULT_MAX_PREAUTH,
+    DEFAULT_MAX_PREAUTH_PER_SOURCE,
+    BuiltinConfig,
+    BuiltinSessions,
+)
 from pptpkit.vpn.settings import (
     BUILTIN_CONNECTION_MARGIN,
     DEFAULT_PROGRAM_CONNECTIONS,
@@ -165,8 +171,17 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     group.add_argument("--noauth", action="store_true",
                        help="do not authenticate clients (needs --no-mppe: MPPE keys come from MS-CHAP)")
     group.add_argument("--max-sessions", type=int_range(1, 65535), metavar="N",
-                       help=f"maximum simultaneous sessions; more calls are refused as Busy (default "
-                            f"{_D.max_sessions})")
+                       help=f"maximum simultaneous authenticated sessions; more calls are refused as "
+                            f"Busy (default {_D.max_sessions})")
+    group.add_argument("--auth-timeout", type=positive_float, metavar="S",
+                       help=f"seconds a call has to authenticate before it is closed (default "
+                            f"{DEFAULT_AUTH_TIMEOUT:g})")
+    group.add_argument("--max-preauth", type=int_range(1, 65535), metavar="N",
+                       help=f"calls that have not authenticated yet, in all; more are refused as Busy "
+                            f"(default {DEFAULT_MAX_PREAUTH}); they do not count against --max-sessions")
+    group.add_argument("--max-preauth-per-source", type=int_range(1, 65535), metavar="N",
+                       help=f"calls not authenticated yet from one address (default "
+                            f"{DEFAULT_MAX_PREAUTH_PER_SOURCE})")
     group.add_argument("--tun-mode", choices=TUN_MODES,
                        help="per-session: an interface pptpkitN per session (default); shared: one "
                             "interface for all sessions, routed by address (scales to thousands)")
@@ -199,6 +214,8 @@ _PLAIN: Final = {
     "window": "window", "nobuffer": "nobuffer", "secrets": "secrets", "name": "name",
     "max_sessions": "max_sessions", "tun_mode": "tun_mode", "tun_name": "tun_name", "mtu": "mtu",
     "echo_interval": "echo_interval", "echo_failure": "echo_failure", "idle": "idle",
+    "auth_timeout": "auth_timeout", "max_preauth": "max_preauth",
+    "max_preauth_per_source": "max_preauth_per_source",
 }
 
 
@@ -281,6 +298,9 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
         max_sessions=settings.max_sessions,
         max_per_source=settings.max_per_source,
         source_check=settings.source_check,
+        auth_timeout=settings.auth_timeout,
+        max_preauth=settings.max_preauth,
+        max_preauth_per_source=settings.max_preauth_per_source,
     )
 
 

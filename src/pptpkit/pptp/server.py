@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from pptpkit.control import (
     PPTP_PORT,
@@ -67,6 +67,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Distinct call-refusal reasons whose log lines are throttled apart (more: start over).
+_MAX_REFUSAL_REASONS: Final = 64
 
 class RejectCall(PptpkitError):
     """Raised by a call handler factory to refuse a call with these Outgoing-Call-Reply codes."""
@@ -222,6 +225,7 @@ class PptpServer:
         self._closing = False
         self.refused_per_source = 0
         self._refusal_log = LogThrottle()
+        self._call_refusal_logs: dict[str, LogThrottle] = {}
         self.calls_total = 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -428,7 +432,7 @@ class PptpServer:
             else:
                 result, error = OutgoingCallResult.GENERAL_ERROR, GeneralError.PAC_ERROR
             if isinstance(exc, (PptpkitError, OSError)):
-                log.warning("refusing call from %s: %s", conn.peer_address, exc)
+                self._log_refusal(conn, str(exc))
             else:
                 log.exception("refusing call from %s: the call handler failed", conn.peer_address)
             self._reject(conn, call, result, error)
@@ -451,6 +455,19 @@ class PptpServer:
         log.info("call from %s up: our call ID %d, peer call ID %d, peer window %s", conn.peer_address,
                  info.call_id, call.peer_call_id, info.peer_window)
         driver.flush()
+
+    def _log_refusal(self, conn: _Conn, reason: str) -> None:
+        """One line per reason per interval: a peer that keeps calling into a limit decides
+        how often this happens, not how much we log."""
+        throttles = self._call_refusal_logs
+        throttle = throttles.get(reason)
+        if throttle is None:
+            if len(throttles) >= _MAX_REFUSAL_REASONS:
+                throttles.clear()
+            throttle = throttles[reason] = LogThrottle()
+        left_out = throttle(asyncio.get_running_loop().time())
+        if left_out is not None:
+            log.warning("refusing call from %s: %s%s", conn.peer_address, reason, left_out_text(left_out))
 
     def _reject(self, conn: _Conn, call: ServerCall, result: int, error: int) -> None:
         call.ended = True

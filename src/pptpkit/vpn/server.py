@@ -30,6 +30,7 @@ from pptpkit.auth.secrets import SecretsProvider
 from pptpkit.control import GeneralError, OutgoingCallResult
 from pptpkit.errors import ConfigError
 from pptpkit.io.link import DataPlane, PacketSink, PppLink, outcome_text
+from pptpkit.io.throttle import LogThrottle, left_out_text
 from pptpkit.ppp.ipcp import PeerAddress
 from pptpkit.ppp.session_config import (
     Authenticated,
@@ -44,7 +45,15 @@ from pptpkit.ppp.session_config import (
 from pptpkit.pptp.server import CallHandler, RejectCall, ServerCall
 from pptpkit.vpn.pool import AddressPool
 
-__all__ = ["DEFAULT_BUILTIN_MRU", "BuiltinConfig", "BuiltinSessions", "Session"]
+__all__ = [
+    "DEFAULT_AUTH_TIMEOUT",
+    "DEFAULT_BUILTIN_MRU",
+    "DEFAULT_MAX_PREAUTH",
+    "DEFAULT_MAX_PREAUTH_PER_SOURCE",
+    "BuiltinConfig",
+    "BuiltinSessions",
+    "Session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,12 @@ log = logging.getLogger(__name__)
 #: setups commonly configure, keeps a margin for underlays that are themselves tunnelled
 #: (PPPoE 1492, IPsec) so GRE is never fragmented on the way.
 DEFAULT_BUILTIN_MRU: Final = 1400
+#: Seconds a call has to authenticate.  LCP and MS-CHAPv2 take a few round trips; a peer still
+#: not done after this is not a client on a slow link but one holding a place.
+DEFAULT_AUTH_TIMEOUT: Final = 15.0
+#: Calls not authenticated yet, in all and from one address.
+DEFAULT_MAX_PREAUTH: Final = 64
+DEFAULT_MAX_PREAUTH_PER_SOURCE: Final = 4
 
 
 def _default_mppe() -> MppePolicy:
@@ -72,9 +87,13 @@ class BuiltinConfig:
     ``pool``: the localip/remoteip pool; a secrets entry naming one address gives that user
     that address instead.  ``secrets``: the authenticator's provider (a
     :class:`~pptpkit.auth.secrets.PppSecretsFile`, reloadable).  ``name``: our CHAP name.
-    Security defaults: MS-CHAPv2 required, MPPE-128 required.  ``max_sessions``: live
+    Security defaults: MS-CHAPv2 required, MPPE-128 required.  ``max_sessions``: authenticated
     sessions in all; ``max_per_source``: sessions from one client address.  Both refuse the
-    call with Outgoing-Call-Reply result Busy.  ``close_timeout``: how long a shutdown waits
+    call with Outgoing-Call-Reply result Busy.  Calls that have not authenticated yet are held
+    apart, so that peers who never authenticate cannot take the places of users who do: at most
+    ``max_preauth`` of them in all and ``max_preauth_per_source`` from one address (beyond:
+    Busy), each given ``auth_timeout`` seconds from the call to authenticate (without
+    authentication: to bring IPCP up) before it is closed.  ``close_timeout``: how long a shutdown waits
     for each peer's LCP Terminate-Ack.  ``source_check``: drop (and count) packets whose source
     is not the address the session was given, so no user sends as another (in shared-TUN mode
     replies would reach the victim, and ``rp_filter`` cannot see inside one interface).
@@ -95,10 +114,17 @@ class BuiltinConfig:
     max_per_source: int = 16
     close_timeout: float = 2.0
     source_check: bool = True
+    auth_timeout: float = DEFAULT_AUTH_TIMEOUT
+    max_preauth: int = DEFAULT_MAX_PREAUTH
+    max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1 or self.max_per_source < 1:
             raise ConfigError("max_sessions and max_per_source must be at least 1")
+        if self.max_preauth < 1 or self.max_preauth_per_source < 1:
+            raise ConfigError("max_preauth and max_preauth_per_source must be at least 1")
+        if not 0 < self.auth_timeout <= 3600:
+            raise ConfigError("auth_timeout must be more than 0 and at most 3600 seconds")
         if not self.name:
             raise ConfigError("the server name must not be empty")
         if self.mppe.required and not self.auth_policy.authenticates_peer:
@@ -126,7 +152,7 @@ class BuiltinConfig:
 class Session:
     """One built-in session: its call, its link, and what it holds."""
 
-    __slots__ = ("address", "call", "link", "pair", "source", "user")
+    __slots__ = ("address", "auth_deadline", "call", "link", "pair", "preauth", "source", "user")
 
     def __init__(self, call: ServerCall, link: PppLink, source: str, pair: tuple[str, str] | None) -> None:
         self.call = call
@@ -134,6 +160,9 @@ class Session:
         self.source = source
         self.pair = pair
         self.user = ""
+        #: True until the peer authenticated (or, without authentication, IPCP came up).
+        self.preauth = True
+        self.auth_deadline: asyncio.TimerHandle | None = None
         #: The peer's address while the network layer is up (from the pool or a static one).
         self.address: ipaddress.IPv4Address | None = None
 
@@ -180,17 +209,33 @@ class BuiltinSessions:
         self._sessions: dict[ServerCall, Session] = {}
         self._by_link: dict[PppLink, Session] = {}
         self._per_source: dict[str, int] = {}
+        self._established = 0
+        self._preauth_per_source: dict[str, int] = {}
+        self._preauth = 0
+        self._expiry_log = LogThrottle()
         #: Remote addresses held by live sessions: pool pairs and static addresses alike.
         self._held: dict[str, int] = {}
         self._by_address: dict[ipaddress.IPv4Address, Session] = {}
         self._closing = False
         self.refused_max_sessions = 0
         self.refused_per_source = 0
+        self.refused_preauth = 0
+        self.auth_timeouts = 0
         self.sessions_up_total = 0
 
     @property
     def sessions(self) -> int:
         return len(self._sessions)
+
+    @property
+    def established(self) -> int:
+        """Sessions past authentication."""
+        return self._established
+
+    @property
+    def preauth(self) -> int:
+        """Calls that have not authenticated yet."""
+        return self._preauth
 
     @property
     def links(self) -> list[PppLink]:
@@ -252,7 +297,7 @@ class BuiltinSessions:
         source = call.peer_address
         if self._closing:
             raise RejectCall("shutting down", result=OutgoingCallResult.GENERAL_ERROR)
-        if len(self._sessions) >= cfg.max_sessions:
+        if self._established >= cfg.max_sessions:
             self.refused_max_sessions += 1
             raise RejectCall(f"{cfg.max_sessions} sessions already (max sessions)",
                              result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
@@ -260,6 +305,12 @@ class BuiltinSessions:
             self.refused_per_source += 1
             raise RejectCall(f"{cfg.max_per_source} sessions from {source} already (max per source)",
                              result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
+        if (self._preauth >= cfg.max_preauth
+                or self._preauth_per_source.get(source, 0) >= cfg.max_preauth_per_source):
+            self.refused_preauth += 1
+            why = (f"{cfg.max_preauth} calls are authenticating already" if self._preauth >= cfg.max_preauth
+                   else f"{cfg.max_preauth_per_source} calls from {source} are authenticating already")
+            raise RejectCall(why, result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
         pair: tuple[str, str] | None = None
         local: str | None = None
         if len(cfg.pool.local) > 1:
@@ -294,14 +345,57 @@ class BuiltinSessions:
         call.on_frame = link.frame_received
         self._sessions[call] = session
         self._per_source[source] = self._per_source.get(source, 0) + 1
+        self._preauth += 1
+        self._preauth_per_source[source] = self._preauth_per_source.get(source, 0) + 1
+        session.auth_deadline = asyncio.get_running_loop().call_later(
+            cfg.auth_timeout, self._auth_expired, session)
         handler = _LinkHandler(self, session)
         # We speak first (pptpd's pppd does), as soon as the Outgoing-Call-Reply is out.
         asyncio.get_running_loop().call_soon(handler.start)
         return handler
 
+    def _end_preauth(self, session: Session) -> None:
+        if not session.preauth:
+            return
+        session.preauth = False
+        if session.auth_deadline is not None:
+            session.auth_deadline.cancel()
+            session.auth_deadline = None
+        self._preauth -= 1
+        left = self._preauth_per_source.get(session.source, 1) - 1
+        if left > 0:
+            self._preauth_per_source[session.source] = left
+        else:
+            self._preauth_per_source.pop(session.source, None)
+
+    def _authenticated(self, session: Session) -> None:
+        """The peer is through: from a place among the authenticating to an established one."""
+        if not session.preauth:
+            return
+        self._end_preauth(session)
+        self._established += 1
+        if self._established > self.config.max_sessions:
+            # Several calls authenticated at once for the last place.
+            session.link.close(f"{self.config.max_sessions} sessions already (max sessions)")
+
+    def _auth_expired(self, session: Session) -> None:
+        session.auth_deadline = None
+        if not session.preauth or session.link.finished:
+            return
+        self.auth_timeouts += 1
+        left_out = self._expiry_log(asyncio.get_running_loop().time())
+        if left_out is not None:
+            log.warning("%s: not authenticated within %g s; closing%s", session.link.name,
+                        self.config.auth_timeout, left_out_text(left_out))
+        session.link.close("authentication timed out")
+
     def _forget(self, session: Session) -> None:
         if self._sessions.pop(session.call, None) is None:
             return
+        if session.preauth:
+            self._end_preauth(session)
+        else:
+            self._established -= 1
         self.release_address(session.link)
         del self._by_link[session.link]
         left = self._per_source.get(session.source, 1) - 1
@@ -317,6 +411,7 @@ class BuiltinSessions:
     def _event(self, session: Session, link: PppLink, event: SessionEvent) -> None:
         source = session.source
         if isinstance(event, LinkUp):
+            self._authenticated(session)  # without authentication, IPCP up is the end of it
             self.sessions_up_total += 1
             session.user = event.username
             log.info("session up: user %r, peer %s, address %s, local %s, %s, interface %s, mtu %d",
@@ -326,6 +421,7 @@ class BuiltinSessions:
             log.warning("authentication failed: user %r, peer %s, %s: %s", event.username, source,
                         event.method.name, event.reason)
         elif isinstance(event, Authenticated) and event.we_authenticated_peer:
+            self._authenticated(session)
             log.debug("call %s: user %r authenticated with %s", link.name, event.username, event.method.name)
         elif isinstance(event, LinkDown):
             now = link.loop.time()

@@ -33,7 +33,12 @@ from pptpkit.auth.policy import AuthPolicy
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError
 from pptpkit.ppp.session_config import MppePolicy
-from pptpkit.vpn.server import DEFAULT_BUILTIN_MRU
+from pptpkit.vpn.server import (
+    DEFAULT_AUTH_TIMEOUT,
+    DEFAULT_BUILTIN_MRU,
+    DEFAULT_MAX_PREAUTH,
+    DEFAULT_MAX_PREAUTH_PER_SOURCE,
+)
 
 __all__ = [
     "BUILTIN_CONNECTION_MARGIN",
@@ -120,6 +125,9 @@ class ServerChanges(TypedDict, total=False):
     idle: float
     mss_clamp: bool
     source_check: bool
+    auth_timeout: float
+    max_preauth: int
+    max_preauth_per_source: int
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -139,7 +147,8 @@ class ServerSettings:
     ``delegate``.  Built-in mode: the pool (``localip``/``remoteip``), ``secrets``, ``name``,
     ``dns``/``wins`` pushed via IPCP, the ``mppe`` and ``auth`` policies, ``max_sessions``,
     ``tun_mode``/``tun_name``, ``mtu`` (our MRU), LCP echo, ``idle`` (0: never),
-    ``mss_clamp``, ``source_check`` (anti-spoofing).
+    ``mss_clamp``, ``source_check`` (anti-spoofing), and the calls not authenticated yet:
+    ``auth_timeout``, ``max_preauth``, ``max_preauth_per_source``.
     """
 
     listen: str | None = None
@@ -174,6 +183,9 @@ class ServerSettings:
     idle: float = 0.0
     mss_clamp: bool = True
     source_check: bool = True
+    auth_timeout: float = DEFAULT_AUTH_TIMEOUT
+    max_preauth: int = DEFAULT_MAX_PREAUTH
+    max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE
 
     @property
     def builtin(self) -> bool:

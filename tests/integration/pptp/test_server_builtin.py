@@ -480,3 +480,47 @@ def test_spoofed_sources_are_dropped_in_shared_mode(lab: NetnsLab, tmp_path: Pat
 
     run_in(cli, main)
     assert "Traceback" not in server.log()
+
+
+def test_calls_that_never_authenticate_do_not_lock_out_users(lab: NetnsLab, tmp_path: Path) -> None:
+    """Two addresses open calls and never answer LCP: they used to hold session places for
+    ~30 s (--max-sessions 2 locked the real user out).  Now they have their own caps, and a
+    deadline."""
+    srv, cli = two_namespaces(lab)
+    for extra in ("192.0.2.3", "192.0.2.4"):
+        lab.ip(cli, "addr", "add", f"{extra}/24", "dev", "veth-b")
+    server = Server(lab, srv, tmp_path, "--max-sessions", "2", "--max-preauth-per-source", "2",
+                    "--auth-timeout", "3")
+
+    async def main() -> None:
+        hostile: list[PptpClient] = []
+        for source in ("192.0.2.3", "192.0.2.4"):
+            for _ in range(2):
+                c = PptpClient(PptpClientConfig(server=SERVER, local_address=source))
+                await c.connect()
+                await c.open_call()  # and never a word of PPP
+                hostile.append(c)
+        # A third silent call from one of them is refused (its own per-source cap)...
+        c = PptpClient(PptpClientConfig(server=SERVER, local_address="192.0.2.3"))
+        await c.connect()
+        with pytest.raises(CallRefusedError) as refused:
+            await c.open_call()
+        assert refused.value.result_code == 4  # Busy
+        await c.close()
+        # ...while a real user logs in at once: the silent calls hold no session places.
+        started = time.monotonic()
+        alice = await connect("alice", "alice pw", tun="pka%d")
+        assert time.monotonic() - started < 2.5
+        # And the deadline closes the silent ones.
+        await server.await_log("not authenticated within 3 s; closing", timeout=10)
+        for c in hostile:
+            await asyncio.wait_for(asyncio.shield(c.calls[0].closed) if c.calls else asyncio.sleep(0),
+                                   10)
+        rc, out = await in_ns(cli, "ping", "-n", "-q", "-c", "1", "-W", "3", LOCAL_IP)
+        assert rc == 0, out
+        await alice.close()
+        for c in hostile:
+            await c.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()
