@@ -33,6 +33,8 @@ _MAX_HELD: Final = 4096
 _MAX_QUEUE: Final = 65535
 # RFC 6298's gain for the smoothed round-trip time.
 _RTT_GAIN: Final = 0.125
+#: Packets in a row, far off the expected sequence numbers, before the receiver believes them.
+SEQ_RESYNC_RUN: Final = 4
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -60,6 +62,16 @@ class GreCallConfig:
     missing one.  ``nobuffer`` (as pptp-linux's --nobuffer): never hold; deliver anything newer
     than the last delivered packet at once and drop anything older.  ``first_seq``: our first
     sequence number (the RFC says 0, pptp-linux uses 1; we accept either from the peer).
+
+    ``max_seq_jump``: how far from the last delivered number a received one may be (ahead, or
+    behind) and still be taken on its own.  GRE is not authenticated, so anyone who knows the
+    call ID can send a packet numbered far ahead; taken as is it would move the receive counter
+    and every real packet after it would count as too old (two forged packets killed a live
+    session).  A packet beyond the bound is dropped and counted (``stats.seq_jumps_refused``),
+    unless :data:`SEQ_RESYNC_RUN` of them arrive in a row, numbered one after the other, with
+    nothing delivered in between: that is a peer whose numbering really moved on (a long
+    outage), and the receiver resynchronises to it (``stats.seq_resyncs``).  The same holds
+    for numbers far behind, so a receiver pushed off its peer's numbering finds it again.
     """
 
     call_id: int
@@ -74,6 +86,7 @@ class GreCallConfig:
     nobuffer: bool = False
     respect_peer_window: bool = True
     first_seq: int = 0
+    max_seq_jump: int = 512
 
     def __post_init__(self) -> None:
         for name in ("call_id", "peer_call_id", "peer_window", "our_window"):
@@ -92,6 +105,9 @@ class GreCallConfig:
             raise ConfigError(f"reorder_timeout must be >= 0, got {self.reorder_timeout}")
         if not self.ack_timeout > 0:
             raise ConfigError(f"ack_timeout must be > 0, got {self.ack_timeout}")
+        if not max(self.reorder_buffer, 1) <= self.max_seq_jump < _HALF // 2:
+            raise ConfigError(f"max_seq_jump must be reorder_buffer..{_HALF // 2 - 1}, "
+                              f"got {self.max_seq_jump}")
 
 
 @dataclass(slots=True)
@@ -103,6 +119,8 @@ class GreStats:
     arrived after a higher-numbered one and were still delivered.  ``acks_sent`` counts
     ack-only packets (every data packet carries an ack as well).  ``srtt`` is the smoothed
     time from sending a sequence number to the first ack covering it (None before a sample).
+    ``seq_jumps_refused``/``seq_resyncs``: packets numbered implausibly far from the stream,
+    and the times such a run was believed (see :class:`GreCallConfig` ``max_seq_jump``).
     """
 
     sent: int = 0
@@ -123,6 +141,8 @@ class GreStats:
     window_overruns: int = 0
     rtt_samples: int = 0
     srtt: float | None = None
+    seq_jumps_refused: int = 0
+    seq_resyncs: int = 0
 
 
 class GreCall:
@@ -138,6 +158,9 @@ class GreCall:
         "_ack_deadline",
         "_ack_sent",
         "_held",
+        "_jump_mark",
+        "_jump_next",
+        "_jump_run",
         "_out",
         "_queue",
         "_rtt_seq",
@@ -175,6 +198,11 @@ class GreCall:
         # timeout relies on.
         self._held: dict[int, tuple[bytes, float]] = {}
         self._out: list[bytes] = []
+        # A run of far-off packets: the number expected next, its length, and _rx_last when it
+        # began (a delivery since then means the real stream is elsewhere).
+        self._jump_next = 0
+        self._jump_run = 0
+        self._jump_mark = 0
 
     # ------------------------------------------------------------------ introspection
 
@@ -386,9 +414,14 @@ class GreCall:
         if dist == 0:
             stats.duplicates += 1
             return []
+        max_jump = self.config.max_seq_jump
         if dist >= _HALF:
+            if (self._rx_last - seq) & _MASK > max_jump:
+                return self._far_off(seq, payload)
             stats.too_old += 1
             return []
+        if dist > max_jump:
+            return self._far_off(seq, payload)
         held = self._held
         if seq in held:
             stats.duplicates += 1
@@ -420,6 +453,31 @@ class GreCall:
             self._release_through(lowest, out)
             return out
         return []
+
+    def _far_off(self, seq: int, payload: bytes) -> list[bytes]:
+        """A packet numbered far from the stream: refused, unless it completes a run."""
+        stats = self.stats
+        if self._jump_run and seq == self._jump_next and self._rx_last == self._jump_mark:
+            self._jump_run += 1
+        else:
+            self._jump_run = 1
+            self._jump_mark = self._rx_last
+        self._jump_next = (seq + 1) & _MASK
+        if self._jump_run < SEQ_RESYNC_RUN:
+            stats.seq_jumps_refused += 1
+            return []
+        # The peer's numbering really is here now.  What was held belongs to the old stream.
+        stats.seq_resyncs += 1
+        out: list[bytes] = []
+        if self._held:
+            base = self._rx_last
+            furthest = max(self._held, key=lambda k: (k - base) & _MASK)
+            self._release_through(furthest, out)
+        self._jump_run = 0
+        self._rx_last = self._rx_highest = seq
+        stats.delivered += 1
+        out.append(payload)
+        return out
 
     def _drain(self, out: list[bytes]) -> None:
         held = self._held
