@@ -524,3 +524,42 @@ def test_calls_that_never_authenticate_do_not_lock_out_users(lab: NetnsLab, tmp_
 
     run_in(cli, main)
     assert "Traceback" not in server.log()
+
+
+def test_forged_gre_does_not_desynchronise_a_live_session(lab: NetnsLab, tmp_path: Path) -> None:
+    """Two forged packets at the live call ID, numbered far ahead, used to take the session
+    from 100 % to 0 % of pings; now they are refused and the pings go on."""
+    import socket as socketlib
+
+    from pptpkit.gre.packet import encode_gre
+
+    require_binary("ping")
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path)
+
+    async def main() -> None:
+        alice = await connect("alice", "alice pw", tun="pka%d")
+        server_call_id = alice.call.peer_call_id
+        pinger = await asyncio.create_subprocess_exec(
+            "ping", "-n", "-q", "-c", "30", "-i", "0.1", "-W", "1", LOCAL_IP,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        await asyncio.sleep(0.5)
+        sent = alice.call.stats.sent
+        raw = socketlib.socket(socketlib.AF_INET, socketlib.SOCK_RAW, socketlib.IPPROTO_GRE)
+        try:
+            # An LCP Echo-Request as payload: harmless if it were delivered, but it is not.
+            lcp = b"\xff\x03\xc0\x21\x09\x01\x00\x08\x00\x00\x00\x00"
+            for seq in (sent + 100_000, sent + 100_000 + (1 << 31)):
+                raw.sendto(encode_gre(server_call_id, lcp, seq & 0xFFFFFFFF, None), (SERVER, 0))
+        finally:
+            raw.close()
+        out, _ = await pinger.communicate()
+        text = out.decode()
+        assert " 0% packet loss" in text, text
+        # The session is alive afterwards too.
+        rc, out2 = await in_ns(cli, "ping", "-n", "-q", "-c", "2", "-W", "2", LOCAL_IP)
+        assert rc == 0, out2
+        await alice.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()
