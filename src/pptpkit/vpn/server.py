@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -43,6 +46,16 @@ from pptpkit.ppp.session_config import (
     SessionRole,
 )
 from pptpkit.pptp.server import CallHandler, RejectCall, ServerCall
+from pptpkit.vpn.notices import (
+    SessionAuthenticated,
+    SessionAuthFailed,
+    SessionDown,
+    SessionNotice,
+    SessionStarted,
+    SessionUp,
+    TerminateCause,
+    terminate_cause,
+)
 from pptpkit.vpn.pool import AddressPool
 
 __all__ = [
@@ -152,14 +165,28 @@ class BuiltinConfig:
 class Session:
     """One built-in session: its call, its link, and what it holds."""
 
-    __slots__ = ("address", "auth_deadline", "call", "link", "pair", "preauth", "source", "user")
+    __slots__ = (
+        "address", "auth_deadline", "auth_method", "call", "cause", "id", "link", "pair", "preauth",
+        "source", "started", "up", "user",
+    )
 
-    def __init__(self, call: ServerCall, link: PppLink, source: str, pair: tuple[str, str] | None) -> None:
+    def __init__(self, session_id: str, call: ServerCall, link: PppLink, source: str,
+                 pair: tuple[str, str] | None) -> None:
+        #: Unique per server (and across its restarts): RADIUS's Acct-Session-Id, the ID in
+        #: every log line and in ``pptpkit ctl``.
+        self.id = session_id
         self.call = call
         self.link = link
         self.source = source
         self.pair = pair
+        #: Wall-clock start (for listings; durations use the loop's clock).
+        self.started = time.time()
+        #: The authenticated user, or the name tried while authenticating.
         self.user = ""
+        self.auth_method: AuthMethod | None = None
+        self.up: LinkUp | None = None
+        #: Set when the server ends the session for a reason of its own (kill, shutdown, ...).
+        self.cause: TerminateCause | None = None
         #: True until the peer authenticated (or, without authentication, IPCP came up).
         self.preauth = True
         self.auth_deadline: asyncio.TimerHandle | None = None
@@ -217,8 +244,17 @@ class BuiltinSessions:
         self._held: dict[str, int] = {}
         self._by_address: dict[ipaddress.IPv4Address, Session] = {}
         self._closing = False
+        self._by_id: dict[str, Session] = {}
+        # Acct-Session-Id: the start time makes IDs unique across restarts, the counter within.
+        self._id_prefix = f"{int(time.time()) & 0xFFFFFFFF:08X}"
+        self._id_counter = itertools.count(1)
+        #: Called with every :data:`~pptpkit.vpn.notices.SessionNotice`, in order.
+        self.observers: list[Callable[[SessionNotice], None]] = []
+        #: Asked before a call is admitted: a reason to refuse it (Busy), or None.
+        self.admission: list[Callable[[ServerCall], str | None]] = []
         self.refused_max_sessions = 0
         self.refused_per_source = 0
+        self.refused_by_admission = 0
         self.refused_preauth = 0
         self.auth_timeouts = 0
         self.sessions_up_total = 0
@@ -226,6 +262,29 @@ class BuiltinSessions:
     @property
     def sessions(self) -> int:
         return len(self._sessions)
+
+    def all(self) -> list[Session]:
+        """Every live session, oldest first."""
+        return list(self._by_id.values())
+
+    def find(self, session_id: str) -> Session | None:
+        return self._by_id.get(session_id)
+
+    def kill(self, session: Session, reason: str = "killed by the administrator",
+             cause: TerminateCause = TerminateCause.ADMIN_RESET) -> None:
+        """End a session from our side: LCP Terminate-Request with ``reason``, then the call is
+        cleared; its end is reported with ``cause``."""
+        if session.cause is None:
+            session.cause = cause
+        session.link.close(reason)
+
+    def _notify(self, notice: SessionNotice) -> None:
+        for observer in self.observers:
+            try:
+                observer(notice)
+            except Exception:
+                log.exception("[%s] an observer failed on %s", notice.session.id,
+                              type(notice).__name__)
 
     @property
     def established(self) -> int:
@@ -305,6 +364,11 @@ class BuiltinSessions:
             self.refused_per_source += 1
             raise RejectCall(f"{cfg.max_per_source} sessions from {source} already (max per source)",
                              result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
+        for check in self.admission:
+            refusal = check(call)
+            if refusal is not None:
+                self.refused_by_admission += 1
+                raise RejectCall(refusal, result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
         if (self._preauth >= cfg.max_preauth
                 or self._preauth_per_source.get(source, 0) >= cfg.max_preauth_per_source):
             self.refused_preauth += 1
@@ -339,8 +403,9 @@ class BuiltinSessions:
 
         link = PppLink(cfg.session_config(peer_address, local), call, self._plane, on_event=on_event,
                        name=f"call {call.call_id} from {source}", source_check=cfg.source_check)
-        session = Session(call, link, source, pair)
+        session = Session(f"{self._id_prefix}{next(self._id_counter):08X}", call, link, source, pair)
         self._by_link[link] = session
+        self._by_id[session.id] = session
         # From here the call's GRE channel calls the link directly (frames wait for start()).
         call.on_frame = link.frame_received
         self._sessions[call] = session
@@ -350,6 +415,8 @@ class BuiltinSessions:
         session.auth_deadline = asyncio.get_running_loop().call_later(
             cfg.auth_timeout, self._auth_expired, session)
         handler = _LinkHandler(self, session)
+        log.info("[%s] call %d from %s:%d", session.id, call.call_id, source, call.peer_port)
+        self._notify(SessionStarted(session))
         # We speak first (pptpd's pppd does), as soon as the Outgoing-Call-Reply is out.
         asyncio.get_running_loop().call_soon(handler.start)
         return handler
@@ -376,7 +443,8 @@ class BuiltinSessions:
         self._established += 1
         if self._established > self.config.max_sessions:
             # Several calls authenticated at once for the last place.
-            session.link.close(f"{self.config.max_sessions} sessions already (max sessions)")
+            self.kill(session, f"{self.config.max_sessions} sessions already (max sessions)",
+                      TerminateCause.SERVICE_UNAVAILABLE)
 
     def _auth_expired(self, session: Session) -> None:
         session.auth_deadline = None
@@ -385,9 +453,9 @@ class BuiltinSessions:
         self.auth_timeouts += 1
         left_out = self._expiry_log(asyncio.get_running_loop().time())
         if left_out is not None:
-            log.warning("%s: not authenticated within %g s; closing%s", session.link.name,
+            log.warning("[%s] %s: not authenticated within %g s; closing%s", session.id, session.link.name,
                         self.config.auth_timeout, left_out_text(left_out))
-        session.link.close("authentication timed out")
+        self.kill(session, "authentication timed out", TerminateCause.USER_ERROR)
 
     def _forget(self, session: Session) -> None:
         if self._sessions.pop(session.call, None) is None:
@@ -398,6 +466,7 @@ class BuiltinSessions:
             self._established -= 1
         self.release_address(session.link)
         del self._by_link[session.link]
+        self._by_id.pop(session.id, None)
         left = self._per_source.get(session.source, 1) - 1
         if left > 0:
             self._per_source[session.source] = left
@@ -409,34 +478,48 @@ class BuiltinSessions:
             session.pair = None
 
     def _event(self, session: Session, link: PppLink, event: SessionEvent) -> None:
-        source = session.source
+        sid = session.id
         if isinstance(event, LinkUp):
             self._authenticated(session)  # without authentication, IPCP up is the end of it
             self.sessions_up_total += 1
             session.user = event.username
-            log.info("session up: user %r, peer %s, address %s, local %s, %s, interface %s, mtu %d",
-                     event.username, source, event.peer_address, event.local_address, event.mppe,
-                     link.interface, event.mtu)
+            session.up = event
+            log.info("[%s] session up: user %r, peer %s, address %s, local %s, %s, interface %s, mtu %d",
+                     sid, event.username, session.source, event.peer_address, event.local_address,
+                     event.mppe, link.interface, event.mtu)
+            self._notify(SessionUp(session, event))
         elif isinstance(event, AuthenticationFailed) and event.we_authenticated_peer:
-            log.warning("authentication failed: user %r, peer %s, %s: %s", event.username, source,
-                        event.method.name, event.reason)
+            session.user = event.username
+            log.warning("[%s] authentication failed: user %r, peer %s, %s: %s", sid, event.username,
+                        session.source, event.method.name, event.reason)
+            self._notify(SessionAuthFailed(session, event.username, event.method, event.reason))
         elif isinstance(event, Authenticated) and event.we_authenticated_peer:
             self._authenticated(session)
-            log.debug("call %s: user %r authenticated with %s", link.name, event.username, event.method.name)
+            session.user = event.username
+            session.auth_method = event.method
+            log.info("[%s] user %r authenticated with %s, peer %s", sid, event.username,
+                     event.method.name, session.source)
+            self._notify(SessionAuthenticated(session, event.username, event.method))
         elif isinstance(event, LinkDown):
             now = link.loop.time()
-            duration = now - (link.up_at if link.up_at is not None else link.started_at or now)
-            stats = link.session.stats
-            log.info("session down: user %r, peer %s, reason %s, duration %.1f s, bytes in %d out %d",
-                     session.user or "-", source, outcome_text(event), duration, stats.rx_packet_octets,
-                     stats.tx_packet_octets)
+            duration = now - link.up_at if link.up_at is not None else 0.0
+            cause = terminate_cause(event, session.cause)
+            stats = link.stats
+            log.info("[%s] session down: user %r, peer %s, cause %s, reason %s, duration %.1f s, "
+                     "bytes in %d out %d", sid, session.user or "-", session.source, cause.text,
+                     outcome_text(event), duration, stats.octets_in, stats.octets_out)
+            self._notify(SessionDown(session, cause, outcome_text(event), duration, stats.octets_in,
+                                     stats.octets_out, stats.packets_in, stats.packets_out))
         else:
-            log.debug("%s: %s", link.name, event)
+            log.debug("[%s] %s", sid, event)
 
     async def close_all(self, reason: str = "server shutting down") -> None:
         """LCP Terminate-Request to every session; wait (``close_timeout``) for the answers;
         every link's data plane is released when this returns.  New calls are refused."""
         self._closing = True
+        for session in self.all():
+            if session.cause is None:
+                session.cause = TerminateCause.NAS_REBOOT
         links = self.links
         if links:
             await asyncio.gather(*(link.aclose(reason, self.config.close_timeout) for link in links),
