@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from pptpkit.control import CallIdAllocator, CallRequested, ControlConfig, ControlConnection, Role
+from pptpkit.gre import GreDemux
 from pptpkit.gre.packet import encode_gre
 from pptpkit.io.driver import ConnectionInfo, EngineDriver, start_tcp_server
-from pptpkit.io.gresock import GreDemux
 from pptpkit.pptp.client import MAX_EARLY_GRE, CallRefusedError, PptpClient, PptpClientConfig
 
 LOCALHOST = "127.0.0.1"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pptpkit.gre import GreDemux
 from pptpkit.io import driver
 from pptpkit.io.driver import listen_backlog
-from pptpkit.io.gresock import GreDemux
 from pptpkit.pptp.server import CallHandler, PptpServer, PptpServerConfig, ServerCall
 
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from pptpkit.io.gresock import Ancillary, GreDemux
+from pptpkit.gre import GreDemux
+from pptpkit.io.gresock import Ancillary
 from pptpkit.io.link import PacketSink, PppLink
 from pptpkit.lab.bench.agent import SECRET, SERVER_NAME, USERNAME, mppe_policy, session_config
 from pptpkit.ppp.session_config import LinkUp, SessionRole

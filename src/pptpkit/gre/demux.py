@@ -1,0 +1,145 @@
+"""Routing raw GRE datagrams to calls: the parse and the table, without a socket.
+
+A raw ``IPPROTO_GRE`` socket returns every GRE packet with its IPv4 header.  To route one we
+need exactly this much of it: the IPv4 header length and source address, and in the enhanced
+GRE header (RFC 2637 section 4.1) the version, the K bit, the protocol type and the call-ID half
+of the key.  The packet, from the GRE header on, goes to the handler registered for ``(peer
+IPv4 address, call ID)``; everything else about GRE is the per-call engine's job
+(:mod:`pptpkit.gre.call`).  The constants are the codec's (:mod:`pptpkit.gre.packet`).
+
+Keying on the pair (not the call ID alone) is what lets several clients behind one NAT share a
+source address: each has its own call ID at the server.  Lookup is one dict access on an integer
+key, so thousands of registered calls cost nothing per packet.  The socket that feeds it is
+:class:`pptpkit.io.gresock.GreSocket`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from pptpkit.gre.packet import FLAG_K, GRE_PROTOCOL_PPP, GRE_VERSION_ENHANCED, HEADER_MIN, VERSION_MASK
+
+__all__ = ["DemuxStats", "GreDemux", "GreHandler", "address_key"]
+
+log = logging.getLogger(__name__)
+
+# The K bit as it sits in the first octet of the flags word.
+_FLAG_K_HIGH: Final = FLAG_K >> 8
+_ADDR: Final = struct.Struct("!I")
+_U16: Final = struct.Struct("!H")
+
+#: ``handler(gre_packet, now)``: the bytes from the GRE header to the end of the datagram, and
+#: the time taken once per receive batch.  A handler registered with ``borrow=True`` gets a
+#: memoryview into the reader's buffer instead, valid only during the call.
+GreHandler = Callable[[bytes, float], None]
+
+
+@dataclass(slots=True)
+class DemuxStats:
+    """Counters; each only grows.  A dropped packet is counted under exactly one reason."""
+
+    received: int = 0
+    delivered: int = 0
+    too_short: int = 0
+    not_ipv4: int = 0
+    not_gre_v1: int = 0
+    unknown_call: int = 0
+    handler_errors: int = 0
+
+
+def address_key(address: str) -> int:
+    """An IPv4 address as the integer the table is keyed on (``ValueError`` if not IPv4)."""
+    try:
+        return int(ipaddress.IPv4Address(address))
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4 address: {address!r}") from exc
+
+
+class GreDemux:
+    """The routing table and parser, without a socket (also what the tests fuzz).
+
+    ``max_calls`` caps the table; the registrations come from our own call setup, but the
+    call setup is driven by peers, so the cap is the last line of defence.
+    """
+
+    def __init__(self, *, max_calls: int = 65536) -> None:
+        self.max_calls = max_calls
+        self.stats = DemuxStats()
+        # key -> (handler, borrow): borrowing handlers get a view, the others a copy.
+        self._calls: dict[int, tuple[GreHandler, bool]] = {}
+        #: Optional hook for dropped packets whose call is not registered (for logging or a
+        #: "no such call" policy); called with (peer address, call ID).
+        self.on_unknown_call: Callable[[str, int], None] | None = None
+
+    def register(self, peer: str, call_id: int, handler: GreHandler, *, borrow: bool = False) -> None:
+        """Route GRE from ``peer`` whose key carries ``call_id`` (our call ID) to ``handler``.
+
+        ``borrow``: hand the packet over as a memoryview into the receive buffer, which the next
+        receive overwrites, so the handler must copy whatever it keeps; it saves a copy of every
+        packet for a handler that copies (or decodes) anyway.
+        """
+        if not 0 <= call_id <= 0xFFFF:
+            raise ValueError(f"call ID out of range: {call_id}")
+        key = address_key(peer) << 16 | call_id
+        if key in self._calls:
+            raise ValueError(f"call {call_id} from {peer} is already registered")
+        if len(self._calls) >= self.max_calls:
+            raise ValueError(f"GRE call table full ({self.max_calls} calls)")
+        self._calls[key] = (handler, borrow)
+
+    def unregister(self, peer: str, call_id: int) -> None:
+        """Forget a call; unknown calls are ignored (teardown paths may race)."""
+        self._calls.pop(address_key(peer) << 16 | call_id, None)
+
+    def is_registered(self, peer: str, call_id: int) -> bool:
+        return (address_key(peer) << 16 | call_id) in self._calls
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def dispatch(self, datagram: bytes | bytearray | memoryview, now: float) -> bool:
+        """Route one IPv4 datagram as a raw socket returns it; True if a handler got it."""
+        st = self.stats
+        st.received += 1
+        n = len(datagram)
+        if n < 20:
+            st.too_short += 1
+            return False
+        vihl = datagram[0]
+        ihl = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or ihl < 20:
+            st.not_ipv4 += 1
+            return False
+        if n < ihl + HEADER_MIN:
+            st.too_short += 1
+            return False
+        if (
+            datagram[ihl + 1] & VERSION_MASK != GRE_VERSION_ENHANCED
+            or not datagram[ihl] & _FLAG_K_HIGH
+            or _U16.unpack_from(datagram, ihl + 2)[0] != GRE_PROTOCOL_PPP
+        ):
+            st.not_gre_v1 += 1
+            return False
+        src = _ADDR.unpack_from(datagram, 12)[0]
+        call_id = _U16.unpack_from(datagram, ihl + 6)[0]
+        route = self._calls.get(src << 16 | call_id)
+        if route is None:
+            st.unknown_call += 1
+            if self.on_unknown_call is not None:
+                self.on_unknown_call(str(ipaddress.IPv4Address(src)), call_id)
+            return False
+        handler, borrow = route
+        try:
+            handler(datagram[ihl:] if borrow else bytes(datagram[ihl:]), now)  # type: ignore[arg-type]
+        except Exception:
+            # One call's bug must not stop the reader that serves every other call.
+            st.handler_errors += 1
+            log.exception("GRE handler for call %d failed", call_id)
+            return False
+        st.delivered += 1
+        return True
