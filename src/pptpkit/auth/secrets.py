@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -37,9 +37,11 @@ __all__ = [
     "AddressRule",
     "PppSecretsFile",
     "SecretMatch",
+    "SecretReader",
     "SecretsProvider",
     "StaticSecrets",
     "parse_secrets",
+    "read_secret_file",
 ]
 
 #: pppd's MAXWORDLEN: no word (name, secret, address) in a secrets file may be longer.
@@ -378,20 +380,36 @@ def _read_limited(path: str) -> bytes:
     return data
 
 
-def _indirect_secret(spec: str, path: str, line: int) -> str:
+#: ``read(path) -> text``: how :func:`parse_secrets` gets the text of an indirect secret file.
+SecretReader = Callable[[str], str]
+
+
+def read_secret_file(path: str) -> str:
+    """The :data:`SecretReader` of the files on disk (size-capped, Latin-1 as pppd reads bytes)."""
+    return _read_limited(path).decode("latin-1")
+
+
+def _indirect_secret(spec: str, read: SecretReader | None, path: str, line: int) -> str:
     target = spec[1:]
+    if read is None:
+        raise ConfigError(f"indirect secret {spec}: this secrets source cannot read files", path=path,
+                          line=line)
     try:
-        data = _read_limited(target)
+        text = read(target)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read indirect secret file {target}: {exc}", path=path, line=line) from None
-    lines = split_words(data.decode("latin-1"), target)
+    lines = split_words(text, target)
     if not lines:
         raise ConfigError(f"no secret in indirect secret file {target}", path=path, line=line)
     return lines[0].words[0]
 
 
-def parse_secrets(text: str, path: str = "<secrets>") -> list[_Entry]:
-    """Parse secrets-file ``text``; errors are :class:`ConfigError` naming ``path`` and the line."""
+def parse_secrets(text: str, path: str = "<secrets>", *, read: SecretReader | None = None) -> list[_Entry]:
+    """Parse secrets-file ``text``; errors are :class:`ConfigError` naming ``path`` and the line.
+
+    The parser reads nothing itself: pppd's indirect secrets (``@/path``) are fetched through
+    ``read`` (:func:`read_secret_file` for the files on disk); without it they are an error.
+    """
     entries: list[_Entry] = []
     for ln in split_words(text, path):
         words = ln.words
@@ -404,7 +422,7 @@ def parse_secrets(text: str, path: str = "<secrets>") -> list[_Entry]:
         client, server, secret = words[0], words[1], words[2]
         # pppd only treats "@/..." as indirect: "@foo" is a literal secret.
         if secret.startswith("@/"):
-            secret = _indirect_secret(secret, path, ln.number)
+            secret = _indirect_secret(secret, read, path, ln.number)
         rest = words[3:]
         options: tuple[str, ...] = ()
         if "--" in rest:
@@ -441,7 +459,7 @@ class PppSecretsFile:
             data = _read_limited(self.path)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read secrets file: {exc}", path=self.path) from None
-        return tuple(parse_secrets(data.decode("latin-1"), self.path))
+        return tuple(parse_secrets(data.decode("latin-1"), self.path, read=read_secret_file))
 
     def reload(self) -> None:
         # Build the new table completely before swapping the single reference, so a lookup
@@ -484,7 +502,7 @@ class StaticSecrets:
     @classmethod
     def from_text(cls, text: str, path: str = "<string>") -> StaticSecrets:
         inst = cls()
-        inst._entries = tuple(parse_secrets(text, path))
+        inst._entries = tuple(parse_secrets(text, path, read=read_secret_file))
         return inst
 
     def lookup(self, client: str, server: str | None) -> SecretMatch | None:

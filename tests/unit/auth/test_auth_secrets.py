@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.auth.secrets import AddressPolicy, PppSecretsFile, StaticSecrets, parse_secrets
+from pptpkit.auth.secrets import AddressPolicy, PppSecretsFile, StaticSecrets, parse_secrets, read_secret_file
 from pptpkit.errors import ConfigError
 
 GOLDEN = r"""# Secrets for authentication using CHAP
@@ -167,12 +167,28 @@ def test_indirect_secret(tmp_path: Path) -> None:
     assert alice is not None and alice.secret == "from file"
     assert bob is not None and bob.secret == "@literal"  # pppd: only "@/" is indirect
     with pytest.raises(ConfigError) as info:
-        parse_secrets(f"x s p\nalice s @{tmp_path}/missing\n", "f")
+        parse_secrets(f"x s p\nalice s @{tmp_path}/missing\n", "f", read=read_secret_file)
     assert info.value.line == 2 and "indirect" in str(info.value)
     empty = tmp_path / "empty"
     empty.write_text("# nothing\n")
     with pytest.raises(ConfigError, match="no secret"):
-        parse_secrets(f"alice s @{empty}\n", "f")
+        parse_secrets(f"alice s @{empty}\n", "f", read=read_secret_file)
+
+
+def test_the_parser_reads_no_file_itself() -> None:
+    """Parsing is text in, entries out: indirect secrets come through the reader given, and
+    without one they are an error at their line, not a file opened behind the caller's back."""
+    asked: list[str] = []
+
+    def reader(path: str) -> str:
+        asked.append(path)
+        return "s3cret\n"
+
+    entries = parse_secrets("alice s @/vault/alice\n", "f", read=reader)
+    assert asked == ["/vault/alice"] and entries[0].secret == "s3cret"
+    with pytest.raises(ConfigError) as info:
+        parse_secrets("x s p\nalice s @/vault/alice\n", "f")
+    assert info.value.line == 2 and "cannot read files" in str(info.value)
 
 
 def test_file_provider_reload_is_atomic(tmp_path: Path) -> None:
