@@ -1,15 +1,17 @@
-"""RFC 2637 control connection: wire messages (:mod:`.messages`) and the sans-IO engine
-(:mod:`.connection`)."""
+"""RFC 2637 control connection: wire messages (:mod:`.messages`), the sans-IO engine
+(:mod:`.connection`) with its settings (:mod:`.config`), events (:mod:`.events`) and call IDs
+(:mod:`.callids`)."""
 
 from __future__ import annotations
 
-from pptpkit.control.connection import (
+from pptpkit.control.callids import CallIdAllocator, CallIdExhausted
+from pptpkit.control.config import ControlConfig, Role
+from pptpkit.control.connection import ControlConnection
+from pptpkit.control.events import (
     CallCleared,
     CallDirection,
     CallEstablished,
     CallFailed,
-    CallIdAllocator,
-    CallIdExhausted,
     CallInfo,
     CallRejected,
     CallRequested,
@@ -18,15 +20,12 @@ from pptpkit.control.connection import (
     ConnectionClosed,
     ConnectionEstablished,
     ConnectionState,
-    ControlConfig,
-    ControlConnection,
     ControlEvent,
     ControlStats,
     Initiator,
     LinkInfoReceived,
     PeerInfo,
     ProtocolViolation,
-    Role,
     WanErrorReceived,
 )
 from pptpkit.control.messages import (

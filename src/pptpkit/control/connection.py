@@ -25,15 +25,35 @@ with Call-Clear-Request (pptp-linux answers those, so we do too).
 
 from __future__ import annotations
 
-import enum
 import random
 from dataclasses import dataclass
 from typing import Final
 
+from pptpkit.control.callids import CallIdAllocator, CallIdExhausted
+from pptpkit.control.config import U16_MAX, U32_MAX, ControlConfig, Role, check_u16, check_u32
+from pptpkit.control.events import (
+    CallCleared,
+    CallDirection,
+    CallEstablished,
+    CallFailed,
+    CallInfo,
+    CallRejected,
+    CallRequested,
+    CallState,
+    CloseCause,
+    ConnectionClosed,
+    ConnectionEstablished,
+    ConnectionState,
+    ControlEvent,
+    ControlStats,
+    Initiator,
+    LinkInfoReceived,
+    PeerInfo,
+    ProtocolViolation,
+    WanErrorReceived,
+)
 from pptpkit.control.messages import (
     PROTOCOL_VERSION,
-    BearerCapability,
-    BearerType,
     CallClearRequest,
     CallDisconnectNotify,
     ControlMessage,
@@ -43,8 +63,6 @@ from pptpkit.control.messages import (
     EchoReply,
     EchoRequest,
     EchoResult,
-    FramingCapability,
-    FramingType,
     GeneralError,
     IncomingCallConnected,
     IncomingCallReply,
@@ -67,36 +85,9 @@ from pptpkit.control.messages import (
     decode_message,
 )
 from pptpkit.enums import enum_name
-from pptpkit.errors import ConfigError, DecodeError, PptpkitError, StateError
+from pptpkit.errors import ConfigError, DecodeError, StateError
 
-__all__ = [
-    "MAX_PENDING_EVENTS",
-    "MAX_PENDING_OUTPUT",
-    "CallCleared",
-    "CallDirection",
-    "CallEstablished",
-    "CallFailed",
-    "CallIdAllocator",
-    "CallIdExhausted",
-    "CallInfo",
-    "CallRejected",
-    "CallRequested",
-    "CallState",
-    "CloseCause",
-    "ConnectionClosed",
-    "ConnectionEstablished",
-    "ConnectionState",
-    "ControlConfig",
-    "ControlConnection",
-    "ControlEvent",
-    "ControlStats",
-    "Initiator",
-    "LinkInfoReceived",
-    "PeerInfo",
-    "ProtocolViolation",
-    "Role",
-    "WanErrorReceived",
-]
+__all__ = ["MAX_PENDING_EVENTS", "MAX_PENDING_OUTPUT", "ControlConnection"]
 
 #: Events queued beyond this are dropped (and counted): only an owner that never drains can hit it.
 MAX_PENDING_EVENTS: Final = 4096
@@ -107,378 +98,10 @@ MAX_PENDING_OUTPUT: Final = 1 << 20
 # holds more than one slice plus one partial message whatever the adapter hands us at once.
 _FEED_SLICE: Final = 4096
 
-_U16_MAX: Final = 0xFFFF
-_U32_MAX: Final = 0xFFFFFFFF
-
-
-class Role(enum.Enum):
-    CLIENT = "client"
-    """The PNS, originator of the TCP connection (pptp-linux's role)."""
-    SERVER = "server"
-    """The PAC, receiver of the TCP connection (pptpd's role)."""
-
-
-class ConnectionState(enum.Enum):
-    WAIT_START_REQUEST = "wait_start_request"
-    WAIT_START_REPLY = "wait_start_reply"
-    ESTABLISHED = "established"
-    WAIT_STOP_REPLY = "wait_stop_reply"
-    CLOSED = "closed"
-
-
-class CallState(enum.Enum):
-    WAIT_REPLY = "wait_reply"
-    """PNS: Outgoing-Call-Request sent, waiting for the Outgoing-Call-Reply."""
-    WAIT_ANSWER = "wait_answer"
-    """PAC: Outgoing-Call-Request received, waiting for the owner's accept/reject."""
-    WAIT_CONNECT = "wait_connect"
-    """PNS: Incoming-Call-Reply (accept) sent, waiting for Incoming-Call-Connected."""
-    ESTABLISHED = "established"
-    WAIT_DISCONNECT = "wait_disconnect"
-    """PNS: Call-Clear-Request sent, waiting for Call-Disconnect-Notify."""
-
-
-class CallDirection(enum.Enum):
-    OUTGOING = "outgoing"
-    """Set up with Outgoing-Call-Request (every PPTP VPN call)."""
-    INCOMING = "incoming"
-    """Set up with Incoming-Call-Request from the PAC."""
-
-
-class Initiator(enum.Enum):
-    LOCAL = "local"
-    REMOTE = "remote"
-
-
-class CloseCause(enum.Enum):
-    STOPPED_BY_PEER = "stopped_by_peer"
-    STOPPED_LOCALLY = "stopped_locally"
-    STOP_REPLY_TIMEOUT = "stop_reply_timeout"
-    START_TIMEOUT = "start_timeout"
-    """Server: no Start-Control-Connection-Request within ``start_timeout``."""
-    START_REPLY_TIMEOUT = "start_reply_timeout"
-    """Client: no Start-Control-Connection-Reply within ``start_reply_timeout``."""
-    START_REJECTED = "start_rejected"
-    VERSION_MISMATCH = "version_mismatch"
-    ECHO_TIMEOUT = "echo_timeout"
-    CONNECTION_LOST = "connection_lost"
-    PROTOCOL_ERROR = "protocol_error"
-    LOSS_OF_SYNC = "loss_of_sync"
-    """The byte stream no longer parses (bad Length or magic): closed at once, RFC 2637 1.4."""
-
 
 # One generator for every connection that is not given its own: a Random instance holds 2.5 KiB
 # of state, which per connection would be a tenth of a server session's memory.
 _SHARED_RNG: Final = random.Random()
-
-
-class CallIdExhausted(PptpkitError):
-    """No call ID is free (the allocator's ``max_in_use`` cap is reached)."""
-
-
-class CallIdAllocator:
-    """Hands out our call IDs; share one instance between every connection of a process.
-
-    IDs are taken sequentially from a random start, skipping IDs in use, so an ID just released
-    is the last to come back (late GRE packets of an old call do not land in a new one).  At most
-    ``max_in_use`` IDs are held at once (default: half the range, at least one, so a busy server
-    still cycles through many IDs before reuse).  Single-threaded use only (one event loop).
-    """
-
-    __slots__ = ("_high", "_in_use", "_low", "_next", "max_in_use")
-
-    def __init__(
-        self,
-        *,
-        rng: random.Random | None = None,
-        max_in_use: int | None = None,
-        low: int = 1,
-        high: int = _U16_MAX,
-    ) -> None:
-        if not 0 <= low <= high <= _U16_MAX:
-            raise ConfigError(f"call ID range {low}..{high} is not within 0..65535")
-        span = high - low + 1
-        if max_in_use is None:
-            max_in_use = max(1, span // 2)
-        if not 1 <= max_in_use <= span:
-            raise ConfigError(f"max_in_use {max_in_use} must be between 1 and the size of the ID range")
-        self._low = low
-        self._high = high
-        self.max_in_use = max_in_use
-        self._next = (rng if rng is not None else random.Random()).randint(low, high)
-        self._in_use: set[int] = set()
-
-    def allocate(self) -> int:
-        if len(self._in_use) >= self.max_in_use:
-            raise CallIdExhausted(f"all {self.max_in_use} call IDs are in use")
-        # A free ID exists (in use < range size), so this ends within one lap of the range.
-        while True:
-            call_id = self._next
-            self._next = self._low if call_id == self._high else call_id + 1
-            if call_id not in self._in_use:
-                self._in_use.add(call_id)
-                return call_id
-
-    def release(self, call_id: int) -> None:
-        self._in_use.discard(call_id)
-
-    def __contains__(self, call_id: object) -> bool:
-        return call_id in self._in_use
-
-    def __len__(self) -> int:
-        return len(self._in_use)
-
-
-def _u16(name: str, value: int) -> None:
-    if not 0 <= value <= _U16_MAX:
-        raise ConfigError(f"{name} must be 0..65535, not {value}")
-
-
-def _u32(name: str, value: int) -> None:
-    if not 0 <= value <= _U32_MAX:
-        raise ConfigError(f"{name} must be 0..4294967295, not {value}")
-
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, not {value}")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ControlConfig:
-    """Configuration of one control connection.
-
-    Timeouts are seconds.  ``echo_interval`` None disables our keepalive (we still answer the
-    peer's Echo-Requests).  ``max_channels`` None means 0 for the client (RFC: a PNS SHOULD send
-    0) and ``max_calls`` for the server.  ``window`` is our Packet Receive Window, sent in the
-    OCRQ/OCRP/ICRP; ``connect_speed`` is what the server reports in the OCRP.
-    """
-
-    role: Role
-    host_name: str = "local"
-    vendor: str = "pptpkit"
-    firmware_revision: int = 1
-    framing_capabilities: int = FramingCapability.ASYNC | FramingCapability.SYNC
-    bearer_capabilities: int = BearerCapability.ANALOG | BearerCapability.DIGITAL
-    max_channels: int | None = None
-    window: int = 64
-    processing_delay: int = 0
-    minimum_bps: int = 300
-    maximum_bps: int = 100_000_000
-    bearer_type: int = BearerType.ANY
-    framing_type: int = FramingType.ANY
-    connect_speed: int = 100_000_000
-    echo_interval: float | None = 60.0
-    echo_max_wait: float = 60.0
-    start_timeout: float = 10.0
-    start_reply_timeout: float = 60.0
-    call_reply_timeout: float = 60.0
-    stop_reply_timeout: float = 10.0
-    max_calls: int = 64
-    accept_incoming_calls: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.role, Role):
-            raise ConfigError(f"role must be a Role, not {self.role!r}")
-        for name in ("host_name", "vendor"):
-            try:
-                check_text(getattr(self, name), 64, name)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        for name in ("firmware_revision", "processing_delay"):
-            _u16(name, getattr(self, name))
-        for name in ("framing_capabilities", "bearer_capabilities", "minimum_bps", "maximum_bps",
-                     "bearer_type", "framing_type", "connect_speed"):
-            _u32(name, getattr(self, name))
-        if self.max_channels is not None:
-            _u16("max_channels", self.max_channels)
-        if not 1 <= self.window <= _U16_MAX:
-            raise ConfigError(f"window must be 1..65535, not {self.window}")
-        if self.minimum_bps > self.maximum_bps:
-            raise ConfigError("minimum_bps exceeds maximum_bps")
-        if self.echo_interval is not None:
-            _positive("echo_interval", self.echo_interval)
-        for name in ("echo_max_wait", "start_timeout", "start_reply_timeout", "call_reply_timeout",
-                     "stop_reply_timeout"):
-            _positive(name, getattr(self, name))
-        if not 1 <= self.max_calls <= _U16_MAX:
-            raise ConfigError(f"max_calls must be 1..65535, not {self.max_calls}")
-
-    @property
-    def effective_max_channels(self) -> int:
-        if self.max_channels is not None:
-            return self.max_channels
-        return 0 if self.role is Role.CLIENT else self.max_calls
-
-
-# --- events --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PeerInfo:
-    """What the peer announced in its Start-Control-Connection-Request/-Reply."""
-
-    protocol_version: int
-    framing_capabilities: int
-    bearer_capabilities: int
-    max_channels: int
-    firmware_revision: int
-    host_name: str
-    vendor: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CallInfo:
-    """A snapshot of one call.  ``peer_*`` fields are None until the peer has told us."""
-
-    call_id: int
-    peer_call_id: int | None
-    direction: CallDirection
-    state: CallState
-    serial_number: int
-    our_window: int
-    our_processing_delay: int
-    peer_window: int | None
-    peer_processing_delay: int | None
-    connect_speed: int | None
-    phone_number: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ConnectionEstablished:
-    peer: PeerInfo
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ConnectionClosed:
-    """Always the last event.  ``code`` is the wire code involved (stop reason, start result or
-    general error) where there is one; ``clean`` is False when calls or the connection were cut
-    short by a failure rather than an orderly shutdown."""
-
-    cause: CloseCause
-    reason: str
-    code: int | None
-    initiated_by: Initiator
-    clean: bool
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CallRequested:
-    """Server: the peer asks for a call; answer with accept_call/reject_call(call_id)."""
-
-    call_id: int
-    peer_call_id: int
-    serial_number: int
-    minimum_bps: int
-    maximum_bps: int
-    bearer_type: int
-    framing_type: int
-    peer_window: int
-    peer_processing_delay: int
-    phone_number: str
-    subaddress: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CallEstablished:
-    call: CallInfo
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CallFailed:
-    """A call ended before it was established.  Result/error/cause codes are the peer's (from
-    the Outgoing-Call-Reply or Call-Disconnect-Notify) or None when the failure was local."""
-
-    call_id: int
-    result_code: int | None
-    error_code: int | None
-    cause_code: int | None
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CallRejected:
-    """We refused a call request from the peer (max_calls, no free ID, incoming calls off ...)."""
-
-    peer_call_id: int
-    direction: CallDirection
-    result_code: int
-    error_code: int
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CallCleared:
-    """An established call ended; codes are from the Call-Disconnect-Notify when there was one."""
-
-    call_id: int
-    peer_call_id: int | None
-    initiated_by: Initiator
-    result_code: int | None
-    error_code: int | None
-    cause_code: int | None
-    call_statistics: str
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LinkInfoReceived:
-    call_id: int
-    send_accm: int
-    receive_accm: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class WanErrorReceived:
-    call_id: int
-    crc_errors: int
-    framing_errors: int
-    hardware_overruns: int
-    buffer_overruns: int
-    timeout_errors: int
-    alignment_errors: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ProtocolViolation:
-    """The peer sent something malformed or out of place; ``code`` is the General Error Code that
-    describes it where one fits.  What we answered is in ``reason``."""
-
-    reason: str
-    code: int | None
-    message_type: int | None
-
-
-ControlEvent = (
-    ConnectionEstablished
-    | ConnectionClosed
-    | CallRequested
-    | CallEstablished
-    | CallFailed
-    | CallRejected
-    | CallCleared
-    | LinkInfoReceived
-    | WanErrorReceived
-    | ProtocolViolation
-)
-
-
-@dataclass(slots=True)
-class ControlStats:
-    """Counters; every one is bounded only by the connection's lifetime (plain ints)."""
-
-    messages_received: int = 0
-    messages_sent: int = 0
-    malformed: int = 0
-    protocol_errors: int = 0
-    unknown_messages: int = 0
-    echo_requests_sent: int = 0
-    echo_replies_received: int = 0
-    echo_requests_received: int = 0
-    echo_mismatched: int = 0
-    calls_refused: int = 0
-    events_dropped: int = 0
-    bytes_ignored: int = 0
 
 
 @dataclass(slots=True)
@@ -748,7 +371,7 @@ class ControlConnection:
             raise StateError(f"max_calls ({self.config.max_calls}) reached")
         call_id = self._call_ids.allocate()
         serial = self._next_serial
-        self._next_serial = (serial + 1) & _U16_MAX
+        self._next_serial = (serial + 1) & U16_MAX
         cfg = self.config
         self._calls[call_id] = _Call(
             call_id=call_id,
@@ -788,8 +411,8 @@ class ControlConnection:
         self._require_role(Role.SERVER, "accept_call")
         call = self._waiting_call(call_id)
         speed = self.config.connect_speed if connect_speed is None else connect_speed
-        _u32("connect_speed", speed)
-        _u32("physical_channel_id", physical_channel_id)
+        check_u32("connect_speed", speed)
+        check_u32("physical_channel_id", physical_channel_id)
         assert call.peer_call_id is not None  # set from the request
         self._send(
             OutgoingCallReply(
@@ -825,7 +448,7 @@ class ControlConnection:
             raise ConfigError(f"{result} is not a failure result code")
         if not 0 <= error <= 0xFF:
             raise ConfigError(f"error code {error} out of range")
-        _u16("cause_code", cause_code)
+        check_u16("cause_code", cause_code)
         assert call.peer_call_id is not None
         self._send(OutgoingCallReply(call_id=0, peer_call_id=call.peer_call_id, result_code=result,
                                      error_code=error, cause_code=cause_code))
@@ -860,7 +483,7 @@ class ControlConnection:
             raise StateError(f"call {call_id} is not answered yet: use reject_call")
         if not 0 <= result <= 0xFF:
             raise ConfigError(f"result code {result} out of range")
-        _u16("cause_code", cause_code)
+        check_u16("cause_code", cause_code)
         try:
             notify = CallDisconnectNotify(call_id=call.call_id, result_code=result, cause_code=cause_code,
                                           call_statistics=call_statistics)
@@ -874,12 +497,12 @@ class ControlConnection:
                                reason="cleared locally"))
 
     def set_link_info(
-        self, now: float, call_id: int, *, send_accm: int = _U32_MAX, receive_accm: int = _U32_MAX
+        self, now: float, call_id: int, *, send_accm: int = U32_MAX, receive_accm: int = U32_MAX
     ) -> None:
         """Send Set-Link-Info (the ACCMs PPP negotiated) for an established call."""
         call = self._established_call(call_id)
-        _u32("send_accm", send_accm)
-        _u32("receive_accm", receive_accm)
+        check_u32("send_accm", send_accm)
+        check_u32("receive_accm", receive_accm)
         assert call.peer_call_id is not None
         self._send(
             SetLinkInfo(peer_call_id=call.peer_call_id, send_accm=send_accm, receive_accm=receive_accm)
@@ -908,7 +531,7 @@ class ControlConnection:
             "alignment_errors": alignment_errors,
         }
         for name, value in counters.items():
-            _u32(name, value)
+            check_u32(name, value)
         assert call.peer_call_id is not None
         self._send(WanErrorNotify(peer_call_id=call.peer_call_id, **counters))
 
@@ -969,7 +592,7 @@ class ControlConnection:
 
     def _send_echo(self, now: float) -> None:
         ident = self._echo_next_id
-        self._echo_next_id = (ident + 1) & _U32_MAX
+        self._echo_next_id = (ident + 1) & U32_MAX
         self._echo_outstanding = ident
         self._echo_deadline = now + self.config.echo_max_wait
         self.stats.echo_requests_sent += 1

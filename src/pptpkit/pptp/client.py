@@ -45,7 +45,7 @@ from pptpkit.control import (
     StopReason,
     WanErrorReceived,
 )
-from pptpkit.control.connection import CloseCause
+from pptpkit.control.events import CloseCause
 from pptpkit.errors import ConfigError, PptpkitError, StateError
 from pptpkit.gre import GreCallConfig, GreStats
 from pptpkit.io.driver import ConnectionInfo, EngineDriver, open_tcp_connection
@@ -83,7 +83,7 @@ class PptpError(PptpkitError):
 class ControlConnectionError(PptpError):
     """The control connection could not be set up, or went away.
 
-    ``cause`` is the engine's :class:`~pptpkit.control.connection.CloseCause` (None when TCP
+    ``cause`` is the engine's :class:`~pptpkit.control.events.CloseCause` (None when TCP
     itself failed: refused, unreachable, timed out); ``code`` the wire code involved.
     """
 

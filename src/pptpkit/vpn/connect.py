@@ -39,7 +39,7 @@ from pptpkit.auth.base import PeerConfig
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.control import PPTP_PORT
-from pptpkit.control.connection import CloseCause
+from pptpkit.control.events import CloseCause
 from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus, PptpkitError, is_not_permitted
 from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.gresock import GreSocket

@@ -10,7 +10,7 @@ from typing import TypeVar
 from hypothesis import strategies as st
 
 from enginepair import EnginePair, stream_end
-from pptpkit.control.connection import (
+from pptpkit.control import (
     CallIdAllocator,
     CallRequested,
     ControlConfig,

@@ -10,7 +10,7 @@ from control_harness import Link, any_message, drain, split_messages
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.control.connection import (
+from pptpkit.control import (
     CallIdAllocator,
     ConnectionClosed,
     ControlConfig,

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 from control_harness import Link, of_type
 
-from pptpkit.control.connection import CallFailed, StartControlConnectionReply
-from pptpkit.control.messages import GeneralError
+from pptpkit.control import (
+    CallFailed,
+)
+from pptpkit.control.messages import GeneralError, StartControlConnectionReply
 from pptpkit.pptp.server import PptpServerConfig
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.cli.connect import PASSWORD_ENV, ConnectUsageError, config_from_args, read_password
 from pptpkit.cli.main import build_parser
-from pptpkit.control.connection import CloseCause
+from pptpkit.control.events import CloseCause
 from pptpkit.errors import ConfigError, PptpkitError
 from pptpkit.ppp.session_config import LinkDown, LinkUp, MppePolicy, Outcome
 from pptpkit.pptp.client import ControlConnectionError
