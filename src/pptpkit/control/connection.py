@@ -26,6 +26,7 @@ with Call-Clear-Request (pptp-linux answers those, so we do too).
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -97,6 +98,8 @@ MAX_PENDING_OUTPUT: Final = 1 << 20
 # receive_data feeds the framer in slices this big and drains it after each, so the framer never
 # holds more than one slice plus one partial message whatever the adapter hands us at once.
 _FEED_SLICE: Final = 4096
+# Calls we disconnected whose crossing Call-Clear-Request is expected, per connection.
+_MAX_ENDED: Final = 16
 
 
 # One generator for every connection that is not given its own: a Random instance holds 2.5 KiB
@@ -168,9 +171,9 @@ class ControlConnection:
     """
 
     __slots__ = (
-        '_call_ids', '_calls', '_echo_deadline', '_echo_next_id', '_echo_outstanding', '_events',
-        '_framer', '_last_rx', '_next_serial', '_out', '_peer', '_pending_close', '_rng', '_state',
-        '_state_deadline', 'config', 'stats',
+        '_call_ids', '_calls', '_echo_deadline', '_echo_next_id', '_echo_outstanding', '_ended',
+        '_events', '_framer', '_last_rx', '_next_serial', '_out', '_peer', '_pending_close', '_rng',
+        '_state', '_state_deadline', 'config', 'stats',
     )
 
     def __init__(
@@ -184,7 +187,10 @@ class ControlConnection:
         self.config = config
         self.stats = ControlStats()
         self._rng = rng if rng is not None else _SHARED_RNG
-        self._call_ids = call_ids if call_ids is not None else CallIdAllocator(rng=self._rng)
+        self._call_ids = call_ids if call_ids is not None else CallIdAllocator(rng=rng)
+        # Peer call IDs of the calls we disconnected last: their Call-Clear-Request may cross our
+        # Call-Disconnect-Notify on the wire.  Made on first use (most connections never need it).
+        self._ended: deque[int] | None = None
         self._framer = ControlStreamFramer()
         self._out = bytearray()
         self._events: list[ControlEvent] = []
@@ -490,6 +496,11 @@ class ControlConnection:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._send(notify)
+        if call.peer_call_id is not None:
+            ended = self._ended
+            if ended is None:
+                ended = self._ended = deque(maxlen=_MAX_ENDED)
+            ended.append(call.peer_call_id)
         self._forget(call)
         self._push(CallCleared(call_id=call.call_id, peer_call_id=call.peer_call_id,
                                initiated_by=Initiator.LOCAL, result_code=int(result), error_code=0,
@@ -751,9 +762,7 @@ class ControlConnection:
             case IncomingCallRequest():
                 self._on_incoming_call_request(msg, now)
             case IncomingCallReply():
-                self._violation(f"unexpected Incoming-Call-Reply for call {msg.peer_call_id}: "
-                                "we never send Incoming-Call-Request; ignored",
-                                code=GeneralError.BAD_CALL_ID, message_type=msg.TYPE)
+                self._on_incoming_call_reply(msg)
             case IncomingCallConnected():
                 self._on_incoming_call_connected(msg)
             case CallClearRequest():
@@ -810,6 +819,8 @@ class ControlConnection:
         )
 
     def _on_start_request(self, msg: StartControlConnectionRequest, now: float) -> None:
+        """RFC 2637 §2.1 Start-Control-Connection-Request: a server in WAIT_START_REQUEST
+        answers with its Reply and is established; anything else gets result Already-Exists."""
         if self.role is not Role.SERVER or self._state is not ConnectionState.WAIT_START_REQUEST:
             self._send(self._our_start_reply(StartResult.ALREADY_EXISTS))
             self._violation("Start-Control-Connection-Request on a connection that is not waiting for one; "
@@ -828,6 +839,8 @@ class ControlConnection:
         self._established(self._peer_info(msg))
 
     def _on_start_reply(self, msg: StartControlConnectionReply, now: float) -> None:
+        """RFC 2637 §2.2 Start-Control-Connection-Reply: the client's connection is up on
+        result OK and a protocol version we speak; otherwise it closes with the reason."""
         if self._state is not ConnectionState.WAIT_START_REPLY:
             self._violation("unexpected Start-Control-Connection-Reply; ignored", code=None,
                             message_type=msg.TYPE)
@@ -854,6 +867,8 @@ class ControlConnection:
         self._push(ConnectionEstablished(peer=peer))
 
     def _on_stop_request(self, msg: StopControlConnectionRequest) -> None:
+        """RFC 2637 §2.3 Stop-Control-Connection-Request: answered with a Stop Reply; every
+        call is cleared and the connection closes."""
         self._send(StopControlConnectionReply(result_code=StopResult.OK))
         pending = self._pending_close
         if pending is not None:
@@ -866,6 +881,7 @@ class ControlConnection:
                     code=int(msg.reason), initiated_by=Initiator.REMOTE, clean=True)
 
     def _on_stop_reply(self, msg: StopControlConnectionReply) -> None:
+        """RFC 2637 §2.4 Stop-Control-Connection-Reply: ends the stop we started."""
         pending = self._pending_close
         if self._state is not ConnectionState.WAIT_STOP_REPLY or pending is None:
             self._violation("unexpected Stop-Control-Connection-Reply; ignored", code=None,
@@ -879,6 +895,8 @@ class ControlConnection:
                     clean=pending.clean)
 
     def _on_echo_request(self, msg: EchoRequest) -> None:
+        """RFC 2637 §2.5 Echo-Request: answered with an Echo-Reply carrying the same
+        identifier once the connection is up."""
         self.stats.echo_requests_received += 1
         if self._state in (ConnectionState.ESTABLISHED, ConnectionState.WAIT_STOP_REPLY):
             self._send(EchoReply(identifier=msg.identifier, result_code=EchoResult.OK))
@@ -887,6 +905,7 @@ class ControlConnection:
                                  error_code=GeneralError.NOT_CONNECTED))
 
     def _on_echo_reply(self, msg: EchoReply) -> None:
+        """RFC 2637 §2.6 Echo-Reply: answers our keepalive if the identifier matches."""
         self.stats.echo_replies_received += 1
         if self._echo_outstanding is None:
             return  # late or unsolicited: harmless, counted only
@@ -927,6 +946,8 @@ class ControlConnection:
             return None
 
     def _on_outgoing_call_request(self, msg: OutgoingCallRequest, now: float) -> None:
+        """RFC 2637 §2.7 Outgoing-Call-Request: a server reports it as
+        :class:`CallRequested` (the owner accepts or rejects); a client refuses it."""
         if self.role is not Role.SERVER:
             self._send(OutgoingCallReply(call_id=0, peer_call_id=msg.call_id,
                                          result_code=OutgoingCallResult.GENERAL_ERROR,
@@ -965,6 +986,8 @@ class ControlConnection:
         ))
 
     def _on_outgoing_call_reply(self, msg: OutgoingCallReply) -> None:
+        """RFC 2637 §2.8 Outgoing-Call-Reply: the client's call is established, or it
+        failed with the peer's result and error codes."""
         call = self._calls.get(msg.peer_call_id) if self.role is Role.CLIENT else None
         if call is None or call.direction is not CallDirection.OUTGOING:
             self._violation(f"Outgoing-Call-Reply for unknown call {msg.peer_call_id}; ignored",
@@ -1000,6 +1023,8 @@ class ControlConnection:
         self._push(CallEstablished(call=call.info()))
 
     def _on_incoming_call_request(self, msg: IncomingCallRequest, now: float) -> None:
+        """RFC 2637 §2.9 Incoming-Call-Request: answered with an Incoming-Call-Reply,
+        accepted only when ``accept_incoming_calls`` is set."""
         if self.role is not Role.CLIENT:
             self._send(IncomingCallReply(call_id=0, peer_call_id=msg.call_id,
                                          result_code=IncomingCallResult.GENERAL_ERROR,
@@ -1031,7 +1056,16 @@ class ControlConnection:
                                      packet_receive_window=cfg.window,
                                      packet_transmit_delay=cfg.processing_delay))
 
+    def _on_incoming_call_reply(self, msg: IncomingCallReply) -> None:
+        """RFC 2637 §2.10 Incoming-Call-Reply: we never send an Incoming-Call-Request,
+        so any reply is out of place and ignored."""
+        self._violation(f"unexpected Incoming-Call-Reply for call {msg.peer_call_id}: "
+                        "we never send Incoming-Call-Request; ignored",
+                        code=GeneralError.BAD_CALL_ID, message_type=msg.TYPE)
+
     def _on_incoming_call_connected(self, msg: IncomingCallConnected) -> None:
+        """RFC 2637 §2.11 Incoming-Call-Connected: completes an incoming call we
+        accepted."""
         call = self._calls.get(msg.peer_call_id) if self.role is Role.CLIENT else None
         if call is None or call.state is not CallState.WAIT_CONNECT:
             self._violation(f"Incoming-Call-Connected for unknown call {msg.peer_call_id}; ignored",
@@ -1045,8 +1079,14 @@ class ControlConnection:
         self._push(CallEstablished(call=call.info()))
 
     def _on_call_clear_request(self, msg: CallClearRequest) -> None:
+        """RFC 2637 §2.12 Call-Clear-Request: answered with a Call-Disconnect-Notify; the
+        call ends.  One for a call we have just disconnected ourselves crossed our notify on the
+        wire and is not a violation."""
         call = self._find_by_peer_id(msg.call_id)
         if call is None:
+            if self._ended is not None and msg.call_id in self._ended:
+                self.stats.crossed_clears += 1
+                return
             self._violation(f"Call-Clear-Request for unknown call {msg.call_id}; ignored",
                             code=GeneralError.BAD_CALL_ID, message_type=msg.TYPE)
             return
@@ -1062,6 +1102,8 @@ class ControlConnection:
                                   reason="peer cleared the call before it was established"))
 
     def _on_call_disconnect_notify(self, msg: CallDisconnectNotify) -> None:
+        """RFC 2637 §2.13 Call-Disconnect-Notify: the peer ended the call (or
+        confirms the clear we asked for)."""
         call = self._find_by_peer_id(msg.call_id)
         if call is None:
             self._violation(f"Call-Disconnect-Notify for unknown call {msg.call_id}; ignored",
@@ -1088,6 +1130,7 @@ class ControlConnection:
                                   reason=f"peer disconnected the call before it was established: {detail}"))
 
     def _on_wan_error(self, msg: WanErrorNotify) -> None:
+        """RFC 2637 §2.14 WAN-Error-Notify: reported as :class:`WanErrorReceived`."""
         if msg.peer_call_id not in self._calls:
             self._violation(f"WAN-Error-Notify for unknown call {msg.peer_call_id}; ignored",
                             code=GeneralError.BAD_CALL_ID, message_type=msg.TYPE)
@@ -1103,6 +1146,7 @@ class ControlConnection:
         ))
 
     def _on_set_link_info(self, msg: SetLinkInfo) -> None:
+        """RFC 2637 §2.15 Set-Link-Info: the ACCMs, reported as :class:`LinkInfoReceived`."""
         if msg.peer_call_id not in self._calls:
             self._violation(f"Set-Link-Info for unknown call {msg.peer_call_id}; ignored",
                             code=GeneralError.BAD_CALL_ID, message_type=msg.TYPE)

@@ -248,3 +248,4 @@ class ControlStats:
     calls_refused: int = 0
     events_dropped: int = 0
     bytes_ignored: int = 0
+    crossed_clears: int = 0

@@ -240,13 +240,15 @@ def _fixed(r: Reader, size: int) -> str:
 class ControlMessage:
     """Base of every control message.
 
-    Subclasses are frozen keyword-only dataclasses with ``TYPE`` (the Control Message Type) and
-    ``SIZE`` (the exact total length including the header).
+    Subclasses are frozen keyword-only dataclasses with ``TYPE`` (the Control Message Type),
+    ``SECTION`` (where RFC 2637 defines it) and ``SIZE`` (the exact total length including the
+    header).
     """
 
     __slots__ = ()
 
     TYPE: ClassVar[int]
+    SECTION: ClassVar[str] = ""
     SIZE: ClassVar[int]
 
     @property
@@ -289,6 +291,7 @@ _SCC = struct.Struct("!HHIIHH")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StartControlConnectionRequest(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.START_CONTROL_CONNECTION_REQUEST
+    SECTION: ClassVar[str] = "2.1"
     SIZE: ClassVar[int] = 156
 
     protocol_version: int = PROTOCOL_VERSION
@@ -335,6 +338,7 @@ _SCCRP = struct.Struct("!HBBIIHH")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StartControlConnectionReply(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.START_CONTROL_CONNECTION_REPLY
+    SECTION: ClassVar[str] = "2.2"
     SIZE: ClassVar[int] = 156
 
     protocol_version: int = PROTOCOL_VERSION
@@ -386,6 +390,7 @@ _STOP_RQ = struct.Struct("!BBH")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StopControlConnectionRequest(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.STOP_CONTROL_CONNECTION_REQUEST
+    SECTION: ClassVar[str] = "2.3"
     SIZE: ClassVar[int] = 16
 
     reason: StopReason | int = StopReason.NONE
@@ -405,6 +410,7 @@ _RESULT_ERROR = struct.Struct("!BBH")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StopControlConnectionReply(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.STOP_CONTROL_CONNECTION_REPLY
+    SECTION: ClassVar[str] = "2.4"
     SIZE: ClassVar[int] = 16
 
     result_code: StopResult | int = StopResult.OK
@@ -422,6 +428,7 @@ class StopControlConnectionReply(ControlMessage):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EchoRequest(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.ECHO_REQUEST
+    SECTION: ClassVar[str] = "2.5"
     SIZE: ClassVar[int] = 16
 
     identifier: int
@@ -440,6 +447,7 @@ _ECHO_RP = struct.Struct("!IBBH")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EchoReply(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.ECHO_REPLY
+    SECTION: ClassVar[str] = "2.6"
     SIZE: ClassVar[int] = 20
 
     identifier: int
@@ -465,6 +473,7 @@ _OCRQ = struct.Struct("!HHIIIIHHHH")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OutgoingCallRequest(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.OUTGOING_CALL_REQUEST
+    SECTION: ClassVar[str] = "2.7"
     SIZE: ClassVar[int] = 168
 
     call_id: int
@@ -523,6 +532,7 @@ _OCRP = struct.Struct("!HHBBHIHHI")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OutgoingCallReply(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.OUTGOING_CALL_REPLY
+    SECTION: ClassVar[str] = "2.8"
     SIZE: ClassVar[int] = 32
 
     call_id: int
@@ -571,6 +581,7 @@ _ICRQ = struct.Struct("!HHIIHH")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IncomingCallRequest(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.INCOMING_CALL_REQUEST
+    SECTION: ClassVar[str] = "2.9"
     SIZE: ClassVar[int] = 220
 
     call_id: int
@@ -620,6 +631,7 @@ _ICRP = struct.Struct("!HHBBHHH")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IncomingCallReply(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.INCOMING_CALL_REPLY
+    SECTION: ClassVar[str] = "2.10"
     SIZE: ClassVar[int] = 24
 
     call_id: int
@@ -660,6 +672,7 @@ _ICCN = struct.Struct("!HHIHHI")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IncomingCallConnected(ControlMessage):
     TYPE: ClassVar[int] = ControlMessageType.INCOMING_CALL_CONNECTED
+    SECTION: ClassVar[str] = "2.11"
     SIZE: ClassVar[int] = 28
 
     peer_call_id: int
@@ -699,6 +712,7 @@ class CallClearRequest(ControlMessage):
     """Sent by the PNS; ``call_id`` is the PNS's own ID for the call (the peer's may be unknown)."""
 
     TYPE: ClassVar[int] = ControlMessageType.CALL_CLEAR_REQUEST
+    SECTION: ClassVar[str] = "2.12"
     SIZE: ClassVar[int] = 16
 
     call_id: int
@@ -719,6 +733,7 @@ class CallDisconnectNotify(ControlMessage):
     """Sent by the PAC; ``call_id`` is the PAC's own ID for the call."""
 
     TYPE: ClassVar[int] = ControlMessageType.CALL_DISCONNECT_NOTIFY
+    SECTION: ClassVar[str] = "2.13"
     SIZE: ClassVar[int] = 148
 
     call_id: int
@@ -754,6 +769,7 @@ class WanErrorNotify(ControlMessage):
     """Sent by the PAC; ``peer_call_id`` is the receiver's (the PNS's) ID for the call."""
 
     TYPE: ClassVar[int] = ControlMessageType.WAN_ERROR_NOTIFY
+    SECTION: ClassVar[str] = "2.14"
     SIZE: ClassVar[int] = 40
 
     peer_call_id: int
@@ -799,6 +815,7 @@ class SetLinkInfo(ControlMessage):
     """``peer_call_id`` is the receiver's ID for the call; ACCMs default to 0xFFFFFFFF (RFC)."""
 
     TYPE: ClassVar[int] = ControlMessageType.SET_LINK_INFO
+    SECTION: ClassVar[str] = "2.15"
     SIZE: ClassVar[int] = 24
 
     peer_call_id: int

@@ -806,3 +806,19 @@ def test_config_validation(kwargs: dict[str, object]) -> None:
     args: dict[str, object] = {"role": Role.SERVER, **kwargs}
     with pytest.raises(ConfigError):
         ControlConfig(**args)  # type: ignore[arg-type]
+
+
+def test_a_clear_crossing_our_disconnect_is_not_a_violation() -> None:
+    """The server disconnects a call while the client clears it: the client's
+    Call-Clear-Request arrives for a call the server has already forgotten (RFC 2637 §2.12/2.13
+    allow both ends to end a call at once)."""
+    link = Link().up()
+    client_id, server_id = link.call()
+    link.server.clear_call(link.now, server_id)
+    link.client.clear_call(link.now, client_id)
+    link.pump()
+    assert not of_type(link.server_events, ProtocolViolation)
+    assert link.server.stats.crossed_clears == 1
+    # A clear for a call that never existed still is one.
+    link.server.receive_data(CallClearRequest(call_id=4242).encode(), link.now)
+    assert [v.code for v in of_type(drain(link.server), ProtocolViolation)] == [GeneralError.BAD_CALL_ID]
