@@ -49,6 +49,13 @@ class ControlConfig:
     peer's Echo-Requests).  ``max_channels`` None means 0 for the client (RFC: a PNS SHOULD send
     0) and ``max_calls`` for the server.  ``window`` is our Packet Receive Window, sent in the
     OCRQ/OCRP/ICRP; ``connect_speed`` is what the server reports in the OCRP.
+
+    ``peer_message_rate``/``peer_message_burst``: a token bucket for what a peer can send at
+    will without moving the protocol on (Echo-Requests, unknown message types, messages out of
+    place).  Within it they are answered and reported as usual; beyond it they are dropped
+    unanswered and unreported, only counted (``stats.rate_limited``), so a peer cannot make us
+    work or log more than this per second.  After ``flood_limit`` such drops the connection is
+    closed as a flood.  A real peer sends one Echo-Request a minute.
     """
 
     role: Role
@@ -73,6 +80,9 @@ class ControlConfig:
     stop_reply_timeout: float = 10.0
     max_calls: int = 64
     accept_incoming_calls: bool = False
+    peer_message_rate: float = 20.0
+    peer_message_burst: int = 40
+    flood_limit: int = 1000
 
     def __post_init__(self) -> None:
         if not isinstance(self.role, Role):
@@ -100,6 +110,9 @@ class ControlConfig:
             _positive(name, getattr(self, name))
         if not 1 <= self.max_calls <= U16_MAX:
             raise ConfigError(f"max_calls must be 1..65535, not {self.max_calls}")
+        if not self.peer_message_rate > 0 or self.peer_message_burst < 1 or self.flood_limit < 1:
+            raise ConfigError("peer_message_rate must be positive, peer_message_burst and flood_limit "
+                              "at least 1")
 
     @property
     def effective_max_channels(self) -> int:

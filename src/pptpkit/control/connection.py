@@ -173,7 +173,7 @@ class ControlConnection:
     __slots__ = (
         '_call_ids', '_calls', '_echo_deadline', '_echo_next_id', '_echo_outstanding', '_ended',
         '_events', '_framer', '_last_rx', '_next_serial', '_out', '_peer', '_pending_close', '_rng',
-        '_state', '_state_deadline', 'config', 'stats',
+        '_state', '_state_deadline', '_tokens', '_tokens_at', 'config', 'stats',
     )
 
     def __init__(
@@ -191,6 +191,8 @@ class ControlConnection:
         # Peer call IDs of the calls we disconnected last: their Call-Clear-Request may cross our
         # Call-Disconnect-Notify on the wire.  Made on first use (most connections never need it).
         self._ended: deque[int] | None = None
+        self._tokens = float(config.peer_message_burst)
+        self._tokens_at = now
         self._framer = ControlStreamFramer()
         self._out = bytearray()
         self._events: list[ControlEvent] = []
@@ -560,7 +562,29 @@ class ControlConnection:
 
     def _violation(self, reason: str, *, code: int | None, message_type: int | None) -> None:
         self.stats.protocol_errors += 1
-        self._push(ProtocolViolation(reason=reason, code=code, message_type=message_type))
+        if self._spend(self._last_rx):
+            self._push(ProtocolViolation(reason=reason, code=code, message_type=message_type))
+
+    def _spend(self, now: float) -> bool:
+        """Take a token for something the peer may repeat at will; False when over the rate
+        (then the caller drops it, and a peer that keeps on is cut off)."""
+        cfg = self.config
+        tokens = min(float(cfg.peer_message_burst),
+                     self._tokens + (now - self._tokens_at) * cfg.peer_message_rate)
+        self._tokens_at = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        stats = self.stats
+        stats.rate_limited += 1
+        if stats.rate_limited >= cfg.flood_limit and not self.closed:
+            reason = (f"peer floods us: {stats.rate_limited} messages over the rate of "
+                      f"{cfg.peer_message_rate:g} per second")
+            self._push(ProtocolViolation(reason=f"{reason}; closing", code=None, message_type=None))
+            self._close(CloseCause.PROTOCOL_ERROR, reason, code=None, initiated_by=Initiator.LOCAL,
+                        clean=False)
+        return False
 
     def _require_role(self, role: Role, what: str) -> None:
         if self.role is not role:
@@ -738,7 +762,8 @@ class ControlConnection:
             case StopControlConnectionReply():
                 self._on_stop_reply(msg)
             case EchoRequest():
-                self._on_echo_request(msg)
+                if self._spend(now):
+                    self._on_echo_request(msg)
             case EchoReply():
                 self._on_echo_reply(msg)
             case RawControlMessage():

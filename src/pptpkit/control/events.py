@@ -249,3 +249,4 @@ class ControlStats:
     events_dropped: int = 0
     bytes_ignored: int = 0
     crossed_clears: int = 0
+    rate_limited: int = 0

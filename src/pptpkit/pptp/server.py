@@ -205,6 +205,8 @@ class _Conn:
     driver: EngineDriver[ControlConnection] | None = None
     calls: dict[int, ServerCall] = field(default_factory=dict)
     refused: bool = False
+    #: The peer decides how many violations it commits: one line per interval for them.
+    violation_log: LogThrottle = field(default_factory=LogThrottle)
 
 
 class PptpServer:
@@ -393,7 +395,10 @@ class PptpServer:
                 log.info("control connection from %s closed (%s): %s", conn.peer_address,
                          event.cause.value, event.reason)
         elif isinstance(event, ProtocolViolation):
-            log.warning("protocol violation by %s: %s", conn.peer_address, event.reason)
+            left_out = conn.violation_log(asyncio.get_running_loop().time())
+            if left_out is not None:
+                log.warning("protocol violation by %s: %s%s", conn.peer_address, event.reason,
+                            left_out_text(left_out))
 
     # -- calls ------------------------------------------------------------------------------------
 

@@ -563,3 +563,60 @@ def test_forged_gre_does_not_desynchronise_a_live_session(lab: NetnsLab, tmp_pat
 
     run_in(cli, main)
     assert "Traceback" not in server.log()
+
+
+def test_a_control_flood_costs_bounded_work_and_log(lab: NetnsLab, tmp_path: Path) -> None:
+    """An unauthenticated control connection sends Echo-Requests and unknown messages as fast as
+    it can (it used to write 26 MiB of log in 8 s and halve a live session's pings): the server
+    answers at a fixed rate, logs a few lines, closes the flooder, and the session keeps going."""
+    from pptpkit.control import ControlConfig, ControlConnection, Role
+    from pptpkit.control.messages import EchoRequest
+
+    require_binary("ping")
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "-v")
+
+    async def main() -> None:
+        alice = await connect("alice", "alice pw", tun="pka%d")
+        pinger = await asyncio.create_subprocess_exec(
+            "ping", "-n", "-q", "-c", "40", "-i", "0.1", "-W", "1", LOCAL_IP,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        reader, writer = await asyncio.open_connection(SERVER, 1723)
+        engine = ControlConnection(ControlConfig(role=Role.CLIENT), now=0.0)
+        writer.write(engine.data_to_send())  # a proper start, then the flood
+        unknown = b"\x00\x0c\x00\x01\x1a\x2b\x3c\x4d\x00\x63\x00\x00"
+        burst = (EchoRequest(identifier=1).encode() + unknown) * 500
+        log_before = len(server.log())
+        sent = 0
+        closed_by_server = False
+        try:
+            for _ in range(200):
+                writer.write(burst)
+                await writer.drain()
+                sent += 1
+                if reader.at_eof():
+                    break
+                await asyncio.sleep(0.01)
+        except (ConnectionResetError, BrokenPipeError):
+            closed_by_server = True
+        try:
+            while await asyncio.wait_for(reader.read(65536), 5):
+                pass
+            closed_by_server = True
+        except OSError:  # reset, broken pipe: the server hung up on us
+            closed_by_server = True
+        except TimeoutError:
+            pass
+        writer.close()
+        out, _ = await pinger.communicate()
+        text = out.decode()
+        received = int(text.split(" received")[0].rsplit(" ", 1)[-1])
+        assert received >= 38, text  # it used to lose half of them
+        assert closed_by_server
+        await server.await_log("peer floods us")
+        grown = len(server.log()) - log_before
+        assert grown < 20_000, f"{grown} bytes of log for one flooder"
+        await alice.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()

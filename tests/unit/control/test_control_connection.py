@@ -746,8 +746,14 @@ def test_byte_at_a_time_delivery() -> None:
     assert client.state is server.state is ConnectionState.ESTABLISHED
 
 
+def _unlimited() -> ControlConfig:
+    """A server that answers any number of Echo-Requests (to test the byte-level caps alone)."""
+    return ControlConfig(role=Role.SERVER, peer_message_rate=1e9, peer_message_burst=10**6,
+                         flood_limit=10**6)
+
+
 def test_large_input_is_processed_in_slices() -> None:
-    link = Link().up()
+    link = Link(server_config=_unlimited()).up()
     burst = EchoRequest(identifier=1).encode() * 5000  # 80 kB in one read
     link.server.receive_data(burst, link.now)
     assert len(split_messages(link.server.data_to_send())) == 5000
@@ -755,7 +761,7 @@ def test_large_input_is_processed_in_slices() -> None:
 
 
 def test_answer_backlog_is_capped() -> None:
-    link = Link().up()
+    link = Link(server_config=_unlimited()).up()
     flood = EchoRequest(identifier=1).encode() * (MAX_PENDING_OUTPUT // 20 + 100)
     link.server.receive_data(flood, link.now)  # the adapter never drains in between
     assert link.server.closed
@@ -765,7 +771,7 @@ def test_answer_backlog_is_capped() -> None:
 
 
 def test_event_queue_is_capped() -> None:
-    link = Link().up()
+    link = Link(server_config=_unlimited()).up()
     unknown = b"\x00\x0c\x00\x01\x1a\x2b\x3c\x4d\x00\x63\x00\x00"
     link.server.receive_data(unknown * (MAX_PENDING_EVENTS + 10), link.now)
     assert link.server.stats.events_dropped == 10
@@ -822,3 +828,38 @@ def test_a_clear_crossing_our_disconnect_is_not_a_violation() -> None:
     # A clear for a call that never existed still is one.
     link.server.receive_data(CallClearRequest(call_id=4242).encode(), link.now)
     assert [v.code for v in of_type(drain(link.server), ProtocolViolation)] == [GeneralError.BAD_CALL_ID]
+
+
+def test_an_echo_flood_is_answered_only_at_the_configured_rate() -> None:
+    cfg = ControlConfig(role=Role.SERVER, peer_message_rate=10.0, peer_message_burst=20, flood_limit=10**6)
+    link = Link(server_config=cfg).up()
+    link.server.data_to_send()
+    echo = EchoRequest(identifier=7).encode()
+    link.server.receive_data(echo * 1000, link.now)
+    assert len(split_messages(link.server.data_to_send())) == 20  # the burst
+    # One second later: ten more tokens.
+    link.server.receive_data(echo * 1000, link.now + 1.0)
+    assert len(split_messages(link.server.data_to_send())) == 10
+    assert link.server.stats.rate_limited == 1970 and not link.server.closed
+
+
+def test_unknown_messages_cost_bounded_events_and_a_flood_closes() -> None:
+    cfg = ControlConfig(role=Role.SERVER, peer_message_rate=10.0, peer_message_burst=20, flood_limit=500)
+    link = Link(server_config=cfg).up()
+    drain(link.server)
+    unknown = b"\x00\x0c\x00\x01\x1a\x2b\x3c\x4d\x00\x63\x00\x00"
+    link.server.receive_data(unknown * 400, link.now)
+    violations = of_type(drain(link.server), ProtocolViolation)
+    assert len(violations) == 20 and not link.server.closed
+    link.server.receive_data(unknown * 400, link.now)
+    events = drain(link.server)
+    assert link.server.closed
+    event = closed_event(events)
+    assert event.cause is CloseCause.PROTOCOL_ERROR and "floods us" in event.reason
+
+
+def test_a_peer_at_a_sane_rate_is_never_limited() -> None:
+    link = Link().up()
+    for i in range(600):  # one Echo-Request a second for ten minutes
+        link.server.receive_data(EchoRequest(identifier=i).encode(), link.now + i)
+    assert link.server.stats.rate_limited == 0

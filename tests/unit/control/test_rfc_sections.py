@@ -36,10 +36,10 @@ def _handlers() -> dict[str, str]:
             if not isinstance(cls, ast.Name):
                 continue
             for stmt in node.body:
-                call = stmt.value if isinstance(stmt, ast.Expr) else None
-                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                        and call.func.attr.startswith("_on_")):
-                    found[cls.id] = call.func.attr
+                for call in ast.walk(stmt):
+                    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                            and call.func.attr.startswith("_on_")):
+                        found[cls.id] = call.func.attr
     return found
 
 
