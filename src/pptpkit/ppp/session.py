@@ -27,21 +27,13 @@ from pptpkit.auth.methods import PROTO_CHAP, PROTO_EAP, PROTO_PAP, AuthMethod
 from pptpkit.auth.secrets import AddressPolicy
 from pptpkit.crypto.mppe import (
     MPPE_OVERHEAD,
-    MppeConfig,
-    MppeDecryptor,
-    MppeEncryptor,
     MppeStats,
-    mschapv1_start_key_from_hash,
-    mschapv2_start_keys,
 )
-from pptpkit.crypto.mschap import hash_nt_password_hash
 from pptpkit.errors import DecodeError
 from pptpkit.ppp.ccp import (
     CcpConfig,
     CcpEngine,
-    CcpResult,
     MppeFailed,
-    MppeParams,
     ResetAcked,
     ResetRequested,
 )
@@ -66,6 +58,7 @@ from pptpkit.ppp.lcp import (
     LoopbackDetected,
     ProtocolRejected,
 )
+from pptpkit.ppp.mppe import MppeChannel
 from pptpkit.ppp.packet import Code
 from pptpkit.ppp.protocols import PppProtocol, is_network_control
 from pptpkit.ppp.session_config import (
@@ -167,11 +160,11 @@ class PppSession:
 
     __slots__ = (
         '_addresses', '_auth_method', '_auth_peer_engine', '_auth_pending', '_authenticator', '_ccp',
-        '_ccp_settled', '_ctl_acfc', '_decryptor', '_encryptor', '_events', '_finished', '_ipcp',
+        '_ccp_settled', '_ctl_acfc', '_events', '_finished', '_ipcp',
         '_ipv6_up', '_ipv6cp', '_keys', '_keys_are_server', '_last_data', '_lcp', '_link_up_sent',
-        '_mppe_required', '_mppe_text', '_ncp_early', '_ncps_gone', '_ncps_held', '_network_reached',
+        '_mppe', '_mppe_required', '_ncp_early', '_ncps_gone', '_ncps_held', '_network_reached',
         '_now', '_opened',
-        '_out', '_outcome', '_phase', '_reason', '_reset_deadline', '_reset_id', '_reset_tries', '_rx4',
+        '_out', '_outcome', '_phase', '_reason', '_rx4',
         '_rx6', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'stats',
     )
 
@@ -208,12 +201,8 @@ class PppSession:
         self._ncp_early: list[tuple[int, bytes]] | None = None
         # A tuple: at most two protocols ever go in, and an empty tuple is shared.
         self._ncps_gone: tuple[int, ...] = ()
-        self._encryptor: MppeEncryptor | None = None
-        self._decryptor: MppeDecryptor | None = None
-        self._mppe_text = "none"
-        self._reset_deadline: float | None = None
-        self._reset_tries = 0
-        self._reset_id: int | None = None
+        # The MPPE sub-engine of the current CCP incarnation (None: no MPPE).
+        self._mppe: MppeChannel | None = None
         self._link_up_sent = False
         self._ipv6_up = False
         self._last_data = now
@@ -248,13 +237,18 @@ class PppSession:
     @property
     def mppe_stats(self) -> tuple[MppeStats | None, MppeStats | None]:
         """``(tx, rx)`` MPPE counters of the current CCP incarnation (None: no MPPE that way)."""
-        enc, dec = self._encryptor, self._decryptor
-        return (enc.stats if enc is not None else None, dec.stats if dec is not None else None)
+        mppe = self._mppe
+        return mppe.stats if mppe is not None else (None, None)
+
+    @property
+    def mppe_channel(self) -> MppeChannel | None:
+        """The MPPE sub-engine of the current CCP incarnation (None: no MPPE)."""
+        return self._mppe
 
     @property
     def mppe(self) -> str:
         """The MPPE in force, e.g. ``"MPPE 128-bit stateless"``, or ``"none"``."""
-        return self._mppe_text
+        return self._mppe.text if self._mppe is not None else "none"
 
     def open(self, now: float) -> None:
         """The lower layer (the PPTP call) is up: start LCP (we speak first, as pptpd wants)."""
@@ -307,15 +301,14 @@ class PppSession:
             stats.dropped["malformed_frame"] += 1
             return None
         if protocol == _MPPE:
-            dec = self._decryptor
-            if dec is None:
+            mppe = self._mppe
+            if mppe is None:
                 stats.dropped["mppe_not_negotiated"] += 1
                 return None
-            result = dec.decrypt(info)
-            if dec.reset_requested:
-                self._send_reset_request(now)
+            result = mppe.unseal(info, now)
             if result is None:
-                stats.dropped["mppe_" + (dec.last_drop.name.lower() if dec.last_drop else "drop")] += 1
+                # A lost packet may have queued a CCP Reset-Request: collect it now.
+                self._collect()
                 return None
             protocol, payload = result
             if (protocol == _IP and self._rx4) or (protocol == _IPV6 and self._rx6):
@@ -364,7 +357,8 @@ class PppSession:
         self._last_data = now
         stats.tx_packets += 1
         stats.tx_packet_octets += len(packet)
-        enc = self._encryptor
+        mppe = self._mppe
+        enc = mppe.encryptor if mppe is not None else None
         frame = enc.encrypt_frame(header, protocol, packet) if enc is not None else header + packet
         stats.tx_frames += 1
         stats.tx_octets += len(frame)
@@ -389,7 +383,8 @@ class PppSession:
             t = engine.get_timer()
             if t is not None and (best is None or t < best):
                 best = t
-        for t in (self._reset_deadline, self._idle_deadline()):
+        reset = self._mppe.reset_deadline if self._mppe is not None else None
+        for t in (reset, self._idle_deadline()):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -405,8 +400,8 @@ class PppSession:
                 self._process(now)
                 if self._finished:
                     return
-        if self._reset_deadline is not None and now >= self._reset_deadline:
-            self._reset_timeout(now)
+        if self._mppe is not None:
+            self._mppe.handle_timer(now)
         idle = self._idle_deadline()
         if idle is not None and now >= idle:
             self._terminate(Outcome.IDLE_TIMEOUT, "Link inactive", now)
@@ -756,22 +751,18 @@ class PppSession:
             self._terminate(Outcome.MPPE_REFUSED, REASON_MPPE_REFUSED, now)
             return
         if isinstance(event, ResetRequested):
-            if self._encryptor is not None:
-                self._encryptor.reset()
-            # RFC 3078 says MPPE needs no Reset-Ack, but RFC 1962 has the receiver of a
-            # Reset-Request answer one, and pppd both sends it and waits for it.
-            assert self._ccp is not None
-            self._ccp.send_reset_ack(event.identifier)
+            if self._mppe is not None:
+                self._mppe.peer_asked_reset(event.identifier)
+            elif self._ccp is not None:
+                self._ccp.send_reset_ack(event.identifier)
             return
         if isinstance(event, ResetAcked):
-            if self._reset_id is not None and event.identifier == self._reset_id:
-                self._reset_deadline = None
-                self._reset_id = None
+            if self._mppe is not None:
+                self._mppe.peer_acked_reset(event.identifier)
             return
         if isinstance(event, CodeRejected):
-            if ncp is self._ccp and event.code == Code.RESET_REQUEST:
-                self._reset_deadline = None
-                self._reset_id = None
+            if ncp is self._ccp and event.code == Code.RESET_REQUEST and self._mppe is not None:
+                self._mppe.peer_rejected_reset()
             return
         if isinstance(event, LayerUp):
             if ncp is self._ccp:
@@ -877,86 +868,18 @@ class PppSession:
 
     # --- MPPE --------------------------------------------------------------------------------------
 
-    def _start_keys(self, params: MppeParams) -> tuple[bytes, bytes]:
-        keys = self._keys
-        assert keys is not None
-        if isinstance(keys, MsChapV2Keys):
-            return mschapv2_start_keys(
-                hash_nt_password_hash(keys.nt_password_hash),
-                keys.nt_response,
-                is_server=self._keys_are_server,
-                key_bits=params.key_bits,
-            )
-        key = mschapv1_start_key_from_hash(keys.nt_password_hash, keys.challenge, params.key_bits)
-        return key, key
-
     def _ccp_opened(self) -> None:
         ccp = self._ccp
         assert ccp is not None
-        result: CcpResult | None = ccp.result
         self._ccp_settled = True
         self._mppe_off()
-        if result is None or self._keys is None:
+        if ccp.result is None or self._keys is None:
             return
-        rekey = self.config.mppe.flushed_means_rekey
-        if result.tx is not None:
-            send_key = self._start_keys(result.tx)[0]
-            self._encryptor = MppeEncryptor(
-                MppeConfig(
-                    start_key=send_key,
-                    key_bits=result.tx.key_bits,
-                    stateless=result.tx.stateless,
-                    flushed_means_rekey=rekey,
-                )
-            )
-        if result.rx is not None:
-            recv_key = self._start_keys(result.rx)[1]
-            self._decryptor = MppeDecryptor(
-                MppeConfig(
-                    start_key=recv_key,
-                    key_bits=result.rx.key_bits,
-                    stateless=result.rx.stateless,
-                    flushed_means_rekey=rekey,
-                )
-            )
-        self._mppe_text = _describe(result)
+        self._mppe = MppeChannel.start(ccp, self.config.mppe, self._keys, is_server=self._keys_are_server,
+                                       dropped=self.stats.dropped)
 
     def _mppe_off(self) -> None:
-        self._encryptor = None
-        self._decryptor = None
-        self._mppe_text = "none"
-        self._reset_deadline = None
-        self._reset_id = None
-        self._reset_tries = 0
-
-    def _send_reset_request(self, now: float) -> None:
-        dec = self._decryptor
-        if dec is None or not dec.take_reset_request() or self._ccp is None:
-            return
-        if self._reset_deadline is not None:
-            # One is already on its way; the retransmission timer covers this loss too.
-            return
-        self._reset_tries = 0
-        self._transmit_reset(now)
-        self._collect()
-
-    def _transmit_reset(self, now: float) -> None:
-        assert self._ccp is not None
-        self._reset_id = self._ccp.send_reset_request()
-        self._reset_tries += 1
-        self._reset_deadline = now + self.config.mppe.reset_interval if self._reset_id is not None else None
-
-    def _reset_timeout(self, now: float) -> None:
-        self._reset_deadline = None
-        dec = self._decryptor
-        if dec is None or self._ccp is None or not dec.discarding:
-            self._reset_id = None
-            return
-        if self._reset_tries >= self.config.mppe.reset_max:
-            self.stats.dropped["mppe_reset_gave_up"] += 1
-            self._reset_id = None
-            return
-        self._transmit_reset(now)
+        self._mppe = None
 
     # --- data path ---------------------------------------------------------------------------------
 
@@ -966,14 +889,15 @@ class PppSession:
         in_network = self._phase is Phase.NETWORK and result is not None and self._outcome is None
         ipcp_open = in_network and self._ipcp is not None and self._ipcp.is_open
         ipv6_open = in_network and self._ipv6cp is not None and self._ipv6cp.is_open
-        self._rx_clear = self._decryptor is None and not self._mppe_required
+        mppe = self._mppe
+        self._rx_clear = (mppe is None or mppe.decryptor is None) and not self._mppe_required
         self._rx4 = ipcp_open
         self._rx6 = ipv6_open
         if result is None or not self._link_up_ready():
             self._tx4 = self._tx6 = None
             return
         acfc, pfc = result.peer_acfc, result.peer_pfc
-        if self._encryptor is not None:
+        if mppe is not None and mppe.encryptor is not None:
             # Encrypted frames all travel as protocol 0x00FD; the real protocol is inside.
             self._tx4 = frame_header(_MPPE, acfc=acfc, pfc=pfc) if ipcp_open else None
             self._tx6 = frame_header(_MPPE, acfc=acfc, pfc=pfc) if ipv6_open else None
@@ -985,7 +909,8 @@ class PppSession:
         if not self._ccp_settled:
             return False
         if self._mppe_required:
-            return self._encryptor is not None and self._decryptor is not None
+            mppe = self._mppe
+            return mppe is not None and mppe.encryptor is not None and mppe.decryptor is not None
         return True
 
     def _maybe_link_up(self) -> None:
@@ -1000,7 +925,7 @@ class PppSession:
         lcp = self._lcp.result
         assert lcp is not None and ip is not None
         mtu = min(lcp.peer_mru, lcp.local_mru)
-        if self._encryptor is not None:
+        if self._mppe is not None and self._mppe.encryptor is not None:
             mtu -= MPPE_OVERHEAD
         self._link_up_sent = True
         self._emit(
@@ -1012,7 +937,7 @@ class PppSession:
                 local_ipv6_id=v6.local_id if v6 else None,
                 peer_ipv6_id=v6.peer_id if v6 else None,
                 mtu=mtu,
-                mppe=self._mppe_text,
+                mppe=self.mppe,
                 auth_method=self._auth_method,
                 username=self._username,
             )
@@ -1053,19 +978,6 @@ class PppSession:
         peer_after_up = outcome is Outcome.PEER_TERMINATED and self._network_reached
         status = 0 if peer_after_up else outcome.exit_status
         self._emit(LinkDown(outcome=outcome, reason=reason, exit_status=status))
-
-
-def _describe(result: CcpResult) -> str:
-    def one(p: MppeParams) -> str:
-        return f"MPPE {p.key_bits}-bit {'stateless' if p.stateless else 'stateful'}"
-
-    rx, tx = result.rx, result.tx
-    if rx is None and tx is None:
-        return "none"
-    if rx == tx:
-        assert rx is not None
-        return one(rx)
-    return f"send {one(tx) if tx else 'none'}, receive {one(rx) if rx else 'none'}"
 
 
 def _name(protocol: int) -> str:
