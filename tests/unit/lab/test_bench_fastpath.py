@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -10,7 +11,7 @@ from Crypto.Cipher import ARC4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.crypto import mppe
+from pptpkit.crypto import mppe, rc4
 from pptpkit.lab.bench.agent import probe_packet, session_config
 from pptpkit.lab.bench.relay import FrameCounter, frame_stream, ppp_frame
 from pptpkit.lab.bench.report import to_json, to_table
@@ -19,11 +20,11 @@ from pptpkit.ppp import hdlc
 from pptpkit.ppp.session_config import SessionRole
 
 
-@pytest.mark.skipif(mppe.RC4_BACKEND != "openssl", reason="libcrypto RC4 not available")
+@pytest.mark.skipif(rc4.RC4_BACKEND != "openssl", reason="libcrypto RC4 not available")
 @settings(max_examples=200, deadline=None)
 @given(key=st.binary(min_size=5, max_size=16), chunks=st.lists(st.binary(max_size=3000), max_size=5))
 def test_openssl_rc4_matches_pycryptodome(key: bytes, chunks: list[bytes]) -> None:
-    fast = mppe._OpenSslRc4()
+    fast = rc4.OpenSslRc4()
     fast.set_key(key)
     ref = ARC4.new(key)
     for chunk in chunks:
@@ -37,10 +38,9 @@ def test_both_rc4_backends_produce_the_same_mppe_stream(payloads: list[bytes], s
     key = bytes(range(16))
     cfg = mppe.MppeConfig(start_key=key, stateless=stateless)
     enc_default = mppe.MppeEncryptor(cfg)
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(mppe, "_new_rc4", mppe._PyCryptodomeRc4)
-        enc_ref = mppe.MppeEncryptor(cfg)
-        dec_ref = mppe.MppeDecryptor(cfg)
+    ref_cfg = dataclasses.replace(cfg, rc4=rc4.PyCryptodomeRc4)
+    enc_ref = mppe.MppeEncryptor(ref_cfg)
+    dec_ref = mppe.MppeDecryptor(ref_cfg)
     for payload in payloads:
         body = enc_default.encrypt(0x21, payload)
         assert body == enc_ref.encrypt(0x21, payload)

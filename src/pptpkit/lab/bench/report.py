@@ -8,7 +8,7 @@ import platform
 import sys
 from typing import Any
 
-from pptpkit.crypto.mppe import RC4_BACKEND
+from pptpkit.crypto.rc4 import RC4_BACKEND
 from pptpkit.errors import ConfigError
 from pptpkit.io.loop import loop_kind
 from pptpkit.lab.bench.runner import Report

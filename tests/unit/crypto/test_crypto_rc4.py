@@ -1,28 +1,31 @@
-"""The whole-packet RC4 operations of both backends, and ``encrypt_frame``."""
+"""RC4 behind its interface: RFC 6229's keystream in every backend, the whole-packet
+operations of both backends against pycryptodome, and MPPE's ``encrypt_frame``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from Crypto.Cipher import ARC4
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pptpkit.crypto import mppe
+from pptpkit.crypto import mppe, rc4
 
-BACKENDS = [mppe._PyCryptodomeRc4] + ([mppe._OpenSslRc4] if mppe.RC4_BACKEND == "openssl" else [])
+BACKENDS = list(rc4.BACKENDS.values())
 
 
 def test_openssl_backend_is_in_use_when_libcrypto_has_rc4() -> None:
-    if mppe._libcrypto is None:
+    if rc4._libcrypto is None:
         pytest.skip("no libcrypto")
-    assert mppe.RC4_BACKEND == "openssl"
+    assert rc4.RC4_BACKEND == "openssl"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=200, deadline=None)
 @given(key=st.binary(min_size=5, max_size=16), prefix=st.binary(max_size=20),
        head=st.integers(0, 0xFFFF), protocol=st.integers(0, 0xFF), payload=st.binary(max_size=5000))
-def test_seal_unseal_next_key(backend: type[mppe._Rc4], key: bytes, prefix: bytes, head: int, protocol: int,
+def test_seal_unseal_next_key(backend: rc4.Rc4Factory, key: bytes, prefix: bytes, head: int, protocol: int,
                               payload: bytes) -> None:
     rc4 = backend()
     rc4.set_key(key)
@@ -43,7 +46,7 @@ def test_seal_unseal_next_key(backend: type[mppe._Rc4], key: bytes, prefix: byte
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_seal_continues_the_stream_and_buffers_grow(backend: type[mppe._Rc4]) -> None:
+def test_seal_continues_the_stream_and_buffers_grow(backend: rc4.Rc4Factory) -> None:
     rc4 = backend()
     rc4.set_key(b"k" * 16)
     ref = ARC4.new(b"k" * 16)
@@ -67,7 +70,7 @@ def test_encrypt_frame_is_prefix_plus_encrypt(payloads: list[bytes], stateless: 
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_threads_do_not_share_scratch_results(backend: type[mppe._Rc4]) -> None:
+def test_threads_do_not_share_scratch_results(backend: rc4.Rc4Factory) -> None:
     """The working buffer is shared by every session of a thread; ctypes drops the GIL during
     RC4, so two threads sealing at once must still each get their own, exact results."""
     import threading
@@ -103,9 +106,38 @@ def test_threads_do_not_share_scratch_results(backend: type[mppe._Rc4]) -> None:
 
 def test_idle_transforms_hold_no_packet_buffer() -> None:
     """Sessions share the per-thread scratch: a transform keeps only its RC4 state."""
-    if mppe.RC4_BACKEND != "openssl":
+    if rc4.RC4_BACKEND != "openssl":
         pytest.skip("libcrypto backend not in use")
-    rc4 = mppe._OpenSslRc4()
-    rc4.set_key(bytes(16))
-    rc4.seal(b"", 0x9000, 0x21, bytes(1400))
-    assert mppe._OpenSslRc4.__slots__ == ("_ks",)
+    cipher = rc4.OpenSslRc4()
+    cipher.set_key(bytes(16))
+    cipher.seal(b"", 0x9000, 0x21, bytes(1400))
+    assert rc4.OpenSslRc4.__slots__ == ("_ks",)
+
+
+def _rfc6229() -> list[tuple[bytes, int, bytes]]:
+    path = Path(__file__).resolve().parents[2] / "vectors" / "rfc6229_rc4.txt"
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, offset, stream = line.split()
+            out.append((bytes.fromhex(key), int(offset), bytes.fromhex(stream)))
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("key", "offset", "stream"), _rfc6229())
+def test_rfc6229_keystream(backend: rc4.Rc4Factory, key: bytes, offset: int, stream: bytes) -> None:
+    cipher = backend()
+    cipher.set_key(key)
+    if offset:
+        cipher.crypt(bytes(offset))  # the stream continues across calls
+    assert cipher.crypt(bytes(len(stream))) == stream
+
+
+def test_mppe_can_be_given_a_backend() -> None:
+    """The transform knows only the interface: any backend gives the same stream."""
+    bodies = set()
+    for backend in BACKENDS:
+        enc = mppe.MppeEncryptor(mppe.MppeConfig(start_key=bytes(range(16)), rc4=backend))
+        bodies.add(enc.encrypt(0x21, b"\x45" + bytes(40)))
+    assert len(bodies) == 1
