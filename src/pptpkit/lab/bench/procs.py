@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from pptpkit.lab.netns import enter
 
-__all__ = ["Agent", "AgentError", "Command", "ProcessSample", "sample_process"]
+__all__ = ["Agent", "AgentError", "Command", "JsonLineProcess", "ProcessSample", "sample_process"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -27,106 +27,22 @@ class AgentError(RuntimeError):
     """An agent failed, exited or did not answer in time (its stderr tail is in the message)."""
 
 
-class Agent:
-    """``python -m pptpkit.lab.bench.agent ARGS``: events read as JSON lines, stopped by stdin EOF."""
+class JsonLineProcess:
+    """A child process whose stdout is JSON lines, each stamped with ``time.monotonic()`` as it is
+    read by a thread of its own; its stderr kept in a temporary file for error messages."""
 
-    def __init__(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, argv: Sequence[str], *, stdin: int, env: dict[str, str] | None,
+                 netns: str | None = None) -> None:
         self.name = name
-        # Kept open for the agent's lifetime (its stderr), closed in kill().
+        # Kept open for the process's lifetime, closed in kill().
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pptpkit.lab.bench.agent", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            start_new_session=True, env={**os.environ, **env} if env else None,
-        )
-        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with contextlib.suppress(ValueError):
-                self._events.put(json.loads(line))
-        self._events.put(None)
-
-    def stderr_tail(self, limit: int = 3000) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-limit:]
-
-    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                raise AgentError(f"{self.name}: no {name!r} within {timeout:.0f}s\n{self.stderr_tail()}")
-            try:
-                event = self._events.get(timeout=left)
-            except queue.Empty:
-                continue
-            if event is None:
-                raise AgentError(f"{self.name}: exited ({self.proc.poll()}) before {name!r}\n"
-                                 f"{self.stderr_tail()}")
-            if event.get("event") == "error":
-                raise AgentError(f"{self.name}: {event.get('error')}\n{self.stderr_tail()}")
-            if event.get("event") == name:
-                return event
-
-    def tell_stop(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-
-    def stop(self, event: str | None = "stats", timeout: float = 30.0) -> dict[str, Any] | None:
-        """Close stdin, wait for its final ``event`` line and its exit; kill it if it hangs."""
-        self.tell_stop()
-        result = None
-        try:
-            if event is not None:
-                result = self.wait_event(event, timeout)
-            self.proc.wait(timeout=timeout)
-        except (AgentError, subprocess.TimeoutExpired):
-            self.kill()
-            raise
-        return result
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
-        self._stderr.close()
-
-    def __enter__(self) -> Agent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
-
-
-class Command:
-    """A real ``pptpkit`` command started in namespace ``netns`` as a user would start it, its
-    JSON-line events stamped with ``time.monotonic()`` as they are read.
-
-    ``started`` is taken just before the fork, so ``stamp - started`` includes the fork, the
-    interpreter's start-up and the imports: what the user waits for.
-    """
-
-    def __init__(self, name: str, netns: str, argv: Sequence[str], *,
-                 env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        #: Taken just before the fork: ``stamp - started`` includes the interpreter's start-up.
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
+            list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=self._stderr,
             # setns in the child, not ``ip netns exec``: no extra exec in the measured time.
-            preexec_fn=lambda: enter(netns), start_new_session=True,
-            env={**os.environ, **env} if env else None,
+            preexec_fn=(lambda: enter(netns)) if netns is not None else None,
+            start_new_session=True, env={**os.environ, **env} if env else None,
         )
         self._events: queue.Queue[tuple[float, dict[str, Any]] | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -147,11 +63,14 @@ class Command:
         self._events.put(None)
 
     def stderr_tail(self, limit: int = 3000) -> str:
+        if self._stderr.closed:
+            return ""
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-limit:]
 
-    def wait_event(self, name: str, timeout: float) -> tuple[float, dict[str, Any]]:
-        """The first ``name`` event and when it was read; :class:`AgentError` on exit or timeout."""
+    def wait_stamped(self, name: str, timeout: float) -> tuple[float, dict[str, Any]]:
+        """The first ``name`` event and when it was read; :class:`AgentError` when the process
+        reports an error, exits first, or says nothing in time."""
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
@@ -165,8 +84,67 @@ class Command:
                 self.proc.wait()
                 raise AgentError(f"{self.name}: exited ({self.proc.returncode}) before {name!r}\n"
                                  f"{self.stderr_tail()}")
-            if item[1].get("event") == name:
+            event = item[1]
+            if event.get("event") == "error":
+                raise AgentError(f"{self.name}: {event.get('error')}\n{self.stderr_tail()}")
+            if event.get("event") == name:
                 return item
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+        self._stderr.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class Agent(JsonLineProcess):
+    """``python -m pptpkit.lab.bench.agent ARGS``: events read as JSON lines, stopped by stdin EOF."""
+
+    def __init__(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+        super().__init__(name, [sys.executable, "-m", "pptpkit.lab.bench.agent", *args],
+                         stdin=subprocess.PIPE, env=env)
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
+        return self.wait_stamped(name, timeout)[1]
+
+    def tell_stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+
+    def stop(self, event: str | None = "stats", timeout: float = 30.0) -> dict[str, Any] | None:
+        """Close stdin, wait for its final ``event`` line and its exit; kill it if it hangs."""
+        self.tell_stop()
+        result = None
+        try:
+            if event is not None:
+                result = self.wait_event(event, timeout)
+            self.proc.wait(timeout=timeout)
+        except (AgentError, subprocess.TimeoutExpired):
+            self.kill()
+            raise
+        return result
+
+    def __enter__(self) -> Agent:
+        return self
+
+
+class Command(JsonLineProcess):
+    """A real ``pptpkit`` command started in namespace ``netns`` as a user would start it, its
+    JSON-line events stamped as they are read (see :attr:`JsonLineProcess.started`)."""
+
+    def __init__(self, name: str, netns: str, argv: Sequence[str], *,
+                 env: dict[str, str] | None = None) -> None:
+        super().__init__(name, argv, stdin=subprocess.DEVNULL, env=env, netns=netns)
+
+    def wait_event(self, name: str, timeout: float) -> tuple[float, dict[str, Any]]:
+        """The first ``name`` event and when it was read."""
+        return self.wait_stamped(name, timeout)
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, as a user's Ctrl-C or service stop would; its exit status (killed if it hangs)."""
@@ -176,23 +154,12 @@ class Command:
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            tail = self.stderr_tail()
             self.kill()
-            raise AgentError(f"{self.name}: still running {timeout:.0f}s after SIGTERM\n"
-                             f"{self.stderr_tail()}") from None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=10)
+            raise AgentError(f"{self.name}: still running {timeout:.0f}s after SIGTERM\n{tail}") from None
 
     def __enter__(self) -> Command:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
-        self._stderr.close()
 
 
 @dataclass(frozen=True, slots=True)
