@@ -28,14 +28,16 @@ class AgentError(RuntimeError):
 
 
 class Agent:
-    """``python -m pptpkit.lab.bench.agent ARGS``: events read as JSON lines, stopped by stdin EOF."""
+    """``python -m MODULE ARGS`` (default :mod:`pptpkit.lab.bench.agent`): events read as JSON
+    lines, stopped by stdin EOF."""
 
-    def __init__(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None,
+                 module: str = "pptpkit.lab.bench.agent") -> None:
         self.name = name
         # Kept open for the agent's lifetime (its stderr), closed in kill().
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pptpkit.lab.bench.agent", *args],
+            [sys.executable, "-m", module, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             start_new_session=True, env={**os.environ, **env} if env else None,
         )
@@ -75,6 +77,12 @@ class Agent:
                 raise AgentError(f"{self.name}: {event.get('error')}\n{self.stderr_tail()}")
             if event.get("event") == name:
                 return event
+
+    def send(self, line: str) -> None:
+        """One command line on the agent's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
 
     def tell_stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -167,6 +175,27 @@ class Command:
                                  f"{self.stderr_tail()}")
             if item[1].get("event") == name:
                 return item
+
+    def drain(self) -> list[tuple[float, dict[str, Any]]]:
+        """Every event read so far and not yet taken, with when it was read."""
+        items: list[tuple[float, dict[str, Any]]] = []
+        while True:
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return items
+            if item is None:
+                self._events.put(None)  # keep the end marker for wait_event
+                return items
+            items.append(item)
+
+    def stderr_size(self) -> int:
+        """Octets written to stderr so far (the log of a server)."""
+        return os.fstat(self._stderr.fileno()).st_size
+
+    def stderr_lines(self) -> int:
+        self._stderr.seek(0)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: self._stderr.read(1 << 20), b""))
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, as a user's Ctrl-C or service stop would; its exit status (killed if it hangs)."""
