@@ -1,4 +1,4 @@
-"""``pptpkit bench throughput|setup|scale``: the benchmarks, printed as a table or JSON."""
+"""``pptpkit bench throughput|setup|scale|soak``: the benchmarks, printed as a table or JSON."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _non_negative(text: str) -> int:
 
 def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     bench = sub.add_parser(
-        "bench", parents=[common], help="benchmarks: throughput, setup, scale (needs root)",
+        "bench", parents=[common], help="benchmarks: throughput, setup, scale, soak (needs root)",
         description="Benchmarks in two fresh network namespaces joined by a veth pair (TEST-NET "
                     "addresses), removed afterwards.  Prints a table, or JSON with --json.",
         epilog=exit_help("bench"), formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,6 +86,25 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     sc.add_argument("--parallel", type=_positive(int), default=100, metavar="N",
                     help="setups in flight at once while opening (default 100)")
 
+    sk = kinds.add_parser("soak", parents=[common_b],
+                          help="N sessions for M minutes through GRE loss, the real server restarted "
+                               "midway, a hostile peer flooding")
+    sk.add_argument("--sessions", type=_positive(int), default=500, metavar="N",
+                    help="library sessions in one client process (default 500; 20 with --short)")
+    sk.add_argument("--minutes", type=_positive(float), default=10.0, metavar="M",
+                    help="length of the soak after the sessions are up (default 10; 0.75 with --short)")
+    sk.add_argument("--loss", type=float, default=5.0, metavar="PCT",
+                    help="GRE loss on the path, each direction, in %% (default 5)")
+    sk.add_argument("--persist-clients", type=_non_negative, default=4, metavar="N",
+                    help="real 'pptpkit connect --persist' processes besides (default 4; 2 with --short)")
+    sk.add_argument("--probe-interval", type=_positive(float), default=2.0, metavar="S",
+                    help="seconds between two pings through each session (default 2)")
+    sk.add_argument("--flood-rate", type=_non_negative, default=2000, metavar="N",
+                    help="hostile control messages per second (Echo-Request, unknown types; default 2000)")
+    sk.add_argument("--gre-rate", type=_non_negative, default=1000, metavar="N",
+                    help="hostile forged GRE packets per second (default 1000; 0 = none)")
+    sk.add_argument("--pending-calls", type=_non_negative, default=16, metavar="N",
+                    help="hostile calls that never authenticate, held at once (default 16)")
 
     dp = kinds.add_parser("datapath", parents=[common_b],
                           help="the built-in server's cost per received packet, in process (no root)")
@@ -118,12 +137,44 @@ def _run_datapath(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_soak(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from pptpkit.lab.bench.report import to_json, to_table
+    from pptpkit.lab.bench.soak import POOL_SIZE, SoakPlan, run_soak
+
+    if os.geteuid() != 0:
+        return not_permitted("bench", "network namespaces, TUN and raw GRE sockets")
+    if not 0 <= args.loss <= 100:
+        print(f"pptpkit bench: --loss must be 0..100, not {args.loss}", file=sys.stderr)
+        return 2
+    command = "pptpkit " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
+    plan = SoakPlan(
+        sessions=min(args.sessions, 20) if args.short else args.sessions,
+        minutes=min(args.minutes, 0.75) if args.short else args.minutes,
+        loss=args.loss, persist_clients=min(args.persist_clients, 2) if args.short else args.persist_clients,
+        probe_interval=args.probe_interval, flood_rate=args.flood_rate, gre_rate=args.gre_rate,
+        pending_calls=args.pending_calls, mppe=args.mppe)
+    if plan.sessions + plan.persist_clients > POOL_SIZE:
+        print(f"pptpkit bench: --sessions + --persist-clients must be at most {POOL_SIZE} (the "
+              "TEST-NET address pool)", file=sys.stderr)
+        return 2
+
+    def progress(text: str) -> None:
+        if not args.json:
+            print(f"... {text}", file=sys.stderr, flush=True)
+
+    report = run_soak(plan, progress=progress, command=command)
+    print(to_json(report) if args.json else to_table(report))
+    return 0 if all(report.checks.values()) else 1
+
+
 def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     from pptpkit.lab.bench.report import to_json, to_table
     from pptpkit.lab.bench.runner import VmTarget, run_scale, run_setup, run_throughput
 
     if args.bench == "datapath":
         return _run_datapath(args)
+    if args.bench == "soak":
+        return _run_soak(args, argv)
     if os.geteuid() != 0:
         return not_permitted("bench", "network namespaces, TUN and raw GRE sockets")
     command = "pptpkit " + shlex.join(list(argv) if argv is not None else sys.argv[1:])

@@ -81,8 +81,8 @@ DEFAULT_BUILTIN_MRU: Final = 1400
 #: not done after this is not a client on a slow link but one holding a place.
 DEFAULT_AUTH_TIMEOUT: Final = 15.0
 #: Calls not authenticated yet, in all and from one address.
-DEFAULT_MAX_PREAUTH: Final = 64
-DEFAULT_MAX_PREAUTH_PER_SOURCE: Final = 4
+DEFAULT_MAX_PREAUTH: Final = 256
+DEFAULT_MAX_PREAUTH_PER_SOURCE: Final = 32
 
 
 def _default_mppe() -> MppePolicy:

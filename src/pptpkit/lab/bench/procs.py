@@ -90,6 +90,27 @@ class JsonLineProcess:
             if event.get("event") == name:
                 return item
 
+    def drain(self) -> list[tuple[float, dict[str, Any]]]:
+        """Every event read so far and not yet taken, with when it was read."""
+        items: list[tuple[float, dict[str, Any]]] = []
+        while True:
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                return items
+            if item is None:
+                self._events.put(None)  # keep the end marker for the waiters
+                return items
+            items.append(item)
+
+    def stderr_size(self) -> int:
+        """Octets written to stderr so far (the log of a server)."""
+        return os.fstat(self._stderr.fileno()).st_size
+
+    def stderr_lines(self) -> int:
+        self._stderr.seek(0)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: self._stderr.read(1 << 20), b""))
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -103,11 +124,18 @@ class JsonLineProcess:
 
 
 class Agent(JsonLineProcess):
-    """``python -m pptpkit.lab.bench.agent ARGS``: events read as JSON lines, stopped by stdin EOF."""
+    """``python -m MODULE ARGS`` (default :mod:`pptpkit.lab.bench.agent`): events read as JSON
+    lines, stopped by stdin EOF."""
 
-    def __init__(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None) -> None:
-        super().__init__(name, [sys.executable, "-m", "pptpkit.lab.bench.agent", *args],
-                         stdin=subprocess.PIPE, env=env)
+    def __init__(self, name: str, args: Sequence[str], *, env: dict[str, str] | None = None,
+                 module: str = "pptpkit.lab.bench.agent") -> None:
+        super().__init__(name, [sys.executable, "-m", module, *args], stdin=subprocess.PIPE, env=env)
+
+    def send(self, line: str) -> None:
+        """One command line on the agent's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
 
     def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
         return self.wait_stamped(name, timeout)[1]
