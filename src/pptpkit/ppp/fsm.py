@@ -420,6 +420,8 @@ class ControlProtocol(OptionHandler):
         self._now = now
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
+            if self._restart_count <= 0:
+                self.counters["timed_out"] += 1
             self._run(Event.TO_PLUS if self._restart_count > 0 else Event.TO_MINUS, now)
 
     def fail(self, event: NegotiationFailed) -> None:

@@ -824,7 +824,12 @@ class PppSession:
             self._ncps_gone += (ncp.protocol,)
         if ncp is self._ccp:
             if self._mppe_required and self._outcome is None:
-                self._terminate(Outcome.MPPE_REFUSED, "MPPE required but peer negotiation failed", now)
+                if ncp.counters["timed_out"] and not ncp.counters["rx_packets"]:
+                    # Not a refusal: nothing came back (a lossy path, a busy peer), which a
+                    # retry can mend; pppd reports it as a plain negotiation failure too.
+                    self._terminate(Outcome.NEGOTIATION_FAILED, "no answer to CCP Configure-Request", now)
+                else:
+                    self._terminate(Outcome.MPPE_REFUSED, "MPPE required but peer negotiation failed", now)
                 return
             self._ccp_settled = True
             self._maybe_link_up()

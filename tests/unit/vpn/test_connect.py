@@ -508,3 +508,17 @@ def test_up_event_carries_setup_ms() -> None:
     status = up_status(up, "pptp0", [], str(SERVER), 0.0123456)
     assert status["event"] == "up" and status["setup_ms"] == 12.346
     assert up_status(up, "pptp0", [], str(SERVER))["setup_ms"] is None
+
+
+def test_ccp_unanswered_is_retried_by_persist_but_a_refusal_is_not() -> None:
+    """A lossy path can leave CCP unanswered: --persist tries again (the soak saw clients give
+    up for good here); an MPPE refusal by the server stays permanent."""
+    from pptpkit.ppp.session_config import LinkDown, Outcome
+    from pptpkit.vpn.connect import classify_link_down
+
+    lost = classify_link_down(LinkDown(outcome=Outcome.NEGOTIATION_FAILED, reason="no answer to CCP "
+                                       "Configure-Request", exit_status=10), server="s", was_up=False)
+    assert lost is not None and not lost.permanent and int(lost.code) == 10
+    refused = classify_link_down(LinkDown(outcome=Outcome.MPPE_REFUSED, reason="MPPE required but peer "
+                                          "refused", exit_status=10), server="s", was_up=False)
+    assert refused is not None and refused.permanent
