@@ -26,6 +26,6 @@ fi
 stamp=.venv/.pptpkit-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/pip install -q -e ".[test,fast]"
+  .venv/bin/pip install -q -e ".[test,fast,fuzz]"
   touch "$stamp"
 fi
