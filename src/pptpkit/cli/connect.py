@@ -24,6 +24,7 @@ from pptpkit.cli.argtypes import add_gre_options, float_range, int_range, ipv4_a
 from pptpkit.cli.common import exit_help, fail, not_permitted
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError, ExitStatus
+from pptpkit.io.sdnotify import notify
 from pptpkit.ppp.session_config import MppePolicy
 from pptpkit.vpn.connect import ConnectConfig, Connector, describe_up
 from pptpkit.vpn.routes import parse_route
@@ -266,6 +267,11 @@ def config_from_args(args: argparse.Namespace, password: str) -> ConnectConfig:
 def _printer(as_json: bool) -> Any:
     def on_status(status: dict[str, Any]) -> None:
         event = status["event"]
+        # Under systemd (Type=notify) the unit is started once the tunnel is up.
+        if event == "up":
+            notify("READY=1", f"STATUS={describe_up(status)}")
+        elif event == "retry":
+            notify(f"STATUS=reconnecting in {status['delay']:g} s")
         if as_json:
             print(json.dumps(status), flush=True)
         elif event == "up":

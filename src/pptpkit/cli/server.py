@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from dataclasses import replace
 from typing import Any, Final, cast
@@ -43,6 +44,7 @@ from pptpkit.compat.program import PppProgramConfig, ppp_program_factory
 from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitted
 from pptpkit.io.dataplane import SharedTunRouter, TunDataPlane
 from pptpkit.io.link import DataPlane
+from pptpkit.io.sdnotify import notify
 from pptpkit.pptp.server import PptpServer, PptpServerConfig
 from pptpkit.vpn.netpolicy import MssClamp, NftError
 from pptpkit.vpn.pool import AddressPool
@@ -136,6 +138,8 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     srv.add_argument("--stimeout", type=positive_float, metavar="S",
                      help=f"seconds a client may take to start the control connection (default "
                           f"{_D.stimeout:g})")
+    srv.add_argument("--pidfile", metavar="PATH",
+                     help="write the server's pid to PATH once it listens (removed on exit)")
     srv.add_argument("--window", type=int_range(1, 0xFFFF), metavar="N",
                      help=f"packet receive window to advertise (default {_D.window})")
     add_gre_options(srv, peer="each client")
@@ -214,7 +218,7 @@ _PLAIN: Final = {
     "window": "window", "nobuffer": "nobuffer", "secrets": "secrets", "name": "name",
     "max_sessions": "max_sessions", "tun_mode": "tun_mode", "tun_name": "tun_name", "mtu": "mtu",
     "echo_interval": "echo_interval", "echo_failure": "echo_failure", "idle": "idle",
-    "auth_timeout": "auth_timeout", "max_preauth": "max_preauth",
+    "pidfile": "pidfile", "auth_timeout": "auth_timeout", "max_preauth": "max_preauth",
     "max_preauth_per_source": "max_preauth_per_source",
 }
 
@@ -335,18 +339,56 @@ async def _start(server: PptpServer, settings: ServerSettings) -> int | None:
     return None
 
 
+class _PidFile:
+    """``--pidfile``/pptpd.conf's ``pidfile``: written once the server listens, removed when it
+    stops (only if it still holds our pid: a successor may own it by then)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._written = False
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, self.path)  # atomically: nobody reads half a pid
+        self._written = True
+
+    def remove(self) -> None:
+        if self.path is None or not self._written:
+            return
+        with contextlib.suppress(OSError):
+            with open(self.path) as f:
+                if f.read().strip() != str(os.getpid()):
+                    return
+            os.unlink(self.path)
+
+
+def _ready(server: PptpServer, pidfile: _PidFile) -> None:
+    pidfile.write()
+    notify("READY=1", f"STATUS=listening on {', '.join(server.addresses)}")
+
+
 async def run_program(settings: ServerSettings, program: PppProgramConfig) -> int:
     """PPP-program mode until SIGINT/SIGTERM/SIGHUP."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     install_signals(loop, stop)
     server = PptpServer(pptp_server_config(settings), ppp_program_factory(program))
+    pidfile = _PidFile(settings.pidfile)
     failed = await _start(server, settings)
     if failed is not None:
         return failed
-    await stop.wait()
-    log.info("shutting down: %d connections, %d calls", server.connections, len(server.calls))
-    await server.close()
+    try:
+        _ready(server, pidfile)
+        await stop.wait()
+        notify("STOPPING=1")
+        log.info("shutting down: %d connections, %d calls", server.connections, len(server.calls))
+        await server.close()
+    finally:
+        pidfile.remove()
     log.info("stopped")
     return ExitStatus.OK
 
@@ -370,7 +412,14 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
     clamp = MssClamp(pattern) if settings.mss_clamp else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, sessions.reload_secrets)
+
+    def reload() -> None:
+        notify("RELOADING=1", "STATUS=reloading the secrets")
+        sessions.reload_secrets()
+        notify("READY=1", f"STATUS=listening on {', '.join(server.addresses)}")
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    pidfile = _PidFile(settings.pidfile)
     code: int = ExitStatus.OK
     try:
         if router is not None:
@@ -385,7 +434,9 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
             return failed
         log.info("built-in PPP: %s, %s, pool %d addresses, tun mode %s, mru %d", config.name,
                  config.mppe.describe(), config.pool.size, settings.tun_mode, config.mru)
+        _ready(server, pidfile)
         await stop.wait()
+        notify("STOPPING=1")
         log.info("shutting down: %d sessions, %d connections", sessions.sessions, server.connections)
         await sessions.close_all()
     except (PptpkitError, OSError) as exc:
@@ -400,6 +451,7 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
             await router.close()
         if clamp is not None:
             await clamp.remove()
+        pidfile.remove()
         log.info("stopped")
     return code
 

@@ -56,6 +56,7 @@ DEFAULT_STIMEOUT: Final = 10.0
 SUPPORTED: Final[dict[str, str]] = {
     "option": "path",
     "ppp": "path",
+    "pidfile": "path",
     "localip": "iplist",
     "remoteip": "iplist",
     "listen": "addr",
@@ -71,7 +72,6 @@ SUPPORTED: Final[dict[str, str]] = {
 UNSUPPORTED: Final[dict[str, str]] = {
     "logwtmp": "no wtmp records are written for calls (sessions are logged instead)",
     "bcrelay": "broadcasts are not relayed between interfaces",
-    "pidfile": "no pid file is written (run under a service manager instead)",
     "vrf": "the server does not bind to a VRF",
 }
 
@@ -260,6 +260,8 @@ def server_changes(conf: PptpdConf, *, builtin: bool, etc_dir: str | None = None
     """
     etc_dir = etc_dir or os.environ.get("PPTPKIT_PPP_ETC") or "/etc/ppp"
     changes = ServerChanges(stimeout=conf.stimeout)
+    if conf.pidfile is not None:
+        changes["pidfile"] = conf.pidfile
     if conf.connections is not None:
         changes["connections"] = conf.connections
     if conf.listen is not None:

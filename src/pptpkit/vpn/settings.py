@@ -125,6 +125,7 @@ class ServerChanges(TypedDict, total=False):
     idle: float
     mss_clamp: bool
     source_check: bool
+    pidfile: str | None
     auth_timeout: float
     max_preauth: int
     max_preauth_per_source: int
@@ -183,6 +184,7 @@ class ServerSettings:
     idle: float = 0.0
     mss_clamp: bool = True
     source_check: bool = True
+    pidfile: str | None = None
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     max_preauth: int = DEFAULT_MAX_PREAUTH
     max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE

@@ -620,3 +620,28 @@ def test_a_control_flood_costs_bounded_work_and_log(lab: NetnsLab, tmp_path: Pat
 
     run_in(cli, main)
     assert "Traceback" not in server.log()
+
+
+def test_service_readiness_and_pid_file(lab: NetnsLab, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under systemd (Type=notify) the server says READY=1 once it listens and STOPPING=1 on
+    SIGTERM; --pidfile holds its pid meanwhile and is removed on exit."""
+    import socket as socketlib
+
+    srv, _ = two_namespaces(lab)
+    notify_path = tmp_path / "notify"
+    pidfile = tmp_path / "pptpkit.pid"
+    with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM) as sock:
+        sock.bind(str(notify_path))
+        sock.settimeout(10)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(notify_path))
+        server = Server(lab, srv, tmp_path, "--pidfile", str(pidfile))
+        ready = sock.recv(4096).decode()
+        assert ready.startswith("READY=1\nSTATUS=listening on 192.0.2.1:1723"), ready
+        pid = int(pidfile.read_text())
+        # ip netns exec execs the server in place: the pid in the file is the process we started.
+        assert pid == server.proc.pid
+        server.proc.send_signal(signal.SIGTERM)
+        assert sock.recv(4096) == b"STOPPING=1"
+        assert server.proc.wait(10) == 0, server.log()
+    assert not pidfile.exists()
