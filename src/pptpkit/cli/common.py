@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import logging.handlers
+import os
 import signal
 import sys
 from typing import Final
 
-from pptpkit.errors import NOT_PERMITTED_MESSAGE, ExitStatus
+from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus
 
 __all__ = [
     "COMMAND_EXITS",
     "EXIT_MEANING",
+    "LOG_TARGETS",
     "exit_help",
     "fail",
     "install_signals",
@@ -88,19 +91,71 @@ def not_permitted(command: str, exc: BaseException | str) -> int:
     return fail(command, S.NOT_PERMITTED, f"{NOT_PERMITTED_MESSAGE}: {exc}")
 
 
-def setup_logging(verbose: int, quiet: bool) -> None:
-    """Logging to stderr (stdout may carry PPP frames): one line per session event by default,
-    ``-v`` protocol debugging, ``-vv`` also one line per PPP frame."""
+#: Where ``--log`` may send the log besides a file name.
+LOG_TARGETS: Final = ("stderr", "syslog", "journal")
+_STAMP: Final = "%(asctime)s.%(msecs)03d "
+
+
+def _log_handler(target: str | None, verbose: int) -> logging.Handler:
+    detail = "%(levelname)s %(name)s: " if verbose else ""
+    if target in (None, "stderr"):
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        # journald (JOURNAL_STREAM names our stderr) stamps every line itself.
+        stamp = "" if _stderr_is_journal() else _STAMP
+        handler.setFormatter(logging.Formatter(f"{stamp}pptpkit[%(process)d]: {detail}%(message)s",
+                                               datefmt="%Y-%m-%dT%H:%M:%S"))
+        return handler
+    if target == "syslog":
+        try:
+            handler = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+        except OSError as exc:
+            raise ConfigError(f"--log syslog: cannot reach /dev/log: {exc.strerror or exc}") from None
+        handler.setFormatter(logging.Formatter(f"pptpkit[%(process)d]: {detail}%(message)s"))
+        return handler
+    if target == "journal":
+        try:
+            from systemd import journal  # type: ignore[import-not-found]
+        except ImportError:
+            raise ConfigError("--log journal needs the python3-systemd package; use --log syslog or "
+                              "stderr (journald stamps a service's stderr itself)") from None
+        handler = journal.JournalHandler(SYSLOG_IDENTIFIER="pptpkit")
+        handler.setFormatter(logging.Formatter(f"{detail}%(message)s"))
+        return handler
+    try:
+        # Reopened when logrotate moves the file away.
+        handler = logging.handlers.WatchedFileHandler(target)
+    except OSError as exc:
+        raise ConfigError(f"--log {target}: {exc.strerror or exc}") from None
+    handler.setFormatter(logging.Formatter(f"{_STAMP}pptpkit[%(process)d]: {detail}%(message)s",
+                                           datefmt="%Y-%m-%dT%H:%M:%S"))
+    return handler
+
+
+def _stderr_is_journal() -> bool:
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = stream.partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return stream != "" and f"{st.st_dev}" == device and f"{st.st_ino}" == inode
+
+
+def setup_logging(verbose: int, quiet: bool, target: str | None = None) -> None:
+    """The log: stderr by default (stdout may carry PPP frames), with timestamps unless journald
+    adds its own; ``target`` syslog, journal or a file instead.  One line per session event by
+    default, ``-v`` protocol debugging, ``-vv`` also one line per PPP frame, ``-vvv`` the
+    libraries' own debugging too.  :class:`ConfigError` when the target cannot be used."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("pptpkit[%(process)d]: %(levelname)s %(name)s: %(message)s"
-                                           if verbose else "pptpkit[%(process)d]: %(message)s"))
+    handler = _log_handler(target, verbose)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    if verbose < 2:
-        # Per-frame lines only at -vv; asyncio's own debug chatter never helps here.
-        logging.getLogger("asyncio").setLevel(logging.WARNING)
+    if verbose < 3:
+        # -v is about the protocol: asyncio's and pyroute2's own debug chatter drowns it.
+        for noisy in ("asyncio", "pyroute2"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

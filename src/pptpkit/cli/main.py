@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from pptpkit import __version__
 from pptpkit.cli.common import fail, not_permitted, setup_logging
-from pptpkit.errors import ExitStatus, PptpkitError, is_not_permitted
+from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitted
 
 __all__ = ["build_parser", "main"]
 
@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="-v: protocol debugging; -vv: also one line per PPP frame")
     common.add_argument("-q", "--quiet", action="store_true", default=False,
                         help="warnings and errors only")
+    common.add_argument("--log", metavar="WHERE", default=None,
+                        help="where the log goes: stderr (default, with timestamps), syslog, journal, "
+                             "or a file")
 
     parser = argparse.ArgumentParser(
         prog="pptpkit", description="PPTP client and server (RFC 2637) in Python.",
@@ -91,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return pppd_main(words[1:])
     args = build_parser().parse_args(argv)
-    setup_logging(args.verbose, args.quiet)
+    try:
+        setup_logging(args.verbose, args.quiet, args.log)
+    except ConfigError as exc:
+        return fail(args.command, ExitStatus.USAGE, str(exc))
     try:
         return _run(args, argv)
     except KeyboardInterrupt:

@@ -107,7 +107,7 @@ def test_server_limits_are_honoured_exactly() -> None:
 def test_server_flags_not_given_are_absent() -> None:
     # Only typed flags may override a config file: the server parser's default is SUPPRESS.
     given = set(vars(build_parser().parse_args(["server"])))
-    assert given == {"command", "verbose", "quiet"}
+    assert given == {"command", "verbose", "quiet", "log"}
 
 
 @pytest.mark.parametrize(
@@ -291,3 +291,34 @@ def test_server_auth_flags() -> None:
     assert offered("--noauth") == ()
     with pytest.raises(ConfigError, match="contradicts"):
         offered("--noauth", "--require-pap")
+
+
+def test_log_targets(tmp_path: Path) -> None:
+    """An unusable --log target is one usage line, exit 2."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")}
+    bad = subprocess.run([sys.executable, "-m", "pptpkit", "server", "--log", "/nonexistent/dir/x.log"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert bad.returncode == 2
+    expected = "pptpkit server: --log /nonexistent/dir/x.log: No such file or directory"
+    assert bad.stderr.strip().splitlines() == [expected]
+
+
+def test_log_file_lines_are_timestamped(tmp_path: Path) -> None:
+    import logging
+    import re
+
+    from pptpkit.cli.common import setup_logging
+
+    log = tmp_path / "p.log"
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging(0, False, str(log))
+        logging.getLogger("pptpkit.test").info("session up")
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    line = log.read_text().strip()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} pptpkit\[\d+\]: session up", line), line
