@@ -421,6 +421,12 @@ class LcpEngine(ControlProtocol):
         self.counters["tx_echo_request"] += 1
         self.send(Packet(code=Code.ECHO_REQUEST, identifier=self.new_identifier(), data=self._magic_bytes()))
 
+    def peer_alive(self) -> None:
+        """Data came from the peer: it is alive whatever happened to our Echo-Requests.  (On a
+        lossy path three lost echoes in a row are common enough to cut busy sessions; pppd's
+        lcp-echo-adaptive makes the same call.)"""
+        self._echo_pending = 0
+
     def _magic_bytes(self) -> bytes:
         return _U32.pack(self._result.local_magic if self._result is not None else 0)
 

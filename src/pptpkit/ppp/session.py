@@ -165,7 +165,7 @@ class PppSession:
         '_mppe', '_mppe_required', '_ncp_early', '_ncps_gone', '_ncps_held', '_network_reached',
         '_now', '_opened',
         '_out', '_outcome', '_phase', '_reason', '_rx4',
-        '_rx6', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'stats',
+        '_rx6', '_rx_alive', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'stats',
     )
 
     def __init__(self, config: SessionConfig, now: float = 0.0) -> None:
@@ -206,6 +206,8 @@ class PppSession:
         self._link_up_sent = False
         self._ipv6_up = False
         self._last_data = now
+        # Data from the peer since the last timer run: LCP keepalive takes it as an answer.
+        self._rx_alive = False
         # The per-packet path reads only these (see _update_data_path).
         self._tx4: bytes | None = None
         self._tx6: bytes | None = None
@@ -313,6 +315,7 @@ class PppSession:
             protocol, payload = result
             if (protocol == _IP and self._rx4) or (protocol == _IPV6 and self._rx6):
                 self._last_data = now
+                self._rx_alive = True
                 stats.rx_packets += 1
                 stats.rx_packet_octets += len(payload)
                 return payload
@@ -325,6 +328,7 @@ class PppSession:
                 return None
             if (self._rx4 if protocol == _IP else self._rx6) and len(info):
                 self._last_data = now
+                self._rx_alive = True
                 stats.rx_packets += 1
                 stats.rx_packet_octets += len(info)
                 return bytes(info)
@@ -393,6 +397,9 @@ class PppSession:
         if self._finished:
             return
         self._now = now
+        if self._rx_alive:
+            self._rx_alive = False
+            self._lcp.peer_alive()
         for engine in self._engines():
             t = engine.get_timer()
             if t is not None and now >= t:

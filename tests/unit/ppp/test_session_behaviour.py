@@ -498,3 +498,24 @@ def test_fuzz_frames_into_open_session_never_raise(frame: bytes) -> None:
 
 
 FUZZ_PAIR = up_pair(c_ipv6=True, s_ipv6=True)
+
+
+def test_data_from_the_peer_keeps_the_link_up_when_echoes_are_lost() -> None:
+    """On a lossy path three lost Echo-Replies in a row are common; a peer whose data keeps
+    arriving is alive, so only a silent peer is declared dead (pppd's lcp-echo-adaptive)."""
+    def drop_echo_replies(direction: str, frame: bytes) -> bytes | None:
+        protocol, info = decode_frame(frame)
+        return None if protocol == 0xC021 and info[0] == Code.ECHO_REPLY else frame
+
+    pair = up_pair(tamper=drop_echo_replies)
+    assert pair.link_up("client") is not None
+    t0 = pair.now
+    while pair.now < t0 + 120:  # twelve echo intervals, every reply lost
+        pair.send("server", ipv4_packet(1))
+        pair.send("client", ipv4_packet(2))
+        pair.run(until=pair.now + 2.0)
+    assert pair.link_down("client") is None and pair.link_down("server") is None
+    # Silence, and the same lost replies: now it is dead.
+    pair.run(until=pair.now + 60)
+    down = pair.link_down("client")
+    assert down is not None and down.outcome is Outcome.PEER_DEAD
