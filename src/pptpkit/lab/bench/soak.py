@@ -323,7 +323,11 @@ def run_soak(plan: SoakPlan, *, progress: Progress = lambda _: None, command: st
         password_file = _private_file(tmp, "password", password + "\n")
         server_argv = _pptpkit("server", "--listen", SERVER_ADDRESS, "--local-ip", LOCAL_IP,
                                "--remote-ip", POOL, "--secrets", secrets, "--tun-mode", "shared",
-                               "--max-sessions", str(cap), "--max-per-source", str(cap))
+                               "--max-sessions", str(cap), "--max-per-source", str(cap),
+                               # Every legitimate client comes from one address here, as 500
+                               # users behind one NAT would: they reconnect together after the
+                               # restart, so the per-source limits are set for that source.
+                               "--max-preauth", str(cap), "--max-preauth-per-source", str(cap))
         report.notes.append("server: " + " ".join(server_argv[2:]).replace(secrets, "SECRETS"))
         ns_base = _snapshot(None, server_ns)
         _soak(report, plan, lab, server_ns, client_ns, server_argv, password, password_file,
