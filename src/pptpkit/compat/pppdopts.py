@@ -360,7 +360,7 @@ class _Parser:
         if word in _MPPE_ALIASES or word in _MPPE_WORDS:
             self.state.mppe_words.append((_MPPE_ALIASES.get(word, word), where))
             return
-        if word.isdigit():
+        if word.isascii() and word.isdigit():
             # pppd takes a bare number as the serial line speed; a pty has none to set, but
             # pptpctrl always passes one, so it is recorded (and logged) only.
             self.state.values["speed"] = _int_arg(word, where, "speed", 1, 0xFFFFFFFF)

@@ -190,7 +190,7 @@ def _value(keyword: str, kind: str, value: str, path: str, line: int) -> object:
         return value
     if kind == "int":
         bounds = {"connections": (1, 65535), "speed": (1, 0xFFFFFFFF), "stimeout": (1, 3600)}[keyword]
-        if not value.isdigit() or not bounds[0] <= int(value) <= bounds[1]:
+        if not (value.isascii() and value.isdigit()) or not bounds[0] <= int(value) <= bounds[1]:
             raise ConfigError(f"{keyword}: {value!r} is not a number in {bounds[0]}..{bounds[1]}",
                               path=path, line=line)
         return float(value) if keyword == "stimeout" else int(value)

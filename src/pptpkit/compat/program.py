@@ -44,7 +44,7 @@ class PppProgramConfig:
     def __post_init__(self) -> None:
         if not self.program:
             raise ConfigError("the PPP program must not be empty")
-        if not self.speed.isdigit():
+        if not (self.speed.isascii() and self.speed.isdigit()):
             raise ConfigError(f"speed must be a number of bits per second, not {self.speed!r}")
 
 

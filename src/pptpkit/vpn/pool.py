@@ -41,7 +41,8 @@ def parse_ip_list(text: str) -> list[str]:
             raise ConfigError(f"{start_text.strip()!r} is not an IPv4 address (in {item!r})") from None
         if dash:
             end_text = end_text.strip()
-            if end_text.isdigit():
+            # ASCII only: str.isdigit() also accepts "²" and other digits int() refuses.
+            if end_text.isascii() and end_text.isdigit():
                 last = int(end_text)
                 if last > 255:
                     raise ConfigError(f"range end {last} is not an octet (in {item!r})")

@@ -102,3 +102,10 @@ def test_fuzz_only_config_errors(lines: list[str]) -> None:
         conf = parse_pptpd_conf("\n".join(lines), "fuzz")
         with contextlib.suppress(ConfigError):
             conf.address_pool()
+
+
+def test_numbers_are_ascii_digits() -> None:
+    """"1²" passes str.isdigit() but not int(): a ConfigError at its line, not a ValueError."""
+    with pytest.raises(ConfigError) as info:
+        parse_pptpd_conf("connections 1\u00b2\n", "p.conf")
+    assert info.value.line == 1

@@ -112,3 +112,11 @@ def test_pool_always_hands_out_the_lowest_free_pair() -> None:
         if pair is not None:
             held.add(pair[1])
         assert pool.in_use == len(held)
+
+
+@pytest.mark.parametrize("text", ["198.51.10.10-4\u00b2", "198.51.10.1-\u0663", "\u0661.2.3.4"])
+def test_ip_list_refuses_non_ascii_digits(text: str) -> None:
+    """str.isdigit() accepts "²" and Arabic-Indic digits, which int() or the address parser
+    then refuse: found by the pptpd.conf fuzzer as an escaping ValueError."""
+    with pytest.raises(ConfigError):
+        parse_ip_list(text)
