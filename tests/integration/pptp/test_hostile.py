@@ -1,0 +1,275 @@
+"""Hostile clients against the real ``pptpkit server`` in the modes the first review left out
+(issue 14 item 6): the ``--ppp-program`` bridge, ``--noauth``, ``--mppe-optional``, PAP and EAP,
+stateful MPPE.  Each test keeps a legitimate session pinging through the server while a client
+in the same namespace attacks it with traffic crafted from the library's own codecs, then
+asserts that the server survived with bounded work and log and that the pings went through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serverlab import (
+    LOCAL_IP,
+    SERVER,
+    Pinger,
+    Server,
+    connect,
+    run_in,
+    two_namespaces,
+)
+
+from conftest import require_binary, require_root
+from netns import NetnsLab, pids_in
+from pptpkit.control import (
+    CallEstablished,
+    CallInfo,
+    ConnectionEstablished,
+    ControlConfig,
+    ControlConnection,
+    Role,
+)
+from pptpkit.gre.packet import encode_gre
+from pptpkit.pptp.client import CallRefusedError, PptpClient, PptpClientConfig
+
+pytestmark = [pytest.mark.root]
+
+HOSTILE = "192.0.2.3"
+
+
+@pytest.fixture
+def lab() -> Iterator[NetnsLab]:
+    require_root()
+    require_binary("ping")
+    with NetnsLab("pkh") as lab:
+        yield lab
+
+
+def hostile_namespaces(lab: NetnsLab) -> tuple[str, str]:
+    """Server and client namespaces; the client has a second address for the attacker."""
+    srv, cli = two_namespaces(lab)
+    lab.ip(cli, "addr", "add", f"{HOSTILE}/24", "dev", "veth-b")
+    return srv, cli
+
+
+class RawControl:
+    """A hand-driven control connection (the client engine on a plain TCP stream) from
+    ``source``: the attacker decides when, and whether, it reads."""
+
+    def __init__(self, source: str = HOSTILE) -> None:
+        self.source = source
+        self.engine = ControlConnection(ControlConfig(role=Role.CLIENT), now=0.0)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> RawControl:
+        self.reader, self.writer = await asyncio.open_connection(SERVER, 1723, local_addr=(self.source, 0))
+        self._flush()
+        await self._until(ConnectionEstablished)
+        return self
+
+    def _flush(self) -> None:
+        assert self.writer is not None
+        self.writer.write(self.engine.data_to_send())
+
+    async def _until(self, kind: type, timeout: float = 10) -> object:
+        assert self.reader is not None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            event = self.engine.next_event()
+            while event is not None:
+                if isinstance(event, kind):
+                    return event
+                event = self.engine.next_event()
+            data = await asyncio.wait_for(self.reader.read(65536), max(0.01, end - loop.time()))
+            assert data, "the server closed the control connection"
+            self.engine.receive_data(data, loop.time())
+            self._flush()
+
+    async def call(self) -> CallInfo:
+        self.engine.open_call(asyncio.get_running_loop().time())
+        self._flush()
+        event = await self._until(CallEstablished)
+        assert isinstance(event, CallEstablished)
+        return event.call
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class GreSender:
+    """Raw GRE from ``source`` to the server's call ``call_id``, numbered by us, never acking."""
+
+    def __init__(self, call_id: int, source: str = HOSTILE, first_seq: int = 1) -> None:
+        import socket
+
+        self.call_id, self.seq = call_id, first_seq
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
+        self.sock.bind((source, 0))
+
+    def send(self, frame: bytes) -> None:
+        self.sock.sendto(encode_gre(self.call_id, frame, self.seq & 0xFFFFFFFF, None), (SERVER, 0))
+        self.seq += 1
+
+    async def flood(self, frames: list[bytes], per_tick: int = 50) -> None:
+        """Send ``frames`` in bursts, yielding to the loop between them (the live session's
+        packets go through the same loop)."""
+        for i, frame in enumerate(frames):
+            self.send(frame)
+            if i % per_tick == per_tick - 1:
+                await asyncio.sleep(0.005)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def log_growth(server: Server, before: int) -> int:
+    return len(server.log()) - before
+
+
+# -- program mode -------------------------------------------------------------------------------
+
+OPTIONS = ("name pptpd\nrefuse-pap\nrefuse-chap\nrefuse-mschap\nrequire-mschap-v2\nrequire-mppe-128\n"
+           "ms-dns 203.0.113.53\nnodefaultroute\nnobsdcomp\nnovj\nnovjccomp\n")
+
+
+def program_server(lab: NetnsLab, srv: str, workdir: Path, *extra: str) -> Server:
+    """Program mode with ``pptpkit ppp`` as every call's pppd."""
+    etc = workdir / "etc"
+    etc.mkdir()
+    (etc / "options.pptpd").write_text(OPTIONS)
+    (etc / "chap-secrets").write_text('alice pptpd "alice pw" *\n')
+    return Server(lab, srv, workdir, "--ppp-program", sys.executable, "--ppp-arg=-m", "--ppp-arg=pptpkit",
+                  "--ppp-arg=ppp", "--option", str(etc / "options.pptpd"), "--localip", LOCAL_IP,
+                  "--remoteip", "198.51.100.10-250", *extra, builtin=False,
+                  env={**os.environ, "PPTPKIT_PPP_ETC": str(etc)})
+
+
+def children(server: Server) -> int:
+    """Processes in the server's namespace besides the server itself."""
+    return len([p for p in pids_in(server.ns) if p not in (server.proc.pid, os.getpid())])
+
+
+def test_program_mode_call_flood_is_capped(lab: NetnsLab, tmp_path: Path) -> None:
+    """A client opening every call it can must not fork a program per call beyond the
+    operator's limits (pptpd: one pppd per connection, ``connections`` of them); calls cleared
+    while their program starts leave nothing behind; the live session keeps pinging."""
+    srv, cli = hostile_namespaces(lab)
+    server = program_server(lab, srv, tmp_path, "--connections", "8", "--max-per-source", "4")
+
+    async def main() -> None:
+        alice = await connect("alice", "alice pw", tun="pka%d")
+        base = children(server)
+        pinger = await Pinger(count=60).start()
+        hostile: list[PptpClient] = []
+        opened = refused = 0
+        peak = 0
+        for _ in range(4):
+            c = PptpClient(PptpClientConfig(server=SERVER, local_address=HOSTILE))
+            try:
+                await c.connect()
+            except Exception:  # refused at the connection limit: what we want
+                break
+            hostile.append(c)
+            for _ in range(16):
+                try:
+                    await asyncio.wait_for(c.open_call(), 10)
+                    opened += 1
+                except (CallRefusedError, TimeoutError):
+                    refused += 1
+                peak = max(peak, children(server) - base)
+        # Calls cleared mid-spawn: open and hang up at once, many times.
+        churn = PptpClient(PptpClientConfig(server=SERVER, local_address=HOSTILE))
+        try:
+            await churn.connect()
+            for _ in range(20):
+                task = asyncio.ensure_future(churn.open_call())
+                await asyncio.sleep(0.01)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        except Exception:  # refused at the limit: fine
+            pass
+        await asyncio.sleep(1)
+        peak = max(peak, children(server) - base)
+        received, text = await pinger.received()
+        for c in hostile:
+            await c.close()
+        await churn.close()
+        print(f"opened {opened} refused {refused} peak programs {peak}", file=sys.stderr)
+        assert peak <= 4, f"{peak} programs for one source (opened {opened}, refused {refused})"
+        assert received >= 57, text
+        # Everything the attacker started is gone once it hung up.
+        end = asyncio.get_running_loop().time() + 15
+        while children(server) > base:
+            assert asyncio.get_running_loop().time() < end, f"{children(server)} > {base}"
+            await asyncio.sleep(0.2)
+        await alice.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()
+    assert server.proc.poll() is None
+
+
+def test_program_mode_garbage_into_the_bridge_from_a_client_that_never_reads(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """Garbage, escape-heavy and oversized frames into one call's HDLC bridge from a client that
+    never reads its control connection nor acknowledges GRE: the bridge and the program take
+    it, the log stays small, the live session keeps pinging."""
+    import random
+
+    srv, cli = hostile_namespaces(lab)
+    server = program_server(lab, srv, tmp_path)
+
+    async def main() -> None:
+        alice = await connect("alice", "alice pw", tun="pka%d")
+        control = await RawControl().open()
+        call = await control.call()
+        assert call.peer_call_id is not None
+        base = children(server)
+        log_before = len(server.log())
+        pinger = await Pinger(count=50).start()
+        rnd = random.Random(14)
+        frames: list[bytes] = []
+        for i in range(3000):
+            kind = i % 4
+            if kind == 0:
+                frames.append(rnd.randbytes(rnd.randint(1, 1400)))
+            elif kind == 1:
+                frames.append(b"\x7e\x7d" * 700)  # every octet escaped: twice the size in HDLC
+            elif kind == 2:
+                # An LCP Configure-Request with garbage options, and a huge Echo-Request.
+                frames.append(b"\xff\x03\xc0\x21\x01\x01\x00\x40" + rnd.randbytes(60))
+            else:
+                frames.append(b"\xff\x03\xc0\x21\x09\x02\x05\xdc" + rnd.randbytes(1492))
+        # And a few frames far beyond any MRU (fragmented IP on the way).
+        frames += [rnd.randbytes(9000) for _ in range(20)]
+        gre = GreSender(call.peer_call_id)
+        try:
+            await gre.flood(frames)
+        finally:
+            gre.close()
+        received, text = await pinger.received()
+        assert received >= 48, text
+        assert children(server) <= base + 1
+        grown = log_growth(server, log_before)
+        assert grown < 20_000, f"{grown} bytes of log"
+        control.close()
+        # Gone after the attacker's connection closed.
+        end = asyncio.get_running_loop().time() + 15
+        while children(server) >= base:
+            assert asyncio.get_running_loop().time() < end, server.log()[-3000:]
+            await asyncio.sleep(0.2)
+        rc_ok = await Pinger(count=3, interval=0.2).start()
+        assert (await rc_ok.received())[0] == 3
+        await alice.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()
+    assert server.proc.poll() is None
