@@ -131,16 +131,43 @@ class Session:
         await self.client.close()
 
 
+class Tap:
+    """Between a client's PppLink and its call: frames ``block`` says yes to are not sent, and
+    the test sends frames of its own with :meth:`inject`; ``observe`` sees every frame from
+    the server before the link does."""
+
+    def __init__(self, call: PptpCall) -> None:
+        self.call = call
+        self.block: Callable[[bytes], bool] | None = None
+        self.observe: Callable[[bytes], None] | None = None
+
+    def send_frame(self, frame: bytes) -> bool:
+        if self.block is not None and self.block(frame):
+            return True
+        return self.call.send_frame(frame)
+
+    def inject(self, frame: bytes) -> bool:
+        return self.call.send_frame(frame)
+
+    def close(self) -> object:
+        return self.call.close()
+
+
 async def connect(user: str, password: str, *, local_address: str | None = None,
-                  tun: str = "pkc%d", mppe: MppePolicy | None = None) -> Session:
-    """A client session: PPTP call + PppLink on its own TUN in the current namespace."""
+                  tun: str = "pkc%d", mppe: MppePolicy | None = None, tap: list[Tap] | None = None,
+                  **config: Any) -> Session:
+    """A client session: PPTP call + PppLink on its own TUN in the current namespace.  ``tap``:
+    a list that gets the session's :class:`Tap`; ``config``: more SessionConfig fields."""
     client = PptpClient(PptpClientConfig(server=SERVER, local_address=local_address))
     await client.connect()
     early: list[bytes] = []
     holder: list[PppLink] = []
+    taps: list[Tap] = []
 
     def on_frame(frame: bytes) -> None:
         # The server speaks first; its first frames may beat the link's creation.
+        if taps and taps[0].observe is not None:
+            taps[0].observe(frame)
         if holder:
             holder[0].frame_received(frame)
         else:
@@ -152,8 +179,13 @@ async def connect(user: str, password: str, *, local_address: str | None = None,
         await client.close()
         raise
     cfg = SessionConfig(role=SessionRole.CLIENT, peer=PeerConfig(username=user, password=password),
-                        mppe=mppe or MppePolicy(required=True), request_dns=True)
-    link = PppLink(cfg, call, TunDataPlane(tun), name=f"client {user}")
+                        mppe=mppe or MppePolicy(required=True), request_dns=True, **config)
+    transport: PptpCall | Tap = call
+    if tap is not None:
+        transport = Tap(call)
+        taps.append(transport)
+        tap.append(transport)
+    link = PppLink(cfg, transport, TunDataPlane(tun), name=f"client {user}")
     call.on_close = lambda info: link.lower_down(info.reason)
     link.start()
     holder.append(link)
@@ -203,13 +235,17 @@ class Pinger:
     """``ping`` from the current namespace to ``target`` for ``count`` x ``interval`` s: start it
     before an attack, ``await loss()`` after it."""
 
-    def __init__(self, target: str = LOCAL_IP, count: int = 40, interval: float = 0.1) -> None:
-        self.target, self.count, self.interval = target, count, interval
+    def __init__(self, target: str = LOCAL_IP, count: int = 40, interval: float = 0.1,
+                 ns: str | None = None) -> None:
+        """``ns``: ping from that namespace instead."""
+        self.target, self.count, self.interval, self.ns = target, count, interval, ns
         self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Pinger:
+        where = ["ip", "netns", "exec", self.ns] if self.ns else []
         self._proc = await asyncio.create_subprocess_exec(
-            "ping", "-n", "-q", "-c", str(self.count), "-i", str(self.interval), "-W", "1", self.target,
+            *where, "ping", "-n", "-q", "-c", str(self.count), "-i", str(self.interval), "-W", "1",
+            self.target,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         return self
 
@@ -221,3 +257,22 @@ class Pinger:
         if " received" not in text:
             return 0, text
         return int(text.split(" received")[0].rsplit(" ", 1)[-1]), text
+
+
+def echo_request(src: str, dst: str) -> bytes:
+    """An ICMP echo request with valid checksums (the server's kernel would answer it)."""
+    import ipaddress
+    import struct
+
+    def checksum(data: bytes) -> int:
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return ~total & 0xFFFF
+
+    icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x5053, 1) + b"spoofed!")
+    struct.pack_into("!H", icmp, 2, checksum(bytes(icmp)))
+    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
+                                   ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed))
+    struct.pack_into("!H", header, 10, checksum(bytes(header)))
+    return bytes(header + icmp)

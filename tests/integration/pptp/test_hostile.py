@@ -19,7 +19,10 @@ from serverlab import (
     SERVER,
     Pinger,
     Server,
+    Tap,
     connect,
+    echo_request,
+    in_ns,
     run_in,
     two_namespaces,
 )
@@ -35,6 +38,9 @@ from pptpkit.control import (
     Role,
 )
 from pptpkit.gre.packet import encode_gre
+from pptpkit.ppp.frame import decode_frame, frame_header
+from pptpkit.ppp.packet import Code, Packet
+from pptpkit.ppp.session_config import MppePolicy, Outcome
 from pptpkit.pptp.client import CallRefusedError, PptpClient, PptpClientConfig
 
 pytestmark = [pytest.mark.root]
@@ -273,3 +279,82 @@ def test_program_mode_garbage_into_the_bridge_from_a_client_that_never_reads(
     run_in(cli, main)
     assert "Traceback" not in server.log()
     assert server.proc.poll() is None
+
+
+# -- --mppe-optional ------------------------------------------------------------------------------
+
+CCP, IP = 0x80FD, 0x0021
+
+
+def ppp(protocol: int, body: bytes) -> bytes:
+    return frame_header(protocol) + body
+
+
+async def icmp_in_echos(ns: str) -> int:
+    _, out = await in_ns(ns, "nstat", "-az", "IcmpInEchos")
+    for line in out.splitlines():
+        if line.startswith("IcmpInEchos"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_mppe_optional_cannot_be_downgraded_once_mppe_is_up(lab: NetnsLab, tmp_path: Path) -> None:
+    """With --mppe-optional a client that negotiated MPPE sends clear IP (dropped), then
+    renegotiates CCP and rejects MPPE: the session must not go on in clear text (an injected
+    CCP packet would otherwise strip the encryption off a live session)."""
+    srv, cli = hostile_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "--mppe-optional")
+
+    async def main() -> None:
+        alice = await connect("alice", "alice pw", tun="pka%d", mppe=MppePolicy(required=False))
+        assert alice.up.mppe == "MPPE 128-bit stateless"
+        taps: list[Tap] = []
+        bob = await connect("bob", "bobpw", tun="pkb%d", mppe=MppePolicy(required=False), tap=taps,
+                            local_address=HOSTILE)
+        assert bob.up.mppe == "MPPE 128-bit stateless"
+        tap = taps[0]
+        await server.await_log("session up: user 'bob'")
+        # From the server's side, so that the server's IcmpInEchos counts only bob's packets.
+        pinger = await Pinger("198.51.100.10", count=40, ns=srv).start()
+        before = await icmp_in_echos(srv)
+        clear = ppp(IP, echo_request("198.51.100.50", LOCAL_IP))
+        for _ in range(20):
+            tap.inject(clear)
+        await asyncio.sleep(0.5)
+        assert await icmp_in_echos(srv) == before, "clear IP delivered while MPPE is up"
+
+        # The downgrade: bob's own CCP falls silent; we restart CCP asking for nothing and
+        # reject every MPPE option the server offers.
+        def is_ccp(frame: bytes) -> bool:
+            try:
+                return decode_frame(frame)[0] == CCP
+            except Exception:
+                return False
+
+        tap.block = is_ccp
+
+        def reject_mppe(frame: bytes) -> None:
+            if not is_ccp(frame):
+                return
+            pkt = Packet.decode(decode_frame(frame)[1])
+            if pkt.code == Code.CONFIGURE_REQUEST and pkt.data:
+                tap.inject(ppp(CCP, Packet(code=Code.CONFIGURE_REJECT, identifier=pkt.identifier,
+                                           data=pkt.data).encode()))
+            elif pkt.code == Code.CONFIGURE_REQUEST:
+                tap.inject(ppp(CCP, Packet(code=Code.CONFIGURE_ACK, identifier=pkt.identifier).encode()))
+
+        tap.observe = reject_mppe
+        tap.inject(ppp(CCP, Packet(code=Code.CONFIGURE_REQUEST, identifier=200).encode()))
+        for _ in range(30):
+            tap.inject(clear)
+            await asyncio.sleep(0.1)
+        assert await icmp_in_echos(srv) == before, "clear IP delivered after a CCP downgrade"
+        received, text = await pinger.received()
+        assert received >= 38, text
+        down = await asyncio.wait_for(asyncio.shield(bob.link.closed), 10)
+        assert down.outcome is Outcome.PEER_TERMINATED, down
+        await bob.client.close()
+        await alice.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()

@@ -24,6 +24,7 @@ from serverlab import (
     SERVER,
     Server,
     connect,
+    echo_request,
     in_ns,
     ping,
     run_in,
@@ -267,25 +268,6 @@ def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
     assert "Traceback" not in server.log()
 
 
-def _echo_request(src: str, dst: str) -> bytes:
-    """An ICMP echo request with valid checksums (the server's kernel would answer it)."""
-    import ipaddress
-    import struct
-
-    def checksum(data: bytes) -> int:
-        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-        while total >> 16:
-            total = (total & 0xFFFF) + (total >> 16)
-        return ~total & 0xFFFF
-
-    icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x5053, 1) + b"spoofed!")
-    struct.pack_into("!H", icmp, 2, checksum(bytes(icmp)))
-    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
-                                   ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed))
-    struct.pack_into("!H", header, 10, checksum(bytes(header)))
-    return bytes(header + icmp)
-
-
 def test_spoofed_sources_are_dropped_in_shared_mode(lab: NetnsLab, tmp_path: Path) -> None:
     """An authenticated user sends as another user: the server drops it before its kernel sees
     it (in shared mode rp_filter cannot), while both sessions keep working."""
@@ -299,7 +281,7 @@ def test_spoofed_sources_are_dropped_in_shared_mode(lab: NetnsLab, tmp_path: Pat
         assert str(bob.up.local_address) == "198.51.100.50"
         _, before = await in_ns(srv, "nstat", "-az", "IcmpInEchos")
         for _ in range(20):
-            assert alice.link.send_ip(_echo_request("198.51.100.50", LOCAL_IP))
+            assert alice.link.send_ip(echo_request("198.51.100.50", LOCAL_IP))
         await server.await_log("dropping packets whose source is not the peer's address (first: "
                                "198.51.100.50)")
         _, after = await in_ns(srv, "nstat", "-az", "IcmpInEchos")
