@@ -752,7 +752,7 @@ class PppSession:
             return
         if isinstance(event, ResetRequested):
             if self._mppe is not None:
-                self._mppe.peer_asked_reset(event.identifier)
+                self._mppe.peer_asked_reset(event.identifier, now)
             elif self._ccp is not None:
                 self._ccp.send_reset_ack(event.identifier)
             return

@@ -358,3 +358,64 @@ def test_mppe_optional_cannot_be_downgraded_once_mppe_is_up(lab: NetnsLab, tmp_p
 
     run_in(cli, main)
     assert "Traceback" not in server.log()
+
+
+# -- stateful MPPE ----------------------------------------------------------------------------------
+
+MPPE = 0x00FD
+
+
+def test_stateful_mppe_reset_flood_and_forged_counts_cost_bounded_work(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """--mppe-stateful: a client floods CCP Reset-Requests (each one used to be answered with a
+    Reset-Ack), then sends MPPE packets with jumping coherency counts and the FLUSHED bit in a
+    loop.  The server answers resets at a bounded rate, stays up, and the live session pings."""
+    import random
+
+    srv, cli = hostile_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "--mppe-stateful")
+
+    async def main() -> None:
+        stateful = MppePolicy(required=True, stateful=True)
+        alice = await connect("alice", "alice pw", tun="pka%d", mppe=stateful)
+        assert alice.up.mppe == "MPPE 128-bit stateful"
+        taps: list[Tap] = []
+        bob = await connect("bob", "bobpw", tun="pkb%d", mppe=stateful, tap=taps, local_address=HOSTILE)
+        tap = taps[0]
+        acks = 0
+
+        def count(frame: bytes) -> None:
+            nonlocal acks
+            protocol, info = decode_frame(frame)
+            if protocol == CCP and Packet.decode(info).code == Code.RESET_ACK:
+                acks += 1
+
+        tap.observe = count
+        pinger = await Pinger(count=40).start()
+        log_before = len(server.log())
+        started = asyncio.get_running_loop().time()
+        for i in range(5000):
+            tap.inject(ppp(CCP, Packet(code=Code.RESET_REQUEST, identifier=i & 0xFF).encode()))
+            if i % 50 == 49:
+                await asyncio.sleep(0.005)
+        rnd = random.Random(3)
+        for i in range(3000):
+            cc = rnd.randrange(4096)
+            flags = 0x90 | (0x80 if i % 2 else 0x00)  # encrypted, flushed (A and D bits)
+            tap.inject(ppp(MPPE, bytes(((flags & 0xF0) | (cc >> 8), cc & 0xFF)) + rnd.randbytes(60)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.005)
+        elapsed = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(0.5)
+        received, text = await pinger.received()
+        assert received >= 38, text
+        # A bounded answer rate: not one Reset-Ack per Reset-Request.
+        assert acks <= 20 + 20 * elapsed, f"{acks} Reset-Acks in {elapsed:.1f} s"
+        assert log_growth(server, log_before) < 10_000
+        await bob.close()
+        rc = await Pinger(count=3, interval=0.2).start()
+        assert (await rc.received())[0] == 3
+        await alice.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()
