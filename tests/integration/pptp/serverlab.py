@@ -155,7 +155,7 @@ class Tap:
 
 async def connect(user: str, password: str, *, local_address: str | None = None,
                   tun: str = "pkc%d", mppe: MppePolicy | None = None, tap: list[Tap] | None = None,
-                  **config: Any) -> Session:
+                  observe: Callable[[Tap, bytes], None] | None = None, **config: Any) -> Session:
     """A client session: PPTP call + PppLink on its own TUN in the current namespace.  ``tap``:
     a list that gets the session's :class:`Tap`; ``config``: more SessionConfig fields."""
     client = PptpClient(PptpClientConfig(server=SERVER, local_address=local_address))
@@ -183,6 +183,8 @@ async def connect(user: str, password: str, *, local_address: str | None = None,
     transport: PptpCall | Tap = call
     if tap is not None:
         transport = Tap(call)
+        if observe is not None:
+            transport.observe = lambda frame, t=transport: observe(t, frame)
         taps.append(transport)
         tap.append(transport)
     link = PppLink(cfg, transport, TunDataPlane(tun), name=f"client {user}")

@@ -419,3 +419,163 @@ def test_stateful_mppe_reset_flood_and_forged_counts_cost_bounded_work(
 
     run_in(cli, main)
     assert "Traceback" not in server.log()
+
+
+# -- --noauth ---------------------------------------------------------------------------------------
+
+IPCP = 0x8021
+
+
+def ipcp_request(identifier: int, address: str) -> bytes:
+    import ipaddress
+
+    option = bytes((3, 6)) + ipaddress.IPv4Address(address).packed
+    return ppp(IPCP, Packet(code=Code.CONFIGURE_REQUEST, identifier=identifier, data=option).encode())
+
+
+def test_noauth_clients_cannot_take_foreign_addresses_skip_ahead_or_drain_the_pool(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """--noauth: data and IPCP before LCP are dropped; IPCP never acks another session's
+    address, ours or an outside one; one address cannot take more than --max-per-source
+    sessions (the pool's only guard when nobody authenticates)."""
+    srv, cli = hostile_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "--noauth", "--no-mppe", "--max-per-source", "3")
+    no_mppe = MppePolicy(bits_40=False, bits_128=False)
+
+    async def main() -> None:
+        alice = await connect("alice", "x", tun="pka%d", mppe=no_mppe)
+        assert str(alice.up.local_address) == "198.51.100.10"
+        pinger = await Pinger("198.51.100.10", count=40, ns=srv).start()
+        before = await icmp_in_echos(srv)
+        # Straight to IPCP and data on a fresh call, without LCP.
+        control = await RawControl().open()
+        call = await control.call()
+        assert call.peer_call_id is not None
+        gre = GreSender(call.peer_call_id)
+        try:
+            for _ in range(50):
+                gre.send(ipcp_request(1, "198.51.100.10"))
+                gre.send(ppp(IP, echo_request("198.51.100.10", LOCAL_IP)))
+        finally:
+            gre.close()
+        control.close()
+        # A session that came up properly asks for foreign addresses in a renegotiation.
+        taps: list[Tap] = []
+        mallory = await connect("mallory", "x", tun="pkm%d", mppe=no_mppe, tap=taps, local_address=HOSTILE)
+        mine = str(mallory.up.local_address)
+        assert mine != "198.51.100.10"
+        acked: list[bytes] = []
+
+        def watch(frame: bytes) -> None:
+            protocol, info = decode_frame(frame)
+            if protocol == IPCP:
+                pkt = Packet.decode(info)
+                if pkt.code == Code.CONFIGURE_ACK:
+                    acked.append(pkt.data)
+
+        taps[0].observe = watch
+        for i, foreign in enumerate(("198.51.100.10", LOCAL_IP, "203.0.113.99", "0.0.0.0")):
+            for _ in range(5):
+                taps[0].inject(ipcp_request(100 + i, foreign))
+            await asyncio.sleep(0.3)
+        import ipaddress
+
+        for data in acked:
+            if data[:2] == b"\x03\x06":
+                assert str(ipaddress.IPv4Address(data[2:6])) == mine, acked
+        # The pool: one address gets --max-per-source sessions, no more.
+        more = []
+        for n in range(3):
+            try:
+                more.append(await connect("m", "x", tun=f"pk{n}m%d", mppe=no_mppe, local_address=HOSTILE))
+            except Exception:  # refused at the per-source cap: what we want
+                break
+        assert len(more) <= 2
+        received, text = await pinger.received()
+        assert received >= 38, text
+        assert await icmp_in_echos(srv) == before
+        for s in more:
+            await s.close()
+        await alice.close()
+        if not mallory.link.finished:
+            await mallory.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()
+
+
+# -- PAP and EAP ------------------------------------------------------------------------------------
+
+PAP, EAP, LCP = 0xC023, 0xC227, 0xC021
+
+
+def auth_garbage() -> list[bytes]:
+    """Malformed and oversized PAP Authenticate-Requests and EAP Responses (Nak loops,
+    Identity floods) for a server that has not finished LCP, or already has."""
+    frames = [
+        ppp(PAP, b"\x01\x01\x00\x04"),                                  # no Peer-ID length
+        ppp(PAP, b"\x01\x02\x00\x06\xff\x00"),                          # Peer-ID beyond Length
+        ppp(PAP, b"\x01\x03\xff\xff" + bytes(40)),                      # Length beyond the frame
+        ppp(PAP, Packet(code=1, identifier=4, data=b"\xff" + b"A" * 255 + b"\xff" + b"B" * 255).encode()),
+        ppp(EAP, b"\x02\x05\x00\x06\x03\x04"),                          # Nak asking for MD5
+        ppp(EAP, b"\x02\x06\x00\x05\x03"),                              # Nak with no type
+        ppp(EAP, Packet(code=2, identifier=7, data=b"\x01" + b"I" * 1400).encode()),  # huge Identity
+        ppp(EAP, b"\x01\x08\x00\x05\x01"),                              # a Request, to the server
+        ppp(EAP, b"\x02\x09\x00\xff\x19"),                              # Length beyond the frame
+    ]
+    return frames * 40
+
+
+@pytest.mark.parametrize("method", ["pap", "eap"])
+def test_pap_and_eap_take_malformed_huge_and_repeated_attempts(
+        lab: NetnsLab, tmp_path: Path, method: str) -> None:
+    """--require-pap / --require-eap: garbage authentication before LCP is done and during
+    authentication, then repeated attempts with a wrong password after success: the server
+    stays up, its log bounded, the attacker's own session fails or survives cleanly, the live
+    session pings."""
+    srv, cli = hostile_namespaces(lab)
+    server = Server(lab, srv, tmp_path, f"--require-{method}", "--require-mschap-v2", "--mppe-optional")
+
+    async def main() -> None:
+        alice = await connect("alice", "alice pw", tun="pka%d")
+        assert alice.up.mppe == "MPPE 128-bit stateless"
+        pinger = await Pinger(count=40).start()
+        log_before = len(server.log())
+        sent_early = False
+
+        def early(tap: Tap, frame: bytes) -> None:
+            nonlocal sent_early
+            # At the server's first LCP Configure-Request: LCP is not done yet.
+            if not sent_early and decode_frame(frame)[0] == LCP:
+                sent_early = True
+                for garbage in auth_garbage():
+                    tap.inject(garbage)
+
+        from pptpkit.auth.methods import AuthMethod
+        from pptpkit.auth.policy import AuthPolicy
+
+        wanted = AuthMethod.PAP if method == "pap" else AuthMethod.EAP
+        taps: list[Tap] = []
+        bob = await connect("bob", "bobpw", tun="pkb%d", tap=taps, observe=early, local_address=HOSTILE,
+                            mppe=MppePolicy(),
+                            auth_policy=AuthPolicy(refuse=frozenset(set(AuthMethod) - {wanted})))
+        assert sent_early
+        assert bob.up.auth_method is wanted
+        # After success: garbage again, and repeated attempts with a wrong password.
+        for garbage in auth_garbage():
+            taps[0].inject(garbage)
+        wrong = Packet(code=1, identifier=9, data=b"\x03bob\x05wrong").encode()
+        for _ in range(300):
+            taps[0].inject(ppp(PAP, wrong))
+        await asyncio.sleep(0.5)
+        received, text = await pinger.received()
+        assert received >= 38, text
+        assert log_growth(server, log_before) < 20_000
+        if not bob.link.finished:
+            await bob.close()
+        else:
+            await bob.client.close()
+        await alice.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()
