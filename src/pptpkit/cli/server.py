@@ -130,11 +130,13 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     srv.add_argument("--listen", type=parse_listen, metavar="ADDR[:PORT]",
                      help=f"address and port to listen on (default all addresses, port {_D.port})")
     srv.add_argument("--connections", type=int_range(1, 65535), metavar="N",
-                     help="maximum simultaneous control connections, exactly (default: --max-sessions "
+                     help="maximum simultaneous control connections, exactly, and with --ppp-program "
+                          "the programs running at once (default: --max-sessions "
                           f"+ {BUILTIN_CONNECTION_MARGIN} in built-in mode, {DEFAULT_PROGRAM_CONNECTIONS} "
                           "with --ppp-program)")
     srv.add_argument("--max-per-source", type=int_range(1, 65535), metavar="N",
-                     help=f"maximum control connections from one address (default {_D.max_per_source})")
+                     help=f"maximum control connections from one address, and with --ppp-program the "
+                          f"programs for one address (default {_D.max_per_source})")
     srv.add_argument("--stimeout", type=positive_float, metavar="S",
                      help=f"seconds a client may take to start the control connection (default "
                           f"{_D.stimeout:g})")
@@ -280,7 +282,10 @@ def program_config(settings: ServerSettings) -> PppProgramConfig:
         pool = AddressPool(list(settings.localip), list(settings.remoteip))
     return PppProgramConfig(program=settings.ppp_program, program_args=settings.ppp_args,
                             option_file=settings.option_file, pool=pool, speed=str(settings.speed),
-                            noipparam=settings.noipparam, delegate=settings.delegate)
+                            noipparam=settings.noipparam, delegate=settings.delegate,
+                            # pptpd runs one pppd per connection: as many programs as connections.
+                            max_programs=settings.connection_limit,
+                            max_programs_per_source=settings.max_per_source)
 
 
 def builtin_config(settings: ServerSettings) -> BuiltinConfig:

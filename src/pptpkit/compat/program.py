@@ -11,9 +11,10 @@ call's end stops the program (SIGTERM, then SIGKILL).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pptpkit.control import GeneralError
+from pptpkit.control import GeneralError, OutgoingCallResult
 from pptpkit.errors import ConfigError
 from pptpkit.io.hdlcstream import HdlcStreamBridge
 from pptpkit.io.pty import PtyProcess, spawn_on_pty
@@ -33,6 +34,10 @@ class PppProgramConfig:
 
     program: str
     program_args: tuple[str, ...] = ()
+    #: Programs running (or starting) at once, in all and from one client address; beyond
+    #: them a call is refused as Busy.  None: no cap (the pool, if any, is then the only one).
+    max_programs: int | None = None
+    max_programs_per_source: int | None = None
     option_file: str | None = None
     pool: AddressPool | None = None
     speed: str = "115200"
@@ -44,6 +49,10 @@ class PppProgramConfig:
     def __post_init__(self) -> None:
         if not self.program:
             raise ConfigError("the PPP program must not be empty")
+        for name in ("max_programs", "max_programs_per_source"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, not {value}")
         if not (self.speed.isascii() and self.speed.isdigit()):
             raise ConfigError(f"speed must be a number of bits per second, not {self.speed!r}")
 
@@ -68,8 +77,10 @@ class ProgramHandler:
     """One call's program: the call's frames go to its pty in async HDLC and back."""
 
     def __init__(self, call: ServerCall, proc: PtyProcess, config: PppProgramConfig,
-                 pool: AddressPool | None, pair: tuple[str, str] | None) -> None:
+                 pool: AddressPool | None, pair: tuple[str, str] | None,
+                 on_closed: Callable[[], None] | None = None) -> None:
         self._call = call
+        self._on_closed = on_closed
         self.proc = proc
         self._config = config
         self._pool = pool
@@ -93,30 +104,57 @@ class ProgramHandler:
         if self._closed:
             return
         self._closed = True
-        await self.proc.close(self._config.stop_timeout)
-        if self._pool is not None and self._pair is not None:
-            self._pool.release(self._pair)
+        try:
+            await self.proc.close(self._config.stop_timeout)
+        finally:
+            if self._pool is not None and self._pair is not None:
+                self._pool.release(self._pair)
+            if self._on_closed is not None:
+                self._on_closed()
 
 
 def ppp_program_factory(config: PppProgramConfig) -> CallHandlerFactory:
     """The pptpd-style data plane: spawn ``config.program`` on a raw pty for every call and
     bridge the call's frames to it in async HDLC.  The call is cleared when the program exits
-    or closes its terminal; the program is stopped (SIGTERM, then SIGKILL) when the call ends."""
+    or closes its terminal; the program is stopped (SIGTERM, then SIGKILL) when the call ends.
+
+    A client decides how many calls it opens (16 per control connection), and each costs a
+    process: the programs are counted from before the spawn until the child is reaped, and
+    calls beyond ``max_programs`` (in all) or ``max_programs_per_source`` are refused as Busy.
+    """
+    running: dict[str, int] = {}
+
+    def release(source: str) -> None:
+        left = running.get(source, 1) - 1
+        if left > 0:
+            running[source] = left
+        else:
+            running.pop(source, None)
 
     async def factory(call: ServerCall) -> CallHandler:
+        source = call.peer_address
+        if config.max_programs is not None and sum(running.values()) >= config.max_programs:
+            raise RejectCall(f"{config.max_programs} PPP programs running already (the limit)",
+                             result=OutgoingCallResult.BUSY)
+        if config.max_programs_per_source is not None and \
+                running.get(source, 0) >= config.max_programs_per_source:
+            raise RejectCall(f"{config.max_programs_per_source} PPP programs for {source} already",
+                             result=OutgoingCallResult.BUSY)
         pair: tuple[str, str] | None = None
         if config.pool is not None and not config.delegate:
             pair = config.pool.allocate()
             if pair is None:
                 raise RejectCall("no free address in the remoteip pool", error=GeneralError.NO_RESOURCE)
         argv = ppp_program_argv(config, call.peer_address, pair)
+        running[source] = running.get(source, 0) + 1
         try:
             proc = await spawn_on_pty(argv, stderr=config.stderr)
         except BaseException:
+            release(source)
             if pair is not None and config.pool is not None:
                 config.pool.release(pair)
             raise
         log.info("call %d: started %s (pid %d)", call.call_id, " ".join(argv), proc.pid)
-        return ProgramHandler(call, proc, config, config.pool, pair)
+        return ProgramHandler(call, proc, config, config.pool, pair, on_closed=lambda: release(source))
 
     return factory

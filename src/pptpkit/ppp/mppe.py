@@ -34,10 +34,16 @@ from pptpkit.crypto.mschap import hash_nt_password_hash
 from pptpkit.ppp.ccp import CcpEngine, CcpResult, MppeParams
 from pptpkit.ppp.session_config import MppePolicy
 
-__all__ = ["MppeChannel", "describe"]
+__all__ = ["RESET_BURST", "RESET_RATE", "MppeChannel", "describe"]
 
 #: The drop counter's name for packets MPPE refused, by reason (``mppe_<reason>``).
 _DROP_PREFIX: Final = "mppe_"
+#: Reset-Requests honoured (and acked) per second, and in a burst.  A real peer has one
+#: outstanding and retransmits it once a second; a flood is answered at this rate, the rest
+#: dropped unanswered as if lost (the peer retransmits), so a peer cannot make us send one
+#: Reset-Ack per packet it sends.
+RESET_RATE: Final = 8.0
+RESET_BURST: Final = 16.0
 
 
 def describe(result: CcpResult) -> str:
@@ -63,8 +69,8 @@ class MppeChannel:
     """
 
     __slots__ = (
-        "_ccp", "_dropped", "_policy", "_reset_id", "_reset_tries", "decryptor", "encryptor",
-        "reset_deadline", "text",
+        "_ccp", "_dropped", "_policy", "_reset_id", "_reset_stamp", "_reset_tokens", "_reset_tries",
+        "decryptor", "encryptor", "reset_deadline", "text",
     )
 
     def __init__(self, ccp: CcpEngine, policy: MppePolicy, dropped: Counter[str],
@@ -79,6 +85,9 @@ class MppeChannel:
         self.reset_deadline: float | None = None
         self._reset_id: int | None = None
         self._reset_tries = 0
+        # The peer's Reset-Requests: a token bucket (RESET_RATE, RESET_BURST).
+        self._reset_tokens = RESET_BURST
+        self._reset_stamp: float | None = None
 
     @classmethod
     def start(cls, ccp: CcpEngine, policy: MppePolicy, keys: MsChapV1Keys | MsChapV2Keys,
@@ -156,9 +165,18 @@ class MppeChannel:
             return
         self._transmit_reset(now)
 
-    def peer_asked_reset(self, identifier: int) -> None:
+    def peer_asked_reset(self, identifier: int, now: float) -> None:
         """The peer's Reset-Request: start our sending side over, and answer Reset-Ack.
-        (RFC 3078 needs no Ack, but RFC 1962 has one, and pppd sends it and waits for it.)"""
+        (RFC 3078 needs no Ack, but RFC 1962 has one, and pppd sends it and waits for it.)
+        Beyond :data:`RESET_RATE` per second the request is dropped unanswered (counted)."""
+        stamp = self._reset_stamp
+        if stamp is not None and now > stamp:
+            self._reset_tokens = min(RESET_BURST, self._reset_tokens + (now - stamp) * RESET_RATE)
+        self._reset_stamp = now if stamp is None or now > stamp else stamp
+        if self._reset_tokens < 1:
+            self._dropped["mppe_reset_flood"] += 1
+            return
+        self._reset_tokens -= 1
         if self.encryptor is not None:
             self.encryptor.reset()
         self._ccp.send_reset_ack(identifier)

@@ -759,7 +759,7 @@ class PppSession:
             return
         if isinstance(event, ResetRequested):
             if self._mppe is not None:
-                self._mppe.peer_asked_reset(event.identifier)
+                self._mppe.peer_asked_reset(event.identifier, now)
             elif self._ccp is not None:
                 self._ccp.send_reset_ack(event.identifier)
             return
@@ -774,6 +774,10 @@ class PppSession:
         if isinstance(event, LayerUp):
             if ncp is self._ccp:
                 self._ccp_opened()
+                mppe = self._mppe
+                if self._mppe_required and (mppe is None or mppe.encryptor is None or mppe.decryptor is None):
+                    self._terminate(Outcome.MPPE_REFUSED, REASON_MPPE_REFUSED, now)
+                    return
                 self._release_held_ncps(now)
             elif ncp is self._ipv6cp:
                 result = self._ipv6cp.result if self._ipv6cp is not None else None
@@ -790,6 +794,11 @@ class PppSession:
             self._maybe_link_up()
         elif isinstance(event, LayerDown):
             if ncp is self._ccp:
+                if self._mppe is not None:
+                    # MPPE once on stays required (pppd ends the link instead): a CCP
+                    # renegotiation, which one injected packet can start, must not take a live
+                    # session to clear text under --mppe-optional.
+                    self._mppe_required = True
                 self._mppe_off()
                 self._ccp_settled = False
             elif ncp is self._ipv6cp and self._ipv6_up:

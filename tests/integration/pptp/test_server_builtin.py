@@ -12,70 +12,37 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from serverlab import (
+    CLIENT,
+    LOCAL_IP,
+    SECRETS,
+    SERVER,
+    Server,
+    connect,
+    echo_request,
+    in_ns,
+    ping,
+    run_in,
+    tcp_transfer,
+    two_namespaces,
+)
 
 from conftest import require_binary, require_root
-from netns import NetnsLab, inside, pids_in
-from pptpkit.auth.base import PeerConfig
-from pptpkit.io.dataplane import TunDataPlane
-from pptpkit.io.link import PppLink
-from pptpkit.ppp.session_config import LinkUp, MppePolicy, Outcome, SessionConfig, SessionRole
+from netns import NetnsLab, pids_in
+from pptpkit.ppp.session_config import Outcome
 from pptpkit.pptp.client import (
     CallRefusedError,
     ControlConnectionError,
-    PptpCall,
     PptpClient,
     PptpClientConfig,
 )
 
 pytestmark = [pytest.mark.root]
-
-SERVER, CLIENT = "192.0.2.1", "192.0.2.2"
-LOCAL_IP = "198.51.100.1"
-SECRETS = 'alice pptpd "alice pw" *\nbob pptpd bobpw 198.51.100.50\n'
-
-TCP_PEER = textwrap.dedent('''
-    """TCP endpoint: listen|connect ADDR PORT send|recv NBYTES; prints the sha256 it saw."""
-    import hashlib, socket, sys, random
-    role, addr, port, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-    if role == "listen":
-        srv = socket.create_server((addr, port))
-        print("ready", flush=True)
-        sock, _ = srv.accept()
-    else:
-        sock = socket.create_connection((addr, port), timeout=30)
-    sock.settimeout(60)
-    h = hashlib.sha256()
-    if mode == "send":
-        rnd = random.Random(7)
-        left = n
-        while left:
-            chunk = rnd.randbytes(min(65536, left))
-            sock.sendall(chunk)
-            h.update(chunk)
-            left -= len(chunk)
-        sock.shutdown(socket.SHUT_WR)
-        sock.recv(1)
-    else:
-        got = 0
-        while got < n:
-            data = sock.recv(262144)
-            if not data:
-                break
-            h.update(data)
-            got += len(data)
-        print("bytes", got)
-        sock.close()
-    print("sha", h.hexdigest(), flush=True)
-''')
 
 
 @pytest.fixture
@@ -84,135 +51,6 @@ def lab() -> Iterator[NetnsLab]:
     with NetnsLab("pks") as lab:
         yield lab
 
-
-class Server:
-    """The CLI server process in ``ns`` with its log file."""
-
-    def __init__(self, lab: NetnsLab, ns: str, workdir: Path, *extra: str, secrets: str = SECRETS) -> None:
-        self.lab, self.ns, self.workdir = lab, ns, workdir
-        self.secrets = workdir / "chap-secrets"
-        self.secrets.write_text(secrets)
-        self.log_path = workdir / "server.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = lab.popen(ns, [
-                sys.executable, "-m", "pptpkit", "server", "--listen", SERVER, "--local-ip", LOCAL_IP,
-                "--remote-ip", "198.51.100.10-20", "--secrets", str(self.secrets), "--dns", "203.0.113.53",
-                *extra,
-            ], stdout=subprocess.DEVNULL, stderr=log)
-        self.wait_log("listening on", 15)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = 10, count: int = 1) -> None:
-        end = time.monotonic() + timeout
-        while self.log().count(text) < count:
-            assert self.proc.poll() is None or self.log().count(text) >= count, self.log()
-            assert time.monotonic() < end, f"no {text!r} in the log:\n{self.log()}"
-            time.sleep(0.05)
-
-    async def await_log(self, text: str, timeout: float = 10, count: int = 1) -> None:
-        end = time.monotonic() + timeout
-        while self.log().count(text) < count:
-            assert time.monotonic() < end, f"no {text!r} in the log:\n{self.log()}"
-            await asyncio.sleep(0.05)
-
-
-def two_namespaces(lab: NetnsLab) -> tuple[str, str]:
-    srv, cli = lab.add_namespace("s"), lab.add_namespace("c")
-    lab.add_veth(srv, cli, addr_a=f"{SERVER}/24", addr_b=f"{CLIENT}/24")
-    return srv, cli
-
-
-async def sh(*argv: str, timeout: float = 60) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode(errors="replace")
-
-
-async def in_ns(ns: str, *argv: str, timeout: float = 60) -> tuple[int, str]:
-    return await sh("ip", "netns", "exec", ns, *argv, timeout=timeout)
-
-
-class Session:
-    def __init__(self, client: PptpClient, call: PptpCall, link: PppLink, up: LinkUp) -> None:
-        self.client, self.call, self.link, self.up = client, call, link, up
-
-    async def close(self) -> None:
-        await self.link.aclose()
-        await self.client.close()
-
-
-async def connect(user: str, password: str, *, local_address: str | None = None,
-                  tun: str = "pkc%d", mppe: MppePolicy | None = None) -> Session:
-    """A client session: PPTP call + PppLink on its own TUN in the current namespace."""
-    client = PptpClient(PptpClientConfig(server=SERVER, local_address=local_address))
-    await client.connect()
-    early: list[bytes] = []
-    holder: list[PppLink] = []
-
-    def on_frame(frame: bytes) -> None:
-        # The server speaks first; its first frames may beat the link's creation.
-        if holder:
-            holder[0].frame_received(frame)
-        else:
-            early.append(frame)
-
-    try:
-        call = await client.open_call(on_frame=on_frame)
-    except BaseException:
-        await client.close()
-        raise
-    cfg = SessionConfig(role=SessionRole.CLIENT, peer=PeerConfig(username=user, password=password),
-                        mppe=mppe or MppePolicy(required=True), request_dns=True)
-    link = PppLink(cfg, call, TunDataPlane(tun), name=f"client {user}")
-    call.on_close = lambda info: link.lower_down(info.reason)
-    link.start()
-    holder.append(link)
-    for frame in early:
-        link.frame_received(frame)
-    try:
-        up = await asyncio.wait_for(link.wait_up(), 20)
-    except BaseException:
-        await link.aclose(timeout=1)
-        await client.close()
-        raise
-    return Session(client, call, link, up)
-
-
-def run_in(ns: str, coro_fn: Callable[[], Any]) -> None:
-    with inside(ns):
-        asyncio.run(asyncio.wait_for(coro_fn(), 240))
-
-
-async def ping(ns: str, target: str, *extra: str) -> tuple[int, str]:
-    return await in_ns(ns, "ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "3", *extra, target)
-
-
-async def tcp_transfer(lab_ns_listen: str, listen_addr: str, ns_connect: str, mode_listen: str,
-                       nbytes: int, workdir: Path, port: int) -> None:
-    script = workdir / "tcp_peer.py"
-    script.write_text(TCP_PEER)
-    listener = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", lab_ns_listen, sys.executable, str(script), "listen", listen_addr, str(port),
-        mode_listen, str(nbytes), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    assert listener.stdout is not None
-    assert (await asyncio.wait_for(listener.stdout.readline(), 20)).strip() == b"ready"
-    other = "recv" if mode_listen == "send" else "send"
-    rc, out = await in_ns(ns_connect, sys.executable, str(script), "connect", listen_addr, str(port),
-                          other, str(nbytes), timeout=120)
-    rest, _ = await asyncio.wait_for(listener.communicate(), 60)
-    assert rc == 0 and listener.returncode == 0, out + rest.decode()
-    text = out + rest.decode()
-    shas = [line.split()[1] for line in text.splitlines() if line.startswith("sha ")]
-    assert len(shas) == 2 and shas[0] == shas[1], text
-    assert f"bytes {nbytes}" in text, text
 
 
 def test_ping_tcp_full_size_and_sigterm_cleanup(lab: NetnsLab, tmp_path: Path) -> None:
@@ -430,25 +268,6 @@ def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
     assert "Traceback" not in server.log()
 
 
-def _echo_request(src: str, dst: str) -> bytes:
-    """An ICMP echo request with valid checksums (the server's kernel would answer it)."""
-    import ipaddress
-    import struct
-
-    def checksum(data: bytes) -> int:
-        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-        while total >> 16:
-            total = (total & 0xFFFF) + (total >> 16)
-        return ~total & 0xFFFF
-
-    icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 0x5053, 1) + b"spoofed!")
-    struct.pack_into("!H", icmp, 2, checksum(bytes(icmp)))
-    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
-                                   ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed))
-    struct.pack_into("!H", header, 10, checksum(bytes(header)))
-    return bytes(header + icmp)
-
-
 def test_spoofed_sources_are_dropped_in_shared_mode(lab: NetnsLab, tmp_path: Path) -> None:
     """An authenticated user sends as another user: the server drops it before its kernel sees
     it (in shared mode rp_filter cannot), while both sessions keep working."""
@@ -462,7 +281,7 @@ def test_spoofed_sources_are_dropped_in_shared_mode(lab: NetnsLab, tmp_path: Pat
         assert str(bob.up.local_address) == "198.51.100.50"
         _, before = await in_ns(srv, "nstat", "-az", "IcmpInEchos")
         for _ in range(20):
-            assert alice.link.send_ip(_echo_request("198.51.100.50", LOCAL_IP))
+            assert alice.link.send_ip(echo_request("198.51.100.50", LOCAL_IP))
         await server.await_log("dropping packets whose source is not the peer's address (first: "
                                "198.51.100.50)")
         _, after = await in_ns(srv, "nstat", "-az", "IcmpInEchos")

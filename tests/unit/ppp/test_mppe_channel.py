@@ -84,10 +84,31 @@ def test_the_peer_asking_for_a_reset_restarts_our_sender_and_is_acked() -> None:
     enc = ch.encryptor
     assert enc is not None
     enc.encrypt_frame(HEADER, 0x21, b"\x45" + bytes(19))
-    ch.peer_asked_reset(9)
+    ch.peer_asked_reset(9, 0.0)
     assert ccp.acks == [9]
     # The next packet we send is flushed (the peer can resynchronise on it).
     assert enc.encrypt_frame(HEADER, 0x21, b"\x45" + bytes(19))[len(HEADER)] & 0x80
+
+
+def test_a_reset_request_flood_is_answered_at_a_bounded_rate() -> None:
+    """Found by a hostile client (issue 14): every Reset-Request was answered, so a peer made
+    us send one Reset-Ack per packet it sent.  Now a burst, then RESET_RATE per second."""
+    from pptpkit.ppp.mppe import RESET_BURST, RESET_RATE
+
+    ch, ccp, _, dropped = channel()
+    for i in range(1000):
+        ch.peer_asked_reset(i & 0xFF, 10.0)
+    assert len(ccp.acks) == RESET_BURST
+    assert dropped["mppe_reset_flood"] == 1000 - RESET_BURST
+    # A second later the bucket has refilled by RESET_RATE.
+    for i in range(1000):
+        ch.peer_asked_reset(i & 0xFF, 11.0)
+    assert len(ccp.acks) == RESET_BURST + RESET_RATE
+    # A peer asking once a second (a real one retransmitting) is always answered.
+    before = len(ccp.acks)
+    for t in range(100):
+        ch.peer_asked_reset(1, 20.0 + t)
+    assert len(ccp.acks) == before + 100
 
 
 def test_not_negotiated_in_a_direction() -> None:
