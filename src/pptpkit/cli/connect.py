@@ -26,7 +26,7 @@ from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError, ExitStatus
 from pptpkit.io.sdnotify import notify
 from pptpkit.ppp.session_config import MppePolicy
-from pptpkit.vpn.connect import ConnectConfig, Connector, describe_up
+from pptpkit.vpn.connect import DEFAULT_BACKOFF_CAP, ConnectConfig, Connector, describe_up
 from pptpkit.vpn.routes import parse_route
 from pptpkit.vpn.settings import auth_policy, auth_words, mppe_policy
 
@@ -173,8 +173,8 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
                             "refused or a refused route")
     retry.add_argument("--max-retries", type=int_range(0, 1_000_000), metavar="N",
                        help="with --persist: give up after N reconnection attempts (default: never)")
-    retry.add_argument("--backoff-max", type=float_range(1, 3600), default=60.0, metavar="S",
-                       help="longest wait between attempts (default 60)")
+    retry.add_argument("--backoff-max", type=float_range(1, 3600), default=DEFAULT_BACKOFF_CAP,
+                       metavar="S", help=f"longest wait between attempts (default {DEFAULT_BACKOFF_CAP:g})")
 
     p.add_argument("--json", action="store_true",
                    help="print events (up, down, retry) as JSON lines on stdout")

@@ -7,7 +7,7 @@ commands, one per line, on stdin.
 Roles:
 
 * ``clients``: ``--sessions N`` library sessions against the real ``pptpkit server``, each
-  reconnecting after every end with ``pptpkit connect --persist``'s backoff (1, 2, 4 ... 60 s,
+  reconnecting after every end with ``pptpkit connect --persist``'s backoff (1, 2, 4, 8, 10 s,
   reset after a link that stayed up 30 s), and each sending an ICMP Echo Request to the
   server's tunnel address every ``--probe-interval`` seconds while it is up (the server's kernel
   answers through the shared TUN).  Commands: ``phase NAME`` (label the following probes), ``count`` (emit
@@ -280,7 +280,7 @@ class Clients:
         return None
 
     async def sleep(self, seconds: float) -> None:
-        # Interrupted by close: a slot waiting out a 60 s backoff must not hold the shutdown.
+        # Interrupted by close: a slot waiting out a backoff must not hold the shutdown.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
