@@ -18,9 +18,33 @@ from typing import IO, Any
 
 from pptpkit.lab.netns import enter
 
-__all__ = ["Agent", "AgentError", "Command", "JsonLineProcess", "ProcessSample", "sample_process"]
+__all__ = [
+    "Agent",
+    "AgentError",
+    "Command",
+    "JsonLineProcess",
+    "ProcessSample",
+    "pptpkit_argv",
+    "private_file",
+    "sample_process",
+]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pptpkit_argv(*args: str) -> list[str]:
+    """``pptpkit ARGS`` as the interpreter running the benchmark runs it (``python -m
+    pptpkit``): the same code, and the same start-up cost as the console script."""
+    return [sys.executable, "-m", "pptpkit", *args]
+
+
+def private_file(directory: str, name: str, text: str) -> str:
+    """A new file only we can read (secrets, passwords for the commands under test)."""
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
 
 
 class AgentError(RuntimeError):

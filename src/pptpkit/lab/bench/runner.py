@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 
 from pptpkit.lab.bench.agent import MPPE_MODES, TUNNEL_LOCAL, TUNNEL_PEER
 from pptpkit.lab.bench.flow import FlowResult, measure_flow
-from pptpkit.lab.bench.procs import Agent, AgentError, Command, sample_process
+from pptpkit.lab.bench.procs import Agent, AgentError, Command, pptpkit_argv, private_file, sample_process
 from pptpkit.lab.bench.relay import measure_relay, relay_available
 from pptpkit.lab.netns import CLIENT_ADDRESS, SERVER_ADDRESS, TwoHosts, listening, namespace_exists, two_hosts
 
@@ -239,20 +238,6 @@ _CLIENT_MPPE = {"stateless": ["--require-mppe-128"], "stateful": ["--require-mpp
                 "none": ["--no-mppe"]}
 
 
-def _pptpkit(*args: str) -> list[str]:
-    # The interpreter that runs the benchmark, as ``python -m pptpkit``: the same code and
-    # the same start-up cost as the console script.
-    return [sys.executable, "-m", "pptpkit", *args]
-
-
-def _private_file(directory: str, name: str, text: str) -> str:
-    path = os.path.join(directory, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
-
-
 def _connect_runs(report: Report, *, tag: str, netns: str, argv: Sequence[str], runs: int,
                   progress: Progress) -> tuple[list[float], list[float]]:
     """Start ``pptpkit connect --json`` ``runs`` times, one after the other: (process start -> up
@@ -297,12 +282,12 @@ def _measure_command(report: Report, net: TwoHosts, *, runs: int, mppe: str, pro
     tag = "command vs pptpkit server"
     with tempfile.TemporaryDirectory(prefix="pkbench-") as tmp:
         password = os.urandom(9).hex()
-        secrets = _private_file(tmp, "chap-secrets", f'{_CMD_USER} * "{password}" *\n')
-        password_file = _private_file(tmp, "password", password + "\n")
-        server_argv = _pptpkit("server", "--listen", SERVER_ADDRESS, "--local-ip", _CMD_LOCAL_IP,
+        secrets = private_file(tmp, "chap-secrets", f'{_CMD_USER} * "{password}" *\n')
+        password_file = private_file(tmp, "password", password + "\n")
+        server_argv = pptpkit_argv("server", "--listen", SERVER_ADDRESS, "--local-ip", _CMD_LOCAL_IP,
                                "--remote-ip", _CMD_POOL, "--secrets", secrets, "--require-mschap-v2",
                                *_SERVER_MPPE[mppe])
-        client_argv = _pptpkit("connect", SERVER_ADDRESS, "--user", _CMD_USER, "--password-file",
+        client_argv = pptpkit_argv("connect", SERVER_ADDRESS, "--user", _CMD_USER, "--password-file",
                                password_file, "--json", *_CLIENT_MPPE[mppe])
         with Command("server", net.server, server_argv) as server:
             end = time.monotonic() + 30
@@ -333,9 +318,9 @@ def _measure_vm(report: Report, vm: VmTarget, *, runs: int, progress: Progress) 
                             "(tools/vm/pkvm up && tools/vm/pkvm server)")
         return
     with tempfile.TemporaryDirectory(prefix="pkbench-") as tmp:
-        password_file = _private_file(tmp, "password", vm.password + "\n")
+        password_file = private_file(tmp, "password", vm.password + "\n")
         # MS-CHAPv2 + MPPE-128: what tools/vm/pkvm server requires by default.
-        client_argv = _pptpkit("connect", vm.server, "--user", vm.user, "--password-file", password_file,
+        client_argv = pptpkit_argv("connect", vm.server, "--user", vm.user, "--password-file", password_file,
                                "--json", "--require-mppe-128")
         walls, setups = _connect_runs(report, tag=tag, netns=vm.namespace, argv=client_argv, runs=runs,
                                       progress=progress)

@@ -30,7 +30,6 @@ import select
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any, Final
 
-from pptpkit.lab.bench.procs import Agent, AgentError, Command, sample_process
+from pptpkit.lab.bench.procs import Agent, AgentError, Command, pptpkit_argv, private_file, sample_process
 from pptpkit.lab.bench.runner import Goal, Report
 from pptpkit.lab.bench.soakagent import echo_reply_key, echo_request
 from pptpkit.lab.netns import CLIENT_ADDRESS, SERVER_ADDRESS, NetnsLab, enter, inside, listening
@@ -179,18 +178,6 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _pptpkit(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pptpkit", *args]
-
-
-def _private_file(directory: str, name: str, text: str) -> str:
-    path = os.path.join(directory, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
-
-
 # -- the persist clients -------------------------------------------------------------------------
 
 
@@ -319,9 +306,9 @@ def run_soak(plan: SoakPlan, *, progress: Progress = lambda _: None, command: st
         _add_address(client_ns, "soak-c", HOSTILE_ADDRESS)
         _loss_rules(client_ns, plan.loss)
         password = os.urandom(9).hex()
-        secrets = _private_file(tmp, "chap-secrets", f'{USER} * "{password}" *\n')
-        password_file = _private_file(tmp, "password", password + "\n")
-        server_argv = _pptpkit("server", "--listen", SERVER_ADDRESS, "--local-ip", LOCAL_IP,
+        secrets = private_file(tmp, "chap-secrets", f'{USER} * "{password}" *\n')
+        password_file = private_file(tmp, "password", password + "\n")
+        server_argv = pptpkit_argv("server", "--listen", SERVER_ADDRESS, "--local-ip", LOCAL_IP,
                                "--remote-ip", POOL, "--secrets", secrets, "--tun-mode", "shared",
                                "--max-sessions", str(cap), "--max-per-source", str(cap),
                                # Every legitimate client comes from one address here, as 500
@@ -357,9 +344,9 @@ def _soak(report: Report, plan: SoakPlan, lab: NetnsLab, server_ns: str, client_
                         "--ramp", str(min(10.0, max(1.0, plan.sessions / 50)))],
             env={"PPTPKIT_PASSWORD": password}, module="pptpkit.lab.bench.soakagent"))
         persist = [PersistState(stack.enter_context(Command(
-            f"connect {i}", client_ns, _pptpkit("connect", SERVER_ADDRESS, "--user", USER, "--password-file",
-                                                password_file, "--json", "--persist", "--require-mppe-128",
-                                                "--ifname", f"soakp{i}"))), i)
+            f"connect {i}", client_ns, pptpkit_argv(
+                "connect", SERVER_ADDRESS, "--user", USER, "--password-file", password_file, "--json",
+                "--persist", "--require-mppe-128", "--ifname", f"soakp{i}"))), i)
             for i in range(plan.persist_clients)]
         watch = PersistWatch(client_ns, persist, plan.probe_interval)
         hostile = stack.enter_context(Agent(
