@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
+import time
 from dataclasses import replace
 from typing import Any, Final, cast
 
@@ -46,6 +48,7 @@ from pptpkit.io.dataplane import SharedTunRouter, TunDataPlane
 from pptpkit.io.link import DataPlane
 from pptpkit.io.sdnotify import notify
 from pptpkit.pptp.server import PptpServer, PptpServerConfig
+from pptpkit.vpn.guard import AuthGuard, GuardConfig, GuardedSecrets
 from pptpkit.vpn.netpolicy import MssClamp, NftError
 from pptpkit.vpn.pool import AddressPool
 from pptpkit.vpn.server import (
@@ -179,6 +182,17 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     group.add_argument("--max-sessions", type=int_range(1, 65535), metavar="N",
                        help=f"maximum simultaneous authenticated sessions; more calls are refused as "
                             f"Busy (default {_D.max_sessions})")
+    group.add_argument("--auth-fail-limit", type=int_range(0, 1000), metavar="N",
+                       help=f"failed logins within --auth-fail-window from one address (or for one user) "
+                            f"that lock it out (default {_D.auth_fail_limit}; 0: never)")
+    group.add_argument("--auth-fail-window", type=positive_float, metavar="S",
+                       help=f"seconds the failures are counted over (default {_D.auth_fail_window:g})")
+    group.add_argument("--auth-lockout", type=positive_float, metavar="S",
+                       help=f"first lockout in seconds, doubled on each repeat up to an hour (default "
+                            f"{_D.auth_lockout:g})")
+    group.add_argument("--auth-lock-users", action="store_true",
+                       help="also lock a user name out after --auth-fail-limit failures from anywhere "
+                            "(off by default: anyone knowing a name could lock its owner out)")
     group.add_argument("--auth-timeout", type=positive_float, metavar="S",
                        help=f"seconds a call has to authenticate before it is closed (default "
                             f"{DEFAULT_AUTH_TIMEOUT:g})")
@@ -220,7 +234,8 @@ _PLAIN: Final = {
     "window": "window", "nobuffer": "nobuffer", "secrets": "secrets", "name": "name",
     "max_sessions": "max_sessions", "tun_mode": "tun_mode", "tun_name": "tun_name", "mtu": "mtu",
     "echo_interval": "echo_interval", "echo_failure": "echo_failure", "idle": "idle",
-    "pidfile": "pidfile", "auth_timeout": "auth_timeout", "max_preauth": "max_preauth",
+    "pidfile": "pidfile", "auth_timeout": "auth_timeout", "auth_fail_limit": "auth_fail_limit",
+    "auth_fail_window": "auth_fail_window", "auth_lockout": "auth_lockout", "max_preauth": "max_preauth",
     "max_preauth_per_source": "max_preauth_per_source",
 }
 
@@ -241,6 +256,8 @@ def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChange
             changes[name] = tuple(given[name])
     if "no_mss_clamp" in given:
         changes["mss_clamp"] = False
+    if "auth_lock_users" in given:
+        changes["auth_lock_users"] = True
     if "no_source_check" in given:
         changes["source_check"] = False
     if given.get("verbose"):
@@ -412,7 +429,13 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
         name = settings.tun_name or "pptpkit%d"
         plane = TunDataPlane(name)
         pattern = name.replace("%d", "*")
+    guard = AuthGuard(GuardConfig(limit=settings.auth_fail_limit, window=settings.auth_fail_window,
+                                  lockout=settings.auth_lockout,
+                                  max_lockout=max(3600.0, settings.auth_lockout),
+                                  lock_users=settings.auth_lock_users), time.monotonic)
+    config = dataclasses.replace(config, secrets=GuardedSecrets(config.secrets, guard))
     sessions = BuiltinSessions(config, plane)
+    guard.attach(sessions)
     server = PptpServer(pptp_server_config(settings), sessions)
     clamp = MssClamp(pattern) if settings.mss_clamp else None
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -126,6 +126,10 @@ class ServerChanges(TypedDict, total=False):
     mss_clamp: bool
     source_check: bool
     pidfile: str | None
+    auth_fail_limit: int
+    auth_fail_window: float
+    auth_lockout: float
+    auth_lock_users: bool
     auth_timeout: float
     max_preauth: int
     max_preauth_per_source: int
@@ -185,6 +189,10 @@ class ServerSettings:
     mss_clamp: bool = True
     source_check: bool = True
     pidfile: str | None = None
+    auth_fail_limit: int = 5
+    auth_fail_window: float = 60.0
+    auth_lockout: float = 30.0
+    auth_lock_users: bool = False
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     max_preauth: int = DEFAULT_MAX_PREAUTH
     max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE

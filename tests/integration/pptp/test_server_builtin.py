@@ -34,6 +34,7 @@ from serverlab import (
 
 from conftest import require_binary, require_root
 from netns import NetnsLab, pids_in
+from pptpkit.io.link import LinkDownError
 from pptpkit.ppp.session_config import Outcome
 from pptpkit.pptp.client import (
     CallRefusedError,
@@ -464,3 +465,37 @@ def test_service_readiness_and_pid_file(lab: NetnsLab, tmp_path: Path,
         assert sock.recv(4096) == b"STOPPING=1"
         assert server.proc.wait(10) == 0, server.log()
     assert not pidfile.exists()
+
+
+def test_password_guessing_is_slowed_while_a_user_elsewhere_logs_in(lab: NetnsLab, tmp_path: Path) -> None:
+    """200 fast wrong-password attempts from one address: after five, its calls are refused
+    for a while, so only a handful reach the password check, while alice, from another address,
+    logs in at once."""
+    srv, cli = two_namespaces(lab)
+    lab.ip(cli, "addr", "add", "192.0.2.4/24", "dev", "veth-b")
+    server = Server(lab, srv, tmp_path)
+
+    async def main() -> None:
+        refused = 0
+        wrong = 0
+        for _ in range(200):
+            try:
+                session = await connect("bob", "not bob's password", local_address=CLIENT, tun="pkx%d")
+            except CallRefusedError:
+                refused += 1
+                continue
+            except LinkDownError:  # the wrong password: the link goes down before it is up
+                wrong += 1
+                continue
+            await session.close()
+            raise AssertionError("a wrong password logged in")
+        assert wrong <= 6 and refused >= 190, (wrong, refused)
+        started = time.monotonic()
+        alice = await connect("alice", "alice pw", local_address="192.0.2.4", tun="pka%d")
+        assert time.monotonic() - started < 3.0
+        await alice.close()
+        await server.await_log("address '192.0.2.2' locked out for 30 s")
+
+    run_in(cli, main)
+    assert server.log().count("authentication failed") <= 6
+    assert "Traceback" not in server.log()
