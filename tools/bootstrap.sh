@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_pkgs=(pptp-linux pptpd busybox tshark iproute2 nftables iperf3 procps psmisc python3-venv qemu-system-x86 debootstrap cpio kmod iputils-ping)
+apt_pkgs=(pptp-linux pptpd busybox tshark freeradius freeradius-utils iproute2 nftables iperf3 procps psmisc python3-venv qemu-system-x86 debootstrap cpio kmod iputils-ping)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

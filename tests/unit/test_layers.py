@@ -3,7 +3,7 @@
 Imports flow one way, down this rank table (a package may import its own modules and any package
 of a lower rank)::
 
-    cli > compat > lab > vpn > pptp > io > ppp > auth = control > gre = crypto > errors, enums, wire
+    cli > compat > lab > vpn > pptp > io > ppp > auth = control > radius > gre = crypto > errors, enums, wire
 
 Same-rank packages (auth/control, gre/crypto) must not import each other: equal rank means
 "independent", not "free to call each other".  Two modules of the root are special:
@@ -54,6 +54,8 @@ RANKS: Final[dict[str, int]] = {
     "ppp": 30,
     "auth": 20,
     "control": 20,
+    # RADIUS codecs and the client engine: used by auth and above, uses only crypto-level code.
+    "radius": 15,
     "gre": 10,
     "crypto": 10,
     "": 0,
