@@ -20,12 +20,15 @@ from pptpkit.radius.packet import (
 )
 
 AUTH = bytes(range(16))
+SALT = lambda: b"\x80\0"  # noqa: E731
 
 
 def _round(attrs: list[Attribute | tuple[str, object]]) -> tuple[Attribute, ...]:
-    raw = encode_attributes(attrs, secret=b"s3cret", authenticator=AUTH, salt=lambda: b"\x80\x01")  # type: ignore[arg-type]
+    raw = encode_attributes(attrs, secret=b"s3cret", authenticator=AUTH,  # type: ignore[arg-type]
+                            salt=lambda: b"\x80\x01")
     packet = RawPacket(code=2, identifier=9, authenticator=AUTH, attributes=tuple(raw)).encode()
-    return decode_attributes(RawPacket.decode(packet).attributes, secret=b"s3cret", request_authenticator=AUTH)
+    return decode_attributes(RawPacket.decode(packet).attributes, secret=b"s3cret",
+                             request_authenticator=AUTH)
 
 
 def test_types_values_tags_and_vendor_attributes_round_trip() -> None:
@@ -59,13 +62,13 @@ def test_unknown_and_malformed_attributes_are_kept_and_named() -> None:
 
 def test_encoding_errors_are_ours() -> None:
     with pytest.raises(AttributeEncodeError):
-        encode_attributes([("No-Such", 1)], secret=b"s", authenticator=AUTH, salt=lambda: b"\x80\0")
+        encode_attributes([("No-Such", 1)], secret=b"s", authenticator=AUTH, salt=SALT)
     with pytest.raises(AttributeEncodeError):
-        encode_attributes([("Service-Type", "Bogus")], secret=b"s", authenticator=AUTH, salt=lambda: b"\x80\0")
+        encode_attributes([("Service-Type", "Bogus")], secret=b"s", authenticator=AUTH, salt=SALT)
     with pytest.raises(AttributeEncodeError):
-        encode_attributes([("NAS-Port", "x" * 3)], secret=b"s", authenticator=AUTH, salt=lambda: b"\x80\0")
+        encode_attributes([("NAS-Port", "x" * 3)], secret=b"s", authenticator=AUTH, salt=SALT)
     with pytest.raises(AttributeEncodeError):
-        encode_attributes([("Class", b"x" * 254)], secret=b"s", authenticator=AUTH, salt=lambda: b"\x80\0")
+        encode_attributes([("Class", b"x" * 254)], secret=b"s", authenticator=AUTH, salt=SALT)
 
 
 def test_decode_rules() -> None:
@@ -90,7 +93,8 @@ def test_fuzz_packet_and_attribute_decoders(data: bytes) -> None:
        st.integers(0, 2**32 - 1))
 def test_fuzz_every_attribute_type_and_vendor(items: list[tuple[int, bytes]], vendor: int) -> None:
     raw = [RawAttribute(t, v) for t, v in items]
-    raw += [RawAttribute(26, (311).to_bytes(4, "big") + bytes([t, len(v[:200]) + 2]) + v[:200]) for t, v in items]
+    ms = (311).to_bytes(4, "big")
+    raw += [RawAttribute(26, ms + bytes([t, len(v[:200]) + 2]) + v[:200]) for t, v in items]
     raw += [RawAttribute(26, vendor.to_bytes(4, "big") + v[:249]) for _, v in items]
     for attr in decode_attributes(raw, secret=b"s", request_authenticator=AUTH):
         repr(attr)
