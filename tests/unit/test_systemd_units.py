@@ -22,7 +22,8 @@ def _verify(unit: Path) -> str:
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         return f"rc {proc.returncode}: {proc.stderr}"
-    return (proc.stdout + proc.stderr).strip()
+    # Other units installed on the machine may draw warnings of their own: only ours count.
+    return "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if unit.name in line)
 
 
 def _installed_copy(unit: Path, folder: Path, name: str | None = None) -> Path:

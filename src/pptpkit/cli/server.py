@@ -219,6 +219,9 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                        help="drop a session after S seconds without data (default never)")
     group.add_argument("--no-mss-clamp", action="store_true",
                        help="do not install the nft TCP MSS clamping rule for forwarded traffic")
+    group.add_argument("--proxyarp", action="store_true",
+                       help="publish each client's address on the LAN interface whose subnet holds it "
+                            "(pppd's proxyarp), so LAN hosts reach clients as neighbours")
     group.add_argument("--no-source-check", action="store_true",
                        help="accept packets from a client whatever their source address (for clients "
                             "that route networks of their own; by default a packet whose source is "
@@ -256,6 +259,8 @@ def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChange
             changes[name] = tuple(given[name])
     if "no_mss_clamp" in given:
         changes["mss_clamp"] = False
+    if "proxyarp" in given:
+        changes["proxyarp"] = True
     if "auth_lock_users" in given:
         changes["auth_lock_users"] = True
     if "no_source_check" in given:
@@ -324,6 +329,7 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
         max_sessions=settings.max_sessions,
         max_per_source=settings.max_per_source,
         source_check=settings.source_check,
+        proxyarp=settings.proxyarp,
         auth_timeout=settings.auth_timeout,
         max_preauth=settings.max_preauth,
         max_preauth_per_source=settings.max_preauth_per_source,

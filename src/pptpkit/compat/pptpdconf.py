@@ -230,8 +230,6 @@ def builtin_options(conf: PptpdConf, *, etc_dir: str = "/etc/ppp") -> PppdOption
 #: PppdOptions fields the built-in server cannot honour, with why; a non-default value is an
 #: error naming where the option was given.
 _BUILTIN_UNSUPPORTED: Final = {
-    "proxyarp": ("proxyarp", "the built-in server adds no proxy ARP entries: route the remoteip "
-                             "range to this host, or run 'ppp pptpkit ppp' (bridge mode), which does"),
     "defaultroute": ("defaultroute", "a server does not route through its clients"),
     "usepeerdns": ("usepeerdns", "a server pushes DNS (ms-dns), it does not take any"),
     "mtu": ("mtu", "the built-in server sets its MRU (mru); the link MTU follows from both MRUs"),
@@ -318,6 +316,8 @@ def _builtin_changes(conf: PptpdConf, opts: PppdOptions) -> ServerChanges:
         changes["mtu"] = opts.mru
     if opts.idle:
         changes["idle"] = opts.idle
+    if opts.proxyarp:
+        changes["proxyarp"] = True
     if opts.debug:
         changes["verbose"] = 1
     for notice in opts.notices:

@@ -84,8 +84,6 @@ EXIT_FATAL_ERROR: Final = int(ExitStatus.FATAL)
 EXIT_OPTION_ERROR: Final = int(ExitStatus.USAGE)
 EXIT_NOT_ROOT: Final = int(ExitStatus.NOT_PERMITTED)
 EXIT_USER_REQUEST: Final = int(ExitStatus.USER_REQUEST)
-#: RTM neighbour flag for a proxy (published) entry, as pppd's SIOCSARP with ATF_PUBL.
-_NTF_PROXY: Final = 0x08
 
 
 @dataclass(slots=True)
@@ -165,26 +163,18 @@ class _HostSetup:
                 log.warning("usepeerdns: cannot write %s: %s", path, exc)
 
     async def _proxyarp(self, nc: NetConfig, ifname: str, peer: str) -> None:
-        # pppd publishes the peer's address on the Ethernet interface whose subnet holds it.
-        import ipaddress
-
-        peer_ip = ipaddress.IPv4Address(peer)
-        for msg in await nc._collect(nc.ipr.get_addr(family=socket.AF_INET)):
-            label = msg.get("IFA_LABEL")
-            if label == ifname or msg.get("IFA_ADDRESS") is None:
-                continue
-            net = ipaddress.IPv4Network(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}", strict=False)
-            if peer_ip in net and net.prefixlen < 32:
-                index = int(msg["index"])
-                try:
-                    await nc.ipr.neigh("add", dst=peer, ifindex=index, flags=_NTF_PROXY)
-                except Exception as exc:  # pyroute2 raises NetlinkError; report, carry on like pppd
-                    log.warning("proxyarp: cannot publish %s on %s: %s", peer, label, exc)
-                    return
-                self.proxy = (peer, index)
-                log.info("proxy ARP entry for %s on %s", peer, label)
-                return
-        log.warning("proxyarp: no interface on the same subnet as %s", peer)
+        # pppd publishes the peer's address on the Ethernet interface whose subnet holds it,
+        # and carries on when it cannot.
+        try:
+            index = await nc.publish_proxy_arp(peer, skip=ifname)
+        except NetConfigError as exc:
+            log.warning("proxyarp: cannot publish %s: %s", peer, exc)
+            return
+        if index is None:
+            log.warning("proxyarp: no interface on the same subnet as %s", peer)
+            return
+        self.proxy = (peer, index)
+        log.info("proxy ARP entry for %s (interface index %d)", peer, index)
 
     async def undo(self, ifname: str) -> None:
         if self.resolv is not None:
@@ -196,8 +186,8 @@ class _HostSetup:
             self.proxy = None
             nc = await NetConfig().open()
             try:
-                await nc.ipr.neigh("del", dst=peer, ifindex=index, flags=_NTF_PROXY)
-            except Exception as exc:  # the interface may be gone already
+                await nc.withdraw_proxy_arp(peer, index)
+            except NetConfigError as exc:
                 log.debug("proxyarp: removing %s: %s", peer, exc)
             finally:
                 await nc.close()

@@ -29,6 +29,8 @@ __all__ = ["NetConfig", "NetConfigError", "RouteInfo"]
 log = logging.getLogger(__name__)
 
 _RTN_LOCAL = 2
+# RTM neighbour flag for a proxy (published) entry, as pppd's SIOCSARP with ATF_PUBL.
+_NTF_PROXY = 0x08
 _RTN_UNICAST = 1
 # Errors that mean "the thing to undo is already gone".
 _GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENXIO}
@@ -172,6 +174,33 @@ class NetConfig:
             peer = address if address != local else None
             out.append((local, peer, int(msg["prefixlen"])))
         return out
+
+    async def publish_proxy_arp(self, peer: str, *, skip: str | None = None) -> int | None:
+        """Answer ARP for ``peer`` on the interface whose IPv4 subnet holds it (pppd's
+        ``proxyarp``), so hosts on that LAN reach a tunnel client as a neighbour.  ``skip``: the
+        tunnel's own interface.  Returns the interface index (for :meth:`withdraw_proxy_arp`), or
+        None when no interface's subnet holds ``peer``.  Not in the undo log: the caller
+        withdraws it when the session ends (the LAN interface outlives the session)."""
+        peer_ip = ipaddress.IPv4Address(peer)
+        for msg in await self._call("list addresses", self._collect(self.ipr.get_addr(family=2))):
+            label = msg.get("IFA_LABEL")
+            address = msg.get("IFA_ADDRESS")
+            if label == skip or address is None:
+                continue
+            net = ipaddress.IPv4Network(f"{address}/{msg['prefixlen']}", strict=False)
+            if peer_ip in net and net.prefixlen < 32:
+                index = int(msg["index"])
+                await self._call(f"publish {peer} on {label}",
+                                 self.ipr.neigh("add", dst=peer, ifindex=index, flags=_NTF_PROXY))
+                return index
+        return None
+
+    async def withdraw_proxy_arp(self, peer: str, index: int) -> None:
+        try:
+            await self.ipr.neigh("del", dst=peer, ifindex=index, flags=_NTF_PROXY)
+        except NetlinkError as exc:
+            if exc.code not in _GONE:
+                raise NetConfigError(f"withdraw proxy ARP for {peer}: {exc}", errno_=exc.code) from exc
 
     # -- routes -------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from pptpkit.auth.secrets import SecretsProvider
 from pptpkit.control import GeneralError, OutgoingCallResult
 from pptpkit.errors import ConfigError
 from pptpkit.io.link import DataPlane, PacketSink, PppLink, outcome_text
+from pptpkit.io.netconfig import NetConfig, NetConfigError
 from pptpkit.io.throttle import LogThrottle, left_out_text
 from pptpkit.ppp.ipcp import PeerAddress
 from pptpkit.ppp.session_config import (
@@ -110,6 +111,8 @@ class BuiltinConfig:
     for each peer's LCP Terminate-Ack.  ``source_check``: drop (and count) packets whose source
     is not the address the session was given, so no user sends as another (in shared-TUN mode
     replies would reach the victim, and ``rp_filter`` cannot see inside one interface).
+    ``proxyarp``: publish each peer's address on the LAN interface whose subnet holds it
+    (pppd's option), withdrawn when the session ends.
     """
 
     pool: AddressPool
@@ -127,6 +130,7 @@ class BuiltinConfig:
     max_per_source: int = 16
     close_timeout: float = 2.0
     source_check: bool = True
+    proxyarp: bool = False
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     max_preauth: int = DEFAULT_MAX_PREAUTH
     max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE
@@ -167,7 +171,7 @@ class Session:
 
     __slots__ = (
         "address", "auth_deadline", "auth_method", "call", "cause", "id", "link", "pair", "preauth",
-        "source", "started", "up", "user",
+        "proxy_arp", "source", "started", "up", "user",
     )
 
     def __init__(self, session_id: str, call: ServerCall, link: PppLink, source: str,
@@ -187,6 +191,8 @@ class Session:
         self.up: LinkUp | None = None
         #: Set when the server ends the session for a reason of its own (kill, shutdown, ...).
         self.cause: TerminateCause | None = None
+        #: (address, interface index) of the proxy ARP entry published for the peer.
+        self.proxy_arp: tuple[str, int] | None = None
         #: True until the peer authenticated (or, without authentication, IPCP came up).
         self.preauth = True
         self.auth_deadline: asyncio.TimerHandle | None = None
@@ -207,13 +213,17 @@ class _CheckedPlane:
         owner = self._owner
         owner.claim_address(link, up.peer_address)
         try:
-            return await self._inner.attach(link, up)
+            sink = await self._inner.attach(link, up)
         except BaseException:
             owner.release_address(link)
             raise
+        if owner.config.proxyarp and up.peer_address is not None:
+            await owner.publish_proxy_arp(link, str(up.peer_address))
+        return sink
 
     async def detach(self, link: PppLink) -> None:
         try:
+            await self._owner.withdraw_proxy_arp(link)
             await self._inner.detach(link)
         finally:
             self._owner.release_address(link)
@@ -277,6 +287,39 @@ class BuiltinSessions:
         if session.cause is None:
             session.cause = cause
         session.link.close(reason)
+
+    async def publish_proxy_arp(self, link: PppLink, peer: str) -> None:
+        """pppd's ``proxyarp``: LAN hosts reach the client as a neighbour.  Like pppd, a failure
+        is logged and the session goes on."""
+        session = self._by_link.get(link)
+        if session is None:
+            return
+        nc = await NetConfig().open()
+        try:
+            index = await nc.publish_proxy_arp(peer, skip=link.interface)
+        except NetConfigError as exc:
+            log.warning("[%s] proxyarp: cannot publish %s: %s", session.id, peer, exc)
+            return
+        finally:
+            await nc.close()
+        if index is None:
+            log.warning("[%s] proxyarp: no interface on the same subnet as %s", session.id, peer)
+            return
+        session.proxy_arp = (peer, index)
+
+    async def withdraw_proxy_arp(self, link: PppLink) -> None:
+        session = self._by_link.get(link)
+        if session is None or session.proxy_arp is None:
+            return
+        peer, index = session.proxy_arp
+        session.proxy_arp = None
+        nc = await NetConfig().open()
+        try:
+            await nc.withdraw_proxy_arp(peer, index)
+        except NetConfigError as exc:
+            log.warning("[%s] proxyarp: cannot withdraw %s: %s", session.id, peer, exc)
+        finally:
+            await nc.close()
 
     def _notify(self, notice: SessionNotice) -> None:
         for observer in self.observers:

@@ -125,6 +125,7 @@ class ServerChanges(TypedDict, total=False):
     idle: float
     mss_clamp: bool
     source_check: bool
+    proxyarp: bool
     pidfile: str | None
     auth_fail_limit: int
     auth_fail_window: float
@@ -188,6 +189,7 @@ class ServerSettings:
     idle: float = 0.0
     mss_clamp: bool = True
     source_check: bool = True
+    proxyarp: bool = False
     pidfile: str | None = None
     auth_fail_limit: int = 5
     auth_fail_window: float = 60.0

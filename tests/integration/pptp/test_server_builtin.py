@@ -499,3 +499,32 @@ def test_password_guessing_is_slowed_while_a_user_elsewhere_logs_in(lab: NetnsLa
     run_in(cli, main)
     assert server.log().count("authentication failed") <= 6
     assert "Traceback" not in server.log()
+
+
+def test_proxyarp_publishes_the_client_on_the_lan(lab: NetnsLab, tmp_path: Path) -> None:
+    """pptpd-options' proxyarp: the client's address, in the LAN's subnet, is answered for on
+    the LAN interface while the session lasts."""
+    srv, cli = two_namespaces(lab)
+    lan = lab.add_namespace("l")
+    lab.add_veth(srv, lan, addr_a="203.0.113.1/24", addr_b="203.0.113.2/24", name_a="lan-s", name_b="lan-l")
+    server = Server(lab, srv, tmp_path, "--proxyarp", "--local-ip", "203.0.113.1",
+                    "--remote-ip", "203.0.113.100-110")
+
+    async def main() -> None:
+        alice = await connect("alice", "alice pw", tun="pka%d")
+        address = str(alice.up.local_address)
+        assert address.startswith("203.0.113.1")
+        for _ in range(50):
+            if address in lab.ip(srv, "neigh", "show", "proxy"):
+                break
+            await asyncio.sleep(0.1)
+        assert f"{address} dev lan-s proxy" in lab.ip(srv, "neigh", "show", "proxy")
+        await alice.close()
+        for _ in range(50):
+            if address not in lab.ip(srv, "neigh", "show", "proxy"):
+                break
+            await asyncio.sleep(0.1)
+        assert address not in lab.ip(srv, "neigh", "show", "proxy")
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()

@@ -92,14 +92,14 @@ def test_flag_overrides_file_mppe_and_auth(tmp_path: Path) -> None:
 
 
 def test_flag_selected_program_mode_does_not_read_pppd_options(tmp_path: Path) -> None:
-    # Without 'ppp' in the file the built-in mode would refuse 'proxyarp'; --ppp-program wins.
+    # Without 'ppp' in the file the built-in mode would refuse 'defaultroute'; --ppp-program wins.
     s = settings_for(tmp_path, "localip 198.51.100.1\nremoteip 198.51.100.10\n",
-                     options="proxyarp\n", flags=("--ppp-program", "/usr/sbin/pppd"))
+                     options="defaultroute\n", flags=("--ppp-program", "/usr/sbin/pppd"))
     assert s.ppp_program == "/usr/sbin/pppd" and not s.builtin
 
 
 @pytest.mark.parametrize(("options", "needle"), [
-    ("require-mschap-v2\nproxyarp\n", "options.pptpd:2]"),
+    ("require-mschap-v2\ndefaultroute\n", "options.pptpd:2]"),
     ("require-mschap-v2\nrequire-mppe-40\n", "require-mppe-40 alone"),
     ("noauth\nrequire-mppe-128\n", "noauth with required MPPE"),
     ("require-mschap-v2\nmtu 1400\n", "mtu: not supported"),
@@ -132,3 +132,10 @@ def test_builtin_config_from_settings(tmp_path: Path) -> None:
     config = builtin_config(s)
     assert config.name == "gw" and config.pool.size == 2 and config.idle_timeout == 60.0
     assert config.mppe == s.mppe and config.auth_policy == s.auth
+
+
+def test_builtin_mode_honours_proxyarp(tmp_path: Path) -> None:
+    """The stock Debian pptpd-options says proxyarp: the built-in server does it now."""
+    s = settings_for(tmp_path, "localip 198.51.100.1\nremoteip 198.51.100.10-20\n",
+                     options="require-mschap-v2\nproxyarp\n")
+    assert s.proxyarp and s.builtin
