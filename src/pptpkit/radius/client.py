@@ -323,9 +323,8 @@ class RadiusClient:
         if packet.code not in _ANSWERS[req.code]:
             self.stats.dropped_unexpected_code += 1
             return
-        received = bytes(data[: len(data)])
-        length = int.from_bytes(received[2:4], "big")
-        received = received[:length]
+        # RFC 2865 3: octets past Length are padding, outside both authenticators.
+        received = bytes(data[: int.from_bytes(data[2:4], "big")])
         secret = state.server.secret
         try:
             if not crypto.verify_response_authenticator(received, req.authenticator, secret):

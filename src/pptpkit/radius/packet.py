@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import io
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -162,8 +163,6 @@ def dictionary() -> Any:
     from pyrad.dictionary import Dictionary
 
     text = resources.files("pptpkit.radius").joinpath("dictionary.pptpkit").read_text()
-    import io
-
     return Dictionary(io.StringIO(text))
 
 
