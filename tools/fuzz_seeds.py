@@ -26,6 +26,11 @@ def framed(pieces: list[bytes]) -> bytes:
     return b"".join(len(p).to_bytes(2, "big") + p for p in pieces)
 
 
+def opped(pieces: list[bytes], op: int = 0) -> bytes:
+    """Inputs for the control targets: each behind an op octet (``targets.ops``)."""
+    return b"".join(bytes([op]) + len(p).to_bytes(2, "big") + p for p in pieces)
+
+
 def write(target: str, seeds: list[bytes]) -> None:
     folder = CORPUS / target
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,11 +101,15 @@ def main() -> None:
             decode_message(frame)
             messages.append(frame)
     write("control_messages", messages)
-    write("control_fresh_server", [framed(to_server)])
-    write("control_fresh_client", [framed(to_client)])
+    write("control_fresh_server", [opped(to_server)])
+    write("control_fresh_client", [opped(to_client)])
     # The established targets' engines already have the Start exchange and the call behind them.
-    write("control_established_server", [framed(to_server[set_up_server:]), framed(messages)])
-    write("control_established_client", [framed(to_client[set_up_client:])])
+    # Op 0x10: the client opens a second call first; 0x2n clears one; 0x35 sets link info.
+    write("control_established_server", [opped(to_server[set_up_server:]), opped(messages),
+                                         opped(to_server[set_up_server:], 0x35)])
+    write("control_established_client", [opped(to_client[set_up_client:]),
+                                         opped(to_client[set_up_client:], 0x10),
+                                         opped(to_client[set_up_client:], 0x21)])
 
     gre = [encode_gre(7, b"\xff\x03\xc0\x21\x01\x01\x00\x04", 1, None), encode_gre(7, b"", None, 5),
            encode_gre(7, b"\x21" + bytes(20), 2, 1), encode_gre(1, b"\x21abc", 1, None)]

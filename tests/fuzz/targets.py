@@ -23,7 +23,7 @@ from typing import Any
 
 from pptpkit.errors import ConfigError, PptpkitError
 
-__all__ = ["TARGETS", "chunks", "session_cases"]
+__all__ = ["TARGETS", "chunks", "ops", "session_cases"]
 
 # The PPP tests' session configurations (tests/unit/ppp/session_harness.py) and the shared
 # engine-pair helper they build on (tests/enginepair.py).
@@ -105,18 +105,64 @@ def _control_engine(role_server: bool, established: bool) -> Any:
     return server if role_server else client
 
 
-def _feed_control(engine: object, data: bytes) -> None:
-    from pptpkit.control import ControlConnection
+def ops(data: bytes, limit: int = 64) -> Iterator[tuple[int, bytes]]:
+    """Split ``data`` into (op, input) pairs: an op octet, then an input as :func:`chunks`
+    cuts it."""
+    i = 0
+    n = 0
+    while i < len(data) and n < limit:
+        op = data[i]
+        size = int.from_bytes(data[i + 1 : i + 3], "big")
+        yield op, data[i + 3 : i + 3 + size]
+        i += 3 + size
+        n += 1
 
-    assert isinstance(engine, ControlConnection)
+
+def _control_action(engine: Any, op: int, now: float) -> None:
+    """What the application may do between two receptions: op's high bits pick it, its low
+    bits an argument.  Only :class:`StateError` (the wrong moment for it) may come back."""
+    from pptpkit.control import Role
+    from pptpkit.errors import StateError
+
+    calls = sorted(engine.calls)
+    call_id = calls[op % len(calls)] if calls else op
+    action = op >> 4
+    with contextlib.suppress(StateError):
+        if action == 1:
+            if engine.role is Role.CLIENT:
+                engine.open_call(now)
+        elif action == 2:
+            engine.clear_call(now, call_id)
+        elif action == 3:
+            engine.set_link_info(now, call_id, send_accm=op * 0x01010101, receive_accm=0)
+        elif action == 4:
+            engine.send_wan_error(now, call_id, crc_errors=op)
+        elif action == 5:
+            engine.stop(now, op & 0x0F)
+        elif action == 6:
+            engine.connection_lost(now)
+
+
+def _feed_control(engine: Any, data: bytes) -> None:
+    """Each op octet: what happens first (low 3 bits: seconds that pass, with the engine's
+    timers; high bits: an application action, see :func:`_control_action`), then its input is
+    the peer's next bytes.  A call request is accepted or refused by the op's bit 3."""
+    from pptpkit.control import CallRequested
+
     now = 0.0
-    for piece in chunks(data):
-        engine.receive_data(piece, now)
-        now += 7.0
+    for op, piece in ops(data):
+        now += (op & 0x07) * 7.0
         engine.handle_timer(now)
+        _control_action(engine, op, now)
+        engine.receive_data(piece, now)
         engine.data_to_send()
-        while engine.next_event() is not None:
-            pass
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, CallRequested):
+                if op & 0x08:
+                    engine.reject_call(now, event.call_id)
+                else:
+                    engine.accept_call(now, event.call_id)
+        engine.get_timer()
 
 
 def control_fresh_server(data: bytes) -> None:
