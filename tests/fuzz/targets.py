@@ -148,6 +148,7 @@ def _feed_control(engine: Any, data: bytes) -> None:
     timers; high bits: an application action, see :func:`_control_action`), then its input is
     the peer's next bytes.  A call request is accepted or refused by the op's bit 3."""
     from pptpkit.control import CallRequested
+    from pptpkit.errors import StateError
 
     now = 0.0
     for op, piece in ops(data):
@@ -158,10 +159,13 @@ def _feed_control(engine: Any, data: bytes) -> None:
         engine.data_to_send()
         while (event := engine.next_event()) is not None:
             if isinstance(event, CallRequested):
-                if op & 0x08:
-                    engine.reject_call(now, event.call_id)
-                else:
-                    engine.accept_call(now, event.call_id)
+                # The same bytes may have closed the connection after asking for the call:
+                # answering is then a StateError, which the server expects (pptp/server.py).
+                with contextlib.suppress(StateError):
+                    if op & 0x08:
+                        engine.reject_call(now, event.call_id)
+                    else:
+                        engine.accept_call(now, event.call_id)
         engine.get_timer()
 
 
