@@ -120,7 +120,8 @@ def main() -> None:
     wanted = sorted({m for ms in TARGET_MODULES.values() for m in ms})
     for module in wanted:
         stmts, hit = union.get(module, (set(), set()))
-        print(f"| `pptpkit/{module}` | {len(stmts)} | {len(hit)} | {100 * len(hit) / max(1, len(stmts)):.0f} |")
+        share = 100 * len(hit) / max(1, len(stmts))
+        print(f"| `pptpkit/{module}` | {len(stmts)} | {len(hit)} | {share:.0f} |")
     if show_missing:
         print("\nLines no input reached:\n")
         for module in wanted:

@@ -11,7 +11,6 @@ targets get a whole conversation in one seed, each input behind a two-octet leng
 from __future__ import annotations
 
 import hashlib
-import random
 import shutil
 import sys
 from pathlib import Path
@@ -145,7 +144,7 @@ def main() -> None:
         write(target, seeds)
     streams = [[encode_frame(f) for f in c[0][:20]] for c in ppp_conversations()[:3]]
     write("hdlc_stream", [bytes([0xFF]) + framed([b"".join(s)]) for s in streams]
-          + [bytes([0]) + framed(streams[0][:4] + [streams[0][4][:7], streams[0][4][7:]])])
+          + [bytes([0]) + framed([*streams[0][:4], streams[0][4][:7], streams[0][4][7:]])])
 
     # Authentication: each recorded conversation's packets of its own method, behind the
     # method's index, so the deterministic engines of the targets accept them.
@@ -177,7 +176,14 @@ def main() -> None:
     write("callmgr_codec", [encode_message(Message(MsgType.FRAME, frame=b"\xff\x03\xc0\x21")),
                             encode_message(Message(MsgType.OPEN)),
                             encode_message(Message(MsgType.FAILED, data={"kind": "x", "reason": "y"})),
-                            encode_message(Message(MsgType.HANGUP))])
+                            encode_message(Message(MsgType.HANGUP)),
+                            encode_message(Message(MsgType.OPENED, data={
+                                "call_id": 1, "peer_call_id": 2, "peer_window": 64, "connect_speed": 10**8,
+                                "peer": {"protocol_version": 256, "framing_capabilities": 3,
+                                         "bearer_capabilities": 3, "max_channels": 0,
+                                         "firmware_revision": 1, "host_name": "h", "vendor": "v"}})),
+                            encode_message(Message(MsgType.CLOSED, data={
+                                "reason": "r", "by": "peer", "connection_lost": False}))])
     vectors = ROOT / "tests" / "vectors"
     write("pptpd_conf", [p.read_bytes()[:4096] for p in sorted((vectors / "pptpdconf").glob("*.conf"))])
     write("pppd_options", [p.read_bytes()[:4096] for p in sorted((vectors / "pppdopts").glob("*.options"))])

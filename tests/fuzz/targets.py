@@ -515,10 +515,15 @@ def mppe_link(data: bytes) -> None:
 
 
 def callmgr_codec(data: bytes) -> None:
-    from pptpkit.compat.callmgr.codec import decode_message
+    from pptpkit.compat.callmgr.codec import MsgType, decode_message
+    from pptpkit.compat.callmgr.member import _peer_from
 
     with contextlib.suppress(PptpkitError):
-        decode_message(data)
+        msg = decode_message(data)
+        # What a member makes of the manager's description of the server.
+        peer = msg.data.get("peer")
+        if msg.type is MsgType.OPENED or (isinstance(peer, dict) and peer):
+            _peer_from(peer)
 
 
 def pptpd_conf(data: bytes) -> None:
