@@ -30,6 +30,19 @@ def opped(pieces: list[bytes], op: int = 0) -> bytes:
     return b"".join(bytes([op]) + len(p).to_bytes(2, "big") + p for p in pieces)
 
 
+def _code_offset(frame: bytes) -> int | None:
+    """Where the code octet of an LCP/NCP packet is in a PPP frame (address/control and a
+    compressed protocol field allowed), or None for other protocols."""
+    at = 2 if frame[:2] == b"\xff\x03" else 0
+    if at >= len(frame):
+        return None
+    if frame[at] & 1:
+        proto, at = frame[at], at + 1
+    else:
+        proto, at = int.from_bytes(frame[at : at + 2], "big"), at + 2
+    return at if proto in (0xC021, 0x8021, 0x8057, 0x80FD) and at < len(frame) else None
+
+
 def write(target: str, seeds: list[bytes]) -> None:
     folder = CORPUS / target
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,6 +154,15 @@ def main() -> None:
             for depth in sorted({0, len(frames) // 3, 2 * len(frames) // 3, len(frames)}):
                 rest = frames[depth:] or [*frames[-3:], *late]
                 seeds.append(bytes([case, depth]) + framed(rest))
+            # The peer's Configure-Acks of our requests turned into a Nak and a Reject of the
+            # same options: the identifier must match our request, which blind mutation
+            # rarely finds, and without these no input reaches our handling of either.
+            for index, frame in enumerate(frames):
+                at = _code_offset(frame)
+                if at is not None and frame[at] == 2:
+                    for code in (3, 4):
+                        changed = frame[:at] + bytes([code]) + frame[at + 1 :]
+                        seeds.append(bytes([case, index]) + framed([changed, *frames[index + 1 :]]))
         write(target, seeds)
     streams = [[encode_frame(f) for f in c[0][:20]] for c in ppp_conversations()[:3]]
     write("hdlc_stream", [bytes([0xFF]) + framed([b"".join(s)]) for s in streams]
