@@ -5,13 +5,13 @@ sent: the frames two PPP sessions exchange (MS-CHAPv2 + stateful MPPE, and PAP/C
 control messages of a connection and a call, GRE packets the engine builds, MPPE bodies, HDLC
 streams, call-manager messages, and the config files the tests already carry.  Multi-input
 targets get a whole conversation in one seed, each input behind a two-octet length (see
-``tests/fuzz/targets.py``).  Deterministic: the same tree writes the same files.
+``tests/fuzz/targets.py``).  Deterministic: the same tree writes the same files.  Seeds named
+``regression-*`` are inputs a fuzzer found, kept by hand, and left alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
 from pathlib import Path
 
@@ -102,8 +102,11 @@ def main() -> None:
     from pptpkit.gre import encode_gre
     from pptpkit.ppp.hdlc import encode_frame
 
-    if CORPUS.exists():
-        shutil.rmtree(CORPUS)
+    # Everything recorded is rewritten; inputs kept by hand (``regression-*``: what a fuzzer
+    # once found) stay.
+    for old in CORPUS.glob("*/*"):
+        if not old.name.startswith("regression-"):
+            old.unlink()
     to_server, to_client, set_up_server, set_up_client = control_conversation()
     messages: list[bytes] = []
     for blob in to_server + to_client:
