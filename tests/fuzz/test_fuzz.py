@@ -46,6 +46,20 @@ def test_seed_replays(name: str, seed: Path) -> None:
         TARGETS[name](data[:cut])
 
 
+@pytest.mark.parametrize("server", [True, False], ids=["server", "client"])
+def test_recorded_conversations_still_reach_the_network_phase(server: bool) -> None:
+    # The PPP targets start the fuzzer from a replayed real conversation; if the sessions or
+    # their test configurations change so that it no longer authenticates, the fuzzing would
+    # silently stay in LCP.  Then rerun tools/fuzz_seeds.py (and look at why).
+    from targets import _feed_session, ppp_conversations
+
+    from pptpkit.ppp.session import Phase
+
+    for case, conversation in enumerate(ppp_conversations()):
+        session = _feed_session(server, bytes([case, len(conversation[0 if server else 1])]))
+        assert session.phase is Phase.NETWORK, (case, session.phase)  # type: ignore[attr-defined]
+
+
 def test_a_short_fuzz_pass(tmp_path: Path) -> None:
     require(importlib.util.find_spec("atheris") is not None, "needs atheris (pip install atheris)")
     seconds = os.environ.get("PPTPKIT_FUZZ_SECONDS", "3")
