@@ -417,9 +417,12 @@ class PptpServer:
             ), local_address=conn.local_address)
         except (ValueError, PptpkitError) as exc:
             log.warning("refusing call from %s: %s", conn.peer_address, exc)
-            conn.driver.engine.reject_call(asyncio.get_running_loop().time(), event.call_id,
-                                           result=OutgoingCallResult.GENERAL_ERROR,
-                                           error=GeneralError.NO_RESOURCE)
+            # The same read may have closed the connection after the request (the fuzzer found
+            # it): then there is no one left to answer.
+            with contextlib.suppress(StateError):
+                conn.driver.engine.reject_call(asyncio.get_running_loop().time(), event.call_id,
+                                               result=OutgoingCallResult.GENERAL_ERROR,
+                                               error=GeneralError.NO_RESOURCE)
             conn.driver.flush()
             return
         call = ServerCall(conn, event, channel)
