@@ -290,6 +290,11 @@ _SCC = struct.Struct("!HHIIHH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StartControlConnectionRequest(ControlMessage):
+    """RFC 2637 §2.1 Start-Control-Connection-Request.
+
+    Opens the control connection; either side may send it, and it must come first.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.START_CONTROL_CONNECTION_REQUEST
     SECTION: ClassVar[str] = "2.1"
     SIZE: ClassVar[int] = 156
@@ -337,6 +342,11 @@ _SCCRP = struct.Struct("!HBBIIHH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StartControlConnectionReply(ControlMessage):
+    """RFC 2637 §2.2 Start-Control-Connection-Reply.
+
+    Answers a Start-Control-Connection-Request with a result code.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.START_CONTROL_CONNECTION_REPLY
     SECTION: ClassVar[str] = "2.2"
     SIZE: ClassVar[int] = 156
@@ -389,6 +399,11 @@ _STOP_RQ = struct.Struct("!BBH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StopControlConnectionRequest(ControlMessage):
+    """RFC 2637 §2.3 Stop-Control-Connection-Request.
+
+    Either peer closes the control connection, which clears every call on it.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.STOP_CONTROL_CONNECTION_REQUEST
     SECTION: ClassVar[str] = "2.3"
     SIZE: ClassVar[int] = 16
@@ -409,6 +424,11 @@ _RESULT_ERROR = struct.Struct("!BBH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StopControlConnectionReply(ControlMessage):
+    """RFC 2637 §2.4 Stop-Control-Connection-Reply.
+
+    Answers a Stop-Control-Connection-Request.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.STOP_CONTROL_CONNECTION_REPLY
     SECTION: ClassVar[str] = "2.4"
     SIZE: ClassVar[int] = 16
@@ -427,6 +447,11 @@ class StopControlConnectionReply(ControlMessage):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EchoRequest(ControlMessage):
+    """RFC 2637 §2.5 Echo-Request.
+
+    The control connection's keepalive, sent by either peer.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.ECHO_REQUEST
     SECTION: ClassVar[str] = "2.5"
     SIZE: ClassVar[int] = 16
@@ -446,6 +471,11 @@ _ECHO_RP = struct.Struct("!IBBH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EchoReply(ControlMessage):
+    """RFC 2637 §2.6 Echo-Reply.
+
+    Answers an Echo-Request with its identifier.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.ECHO_REPLY
     SECTION: ClassVar[str] = "2.6"
     SIZE: ClassVar[int] = 20
@@ -472,6 +502,11 @@ _OCRQ = struct.Struct("!HHIIIIHHHH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OutgoingCallRequest(ControlMessage):
+    """RFC 2637 §2.7 Outgoing-Call-Request.
+
+    Sent by the PNS (a PPTP client) to have the PAC set up a call.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.OUTGOING_CALL_REQUEST
     SECTION: ClassVar[str] = "2.7"
     SIZE: ClassVar[int] = 168
@@ -531,6 +566,11 @@ _OCRP = struct.Struct("!HHBBHIHHI")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OutgoingCallReply(ControlMessage):
+    """RFC 2637 §2.8 Outgoing-Call-Reply.
+
+    Sent by the PAC: the result of an Outgoing-Call-Request and its side of the call.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.OUTGOING_CALL_REPLY
     SECTION: ClassVar[str] = "2.8"
     SIZE: ClassVar[int] = 32
@@ -580,6 +620,11 @@ _ICRQ = struct.Struct("!HHIIHH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IncomingCallRequest(ControlMessage):
+    """RFC 2637 §2.9 Incoming-Call-Request.
+
+    Sent by the PAC for an inbound call; first of the incoming-call three-way handshake.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.INCOMING_CALL_REQUEST
     SECTION: ClassVar[str] = "2.9"
     SIZE: ClassVar[int] = 220
@@ -630,6 +675,11 @@ _ICRP = struct.Struct("!HHBBHHH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IncomingCallReply(ControlMessage):
+    """RFC 2637 §2.10 Incoming-Call-Reply.
+
+    Sent by the PNS: its answer to an Incoming-Call-Request.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.INCOMING_CALL_REPLY
     SECTION: ClassVar[str] = "2.10"
     SIZE: ClassVar[int] = 24
@@ -671,6 +721,11 @@ _ICCN = struct.Struct("!HHIHHI")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class IncomingCallConnected(ControlMessage):
+    """RFC 2637 §2.11 Incoming-Call-Connected.
+
+    Sent by the PAC to complete an incoming call the PNS accepted.
+    """
+
     TYPE: ClassVar[int] = ControlMessageType.INCOMING_CALL_CONNECTED
     SECTION: ClassVar[str] = "2.11"
     SIZE: ClassVar[int] = 28
@@ -709,7 +764,10 @@ _CALL_ID_RES = struct.Struct("!HH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CallClearRequest(ControlMessage):
-    """Sent by the PNS; ``call_id`` is the PNS's own ID for the call (the peer's may be unknown)."""
+    """RFC 2637 §2.12 Call-Clear-Request.
+
+    Sent by the PNS; ``call_id`` is the PNS's own ID for the call (the peer's may be unknown).
+    """
 
     TYPE: ClassVar[int] = ControlMessageType.CALL_CLEAR_REQUEST
     SECTION: ClassVar[str] = "2.12"
@@ -730,7 +788,10 @@ _CDN = struct.Struct("!HBBHH")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CallDisconnectNotify(ControlMessage):
-    """Sent by the PAC; ``call_id`` is the PAC's own ID for the call."""
+    """RFC 2637 §2.13 Call-Disconnect-Notify.
+
+    Sent by the PAC; ``call_id`` is the PAC's own ID for the call.
+    """
 
     TYPE: ClassVar[int] = ControlMessageType.CALL_DISCONNECT_NOTIFY
     SECTION: ClassVar[str] = "2.13"
@@ -766,7 +827,10 @@ _WEN = struct.Struct("!HHIIIIII")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WanErrorNotify(ControlMessage):
-    """Sent by the PAC; ``peer_call_id`` is the receiver's (the PNS's) ID for the call."""
+    """RFC 2637 §2.14 WAN-Error-Notify.
+
+    Sent by the PAC; ``peer_call_id`` is the receiver's (the PNS's) ID for the call.
+    """
 
     TYPE: ClassVar[int] = ControlMessageType.WAN_ERROR_NOTIFY
     SECTION: ClassVar[str] = "2.14"
@@ -812,7 +876,10 @@ _SLI = struct.Struct("!HHII")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SetLinkInfo(ControlMessage):
-    """``peer_call_id`` is the receiver's ID for the call; ACCMs default to 0xFFFFFFFF (RFC)."""
+    """RFC 2637 §2.15 Set-Link-Info.
+
+    ``peer_call_id`` is the receiver's ID for the call; ACCMs default to 0xFFFFFFFF (RFC).
+    """
 
     TYPE: ClassVar[int] = ControlMessageType.SET_LINK_INFO
     SECTION: ClassVar[str] = "2.15"

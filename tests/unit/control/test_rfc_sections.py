@@ -51,6 +51,17 @@ def test_every_message_names_its_section() -> None:
 
 
 @pytest.mark.parametrize("number", sorted(_rfc()))
+def test_every_message_class_cites_its_section(number: int) -> None:
+    # The docstring is what a reader (and help()) sees; SECTION is what code sees.  Both agree
+    # with the RFC table.  A dataclass without a docstring gets its signature as __doc__, so a
+    # missing docstring fails here too.
+    section, title = _rfc()[number]
+    cls = MESSAGE_TYPES[number]
+    doc = cls.__doc__ or ""
+    assert doc.startswith(f"RFC 2637 §{section} {title}"), (cls.__name__, doc[:80])
+
+
+@pytest.mark.parametrize("number", sorted(_rfc()))
 def test_every_handler_cites_its_section(number: int) -> None:
     section, title = _rfc()[number]
     cls = MESSAGE_TYPES[number]
