@@ -375,7 +375,10 @@ def test_forged_gre_does_not_desynchronise_a_live_session(lab: NetnsLab, tmp_pat
             raw.close()
         out, _ = await pinger.communicate()
         text = out.decode()
-        assert " 0% packet loss" in text, text
+        # Before the fix the session lost every ping after the two packets; one late reply
+        # on a loaded machine is not that.
+        received = int(text.split(" received")[0].rsplit(" ", 1)[-1])
+        assert received >= 29, text
         # The session is alive afterwards too.
         rc, out2 = await in_ns(cli, "ping", "-n", "-q", "-c", "2", "-W", "2", LOCAL_IP)
         assert rc == 0, out2
