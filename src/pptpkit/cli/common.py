@@ -24,7 +24,6 @@ from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus
 __all__ = [
     "COMMAND_EXITS",
     "EXIT_MEANING",
-    "LOG_TARGETS",
     "exit_help",
     "fail",
     "install_signals",
@@ -91,8 +90,6 @@ def not_permitted(command: str, exc: BaseException | str) -> int:
     return fail(command, S.NOT_PERMITTED, f"{NOT_PERMITTED_MESSAGE}: {exc}")
 
 
-#: Where ``--log`` may send the log besides a file name.
-LOG_TARGETS: Final = ("stderr", "syslog", "journal")
 _STAMP: Final = "%(asctime)s.%(msecs)03d "
 
 

@@ -379,14 +379,10 @@ class BuiltinSessions:
             self._unhold(str(address))
 
     def _hold(self, address: str) -> None:
-        self._held[address] = self._held.get(address, 0) + 1
+        _count_up(self._held, address)
 
     def _unhold(self, address: str) -> None:
-        left = self._held.get(address, 1) - 1
-        if left > 0:
-            self._held[address] = left
-        else:
-            self._held.pop(address, None)
+        _count_down(self._held, address)
 
     def _take_pair(self) -> tuple[str, str] | None:
         pair = self.config.pool.allocate(exclude=self._held)
@@ -452,9 +448,9 @@ class BuiltinSessions:
         # From here the call's GRE channel calls the link directly (frames wait for start()).
         call.on_frame = link.frame_received
         self._sessions[call] = session
-        self._per_source[source] = self._per_source.get(source, 0) + 1
+        _count_up(self._per_source, source)
         self._preauth += 1
-        self._preauth_per_source[source] = self._preauth_per_source.get(source, 0) + 1
+        _count_up(self._preauth_per_source, source)
         session.auth_deadline = asyncio.get_running_loop().call_later(
             cfg.auth_timeout, self._auth_expired, session)
         handler = _LinkHandler(self, session)
@@ -472,11 +468,7 @@ class BuiltinSessions:
             session.auth_deadline.cancel()
             session.auth_deadline = None
         self._preauth -= 1
-        left = self._preauth_per_source.get(session.source, 1) - 1
-        if left > 0:
-            self._preauth_per_source[session.source] = left
-        else:
-            self._preauth_per_source.pop(session.source, None)
+        _count_down(self._preauth_per_source, session.source)
 
     def _authenticated(self, session: Session) -> None:
         """The peer is through: from a place among the authenticating to an established one."""
@@ -510,11 +502,7 @@ class BuiltinSessions:
         self.release_address(session.link)
         del self._by_link[session.link]
         self._by_id.pop(session.id, None)
-        left = self._per_source.get(session.source, 1) - 1
-        if left > 0:
-            self._per_source[session.source] = left
-        else:
-            self._per_source.pop(session.source, None)
+        _count_down(self._per_source, session.source)
         if session.pair is not None:
             self._unhold(session.pair[1])
             self.config.pool.release(session.pair)
@@ -581,6 +569,19 @@ class BuiltinSessions:
             return False
         log.info("secrets reloaded")
         return True
+
+
+def _count_up(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _count_down(counts: dict[str, int], key: str) -> None:
+    """One less for ``key``; a key at zero is removed, so the tables hold only live entries."""
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 class _LinkHandler:
