@@ -3,7 +3,8 @@
 Imports flow one way, down this rank table (a package may import its own modules and any package
 of a lower rank)::
 
-    cli > compat > lab > vpn > pptp > io > ppp > auth = control > radius > gre = crypto > errors, enums, wire
+    cli > ops > compat > lab > vpn > pptp > io > ppp > auth = control > radius > gre = crypto
+        > errors, enums, wire
 
 Same-rank packages (auth/control, gre/crypto) must not import each other: equal rank means
 "independent", not "free to call each other".  Two modules of the root are special:
@@ -46,6 +47,9 @@ SRC: Final = Path(__file__).resolve().parents[2] / "src" / ROOT
 # the bottom rank under the pseudo-package name "" (see _package).
 RANKS: Final[dict[str, int]] = {
     "cli": 90,
+    # Operating the server (control socket, metrics, hooks, shaping, accounting): watches vpn's
+    # sessions and compat's program mode, used only by the command line.
+    "ops": 85,
     "compat": 80,
     "lab": 70,
     "vpn": 60,

@@ -47,6 +47,7 @@ from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitt
 from pptpkit.io.dataplane import SharedTunRouter, TunDataPlane
 from pptpkit.io.link import DataPlane
 from pptpkit.io.sdnotify import notify
+from pptpkit.ops import ServerExtension
 from pptpkit.pptp.server import PptpServer, PptpServerConfig
 from pptpkit.vpn.guard import AuthGuard, GuardConfig, GuardedSecrets
 from pptpkit.vpn.netpolicy import MssClamp, NftError
@@ -75,6 +76,7 @@ __all__ = [
     "BUILTIN_HELP",
     "add_server_parser",
     "builtin_config",
+    "extensions",
     "flag_changes",
     "main",
     "pptp_server_config",
@@ -421,6 +423,13 @@ async def run_program(settings: ServerSettings, program: PppProgramConfig) -> in
     return ExitStatus.OK
 
 
+def extensions(settings: ServerSettings) -> list[ServerExtension]:
+    """What the settings ask to run beside the built-in sessions (:mod:`pptpkit.ops`), in the
+    order they start."""
+    found: list[ServerExtension] = []
+    return found
+
+
 async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
     """Built-in mode until SIGINT/SIGTERM (SIGHUP re-reads the secrets)."""
     loop = asyncio.get_running_loop()
@@ -455,9 +464,13 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
     loop.add_signal_handler(signal.SIGHUP, reload)
     pidfile = _PidFile(settings.pidfile)
     code: int = ExitStatus.OK
+    started: list[ServerExtension] = []
     try:
         if router is not None:
             await router.open()
+        for extension in extensions(settings):
+            await extension.start(sessions, server)
+            started.append(extension)
         if clamp is not None:
             try:
                 await clamp.install()
@@ -481,6 +494,11 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await server.close()
+        for extension in reversed(started):
+            try:
+                await extension.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(extension).__name__)
         if router is not None:
             await router.close()
         if clamp is not None:
