@@ -49,6 +49,7 @@ from pptpkit.io.link import DataPlane
 from pptpkit.io.sdnotify import notify
 from pptpkit.ops import ServerExtension
 from pptpkit.pptp.server import PptpServer, PptpServerConfig
+from pptpkit.radius.settings import RadiusSetup
 from pptpkit.vpn.guard import AuthGuard, GuardConfig, GuardedSecrets
 from pptpkit.vpn.netpolicy import MssClamp, NftError
 from pptpkit.vpn.pool import AddressPool
@@ -81,6 +82,7 @@ __all__ = [
     "main",
     "pptp_server_config",
     "program_config",
+    "radius_setup",
     "server_settings",
 ]
 
@@ -228,6 +230,31 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                        help="accept packets from a client whatever their source address (for clients "
                             "that route networks of their own; by default a packet whose source is "
                             "not the client's tunnel address is dropped and counted)")
+    radius = srv.add_argument_group("RADIUS (built-in mode)")
+    radius.add_argument("--radius-server", dest="radius_servers", action="append", metavar="HOST[:PORT]",
+                        help="RADIUS authentication server, an IP address (default port 1812); repeat "
+                             "for failover, in order")
+    radius.add_argument("--radius-acct-server", dest="radius_acct_servers", action="append",
+                        metavar="HOST[:PORT]",
+                        help="RADIUS accounting server (default: the --radius-server hosts, port 1813)")
+    radius.add_argument("--radius-secret-file", metavar="FILE",
+                        help="file holding the shared secret (never on the command line)")
+    radius.add_argument("--radius-timeout", type=positive_float, metavar="S",
+                        help=f"seconds before a RADIUS request is sent again (default {_D.radius_timeout:g}, "
+                             "doubling)")
+    radius.add_argument("--radius-retries", type=int_range(0, 20), metavar="N",
+                        help=f"retransmissions per server before the next one (default {_D.radius_retries})")
+    radius.add_argument("--nas-identifier", metavar="TEXT",
+                        help="NAS-Identifier in every request (default pptpkit, unless --nas-ip-address)")
+    radius.add_argument("--nas-ip-address", metavar="IP", help="NAS-IP-Address in every request")
+    radius.add_argument("--radius-interim", type=positive_float, metavar="S",
+                        help="Interim-Update interval when the Access-Accept sets none (default: none; "
+                             "at least 60)")
+    radius.add_argument("--radius-dae-listen", metavar="ADDR[:PORT]",
+                        help="listen for RFC 5176 Disconnect/CoA requests (port 3799 by default; off "
+                             "unless set)")
+    radius.add_argument("--radius-dae-client", dest="radius_dae_clients", action="append", metavar="IP",
+                        help="address allowed to send Disconnect/CoA requests (repeatable)")
     return srv
 
 
@@ -242,6 +269,10 @@ _PLAIN: Final = {
     "pidfile": "pidfile", "auth_timeout": "auth_timeout", "auth_fail_limit": "auth_fail_limit",
     "auth_fail_window": "auth_fail_window", "auth_lockout": "auth_lockout", "max_preauth": "max_preauth",
     "max_preauth_per_source": "max_preauth_per_source",
+    "radius_secret_file": "radius_secret_file", "radius_timeout": "radius_timeout",
+    "radius_retries": "radius_retries", "nas_identifier": "nas_identifier",
+    "nas_ip_address": "nas_ip_address", "radius_interim": "radius_interim",
+    "radius_dae_listen": "radius_dae_listen",
 }
 
 
@@ -256,7 +287,7 @@ def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChange
         changes["respect_peer_window"] = False
     if "ppp_arg" in given:
         changes["ppp_args"] = tuple(given["ppp_arg"])
-    for name in ("dns", "wins"):
+    for name in ("dns", "wins", "radius_servers", "radius_acct_servers", "radius_dae_clients"):
         if name in given:
             changes[name] = tuple(given[name])
     if "no_mss_clamp" in given:
@@ -336,6 +367,16 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
         max_preauth=settings.max_preauth,
         max_preauth_per_source=settings.max_preauth_per_source,
     )
+
+
+def radius_setup(settings: ServerSettings) -> RadiusSetup | None:
+    """The RADIUS configuration (reads the secret file), None without RADIUS servers."""
+    return RadiusSetup.build(
+        auth_servers=settings.radius_servers, acct_servers=settings.radius_acct_servers,
+        secret_file=settings.radius_secret_file, timeout=settings.radius_timeout,
+        retries=settings.radius_retries, nas_identifier=settings.nas_identifier,
+        nas_ip_address=settings.nas_ip_address, interim=settings.radius_interim,
+        dae_listen=settings.radius_dae_listen, dae_clients=settings.radius_dae_clients)
 
 
 def pptp_server_config(settings: ServerSettings) -> PptpServerConfig:

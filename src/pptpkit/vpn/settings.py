@@ -134,6 +134,16 @@ class ServerChanges(TypedDict, total=False):
     auth_timeout: float
     max_preauth: int
     max_preauth_per_source: int
+    radius_servers: tuple[str, ...]
+    radius_acct_servers: tuple[str, ...]
+    radius_secret_file: str | None
+    radius_timeout: float
+    radius_retries: int
+    nas_identifier: str | None
+    nas_ip_address: str | None
+    radius_interim: float
+    radius_dae_listen: str | None
+    radius_dae_clients: tuple[str, ...]
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -154,7 +164,8 @@ class ServerSettings:
     ``dns``/``wins`` pushed via IPCP, the ``mppe`` and ``auth`` policies, ``max_sessions``,
     ``tun_mode``/``tun_name``, ``mtu`` (our MRU), LCP echo, ``idle`` (0: never),
     ``mss_clamp``, ``source_check`` (anti-spoofing), and the calls not authenticated yet:
-    ``auth_timeout``, ``max_preauth``, ``max_preauth_per_source``.
+    ``auth_timeout``, ``max_preauth``, ``max_preauth_per_source``; RADIUS: ``radius_*``,
+    ``nas_identifier``, ``nas_ip_address`` (:class:`pptpkit.radius.settings.RadiusSetup`).
     """
 
     listen: str | None = None
@@ -198,6 +209,17 @@ class ServerSettings:
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     max_preauth: int = DEFAULT_MAX_PREAUTH
     max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE
+    # RADIUS (built-in mode): servers as HOST[:PORT], in failover order.
+    radius_servers: tuple[str, ...] = ()
+    radius_acct_servers: tuple[str, ...] = ()
+    radius_secret_file: str | None = None
+    radius_timeout: float = 3.0
+    radius_retries: int = 2
+    nas_identifier: str | None = None
+    nas_ip_address: str | None = None
+    radius_interim: float = 0.0
+    radius_dae_listen: str | None = None
+    radius_dae_clients: tuple[str, ...] = ()
 
     @property
     def builtin(self) -> bool:
@@ -227,6 +249,9 @@ class ServerSettings:
 
     def check_program(self) -> None:
         """The PPP-program mode needs a pool, or ``delegate`` and no addresses."""
+        if self.radius_servers or self.radius_acct_servers or self.radius_dae_listen:
+            raise ConfigError("--radius-* apply to the built-in mode; with --ppp-program the program "
+                              "does RADIUS itself (pppd's radius plugin)")
         local, remote = self.localip, self.remoteip
         if self.delegate:
             if local or remote:

@@ -1,0 +1,72 @@
+"""RADIUS settings: server addresses, the secret file, and what is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pptpkit.errors import ConfigError
+from pptpkit.radius.settings import RadiusSetup, parse_server, read_secret
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("192.0.2.1", ("192.0.2.1", 1812)),
+    ("192.0.2.1:11812", ("192.0.2.1", 11812)),
+    ("[2001:db8::1]", ("2001:db8::1", 1812)),
+    ("[2001:db8::1]:1645", ("2001:db8::1", 1645)),
+    ("2001:db8::1", ("2001:db8::1", 1812)),
+])
+def test_server_forms(text: str, expected: tuple[str, int]) -> None:
+    assert parse_server(text, 1812) == expected
+
+
+@pytest.mark.parametrize("text", ["radius.example", "192.0.2.1:0", "192.0.2.1:x", "[2001:db8::1", "[::1]x"])
+def test_bad_servers(text: str) -> None:
+    with pytest.raises(ConfigError, match="RADIUS server"):
+        parse_server(text, 1812)
+
+
+def test_secret_file(tmp_path: Path) -> None:
+    f = tmp_path / "secret"
+    f.write_text("# the shared secret\n\n  s3cret  \nignored\n")
+    assert read_secret(str(f)) == b"s3cret"
+    f.write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="no RADIUS secret"):
+        read_secret(str(f))
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_secret(str(tmp_path / "missing"))
+
+
+def _build(tmp_path: Path, **kw: object) -> RadiusSetup | None:
+    f = tmp_path / "secret"
+    f.write_text("testing123\n")
+    args: dict[str, object] = dict(auth_servers=("192.0.2.1",), acct_servers=(), secret_file=str(f),
+                                   timeout=3.0, retries=2, nas_identifier=None, nas_ip_address=None)
+    args.update(kw)
+    return RadiusSetup.build(**args)  # type: ignore[arg-type]
+
+
+def test_build_defaults(tmp_path: Path) -> None:
+    setup = _build(tmp_path)
+    assert setup is not None and setup.auth is not None and setup.acct is not None
+    assert [s.endpoint for s in setup.auth.servers] == [("192.0.2.1", 1812)]
+    assert [s.endpoint for s in setup.acct.servers] == [("192.0.2.1", 1813)]
+    assert setup.nas.nas_identifier == "pptpkit"
+    assert "testing123" not in repr(setup)
+    assert _build(tmp_path, auth_servers=(), secret_file=None) is None
+
+
+def test_build_refusals(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="secret-file"):
+        _build(tmp_path, secret_file=None)
+    with pytest.raises(ConfigError, match="at least 60"):
+        _build(tmp_path, interim=10.0)
+    with pytest.raises(ConfigError, match="dae-client"):
+        _build(tmp_path, dae_listen="192.0.2.2")
+    with pytest.raises(ConfigError, match="not an IPv4"):
+        _build(tmp_path, nas_ip_address="x")
+    with pytest.raises(ConfigError, match="no --radius-server"):
+        _build(tmp_path, auth_servers=(), dae_listen="192.0.2.2")
+    setup = _build(tmp_path, dae_listen="192.0.2.2", dae_clients=("192.0.2.9",))
+    assert setup is not None and setup.dae_listen == ("192.0.2.2", 3799)
