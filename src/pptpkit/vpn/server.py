@@ -47,6 +47,7 @@ from pptpkit.ppp.session_config import (
     SessionRole,
 )
 from pptpkit.pptp.server import CallHandler, RejectCall, ServerCall
+from pptpkit.radius.access import AccessResult
 from pptpkit.vpn.notices import (
     SessionAuthenticated,
     SessionAuthFailed,
@@ -170,8 +171,8 @@ class Session:
     """One built-in session: its call, its link, and what it holds."""
 
     __slots__ = (
-        "address", "auth_deadline", "auth_method", "call", "cause", "id", "link", "pair", "preauth",
-        "proxy_arp", "source", "started", "up", "user",
+        "access", "address", "auth_deadline", "auth_method", "call", "cause", "id", "link", "pair",
+        "preauth", "proxy_arp", "session_deadline", "source", "started", "up", "user",
     )
 
     def __init__(self, session_id: str, call: ServerCall, link: PppLink, source: str,
@@ -198,6 +199,11 @@ class Session:
         self.auth_deadline: asyncio.TimerHandle | None = None
         #: The peer's address while the network layer is up (from the pool or a static one).
         self.address: ipaddress.IPv4Address | None = None
+        #: The RADIUS Access-Accept that let the user in (None without RADIUS): accounting
+        #: echoes its Class, and its timeouts and interim interval apply to the session.
+        self.access: AccessResult | None = None
+        #: Session-Timeout: when the session is ended (RADIUS, CoA, or set by the operator).
+        self.session_deadline: asyncio.TimerHandle | None = None
 
 
 class _CheckedPlane:
@@ -287,6 +293,24 @@ class BuiltinSessions:
         if session.cause is None:
             session.cause = cause
         session.link.close(reason)
+
+    def set_session_timeout(self, session: Session, seconds: float | None) -> None:
+        """End ``session`` ``seconds`` from now with the cause Session-Timeout (RADIUS's
+        Session-Timeout, or a CoA changing it); None removes the limit."""
+        if session.session_deadline is not None:
+            session.session_deadline.cancel()
+            session.session_deadline = None
+        if seconds is None or session.link.finished:
+            return
+        session.session_deadline = asyncio.get_running_loop().call_later(
+            max(0.0, seconds), self._session_expired, session)
+
+    def _session_expired(self, session: Session) -> None:
+        session.session_deadline = None
+        if session.link.finished:
+            return
+        log.info("[%s] session timeout: ending the session of user %r", session.id, session.user)
+        self.kill(session, "session timeout", TerminateCause.SESSION_TIMEOUT)
 
     async def publish_proxy_arp(self, link: PppLink, peer: str) -> None:
         """pppd's ``proxyarp``: LAN hosts reach the client as a neighbour.  Like pppd, a failure
@@ -495,6 +519,9 @@ class BuiltinSessions:
     def _forget(self, session: Session) -> None:
         if self._sessions.pop(session.call, None) is None:
             return
+        if session.session_deadline is not None:
+            session.session_deadline.cancel()
+            session.session_deadline = None
         if session.preauth:
             self._end_preauth(session)
         else:
