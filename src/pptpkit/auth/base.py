@@ -8,6 +8,9 @@ An engine runs one method in one role for one link, sans-IO (docs/conventions.md
   length, data) - for PAP 0xC023, CHAP 0xC223 (MD5 and both MS-CHAPs), EAP 0xC227;
 * :meth:`AuthEngine.packets_to_send` drains the payloads to send under the same protocol;
 * :meth:`AuthEngine.next_event` yields :class:`AuthSucceeded` / :class:`AuthFailed`;
+* with :attr:`AuthenticatorConfig.external`, the authenticator does not look the peer's secret
+  up: it yields :class:`VerifyRequest` with what the peer sent and waits for
+  :meth:`AuthEngine.complete_verification` (RADIUS answers it; the secret never reaches us);
 * :meth:`AuthEngine.get_timer` / :meth:`AuthEngine.handle_timer` drive retransmissions and
   give-up timeouts.
 
@@ -38,12 +41,21 @@ __all__ = [
     "AuthFailed",
     "AuthSucceeded",
     "AuthenticatorConfig",
+    "ChapMd5Credentials",
+    "Credentials",
+    "ExternalVerdict",
     "FailureKind",
     "KeyMaterial",
+    "MppeStartKeys",
+    "MsChapV1Credentials",
+    "MsChapV1HashKeys",
     "MsChapV1Keys",
+    "MsChapV2Credentials",
     "MsChapV2Keys",
+    "PapCredentials",
     "PeerConfig",
     "Role",
+    "VerifyRequest",
 ]
 
 #: Longest name (CHAP Name, PAP Peer-ID, EAP identity) we accept or send, in bytes: pppd's
@@ -94,7 +106,88 @@ class MsChapV2Keys:
     nt_response: bytes  # 24 octets: the NT-Response that was accepted
 
 
-KeyMaterial = MsChapV1Keys | MsChapV2Keys
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MsChapV1HashKeys:
+    """MS-CHAPv1 key material as RADIUS gives it (RFC 2548 2.4.1 MS-CHAP-MPPE-Keys: its NT key
+    is NtPasswordHashHash, from which RFC 3079 2.2 derives the start key with the challenge)."""
+
+    nt_password_hash_hash: bytes = field(repr=False)
+    challenge: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MppeStartKeys:
+    """Master keys handed to us whole (RADIUS MS-MPPE-Send-Key/Recv-Key, RFC 2548 2.4.2/2.4.3),
+    from this end's point of view: ``send`` encrypts what we send.  16 octets each; 40- and
+    56-bit MPPE use their first 8 (RFC 3079 3.3 takes the first octets of the same digest)."""
+
+    send: bytes = field(repr=False)
+    recv: bytes = field(repr=False)
+
+
+KeyMaterial = MsChapV1Keys | MsChapV2Keys | MsChapV1HashKeys | MppeStartKeys
+
+
+# --- external verification (RADIUS): what the peer sent, and the answer -------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PapCredentials:
+    password: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ChapMd5Credentials:
+    identifier: int
+    challenge: bytes
+    response: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MsChapV1Credentials:
+    identifier: int
+    challenge: bytes
+    lm_response: bytes
+    nt_response: bytes
+    use_nt: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MsChapV2Credentials:
+    identifier: int
+    authenticator_challenge: bytes
+    peer_challenge: bytes
+    nt_response: bytes
+    flags: int
+
+
+Credentials = PapCredentials | ChapMd5Credentials | MsChapV1Credentials | MsChapV2Credentials
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VerifyRequest:
+    """The authenticator needs a verdict on ``credentials`` (see
+    :meth:`AuthEngine.complete_verification`); it answers nothing to the peer until then."""
+
+    method: AuthMethod
+    role: Role
+    username: str
+    credentials: Credentials
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExternalVerdict:
+    """An outside verifier's answer.  ``authenticator_response``: MS-CHAPv2's ``S=`` + 40 hex
+    digits (RFC 2548 MS-CHAP2-Success), required for an MS-CHAPv2 success.
+    ``failure_message``: MS-CHAP's failure text (``E=691 R=0 ...``, RFC 2548 MS-CHAP-Error), sent
+    as it is.  ``message``: text for PAP/CHAP Success or Failure.  ``reason``: for our log."""
+
+    ok: bool
+    reason: str = ""
+    message: str = ""
+    authenticator_response: bytes | None = None
+    failure_message: bytes | None = None
+    key_material: KeyMaterial | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -138,7 +231,7 @@ class AuthFailed:
     eap_type: int | None = None
 
 
-AuthEvent = AuthSucceeded | AuthFailed
+AuthEvent = AuthSucceeded | AuthFailed | VerifyRequest
 
 
 def _default_random(n: int) -> bytes:
@@ -175,6 +268,10 @@ class AuthenticatorConfig:
     ``mschap_strip_domain`` is pppd's chapms-strip-domain: look MS-CHAP users up without their
     ``DOMAIN\\`` prefix.
     ``eap_methods`` are the EAP types we offer, in order.  ``random`` supplies challenges.
+    ``external``: ask for every verdict with :class:`VerifyRequest` instead of reading
+    ``secrets`` (PAP, CHAP-MD5 and both MS-CHAPs; EAP cannot); the peer is answered when
+    :meth:`AuthEngine.complete_verification` is called, or failed after
+    ``verification_timeout`` seconds without one.
     """
 
     name: str
@@ -190,9 +287,13 @@ class AuthenticatorConfig:
     success_message: str = "Access granted"
     failure_message: str = "Access denied"
     random: Callable[[int], bytes] = field(default=_default_random, repr=False)
+    external: bool = False
+    verification_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         _check_name("name", self.name)
+        if not self.verification_timeout > 0:
+            raise ConfigError("verification_timeout must be positive")
         _check_timing(self.restart_interval, self.max_transmits)
         if self.request_timeout < 0:
             raise ConfigError("request_timeout must not be negative (0 = no limit)")
@@ -391,6 +492,12 @@ class AuthEngine(abc.ABC):
         self._timer = None
         self._on_timer(now)
 
+    def complete_verification(self, verdict: ExternalVerdict, now: float) -> None:
+        """The answer to the last :class:`VerifyRequest`.  Ignored when none is outstanding:
+        the engine gave up waiting, or was stopped, and a late answer must change nothing."""
+        if self._started and not self._stopped:
+            self._complete(verdict, now)
+
     # --- for subclasses ---------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -401,6 +508,10 @@ class AuthEngine(abc.ABC):
 
     @abc.abstractmethod
     def _on_timer(self, now: float) -> None: ...
+
+    def _complete(self, verdict: ExternalVerdict, now: float) -> None:
+        """Engines that never ask (peers, EAP) have nothing outstanding to complete."""
+        self.counters.ignored += 1
 
     def _send(self, packet: bytes, *, retransmission: bool = False) -> None:
         if len(self._out) >= MAX_QUEUED_PACKETS:
@@ -416,7 +527,8 @@ class AuthEngine(abc.ABC):
             del self._events[0]
             self.counters.dropped_events += 1
         self._events.append(event)
-        self._result = event
+        if not isinstance(event, VerifyRequest):
+            self._result = event
 
     def _set_timer(self, at: float | None) -> None:
         self._timer = at

@@ -32,10 +32,14 @@ from pptpkit.auth.base import (
     AuthEngine,
     AuthenticatorConfig,
     AuthSucceeded,
+    ChapMd5Credentials,
+    Credentials,
+    ExternalVerdict,
     FailureKind,
     KeyMaterial,
     PeerConfig,
     Role,
+    VerifyRequest,
     build_packet,
     lookup_peer_secret,
     read_header,
@@ -201,6 +205,7 @@ class _AuthState(enum.Enum):
     RETRY_WAIT = "retry-wait"  # MS-CHAP Failure with R=1 sent, waiting for Identifier + 1
     OPEN = "open"
     FAILED = "failed"
+    VERIFYING = "verifying"  # a Response is with the external verifier (RADIUS)
 
 
 class ChapAuthenticatorBase(AuthEngine):
@@ -210,8 +215,8 @@ class ChapAuthenticatorBase(AuthEngine):
     challenge_length: ClassVar[int]
 
     __slots__ = (
-        '_authenticated_name', '_challenge', '_id', '_last_name', '_last_status', '_retries_used',
-        '_state', '_transmits', 'config',
+        '_authenticated_name', '_challenge', '_id', '_last_name', '_last_status', '_pending_id',
+        '_retries_used', '_state', '_transmits', 'config',
     )
 
     def __init__(self, config: AuthenticatorConfig, now: float) -> None:
@@ -225,6 +230,7 @@ class ChapAuthenticatorBase(AuthEngine):
         self._authenticated_name: str | None = None
         self._last_status: ChapSuccess | ChapFailure | None = None
         self._last_name = ""
+        self._pending_id = 0
 
     @property
     def challenge(self) -> bytes:
@@ -278,6 +284,10 @@ class ChapAuthenticatorBase(AuthEngine):
             )
         elif self._state is _AuthState.OPEN and self.config.rechallenge_interval is not None:
             self._new_challenge(now)
+        elif self._state is _AuthState.VERIFYING:
+            waited = self.config.verification_timeout
+            verdict = self._no_verdict(FailureKind.TIMEOUT, f"no verdict from the verifier in {waited:g} s")
+            self._conclude(self._pending_id, self._last_name, verdict, now)
 
     def _receive(self, packet: bytes, now: float) -> None:
         pkt = decode_chap(packet)
@@ -306,9 +316,43 @@ class ChapAuthenticatorBase(AuthEngine):
                 kind=FailureKind.WRONG_SECRET,
                 reason=f"peer answered the rechallenge as {name!r}, not {self._authenticated_name!r}",
             )
+        elif self.config.external:
+            asked = self._credentials(pkt)
+            if isinstance(asked, Verdict):
+                verdict = asked  # refused before asking: the Response cannot be verified at all
+            else:
+                # Nothing goes to the peer until the verdict: a retransmitted Response has our
+                # identifier but we are not CHALLENGING, so it is ignored, not verified twice.
+                self._pending_id = pkt.identifier
+                self._state = _AuthState.VERIFYING
+                self._set_timer(now + self.config.verification_timeout)
+                self._emit(VerifyRequest(method=self.method, role=self.role, username=name,
+                                         credentials=asked))
+                return
         else:
             verdict = self._verify(pkt, name, self._retries_used < self.config.mschap_retries)
         self._conclude(pkt.identifier, name, verdict, now)
+
+    def _complete(self, verdict: ExternalVerdict, now: float) -> None:
+        if self._state is not _AuthState.VERIFYING:
+            self.counters.ignored += 1
+            return
+        self._conclude(self._pending_id, self._last_name, self._from_external(verdict), now)
+
+    def _no_verdict(self, kind: FailureKind, reason: str) -> Verdict:
+        """A failure with this method's Failure text (MS-CHAP's carries E=, R=, C=, V=)."""
+        return Verdict(ok=False, message=_message_bytes(self.config.failure_message), kind=kind,
+                       reason=reason)
+
+    def _credentials(self, response: ChapResponse) -> Credentials | Verdict:
+        """What the external verifier needs from ``response``, or the failure when it is unusable."""
+        raise NotImplementedError
+
+    def _from_external(self, verdict: ExternalVerdict) -> Verdict:
+        if not verdict.ok:
+            return self._no_verdict(FailureKind.WRONG_SECRET, verdict.reason or "rejected by the verifier")
+        return Verdict(ok=True, message=_message_bytes(verdict.message or self.config.success_message),
+                       key_material=verdict.key_material, secret_source="external")
 
     def _conclude(self, identifier: int, name: str, verdict: Verdict, now: float) -> None:
         if verdict.ok:
@@ -557,6 +601,13 @@ class ChapMd5Authenticator(ChapAuthenticatorBase):
             addresses=found.addresses,
             secret_source=found.source,
         )
+
+    def _credentials(self, response: ChapResponse) -> Credentials | Verdict:
+        if len(response.value) != 16:
+            return self._no_verdict(FailureKind.WRONG_SECRET,
+                                    f"CHAP-MD5 response of {len(response.value)} bytes")
+        return ChapMd5Credentials(identifier=response.identifier, challenge=self._challenge,
+                                  response=response.value)
 
 
 class ChapMd5Peer(ChapPeerBase):

@@ -39,6 +39,10 @@ def create_engine(
     if role is Role.AUTHENTICATOR:
         if not isinstance(config, AuthenticatorConfig):
             raise ConfigError("an authenticator engine needs an AuthenticatorConfig")
+        if config.external and method is AuthMethod.EAP:
+            # EAP through RADIUS would relay EAP-Message attributes; we verify only what we
+            # can hand over whole (PAP, CHAP, MS-CHAP), and the server refuses the mix at start.
+            raise ConfigError("EAP cannot be verified externally (RADIUS)")
         return _AUTHENTICATORS[method](config, now)
     if not isinstance(config, PeerConfig):
         raise ConfigError("a peer engine needs a PeerConfig")

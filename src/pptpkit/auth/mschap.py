@@ -19,14 +19,18 @@ by the crypto layer); secrets are looked up under the full name, as pppd does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Final
 
 from pptpkit.auth.base import (
+    Credentials,
+    ExternalVerdict,
     FailureKind,
     KeyMaterial,
+    MsChapV1Credentials,
     MsChapV1Keys,
+    MsChapV2Credentials,
     MsChapV2Keys,
     PeerConfig,
     lookup_peer_secret,
@@ -362,6 +366,29 @@ class MsChapV2Authenticator(ChapAuthenticatorBase):
             secret_source=found.source,
         )
 
+    def _no_verdict(self, kind: FailureKind, reason: str) -> Verdict:
+        return self._failure(kind, reason, False)
+
+    def _credentials(self, response: ChapResponse) -> Credentials | Verdict:
+        value = response.value
+        if len(value) != MSCHAP_RESPONSE_LEN:
+            return self._no_verdict(FailureKind.WRONG_SECRET, f"MS-CHAPv2 response of {len(value)} bytes")
+        # Peer-Challenge (16), 8 reserved octets, NT-Response (24), Flags (RFC 2759 4).
+        return MsChapV2Credentials(identifier=response.identifier, authenticator_challenge=self._challenge,
+                                   peer_challenge=value[:16], nt_response=value[24:48], flags=value[48])
+
+    def _from_external(self, verdict: ExternalVerdict) -> Verdict:
+        if not verdict.ok:
+            return _external_failure(self, verdict)
+        response = verdict.authenticator_response
+        if response is None or len(response) != 42 or not response.startswith(b"S="):
+            # Without the authenticator response the peer would reject us anyway (it proves
+            # the server knows the password): fail here, with a reason an operator can act on.
+            return self._no_verdict(FailureKind.PROTOCOL, "the verifier's answer has no MS-CHAPv2 "
+                                    "authenticator response (S=)")
+        text = response + b" M=" + self.config.success_message.encode("utf-8")
+        return Verdict(ok=True, message=text, key_material=verdict.key_material, secret_source="external")
+
 
 def _failure_error(raw: bytes, method: str) -> PeerFailure:
     try:
@@ -459,6 +486,45 @@ class MsChapV1Authenticator(ChapAuthenticatorBase):
             addresses=found.addresses,
             secret_source=found.source,
         )
+
+    def _no_verdict(self, kind: FailureKind, reason: str) -> Verdict:
+        return self._failure(kind, reason, False)
+
+    def _credentials(self, response: ChapResponse) -> Credentials | Verdict:
+        value = response.value
+        if len(value) != MSCHAP_RESPONSE_LEN:
+            return self._no_verdict(FailureKind.WRONG_SECRET, f"MS-CHAP response of {len(value)} bytes")
+        if not value[48] & 1:
+            return self._no_verdict(FailureKind.WRONG_SECRET, "only a LAN Manager response was sent")
+        return MsChapV1Credentials(identifier=response.identifier, challenge=self._challenge,
+                                   lm_response=value[:24], nt_response=value[24:48], use_nt=True)
+
+    def _from_external(self, verdict: ExternalVerdict) -> Verdict:
+        if not verdict.ok:
+            return _external_failure(self, verdict)
+        return Verdict(ok=True, message=_text(verdict.message or self.config.success_message),
+                       key_material=verdict.key_material, secret_source="external")
+
+
+def _text(message: str) -> bytes:
+    return message.encode("utf-8")
+
+
+def _external_failure(engine: MsChapV2Authenticator | MsChapV1Authenticator,
+                      verdict: ExternalVerdict) -> Verdict:
+    """The verifier's MS-CHAP-Error text goes to the peer as it is (its E= code tells the peer's
+    user why: 691 bad password, 648 password expired ...); without one, ours."""
+    reason = verdict.reason or "rejected by the verifier"
+    if verdict.failure_message is None:
+        return engine._no_verdict(FailureKind.WRONG_SECRET, reason)
+    try:
+        parsed = MsChapFailureMessage.decode(verdict.failure_message)
+    except DecodeError:
+        return engine._no_verdict(FailureKind.WRONG_SECRET, f"{reason} (unreadable MS-CHAP-Error)")
+    # R=1 would invite a retry against a challenge the verifier picked and we cannot check
+    # against: offer none (pppd's radius plugin does not either).
+    message = replace(parsed, retry=False).encode() if parsed.retry else verdict.failure_message
+    return Verdict(ok=False, message=message, kind=FailureKind.WRONG_SECRET, reason=reason, code=parsed.error)
 
 
 class MsChapV1Peer(ChapPeerBase):

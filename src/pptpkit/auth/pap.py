@@ -26,9 +26,13 @@ from pptpkit.auth.base import (
     AuthEngine,
     AuthenticatorConfig,
     AuthSucceeded,
+    ExternalVerdict,
     FailureKind,
+    KeyMaterial,
+    PapCredentials,
     PeerConfig,
     Role,
+    VerifyRequest,
     build_packet,
     lookup_peer_secret,
     read_header,
@@ -37,6 +41,7 @@ from pptpkit.auth.base import (
     wire_name,
 )
 from pptpkit.auth.methods import AuthMethod
+from pptpkit.auth.secrets import AddressPolicy
 from pptpkit.errors import DecodeError
 from pptpkit.wire import Reader
 
@@ -147,6 +152,7 @@ def _message_bytes(text: str) -> bytes:
 
 class _ServerState(enum.Enum):
     WAITING = "waiting"
+    VERIFYING = "verifying"  # the request is with the external verifier (RADIUS)
     OPEN = "open"
     FAILED = "failed"
 
@@ -157,7 +163,7 @@ class PapAuthenticator(AuthEngine):
     method = AuthMethod.PAP
     role = Role.AUTHENTICATOR
 
-    __slots__ = ('_state', '_username', '_verdict', 'config')
+    __slots__ = ('_pending_id', '_state', '_username', '_verdict', 'config')
 
     def __init__(self, config: AuthenticatorConfig, now: float) -> None:
         super().__init__(now)
@@ -165,6 +171,7 @@ class PapAuthenticator(AuthEngine):
         self._state = _ServerState.WAITING
         self._verdict: PapAck | PapNak | None = None
         self._username = ""
+        self._pending_id = 0
 
     def _start(self, now: float) -> None:
         if self.config.request_timeout:
@@ -178,6 +185,9 @@ class PapAuthenticator(AuthEngine):
                 FailureKind.TIMEOUT,
                 f"no PAP Authenticate-Request within {self.config.request_timeout:g} s",
             )
+        elif self._state is _ServerState.VERIFYING:
+            self._refuse(self._pending_id, self.config.failure_message, FailureKind.TIMEOUT,
+                         f"no verdict from the verifier in {self.config.verification_timeout:g} s")
 
     def _receive(self, packet: bytes, now: float) -> None:
         pkt = decode_pap(packet)
@@ -188,6 +198,12 @@ class PapAuthenticator(AuthEngine):
             # The peer did not hear our verdict: repeat it, with its new identifier.
             self._send(type(self._verdict)(identifier=pkt.identifier, message=self._verdict.message).encode())
             return
+        if self._state is _ServerState.VERIFYING:
+            # A retransmission while the verifier decides: answer it, not the first one (the
+            # peer may have moved its identifier on), and do not ask twice.
+            self._pending_id = pkt.identifier
+            self.counters.ignored += 1
+            return
         if self._state is not _ServerState.WAITING:
             self.counters.ignored += 1  # we already gave up waiting
             return
@@ -195,37 +211,64 @@ class PapAuthenticator(AuthEngine):
             raise DecodeError("PAP Peer-ID longer than we accept")
         name = text_name(pkt.peer_id)
         self._username = name
+        if self.config.external:
+            self._pending_id = pkt.identifier
+            self._state = _ServerState.VERIFYING
+            self._set_timer(now + self.config.verification_timeout)
+            self._emit(VerifyRequest(method=self.method, role=self.role, username=name,
+                                     credentials=PapCredentials(password=pkt.password)))
+            return
         found = lookup_peer_secret(self.config, name)
         ok = found is not None and hmac.compare_digest(wire_name(found.secret), pkt.password)
         if ok:
             assert found is not None
-            verdict: PapAck | PapNak = PapAck(
-                identifier=pkt.identifier, message=_message_bytes(self.config.success_message)
-            )
-            self._verdict = verdict
-            self._send(verdict.encode())
-            self._state = _ServerState.OPEN
-            self._set_timer(None)
-            self._emit(
-                AuthSucceeded(
-                    method=self.method,
-                    role=self.role,
-                    username=name,
-                    peer_name=name,
-                    message=self.config.success_message,
-                    addresses=found.addresses,
-                    secret_source=found.source,
-                )
-            )
+            self._succeed(pkt.identifier, self.config.success_message, found.addresses, found.source, None)
             return
-        verdict = PapNak(identifier=pkt.identifier, message=_message_bytes(self.config.failure_message))
+        if found is None:
+            self._refuse(pkt.identifier, self.config.failure_message, FailureKind.UNKNOWN_PEER,
+                         f"no PAP secret for {name!r}")
+        else:
+            self._refuse(pkt.identifier, self.config.failure_message, FailureKind.WRONG_SECRET,
+                         f"wrong PAP password for {name!r}")
+
+    def _complete(self, verdict: ExternalVerdict, now: float) -> None:
+        if self._state is not _ServerState.VERIFYING:
+            self.counters.ignored += 1
+            return
+        if verdict.ok:
+            self._succeed(self._pending_id, verdict.message or self.config.success_message, None, "external",
+                          verdict.key_material)
+        else:
+            reason = verdict.reason or f"PAP password for {self._username!r} rejected by the verifier"
+            self._refuse(self._pending_id, verdict.message or self.config.failure_message,
+                         FailureKind.WRONG_SECRET, reason)
+
+    def _succeed(self, identifier: int, message: str, addresses: AddressPolicy | None, source: str | None,
+                 keys: KeyMaterial | None) -> None:
+        verdict = PapAck(identifier=identifier, message=_message_bytes(message))
+        self._verdict = verdict
+        self._send(verdict.encode())
+        self._state = _ServerState.OPEN
+        self._set_timer(None)
+        self._emit(
+            AuthSucceeded(
+                method=self.method,
+                role=self.role,
+                username=self._username,
+                peer_name=self._username,
+                message=message,
+                key_material=keys,
+                addresses=addresses,
+                secret_source=source,
+            )
+        )
+
+    def _refuse(self, identifier: int, message: str, kind: FailureKind, reason: str) -> None:
+        verdict = PapNak(identifier=identifier, message=_message_bytes(message))
         self._verdict = verdict
         self._send(verdict.encode())
         self._state = _ServerState.FAILED
-        if found is None:
-            self._fail(name, FailureKind.UNKNOWN_PEER, f"no PAP secret for {name!r}")
-        else:
-            self._fail(name, FailureKind.WRONG_SECRET, f"wrong PAP password for {name!r}")
+        self._fail(self._username, kind, reason)
 
 
 class _PeerState(enum.Enum):

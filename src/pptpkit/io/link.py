@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final, Protocol, runtime_checkable
 
+from pptpkit.auth.base import ExternalVerdict
 from pptpkit.errors import PptpkitError, StateError
 from pptpkit.io.deadline import Deadline
 from pptpkit.ppp.session import PppSession
@@ -267,6 +268,13 @@ class PppLink:
             self.started_at = now
             self._early = None
         self.session.close(now, reason)
+        self._pump(now)
+
+    def complete_verification(self, verdict: ExternalVerdict) -> None:
+        """The outside verdict (RADIUS) on the credentials a
+        :class:`~pptpkit.ppp.session_config.VerificationNeeded` event carried."""
+        now = self._loop.time()
+        self.session.complete_verification(verdict, now)
         self._pump(now)
 
     def lower_down(self, reason: str = "") -> None:

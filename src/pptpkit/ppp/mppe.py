@@ -20,13 +20,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Final
 
-from pptpkit.auth.base import MsChapV1Keys, MsChapV2Keys
+from pptpkit.auth.base import KeyMaterial, MppeStartKeys, MsChapV1HashKeys, MsChapV2Keys
 from pptpkit.crypto.mppe import (
     Buffer,
     MppeConfig,
     MppeDecryptor,
     MppeEncryptor,
     MppeStats,
+    key_length,
+    mschapv1_start_key,
     mschapv1_start_key_from_hash,
     mschapv2_start_keys,
 )
@@ -90,7 +92,7 @@ class MppeChannel:
         self._reset_stamp: float | None = None
 
     @classmethod
-    def start(cls, ccp: CcpEngine, policy: MppePolicy, keys: MsChapV1Keys | MsChapV2Keys,
+    def start(cls, ccp: CcpEngine, policy: MppePolicy, keys: KeyMaterial,
               *, is_server: bool, dropped: Counter[str]) -> MppeChannel | None:
         """The channel for CCP's agreed result, keyed from the authentication's ``keys``; None
         when CCP agreed on no MPPE at all."""
@@ -192,11 +194,17 @@ class MppeChannel:
         self._reset_id = None
 
 
-def _start_keys(keys: MsChapV1Keys | MsChapV2Keys, params: MppeParams,
-                is_server: bool) -> tuple[bytes, bytes]:
+def _start_keys(keys: KeyMaterial, params: MppeParams, is_server: bool) -> tuple[bytes, bytes]:
     """(send, receive) start keys for ``params`` from the authentication's keys."""
     if isinstance(keys, MsChapV2Keys):
         return mschapv2_start_keys(hash_nt_password_hash(keys.nt_password_hash), keys.nt_response,
                                    is_server=is_server, key_bits=params.key_bits)
-    key = mschapv1_start_key_from_hash(keys.nt_password_hash, keys.challenge, params.key_bits)
+    if isinstance(keys, MppeStartKeys):
+        # Already oriented for this end and 16 octets; shorter keys are their prefixes.
+        n = key_length(params.key_bits)
+        return keys.send[:n], keys.recv[:n]
+    if isinstance(keys, MsChapV1HashKeys):
+        key = mschapv1_start_key(keys.nt_password_hash_hash, keys.challenge, params.key_bits)
+    else:
+        key = mschapv1_start_key_from_hash(keys.nt_password_hash, keys.challenge, params.key_bits)
     return key, key

@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final
 
-from pptpkit.auth.base import AuthEngine, AuthFailed, AuthSucceeded, MsChapV1Keys, MsChapV2Keys, Role
+from pptpkit.auth.base import (
+    AuthEngine,
+    AuthFailed,
+    AuthSucceeded,
+    ExternalVerdict,
+    KeyMaterial,
+    Role,
+    VerifyRequest,
+)
 from pptpkit.auth.factory import create_engine
 from pptpkit.auth.methods import PROTO_CHAP, PROTO_EAP, PROTO_PAP, AuthMethod
 from pptpkit.auth.secrets import AddressPolicy
@@ -76,6 +84,7 @@ from pptpkit.ppp.session_config import (
     PhaseChanged,
     SessionConfig,
     SessionEvent,
+    VerificationNeeded,
 )
 
 __all__ = ["PppSession", "SessionStats"]
@@ -189,7 +198,7 @@ class PppSession:
         self._auth_method: AuthMethod | None = None
         self._username = ""
         self._addresses: AddressPolicy | None = None
-        self._keys: MsChapV1Keys | MsChapV2Keys | None = None
+        self._keys: KeyMaterial | None = None
         self._keys_are_server = False
         # Network phase.
         self._ipcp: IpcpEngine | None = None
@@ -392,6 +401,15 @@ class PppSession:
             if t is not None and (best is None or t < best):
                 best = t
         return best
+
+    def complete_verification(self, verdict: ExternalVerdict, now: float) -> None:
+        """The outside verdict on the peer's credentials (after :class:`VerificationNeeded`).
+        A verdict that comes after the session ended or moved on changes nothing."""
+        if self._finished or self._authenticator is None:
+            return
+        self._now = now
+        self._authenticator.complete_verification(verdict, now)
+        self._process(now)
 
     def handle_timer(self, now: float) -> None:
         if self._finished:
@@ -633,7 +651,10 @@ class PppSession:
 
     def _on_auth_event(self, engine: AuthEngine, event: object, now: float) -> None:
         checked_peer = engine is self._authenticator
-        if isinstance(event, AuthSucceeded):
+        if isinstance(event, VerifyRequest):
+            self._emit(VerificationNeeded(method=event.method, username=event.username,
+                                          credentials=event.credentials))
+        elif isinstance(event, AuthSucceeded):
             if event.repeat:
                 return
             self._emit(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final
 
-from pptpkit.auth.base import AuthenticatorConfig, PeerConfig
+from pptpkit.auth.base import AuthenticatorConfig, Credentials, PeerConfig
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.errors import ConfigError
@@ -37,6 +37,7 @@ __all__ = [
     "SessionConfig",
     "SessionEvent",
     "SessionRole",
+    "VerificationNeeded",
 ]
 
 
@@ -289,6 +290,16 @@ class Authenticated:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationNeeded:
+    """The peer's credentials are waiting for an outside verdict (RADIUS): answer with
+    :meth:`~pptpkit.ppp.session.PppSession.complete_verification`."""
+
+    method: AuthMethod
+    username: str
+    credentials: Credentials
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuthenticationFailed:
     """Authentication failed; the session is closing (a :class:`LinkDown` follows)."""
 
@@ -350,7 +361,8 @@ class LinkDown:
 
 
 SessionEvent = (
-    PhaseChanged
+    VerificationNeeded
+    | PhaseChanged
     | LinkParameters
     | AccmChanged
     | Authenticated
