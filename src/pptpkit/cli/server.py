@@ -32,7 +32,7 @@ from dataclasses import replace
 from typing import Any, Final, cast
 
 from pptpkit.auth.methods import AuthMethod
-from pptpkit.auth.secrets import PppSecretsFile
+from pptpkit.auth.secrets import PppSecretsFile, StaticSecrets
 from pptpkit.cli.argtypes import (
     add_gre_options,
     int_range,
@@ -347,9 +347,12 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
     """The built-in mode's PPP settings (loads the secrets file)."""
     settings.check_builtin()
     assert settings.localip is not None and settings.remoteip is not None
+    radius = bool(settings.radius_servers)
     return BuiltinConfig(
         pool=AddressPool(list(settings.localip), list(settings.remoteip)),
-        secrets=PppSecretsFile(settings.secrets),
+        # With RADIUS the secrets stay with the AAA: no local file is read (or needed).
+        secrets=StaticSecrets({}) if radius else PppSecretsFile(settings.secrets),
+        external_auth=radius,
         name=settings.name,
         auth_policy=settings.auth,
         mppe=settings.mppe,
@@ -464,14 +467,19 @@ async def run_program(settings: ServerSettings, program: PppProgramConfig) -> in
     return ExitStatus.OK
 
 
-def extensions(settings: ServerSettings) -> list[ServerExtension]:
+def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> list[ServerExtension]:
     """What the settings ask to run beside the built-in sessions (:mod:`pptpkit.ops`), in the
     order they start."""
     found: list[ServerExtension] = []
+    if radius is not None and radius.auth is not None:
+        from pptpkit.ops.radius_auth import RadiusAuth
+
+        found.append(RadiusAuth(radius))
     return found
 
 
-async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
+async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
+                      radius: RadiusSetup | None = None) -> int:
     """Built-in mode until SIGINT/SIGTERM (SIGHUP re-reads the secrets)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -509,7 +517,7 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig) -> int:
     try:
         if router is not None:
             await router.open()
-        for extension in extensions(settings):
+        for extension in extensions(settings, radius):
             await extension.start(sessions, server)
             started.append(extension)
         if clamp is not None:
@@ -558,10 +566,11 @@ def main(args: argparse.Namespace) -> int:
             setup_logging(settings.verbose, args.quiet)
         if settings.builtin:
             config = builtin_config(settings)
+            radius = radius_setup(settings)
         else:
             program = program_config(settings)
     except ConfigError as exc:
         return fail("server", ExitStatus.USAGE, str(exc))
     if settings.builtin:
-        return asyncio.run(run_builtin(settings, config))
+        return asyncio.run(run_builtin(settings, config, radius))
     return asyncio.run(run_program(settings, program))

@@ -270,6 +270,11 @@ class PppLink:
         self.session.close(now, reason)
         self._pump(now)
 
+    def set_idle_timeout(self, seconds: float) -> None:
+        """Seconds without data before the session ends (0: never), for this link only."""
+        self.session.idle_timeout = seconds
+        self._deadline.arm(self.session.get_timer())
+
     def complete_verification(self, verdict: ExternalVerdict) -> None:
         """The outside verdict (RADIUS) on the credentials a
         :class:`~pptpkit.ppp.session_config.VerificationNeeded` event carried."""

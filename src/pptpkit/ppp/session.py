@@ -174,7 +174,7 @@ class PppSession:
         '_mppe', '_mppe_required', '_ncp_early', '_ncps_gone', '_ncps_held', '_network_reached',
         '_now', '_opened',
         '_out', '_outcome', '_phase', '_reason', '_rx4',
-        '_rx6', '_rx_alive', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'stats',
+        '_rx6', '_rx_alive', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'idle_timeout', 'stats',
     )
 
     def __init__(self, config: SessionConfig, now: float = 0.0) -> None:
@@ -215,6 +215,9 @@ class PppSession:
         self._link_up_sent = False
         self._ipv6_up = False
         self._last_data = now
+        #: Seconds without data before the session ends (0: never); starts as the config's, and
+        #: may be changed per session (RADIUS Idle-Timeout) - the next timer check uses it.
+        self.idle_timeout = config.idle_timeout
         # Data from the peer since the last timer run: LCP keepalive takes it as an answer.
         self._rx_alive = False
         # The per-packet path reads only these (see _update_data_path).
@@ -986,7 +989,7 @@ class PppSession:
         )
 
     def _idle_deadline(self) -> float | None:
-        idle = self.config.idle_timeout
+        idle = self.idle_timeout
         if not idle or not self._link_up_sent:
             return None
         return self._last_data + idle

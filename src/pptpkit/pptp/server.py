@@ -180,6 +180,11 @@ class ServerCall(FrameReceiver):
     def stats(self) -> GreStats:
         return self.channel.stats
 
+    @property
+    def local_address(self) -> str | None:
+        """Our address the client connected to (its GRE goes there too)."""
+        return self._conn.local_address
+
     def send_frame(self, frame: bytes) -> bool:
         """Send a PPP frame to the client; False when dropped (call over, queue full)."""
         if not self.answered:

@@ -22,11 +22,11 @@ import ipaddress
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from pptpkit.auth.base import AuthenticatorConfig
+from pptpkit.auth.base import AuthenticatorConfig, ExternalVerdict
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import SecretsProvider
@@ -45,6 +45,7 @@ from pptpkit.ppp.session_config import (
     SessionConfig,
     SessionEvent,
     SessionRole,
+    VerificationNeeded,
 )
 from pptpkit.pptp.server import CallHandler, RejectCall, ServerCall
 from pptpkit.radius.access import AccessResult
@@ -135,6 +136,9 @@ class BuiltinConfig:
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     max_preauth: int = DEFAULT_MAX_PREAUTH
     max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE
+    #: Credentials are verified outside (RADIUS, through ``BuiltinSessions.verifier``), not
+    #: against ``secrets``.
+    external_auth: bool = False
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1 or self.max_per_source < 1:
@@ -147,13 +151,18 @@ class BuiltinConfig:
             raise ConfigError("the server name must not be empty")
         if self.mppe.required and not self.auth_policy.authenticates_peer:
             raise ConfigError("MPPE needs keys from MS-CHAP: it cannot be required without authentication")
+        if self.external_auth and AuthMethod.EAP in self.auth_policy.offered_methods():
+            raise ConfigError("EAP cannot be verified through RADIUS here: drop --require-eap")
         self.session_config(None)
 
     def session_config(self, peer_address: PeerAddress, local: str | None = None) -> SessionConfig:
         return SessionConfig(
             role=SessionRole.SERVER,
             auth_policy=self.auth_policy,
-            authenticator=AuthenticatorConfig(name=self.name, secrets=self.secrets)
+            # The verifier has the call's own deadline: a later verdict would find the call gone.
+            authenticator=AuthenticatorConfig(name=self.name, secrets=self.secrets,
+                                              external=self.external_auth,
+                                              verification_timeout=self.auth_timeout)
             if self.auth_policy.authenticates_peer else None,
             mru=self.mru,
             echo_interval=self.echo_interval,
@@ -268,6 +277,10 @@ class BuiltinSessions:
         self.observers: list[Callable[[SessionNotice], None]] = []
         #: Asked before a call is admitted: a reason to refuse it (Busy), or None.
         self.admission: list[Callable[[ServerCall], str | None]] = []
+        #: With ``external_auth``: gives the verdict on a peer's credentials (RADIUS), and may
+        #: set ``session.access``.  Its exceptions fail the authentication, logged.
+        self.verifier: Callable[[Session, VerificationNeeded], Awaitable[ExternalVerdict]] | None = None
+        self._verifying: set[asyncio.Task[None]] = set()
         self.refused_max_sessions = 0
         self.refused_per_source = 0
         self.refused_by_admission = 0
@@ -452,6 +465,9 @@ class BuiltinSessions:
 
         def peer_address() -> ipaddress.IPv4Address | None:
             assert session is not None
+            framed = session.access.framed_ip if session.access is not None else None
+            if isinstance(framed, ipaddress.IPv4Address):
+                return framed  # RADIUS's Framed-IP-Address: a static address, claimed like one
             if session.pair is None:
                 session.pair = self._take_pair()
                 if session.pair is None:
@@ -535,13 +551,46 @@ class BuiltinSessions:
             self.config.pool.release(session.pair)
             session.pair = None
 
+    def _verify(self, session: Session, link: PppLink, event: VerificationNeeded) -> None:
+        session.user = event.username
+        verifier = self.verifier
+        if verifier is None:
+            link.complete_verification(ExternalVerdict(ok=False, reason="no verifier configured"))
+            return
+
+        async def run() -> None:
+            try:
+                verdict = await verifier(session, event)
+            except Exception as exc:
+                log.exception("[%s] verifying %r failed", session.id, event.username)
+                verdict = ExternalVerdict(ok=False, reason=f"verifier failed: {exc}")
+            if not link.finished:
+                link.complete_verification(verdict)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._verifying.add(task)
+        task.add_done_callback(self._verifying.discard)
+
+    def _apply_access(self, session: Session, link: PppLink) -> None:
+        """What the Access-Accept says about the session once it is up."""
+        access = session.access
+        if access is None:
+            return
+        if access.session_timeout:
+            self.set_session_timeout(session, float(access.session_timeout))
+        if access.idle_timeout:
+            link.set_idle_timeout(float(access.idle_timeout))
+
     def _event(self, session: Session, link: PppLink, event: SessionEvent) -> None:
         sid = session.id
-        if isinstance(event, LinkUp):
+        if isinstance(event, VerificationNeeded):
+            self._verify(session, link, event)
+        elif isinstance(event, LinkUp):
             self._authenticated(session)  # without authentication, IPCP up is the end of it
             self.sessions_up_total += 1
             session.user = event.username
             session.up = event
+            self._apply_access(session, link)
             log.info("[%s] session up: user %r, peer %s, address %s, local %s, %s, interface %s, mtu %d",
                      sid, event.username, session.source, event.peer_address, event.local_address,
                      event.mppe, link.interface, event.mtu)
