@@ -1,0 +1,195 @@
+"""``pptpkit server`` authenticating through the real FreeRADIUS, with real ``pptpkit connect``
+clients: every method, MPPE keys from RADIUS, the answer's attributes, and an outage.
+
+Namespaces: the server's holds FreeRADIUS too (on its own address); the client's holds the
+``pptpkit connect`` processes.  The client knows nothing of RADIUS, so a session that comes up
+with MPPE-128 and passes pings proves the keys FreeRADIUS sent are the ones the client derived
+from its password.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freeradius import FreeRadius, User
+
+from conftest import require_binary, require_root
+from e2e_support import Client
+from netns import NetnsLab
+from pptpkit.errors import ExitStatus
+from serverlab import CLIENT, LOCAL_IP, SERVER, two_namespaces
+
+pytestmark = [pytest.mark.root]
+
+RADIUS = "192.0.2.10"
+SECRET = "radius-secret-7"
+USERS = [
+    User("alice", "wonderland", reply=[("Framed-IP-Address", "198.51.100.20"), ("Class", '"gold"'),
+                                       ("Filter-Id", '"none"')]),
+    User("bob", "builder", nt_only=True),
+    User("carol", "c@rol pw", reply=[("Session-Timeout", "4")]),
+]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[NetnsLab, str, str]]:
+    require_root()
+    require_binary("freeradius")
+    with NetnsLab("pkra") as lab:
+        srv, cli = two_namespaces(lab)
+        lab.ip(srv, "addr", "add", f"{RADIUS}/24", "dev", "veth-a")
+        yield lab, srv, cli
+
+
+@pytest.fixture
+def radius(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> Iterator[FreeRadius]:
+    with FreeRadius(lab[0], lab[1], RADIUS, tmp_path / "fr", SECRET, USERS) as server:
+        yield server
+
+
+class RadiusServer:
+    """``pptpkit server`` with RADIUS authentication and no secrets file at all."""
+
+    def __init__(self, lab: NetnsLab, ns: str, tmp: Path, *extra: str) -> None:
+        import subprocess
+        import sys
+
+        secret = tmp / "radius.secret"
+        secret.write_text(f"# shared with FreeRADIUS\n{SECRET}\n")
+        secret.chmod(0o600)
+        self.log_path = tmp / "server.log"
+        argv = [sys.executable, "-m", "pptpkit", "server", "--listen", SERVER, "--local-ip", LOCAL_IP,
+                "--remote-ip", "198.51.100.10-19", "--secrets", str(tmp / "absent-chap-secrets"),
+                "--radius-server", RADIUS, "--radius-secret-file", str(secret),
+                "--radius-timeout", "0.5", "--radius-retries", "1", "--nas-identifier", "pptpkit-test",
+                "--auth-fail-limit", "0", *extra]
+        with open(self.log_path, "wb") as log:
+            self.proc = lab.popen(ns, argv, stdout=subprocess.DEVNULL, stderr=log)
+        self.wait_log("listening on", 15)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 10) -> None:
+        end = time.monotonic() + timeout
+        while text not in self.log():
+            assert self.proc.poll() is None, self.log()
+            assert time.monotonic() < end, f"no {text!r} in the server log:\n{self.log()}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
+
+
+def connect(lab: NetnsLab, ns: str, tmp: Path, user: str, password: str, *flags: str) -> Client:
+    import subprocess
+    import sys
+
+    pw = tmp / f"{user}.pw"
+    pw.write_text(password + "\n")
+    err = tmp / f"{user}-{time.monotonic_ns()}.err"
+    argv = [sys.executable, "-m", "pptpkit", "connect", SERVER, "--user", user, "--password-file", str(pw),
+            "--json", "--lcp-restart", "1", "--ifname", f"ppt{user[:3]}%d", *flags]
+    with err.open("wb") as errf:
+        proc = lab.popen(ns, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf)
+    return Client(proc, err)
+
+
+def ping_ok(lab: NetnsLab, ns: str, count: int = 3) -> bool:
+    done = lab.run(ns, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", "-w", "10", LOCAL_IP],
+                   check=False, timeout=20)
+    return done.returncode == 0
+
+
+def hang_up(client: Client) -> None:
+    if client.proc.poll() is None:
+        client.proc.terminate()
+        client.proc.wait(15)
+
+
+@pytest.mark.parametrize(("method", "user", "password", "server_flags", "mppe"), [
+    ("MS-CHAPv2", "alice", "wonderland", (), "mppe-128"),
+    ("MS-CHAPv2", "bob", "builder", (), "mppe-128"),
+    ("MS-CHAPv1", "carol", "c@rol pw", ("--require-mschap",), "mppe-128"),
+    ("CHAP", "carol", "c@rol pw", ("--require-chap", "--no-mppe"), "none"),
+    ("PAP", "alice", "wonderland", ("--require-pap", "--no-mppe"), "none"),
+])
+def test_login_through_radius(lab: Any, radius: FreeRadius, tmp_path: Path, method: str, user: str,
+                              password: str, server_flags: tuple[str, ...], mppe: str) -> None:
+    """Each method logs in through FreeRADIUS; MPPE-128 runs on the keys FreeRADIUS sent."""
+    nl, srv, cli = lab
+    server = RadiusServer(nl, srv, tmp_path, *server_flags)
+    client = connect(nl, cli, tmp_path, user, password)
+    try:
+        up = client.next_event("up", 25)
+        assert ("128" in up["mppe"]) if mppe == "mppe-128" else ("none" in up["mppe"].lower()), up
+        assert ping_ok(nl, cli)
+        if user == "alice":
+            assert up["local_address"] == "198.51.100.20", up  # Framed-IP-Address
+    finally:
+        hang_up(client)
+        server.stop()
+    log = server.log()
+    assert f"user '{user}' authenticated with" in log, log
+    assert "RADIUS authentication: " in log
+    if user == "alice":
+        # Filter-Id is not applied yet: said once, by name.
+        assert log.count("RADIUS attributes not applied") == 1 and "Filter-Id" in log, log
+
+
+def test_wrong_password_exit_19_and_logged(lab: Any, radius: FreeRadius, tmp_path: Path) -> None:
+    nl, srv, cli = lab
+    server = RadiusServer(nl, srv, tmp_path)
+    client = connect(nl, cli, tmp_path, "alice", "not the password")
+    try:
+        assert client.proc.wait(30) == ExitStatus.AUTH_FAILED == 19, client.stderr
+    finally:
+        hang_up(client)
+        server.stop()
+    log = server.log()
+    assert "authentication failed: user 'alice'" in log and "Access-Reject" in log, log
+    assert "not the password" not in log and SECRET not in log
+
+
+def test_session_timeout_from_radius(lab: Any, radius: FreeRadius, tmp_path: Path) -> None:
+    nl, srv, cli = lab
+    server = RadiusServer(nl, srv, tmp_path, "--require-mschap")
+    client = connect(nl, cli, tmp_path, "carol", "c@rol pw")
+    try:
+        client.next_event("up", 25)
+        started = time.monotonic()
+        client.next_event("down", 15)
+        assert 2.5 < time.monotonic() - started < 9.0
+        server.wait_log("cause Session-Timeout")
+    finally:
+        hang_up(client)
+        server.stop()
+
+
+def test_radius_down_new_logins_fail_sessions_stay(lab: Any, radius: FreeRadius, tmp_path: Path) -> None:
+    nl, srv, cli = lab
+    server = RadiusServer(nl, srv, tmp_path)
+    first = connect(nl, cli, tmp_path, "alice", "wonderland")
+    try:
+        first.next_event("up", 25)
+        radius.stop()
+        second = connect(nl, cli, tmp_path, "bob", "builder")
+        try:
+            code = second.proc.wait(40)
+            assert code == ExitStatus.AUTH_FAILED, second.stderr
+        finally:
+            hang_up(second)
+        server.wait_log("no RADIUS server answered")
+        assert "RADIUS: no answer from" in server.log()
+        assert ping_ok(nl, cli), "the session that was up must stay up"
+        assert first.proc.poll() is None
+    finally:
+        hang_up(first)
+        server.stop()
+    assert CLIENT in server.log()
