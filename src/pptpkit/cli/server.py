@@ -374,7 +374,13 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
 
 def radius_setup(settings: ServerSettings) -> RadiusSetup | None:
     """The RADIUS configuration (reads the secret file), None without RADIUS servers."""
+    server_secrets = None
+    if settings.radius_servers_file is not None and settings.radius_secret_file is None:
+        from pptpkit.compat.radiusclient import read_servers_file
+
+        server_secrets = read_servers_file(settings.radius_servers_file)
     return RadiusSetup.build(
+        server_secrets=server_secrets,
         auth_servers=settings.radius_servers, acct_servers=settings.radius_acct_servers,
         secret_file=settings.radius_secret_file, timeout=settings.radius_timeout,
         retries=settings.radius_retries, nas_identifier=settings.nas_identifier,

@@ -106,6 +106,8 @@ _MPPE_WORDS: Final = frozenset({"require-mppe", "require-mppe-40", "require-mppe
                                 "nomppe-40", "nomppe-128", "mppe-stateful", "nomppe-stateful"})
 #: The pptpd plugin we understand: it writes wtmp records for the call (we log instead).
 _LOGWTMP_PLUGIN: Final = "pptpd-logwtmp.so"
+#: pppd's RADIUS plugin: the built-in server reads its configuration and does RADIUS itself.
+_RADIUS_PLUGIN: Final = "radius.so"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,8 @@ class PppdOptions:
     The interface and host: ``ifname``, ``proxyarp``, ``defaultroute`` (added only when there
     is no default route; ``replacedefaultroute`` is not supported).  Context from pptpctrl:
     ``speed``, ``ipparam``, ``remotenumber``, ``original_ip`` (the logwtmp plugin's
-    pptpd-original-ip), ``logwtmp``.  Logging: ``debug``,
+    pptpd-original-ip), ``logwtmp``.  RADIUS: ``radius`` (``plugin radius.so``) and
+    ``radius_config`` (its ``radius-config-file``).  Logging: ``debug``,
     ``logfile``, ``logfd`` (None: nologfd), ``files`` (every file read, in order).
     ``notices``: things the user should know that do not stop us (logged by the caller).
     """
@@ -171,6 +174,8 @@ class PppdOptions:
     remotenumber: str | None = None
     original_ip: str | None = None
     logwtmp: bool = False
+    radius: bool = False
+    radius_config: str | None = None
     debug: bool = False
     logfile: str | None = None
     logfd: int | None = 2
@@ -456,11 +461,21 @@ def _logfd(p: _Parser, args: list[str], where: Where) -> None:
 
 
 def _plugin(p: _Parser, args: list[str], where: Where) -> None:
+    if os.path.basename(args[1]) == _RADIUS_PLUGIN:
+        # The built-in server does RADIUS itself, from the plugin's radiusclient.conf.
+        p.state.values["radius"] = True
+        return
     if os.path.basename(args[1]) != _LOGWTMP_PLUGIN:
         raise where.error(f"plugin {args[1]!r}: pppd plugins cannot be loaded by pptpkit ppp")
     p.state.values["logwtmp"] = True
     p.state.notices.append(f"{where}: plugin {_LOGWTMP_PLUGIN}: no wtmp records are written "
                            "(the session is logged instead)")
+
+
+def _radius_config(p: _Parser, args: list[str], where: Where) -> None:
+    if not p.state.values.get("radius"):
+        raise where.error("radius-config-file is an option of the radius.so plugin; load it first")
+    p.state.values["radius_config"] = _name_arg(args[1], where, args[0], 4096)
 
 
 def _original_ip(p: _Parser, args: list[str], where: Where) -> None:
@@ -508,6 +523,7 @@ _OPTIONS: Final[dict[str, tuple[int, _Handler]]] = {
     "remotenumber": (1, _set_name("remotenumber")),
     "plugin": (1, _plugin),
     "pptpd-original-ip": (1, _original_ip),
+    "radius-config-file": (1, _radius_config),
     "debug": (0, _set("debug", True)),
     "nodebug": (0, _set("debug", False)),
     "logfile": (1, _set_name("logfile", 4096)),

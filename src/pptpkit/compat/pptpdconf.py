@@ -284,6 +284,36 @@ def server_changes(conf: PptpdConf, *, builtin: bool, etc_dir: str | None = None
     changes.update(_builtin_changes(conf, opts))
     # pptpd's pppd reads chap-secrets next to its options.
     changes["secrets"] = os.path.join(etc_dir, "chap-secrets")
+    if opts.radius:
+        changes.update(_radius_changes(opts))
+    return changes
+
+
+def _radius_changes(opts: PppdOptions) -> ServerChanges:
+    """``plugin radius.so``: the servers, secrets and timeouts from its radiusclient.conf."""
+    from pptpkit.compat.radiusclient import DEFAULT_RADIUSCLIENT_CONF, read_radiusclient_conf
+
+    path = opts.radius_config or DEFAULT_RADIUSCLIENT_CONF
+    try:
+        rc = read_radiusclient_conf(path)
+    except ConfigError as exc:
+        if opts.radius_config is None and not os.path.exists(path):
+            raise ConfigError(f"plugin radius.so: {exc.reason} [{opts.where('plugin')}]") from None
+        raise
+    for notice in rc.notices:
+        log.info("%s", notice)
+    if rc.servers_file is None:
+        raise ConfigError(f"{rc.path}: no 'servers' file: the shared secrets are read from it")
+    changes = ServerChanges(radius_servers=rc.authservers, radius_acct_servers=rc.acctservers,
+                            radius_servers_file=rc.servers_file)
+    if rc.timeout is not None:
+        changes["radius_timeout"] = rc.timeout
+    if rc.retries is not None:
+        changes["radius_retries"] = rc.retries
+    if rc.nas_identifier is not None:
+        changes["nas_identifier"] = rc.nas_identifier
+    if rc.nas_ip is not None:
+        changes["nas_ip_address"] = rc.nas_ip
     return changes
 
 

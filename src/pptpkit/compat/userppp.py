@@ -101,6 +101,11 @@ def load_options(argv: Sequence[str], environ: dict[str, str] | None = None) -> 
     env = dict(os.environ if environ is None else environ)
     etc = env.get(ENV_ETC, DEFAULT_ETC)
     opts = parse_pppd_argv(argv, etc_dir=etc, default_files=[os.path.join(etc, "options")])
+    if opts.radius:
+        # One pppd per call cannot share a RADIUS client; the built-in server does RADIUS.
+        raise ConfigError(f"{opts.where('plugin')}: plugin radius.so: pptpkit ppp does no RADIUS; run "
+                          "pptpkit server in built-in mode with the same options (it reads the "
+                          "plugin's radiusclient.conf)")
     password = env.get(ENV_PASSWORD)
     if password is not None and opts.password is None:
         opts = replace(opts, password=password)

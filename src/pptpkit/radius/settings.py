@@ -13,6 +13,8 @@ its first non-empty, non-comment line; an unreadable or empty file is an error n
 from __future__ import annotations
 
 import ipaddress
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -27,6 +29,8 @@ __all__ = [
     "RadiusSetup",
     "parse_server",
     "read_secret",
+    "resolve",
+    "split_server",
 ]
 
 AUTH_PORT: Final = 1812
@@ -35,9 +39,8 @@ ACCT_PORT: Final = 1813
 DAE_PORT: Final = 3799
 
 
-def parse_server(text: str, default_port: int) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT`` -> (address, port); HOST is an IP
-    address (a server named by DNS would make every login depend on the resolver)."""
+def split_server(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT`` -> (host as written, port)."""
     host, port = text, default_port
     if text.startswith("["):
         end = text.find("]")
@@ -51,11 +54,28 @@ def parse_server(text: str, default_port: int) -> tuple[str, int]:
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         port = _port(text, port_text)
+    if not host:
+        raise ConfigError(f"RADIUS server {text!r}: no host")
+    return host, port
+
+
+def parse_server(text: str, default_port: int) -> tuple[str, int]:
+    """(address, port) of a server given as in :func:`split_server`.  A name is resolved here,
+    once at start-up, so no login ever waits for the resolver."""
+    host, port = split_server(text, default_port)
+    return resolve(host, text), port
+
+
+def resolve(host: str, text: str | None = None) -> str:
     try:
-        address = str(ipaddress.ip_address(host))
+        return str(ipaddress.ip_address(host))
     except ValueError:
-        raise ConfigError(f"RADIUS server {text!r}: not an IP address") from None
-    return address, port
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"RADIUS server {text or host!r}: cannot resolve {host!r}: {exc}") from None
+    return str(infos[0][4][0])
 
 
 def _port(text: str, port_text: str) -> int:
@@ -104,18 +124,31 @@ class RadiusSetup:
     def build(cls, *, auth_servers: tuple[str, ...], acct_servers: tuple[str, ...], secret_file: str | None,
               timeout: float, retries: int, nas_identifier: str | None, nas_ip_address: str | None,
               interim: float = 0.0, dae_listen: str | None = None,
-              dae_clients: tuple[str, ...] = ()) -> RadiusSetup | None:
+              dae_clients: tuple[str, ...] = (),
+              server_secrets: Mapping[str, bytes] | None = None) -> RadiusSetup | None:
         """None when no RADIUS server is configured; :class:`ConfigError` for what is
         inconsistent.  Accounting goes to the authentication servers (port 1813) unless
-        ``acct_servers`` names others."""
+        ``acct_servers`` names others.  The secret: ``secret_file`` for every server, else
+        each server's from ``server_secrets`` (radiusclient's servers file, by host as written
+        or by address)."""
         if not auth_servers and not acct_servers:
             if secret_file or dae_listen:
                 raise ConfigError("a RADIUS secret or listener is set but no --radius-server")
             return None
-        if secret_file is None:
+        if secret_file is None and server_secrets is None:
             raise ConfigError("RADIUS needs --radius-secret-file (the secret is never given on the "
                               "command line)")
-        secret = read_secret(secret_file)
+        secret = read_secret(secret_file) if secret_file is not None else b""
+
+        def secret_of(text: str, port: int) -> tuple[str, bytes]:
+            host, _ = split_server(text, port)
+            address = resolve(host, text)
+            if secret_file is not None or server_secrets is None:
+                return address, secret
+            found = server_secrets.get(host, server_secrets.get(address))
+            if found is None:
+                raise ConfigError(f"RADIUS server {text!r}: no secret for it in the servers file")
+            return address, found
         try:
             nas_ip = ipaddress.IPv4Address(nas_ip_address) if nas_ip_address else None
         except ValueError:
@@ -123,19 +156,25 @@ class RadiusSetup:
         nas = NasInfo(nas_identifier=nas_identifier or (None if nas_ip else "pptpkit"), nas_ip_address=nas_ip)
 
         def client(texts: tuple[str, ...], port: int) -> RadiusClientConfig:
-            servers = tuple(RadiusServer(address=a, port=p, secret=secret)
-                            for a, p in (parse_server(t, port) for t in texts))
-            return RadiusClientConfig(servers=servers, timeout=timeout, retries=retries)
+            servers = []
+            for text in texts:
+                address, key = secret_of(text, port)
+                servers.append(RadiusServer(address=address, port=split_server(text, port)[1], secret=key))
+            return RadiusClientConfig(servers=tuple(servers), timeout=timeout, retries=retries)
 
         auth = client(auth_servers, AUTH_PORT) if auth_servers else None
-        acct_texts = acct_servers or tuple(f"[{a}]" if ":" in a else a
-                                           for a, _ in (parse_server(t, AUTH_PORT) for t in auth_servers))
+        # Accounting defaults to the authentication hosts, on the accounting port.
+        acct_texts = acct_servers or tuple(f"[{h}]" if ":" in h else h
+                                           for h, _ in (split_server(t, AUTH_PORT) for t in auth_servers))
         acct = client(acct_texts, ACCT_PORT)
         if interim < 0:
             raise ConfigError("the interim accounting interval must not be negative")
         if 0 < interim < 60:
             raise ConfigError("the interim accounting interval is at least 60 s (RFC 2869 5.16)")
         listen = None
+        if dae_listen is not None and secret_file is None:
+            raise ConfigError("--radius-dae-listen needs --radius-secret-file (the secret Disconnect "
+                              "and CoA requests are checked with)")
         if dae_listen is not None:
             listen = parse_server(dae_listen, DAE_PORT)
             if not dae_clients:

@@ -137,6 +137,7 @@ class ServerChanges(TypedDict, total=False):
     radius_servers: tuple[str, ...]
     radius_acct_servers: tuple[str, ...]
     radius_secret_file: str | None
+    radius_servers_file: str | None
     radius_timeout: float
     radius_retries: int
     nas_identifier: str | None
@@ -213,6 +214,8 @@ class ServerSettings:
     radius_servers: tuple[str, ...] = ()
     radius_acct_servers: tuple[str, ...] = ()
     radius_secret_file: str | None = None
+    # pppd radius plugin's "servers" file: a secret per server (from radiusclient.conf).
+    radius_servers_file: str | None = None
     radius_timeout: float = 3.0
     radius_retries: int = 2
     nas_identifier: str | None = None

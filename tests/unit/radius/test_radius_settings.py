@@ -21,7 +21,11 @@ def test_server_forms(text: str, expected: tuple[str, int]) -> None:
     assert parse_server(text, 1812) == expected
 
 
-@pytest.mark.parametrize("text", ["radius.example", "192.0.2.1:0", "192.0.2.1:x", "[2001:db8::1", "[::1]x"])
+def test_names_resolve_once_at_start() -> None:
+    assert parse_server("localhost:1645", 1812) == ("127.0.0.1", 1645)
+
+
+@pytest.mark.parametrize("text", [":1812", "192.0.2.1:0", "192.0.2.1:x", "[2001:db8::1", "[::1]x"])
 def test_bad_servers(text: str) -> None:
     with pytest.raises(ConfigError, match="RADIUS server"):
         parse_server(text, 1812)
@@ -70,3 +74,17 @@ def test_build_refusals(tmp_path: Path) -> None:
         _build(tmp_path, auth_servers=(), dae_listen="192.0.2.2")
     setup = _build(tmp_path, dae_listen="192.0.2.2", dae_clients=("192.0.2.9",))
     assert setup is not None and setup.dae_listen == ("192.0.2.2", 3799)
+
+
+def test_secrets_per_server_from_a_servers_file(tmp_path: Path) -> None:
+    setup = _build(tmp_path, auth_servers=("192.0.2.1", "localhost:1645"), secret_file=None,
+                   server_secrets={"192.0.2.1": b"one", "localhost": b"two"})
+    assert setup is not None and setup.auth is not None and setup.acct is not None
+    assert [(s.endpoint, s.secret) for s in setup.auth.servers] == [
+        (("192.0.2.1", 1812), b"one"), (("127.0.0.1", 1645), b"two")]
+    assert [s.endpoint for s in setup.acct.servers] == [("192.0.2.1", 1813), ("127.0.0.1", 1813)]
+    with pytest.raises(ConfigError, match="no secret for it"):
+        _build(tmp_path, auth_servers=("192.0.2.7",), secret_file=None, server_secrets={})
+    with pytest.raises(ConfigError, match="needs --radius-secret-file"):
+        _build(tmp_path, secret_file=None, server_secrets={"192.0.2.1": b"x"}, dae_listen="192.0.2.2",
+               dae_clients=("192.0.2.9",))
