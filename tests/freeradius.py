@@ -76,6 +76,10 @@ class FreeRadius:
     reply_message_authenticator: bool = True
     auth_port: int = 1812
     acct_port: int = 1813
+    #: A shared address pool (FreeRADIUS's sqlippool on SQLite): every Access-Accept gets a
+    #: Framed-IP-Address from these, leases are renewed by accounting, released by Stop, and
+    #: all of one NAS's (NAS-IP-Address) cleared by its Accounting-On/Off.
+    ippool: Sequence[str] = ()
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -91,6 +95,88 @@ class FreeRadius:
         return self.workdir / "radacct" / "detail"
 
     # -- configuration ---------------------------------------------------------------------
+
+    @property
+    def ippool_db(self) -> Path:
+        return self.workdir / "ippool.sqlite"
+
+    def leases(self) -> dict[str, tuple[str, str]]:
+        """Addresses leased now: address -> (NAS-IP-Address, user)."""
+        import sqlite3
+
+        with sqlite3.connect(self.ippool_db) as db:
+            rows = db.execute("SELECT framedipaddress, nasipaddress, username FROM radippool "
+                              "WHERE expiry_time > datetime('now')").fetchall()
+        return {ip: (nas, user) for ip, nas, user in rows}
+
+    def _write_ippool(self, d: Path) -> None:
+        import sqlite3
+
+        if self.ippool_db.exists():
+            self.ippool_db.unlink()
+        with sqlite3.connect(self.ippool_db) as db:
+            db.execute("CREATE TABLE radippool (id INTEGER PRIMARY KEY, pool_name TEXT NOT NULL, "
+                       "framedipaddress TEXT NOT NULL, nasipaddress TEXT NOT NULL DEFAULT '', "
+                       "calledstationid TEXT NOT NULL DEFAULT '', callingstationid TEXT NOT NULL DEFAULT '', "
+                       "expiry_time DATETIME NOT NULL DEFAULT (datetime('now', '-1 second')), "
+                       "username TEXT NOT NULL DEFAULT '', pool_key TEXT NOT NULL DEFAULT '')")
+            db.executemany("INSERT INTO radippool (pool_name, framedipaddress) VALUES ('main', ?)",
+                           [(a,) for a in self.ippool])
+        self._private(d / "mods-enabled" / "sql", f"""
+            sql {{
+                driver = "rlm_sql_sqlite"
+                dialect = "sqlite"
+                sqlite {{
+                    filename = "{self.ippool_db}"
+                    busy_timeout = 1000
+                }}
+                read_clients = no
+                pool {{
+                    start = 1
+                    min = 1
+                    max = 2
+                    spare = 1
+                    uses = 0
+                    lifetime = 0
+                    idle_timeout = 0
+                }}
+            }}
+        """)
+        # Our own queries: a lease is keyed by the NAS (NAS-IP-Address) and its port (the call
+        # ID, sent in both Access- and Accounting-Requests).  Debian 12's packaged SQLite
+        # allocate_find lacks an AND and fails on every allocation, so it cannot be used.
+        lease = "datetime(strftime('%%s', 'now') + 3600, 'unixepoch')"
+        mine = ("nasipaddress = '%{NAS-IP-Address}' AND pool_key = '%{NAS-Port}' "
+                "AND framedipaddress = '%{Framed-IP-Address}'")
+        self._private(d / "mods-enabled" / "sqlippool", f"""
+            sqlippool {{
+                sql_module_instance = "sql"
+                dialect = "sqlite"
+                pool_name = "Pool-Name"
+                ippool_table = "radippool"
+                lease_duration = 3600
+                attribute_name = Framed-IP-Address
+                pool_key = "%{{NAS-Port}}"
+                allocate_begin = "BEGIN EXCLUSIVE"
+                allocate_commit = "COMMIT"
+                allocate_clear = ""
+                allocate_find = "SELECT framedipaddress FROM radippool WHERE pool_name = '%{{control:Pool-Name}}' AND expiry_time < datetime('now') ORDER BY expiry_time, id LIMIT 1"
+                pool_check = "SELECT id FROM radippool WHERE pool_name = '%{{control:Pool-Name}}' LIMIT 1"
+                allocate_update = "UPDATE radippool SET nasipaddress = '%{{NAS-IP-Address}}', pool_key = '%{{NAS-Port}}', callingstationid = '%{{Calling-Station-Id}}', username = '%{{User-Name}}', expiry_time = {lease} WHERE framedipaddress = '%I'"
+                start_update = "UPDATE radippool SET expiry_time = {lease} WHERE {mine}"
+                alive_update = "UPDATE radippool SET expiry_time = {lease} WHERE {mine}"
+                stop_clear = "UPDATE radippool SET expiry_time = datetime('now', '-1 second') WHERE {mine}"
+                on_clear = "UPDATE radippool SET expiry_time = datetime('now', '-1 second') WHERE nasipaddress = '%{{NAS-IP-Address}}'"
+                off_clear = "UPDATE radippool SET expiry_time = datetime('now', '-1 second') WHERE nasipaddress = '%{{NAS-IP-Address}}'"
+                messages {{
+                    success = "Allocated IP %{{reply:Framed-IP-Address}} to %{{User-Name}} on %{{NAS-IP-Address}} port %{{NAS-Port}}"
+                    failed = "IP allocation failed for %{{User-Name}} on %{{NAS-IP-Address}}"
+                    clear = "Released IP %{{Framed-IP-Address}}"
+                    exists = "Existing IP %{{reply:Framed-IP-Address}}"
+                    nopool = "No Pool-Name for %{{User-Name}}"
+                }}
+            }}
+        """)
 
     def write_config(self) -> None:
         d = self.confdir
@@ -136,6 +222,13 @@ class FreeRadius:
         """)
         ma = ("update reply {\n&Message-Authenticator := 0x00\n}"
               if self.reply_message_authenticator else "")
+        pool_auth = pool_acct = ""
+        if self.ippool:
+            self._write_ippool(d)
+            # An empty pool rejects: an Accept without an address would let the NAS pick one
+            # from its own pool, and two NASes could then give out the same address.
+            pool_auth = 'update control {\n&Pool-Name := "main"\n}\nsqlippool {\nnotfound = reject\n}'
+            pool_acct = "sqlippool"
         for link in (d / "sites-enabled").iterdir():
             link.unlink()
         self._private(d / "sites-enabled" / "pptpkit", f"""
@@ -177,8 +270,10 @@ class FreeRadius:
                 }}
                 accounting {{
                     detail
+                    {pool_acct}
                 }}
                 post-auth {{
+                    {pool_auth}
                     {ma}
                     Post-Auth-Type REJECT {{
                         attr_filter.access_reject
