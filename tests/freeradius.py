@@ -146,37 +146,46 @@ class FreeRadius:
         # ID, sent in both Access- and Accounting-Requests).  Debian 12's packaged SQLite
         # allocate_find lacks an AND and fails on every allocation, so it cannot be used.
         lease = "datetime(strftime('%%s', 'now') + 3600, 'unixepoch')"
-        mine = ("nasipaddress = '%{NAS-IP-Address}' AND pool_key = '%{NAS-Port}' "
-                "AND framedipaddress = '%{Framed-IP-Address}'")
+        expired = "datetime('now', '-1 second')"
+        pool = "pool_name = '%{control:Pool-Name}'"
+        nas = "nasipaddress = '%{NAS-IP-Address}'"
+        mine = f"{nas} AND pool_key = '%{{NAS-Port}}' AND framedipaddress = '%{{Framed-IP-Address}}'"
+        queries = {
+            "allocate_begin": "BEGIN EXCLUSIVE",
+            "allocate_commit": "COMMIT",
+            "allocate_clear": "",
+            "allocate_find": f"SELECT framedipaddress FROM radippool WHERE {pool} "
+                             "AND expiry_time < datetime('now') ORDER BY expiry_time, id LIMIT 1",
+            "pool_check": f"SELECT id FROM radippool WHERE {pool} LIMIT 1",
+            "allocate_update": f"UPDATE radippool SET {nas}, pool_key = '%{{NAS-Port}}', "
+                               "callingstationid = '%{Calling-Station-Id}', username = '%{User-Name}', "
+                               f"expiry_time = {lease} WHERE framedipaddress = '%I'",
+            "start_update": f"UPDATE radippool SET expiry_time = {lease} WHERE {mine}",
+            "alive_update": f"UPDATE radippool SET expiry_time = {lease} WHERE {mine}",
+            "stop_clear": f"UPDATE radippool SET expiry_time = {expired} WHERE {mine}",
+            "on_clear": f"UPDATE radippool SET expiry_time = {expired} WHERE {nas}",
+            "off_clear": f"UPDATE radippool SET expiry_time = {expired} WHERE {nas}",
+        }
+        body = "\n".join(f'    {k} = "{v}"' for k, v in queries.items())
         self._private(d / "mods-enabled" / "sqlippool", f"""
-            sqlippool {{
-                sql_module_instance = "sql"
-                dialect = "sqlite"
-                pool_name = "Pool-Name"
-                ippool_table = "radippool"
-                lease_duration = 3600
-                attribute_name = Framed-IP-Address
-                pool_key = "%{{NAS-Port}}"
-                allocate_begin = "BEGIN EXCLUSIVE"
-                allocate_commit = "COMMIT"
-                allocate_clear = ""
-                allocate_find = "SELECT framedipaddress FROM radippool WHERE pool_name = '%{{control:Pool-Name}}' AND expiry_time < datetime('now') ORDER BY expiry_time, id LIMIT 1"
-                pool_check = "SELECT id FROM radippool WHERE pool_name = '%{{control:Pool-Name}}' LIMIT 1"
-                allocate_update = "UPDATE radippool SET nasipaddress = '%{{NAS-IP-Address}}', pool_key = '%{{NAS-Port}}', callingstationid = '%{{Calling-Station-Id}}', username = '%{{User-Name}}', expiry_time = {lease} WHERE framedipaddress = '%I'"
-                start_update = "UPDATE radippool SET expiry_time = {lease} WHERE {mine}"
-                alive_update = "UPDATE radippool SET expiry_time = {lease} WHERE {mine}"
-                stop_clear = "UPDATE radippool SET expiry_time = datetime('now', '-1 second') WHERE {mine}"
-                on_clear = "UPDATE radippool SET expiry_time = datetime('now', '-1 second') WHERE nasipaddress = '%{{NAS-IP-Address}}'"
-                off_clear = "UPDATE radippool SET expiry_time = datetime('now', '-1 second') WHERE nasipaddress = '%{{NAS-IP-Address}}'"
-                messages {{
-                    success = "Allocated IP %{{reply:Framed-IP-Address}} to %{{User-Name}} on %{{NAS-IP-Address}} port %{{NAS-Port}}"
-                    failed = "IP allocation failed for %{{User-Name}} on %{{NAS-IP-Address}}"
-                    clear = "Released IP %{{Framed-IP-Address}}"
-                    exists = "Existing IP %{{reply:Framed-IP-Address}}"
-                    nopool = "No Pool-Name for %{{User-Name}}"
-                }}
-            }}
-        """)
+sqlippool {{
+    sql_module_instance = "sql"
+    dialect = "sqlite"
+    pool_name = "Pool-Name"
+    ippool_table = "radippool"
+    lease_duration = 3600
+    attribute_name = Framed-IP-Address
+    pool_key = "%{{NAS-Port}}"
+{body}
+    messages {{
+        success = "Allocated IP %{{reply:Framed-IP-Address}} to %{{User-Name}} on %{{NAS-IP-Address}}"
+        failed = "IP allocation failed for %{{User-Name}} on %{{NAS-IP-Address}}"
+        clear = "Released IP %{{Framed-IP-Address}}"
+        exists = "Existing IP %{{reply:Framed-IP-Address}}"
+        nopool = "No Pool-Name for %{{User-Name}}"
+    }}
+}}
+""")
 
     def write_config(self) -> None:
         d = self.confdir

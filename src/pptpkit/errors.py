@@ -100,3 +100,23 @@ def is_not_permitted(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__
     return False
+
+
+#: What a failed connect means, in words a user can act on (not Python's "[Errno 111] ...").
+_CONNECT_ERRORS: Final[dict[int, str]] = {
+    errno.ECONNREFUSED: "connection refused: nothing listens there (is the server running, on this port?)",
+    errno.ETIMEDOUT: "no answer (a firewall dropping the packets?)",
+    errno.EHOSTUNREACH: "host unreachable (no route to it, or the host is down)",
+    errno.ENETUNREACH: "network unreachable (no route to it)",
+    errno.ECONNRESET: "the connection was reset by the other end",
+    errno.EADDRNOTAVAIL: "the local address is not ours (check --local-address)",
+    errno.EPIPE: "the other end closed the connection",
+}
+
+
+def os_error_text(exc: OSError) -> str:
+    """``exc`` as one short phrase: our words for the usual connect failures, else the
+    system's message without Python's ``[Errno N]`` decoration."""
+    if exc.errno is not None and exc.errno in _CONNECT_ERRORS:
+        return _CONNECT_ERRORS[exc.errno]
+    return (exc.strerror or str(exc) or type(exc).__name__).rstrip(".").lower()

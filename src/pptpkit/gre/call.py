@@ -135,6 +135,8 @@ class GreStats:
     wrong_call_id: int = 0
     acks_sent: int = 0
     acks_received: int = 0
+    #: Acks that acknowledged something new: zero while packets arrive means ours do not.
+    acks_new: int = 0
     bogus_acks: int = 0
     stale_acks: int = 0
     ack_timeouts: int = 0
@@ -383,6 +385,7 @@ class GreCall:
             stats.bogus_acks += 1
             return
         self._tx_acked = ack
+        stats.acks_new += 1
         self._tx_progress = now
         rtt_seq = self._rtt_seq
         if rtt_seq is not None and (ack - rtt_seq) & _MASK < _HALF:

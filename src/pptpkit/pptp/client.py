@@ -46,7 +46,7 @@ from pptpkit.control import (
     WanErrorReceived,
 )
 from pptpkit.control.events import CloseCause
-from pptpkit.errors import ConfigError, PptpkitError, StateError
+from pptpkit.errors import ConfigError, PptpkitError, StateError, os_error_text
 from pptpkit.gre import GreCallConfig, GreStats
 from pptpkit.io.driver import ConnectionInfo, EngineDriver, open_tcp_connection
 from pptpkit.io.grechannel import (
@@ -347,10 +347,10 @@ class PptpClient:
         except TimeoutError:
             await self._abort()
             raise ControlConnectionError(
-                f"no answer from {cfg.server}:{cfg.port} within {cfg.connect_timeout:g} s") from None
+                f"no answer within {cfg.connect_timeout:g} s (a firewall dropping TCP {cfg.port}?)") from None
         except OSError as exc:
             await self._abort()
-            raise ControlConnectionError(f"cannot connect to {cfg.server}:{cfg.port}: {exc}") from exc
+            raise ControlConnectionError(os_error_text(exc)) from exc
         except ControlConnectionError:
             await self._abort()
             raise

@@ -67,6 +67,7 @@ from pptpkit.pptp.client import (
     PptpClient,
     PptpClientConfig,
 )
+from pptpkit.vpn.pins import DEFAULT_PIN_DIR, PinRecords
 from pptpkit.vpn.resolv import ResolvConf, ResolvConfError
 from pptpkit.vpn.routes import MAX_ROUTES, RouteLoopError, RoutePlan, check_no_loop, plan_routes
 
@@ -159,6 +160,13 @@ def gre_blocked_failure(server: str) -> Failure:
                            f"control connection works but no GRE packet came back")
 
 
+def gre_outbound_blocked_failure(server: str) -> Failure:
+    return Failure(code=ExitCode.GRE_BLOCKED,
+                   message=f"GRE (IP protocol 47) from us does not reach {server}: its GRE packets "
+                           "arrive but it acknowledges none of ours (a firewall, or a NAT without "
+                           "PPTP support, drops outgoing GRE?)")
+
+
 class GreWatchdog:
     """Tells a blocked GRE path from a slow peer (sans-IO).
 
@@ -174,10 +182,12 @@ class GreWatchdog:
             raise ConfigError(f"GRE timeout {timeout} must be in (0, 3600] seconds")
         self.timeout = timeout
         self._deadline: float | None = None
+        self._started_at: float | None = None
         self.seen = False
 
     def start(self, now: float) -> None:
         self.seen = False
+        self._started_at = now
         self._deadline = now + self.timeout
 
     def gre_seen(self) -> None:
@@ -189,6 +199,10 @@ class GreWatchdog:
 
     def expired(self, now: float) -> bool:
         return self._deadline is not None and not self.seen and now >= self._deadline
+
+    def due(self, now: float) -> bool:
+        """The watch time is over, whether or not GRE was seen."""
+        return self._started_at is not None and now >= self._started_at + self.timeout
 
 
 #: Longest wait between two ``--persist`` attempts, in seconds.
@@ -259,6 +273,8 @@ class ConnectConfig:
     host_route: bool = True
     dns: bool = False
     resolv_conf: str = "/etc/resolv.conf"
+    #: Where pinned host routes are recorded, so a killed run's route is removed by the next.
+    pin_dir: str = DEFAULT_PIN_DIR
     persist: bool = False
     max_retries: int | None = None
     backoff_initial: float = 1.0
@@ -396,6 +412,8 @@ class Connector:
         self.stop = stop or asyncio.Event()
         self.on_status = on_status
         self._gre_socket = gre_socket
+        self._pins = PinRecords(config.pin_dir)
+        self._pinned: list[int] = []
         self.attempts = 0
         self.last: AttemptResult | None = None
         self._resolv = ResolvConf(config.resolv_conf) if config.dns else None
@@ -423,6 +441,9 @@ class Connector:
             result = await self.attempt()
             self.last = result
             if result.stopped or result.failure is None:
+                # A script reading the events learns that the tunnel is gone, and why.
+                self._status({"event": "down", "code": int(ExitCode.OK), "message": "stopped",
+                              "permanent": True})
                 return ExitCode.OK
             failure = result.failure
             self._status({"event": "down", "code": int(failure.code), "message": failure.message,
@@ -478,6 +499,8 @@ class Connector:
             except NetConfigError as exc:
                 log.warning("%s", exc)
             await nc.close()
+            while self._pinned:
+                self._pins.release(self.server, self._pinned.pop())
 
     async def _until_stopped(self, coro: Awaitable[PptpCall | Failure]) -> PptpCall | Failure | None:
         """``coro`` (TCP connect and the call set-up), abandoned if the user stops first."""
@@ -508,6 +531,16 @@ class Connector:
         if not cfg.host_route:
             return False
         try:
+            for metric in self._pins.orphans(self.server):
+                # A run killed too hard to clean up left it; it would shadow the path forever.
+                try:
+                    await nc.delete_route(f"{self.server}/32", metric=metric)
+                except NetConfigError as exc:
+                    if exc.errno != errno.ESRCH:
+                        raise
+                else:
+                    log.info("removed host route %s/32 metric %d left by a pptpkit connect that was "
+                             "killed", self.server, metric)
             info = await nc.route_get(self.server)
             if info.is_local:
                 return True
@@ -525,6 +558,8 @@ class Connector:
                 via = f" via {info.gateway}" if info.gateway else ""
                 log.info("host route %s/32%s dev %s metric %d pinned outside the tunnel", self.server,
                          via, info.ifname, metric)
+                self._pins.claim(self.server, metric)
+                self._pinned.append(metric)
                 return True
             log.warning("cannot pin a host route to %s: %d routes to it exist already", self.server,
                         _MAX_PIN_METRIC)
@@ -646,6 +681,10 @@ class _LinkRun:
                         self.failure = gre_blocked_failure(self.owner.server)
                         await link.aclose("GRE blocked", timeout=0.5)
                         break
+                    if self._outbound_blocked():
+                        self.failure = gre_outbound_blocked_failure(self.owner.server)
+                        await link.aclose("GRE blocked towards the server", timeout=0.5)
+                        break
         finally:
             for fut in (stopper, waker, closed):
                 fut.cancel()
@@ -665,8 +704,19 @@ class _LinkRun:
         was_up = link.up_at is not None
         if not was_up and not self._gre_arrived() and down.outcome in _SILENT_PEER:
             return AttemptResult(gre_blocked_failure(self.owner.server))
+        if not was_up and self._outbound_blocked(at_end=True) and down.outcome in _SILENT_OR_HUNG_UP:
+            return AttemptResult(gre_outbound_blocked_failure(self.owner.server))
         return AttemptResult(classify_link_down(down, server=self.owner.server, was_up=was_up),
                              up_for=up_for)
+
+    def _outbound_blocked(self, *, at_end: bool = False) -> bool:
+        """GRE comes from the server, ours went out, and the server acknowledged none of it:
+        the path towards the server drops GRE.  Judged when the watchdog's time is up (the
+        server's packets after ours carry acks within a round trip) or when the link ends."""
+        stats = self.call.stats
+        if self.link.up_at is not None or not (at_end or self.watchdog.due(self.loop.time())):
+            return False
+        return stats.received > 0 and stats.sent > 0 and stats.acks_new == 0
 
     def _gre_arrived(self) -> bool:
         stats = self.call.stats
@@ -703,7 +753,8 @@ class _LinkRun:
                 self.failure = failure
                 self.wake.set()
                 return
-            log.info("%s", describe_up(status))
+            # The command prints the line (or the JSON event) itself: at INFO it would show twice.
+            log.debug("%s", describe_up(status))
             self.owner._status(status)
         elif isinstance(event, NetworkDown):
             log.info("network down: %s", event.reason)
@@ -715,3 +766,5 @@ class _LinkRun:
 
 #: Session ends that, with no GRE packet ever received, mean the packets never got through.
 _SILENT_PEER: Final = frozenset({Outcome.NEGOTIATION_FAILED, Outcome.PEER_DEAD})
+#: ... and, with GRE arriving but ours never acknowledged, a server that gave up and hung up.
+_SILENT_OR_HUNG_UP: Final = _SILENT_PEER | {Outcome.LOWER_LAYER_DOWN}

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import CLIENT, PUSHED_DNS, PY, SERVER, TUNNEL_LOCAL, USER, VpnLab, wait_for
 
 from conftest import require_binary, require_root
+from e2e_support import CLIENT, PUSHED_DNS, PY, SERVER, TUNNEL_LOCAL, USER, VpnLab, wait_for
 from netns import NetnsLab
 
 pytestmark = [pytest.mark.root]
@@ -193,6 +193,8 @@ def test_server_down_exits_30(vpn: VpnLab) -> None:
     client = vpn.connect("--timeout", "3")
     assert client.wait_exit(20) == 30, client.stderr
     assert "cannot open the PPTP control connection" in client.stderr
+    # Words, not Python's "[Errno 111] Connect call failed (...)".
+    assert "connection refused: nothing listens there" in client.stderr and "Errno" not in client.stderr
     assert vpn.routes(vpn.client_ns) == [f"192.0.2.0/24 dev veth-c proto kernel scope link src {CLIENT}"]
 
 
@@ -306,3 +308,57 @@ def test_first_lcp_exchange_needs_no_retransmission(vpn: VpnLab) -> None:
         took = time.monotonic() - started
         assert client.stop(signal.SIGTERM) == 0, client.stderr
         assert took < 2.5, f"up after {took:.2f} s: the first LCP exchange was retransmitted"
+
+
+def test_json_down_event_on_a_clean_stop(vpn: VpnLab) -> None:
+    vpn.start_server()
+    client = vpn.connect()
+    client.wait_up()
+    assert client.stop(signal.SIGTERM) == 0, client.stderr
+    down = client.next_event("down", 5)
+    assert down["code"] == 0 and down["message"] == "stopped", down
+
+
+def test_plain_mode_says_link_up_once(vpn: VpnLab) -> None:
+    vpn.start_server()
+    out = vpn.tmp / "plain.out"
+    argv = [PY, "-m", "pptpkit", "connect", SERVER, "--user", USER, "--password-file", str(vpn.password_file),
+            "--lcp-restart", "1"]
+    with out.open("wb") as f:
+        proc = vpn.lab.popen(vpn.client_ns, argv, stdin=subprocess.DEVNULL, stdout=f,
+                             stderr=subprocess.STDOUT)
+    wait_for(lambda: "link up" in out.read_text(errors="replace"), 20, "link up")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert out.read_text(errors="replace").count("link up") == 1, out.read_text(errors="replace")
+
+
+def test_a_killed_run_s_host_route_is_removed_by_the_next(vpn: VpnLab) -> None:
+    vpn.start_server()
+    first = vpn.connect()
+    first.wait_up()
+    first.proc.kill()
+    first.proc.wait(10)
+    pins = vpn.lab.ip(vpn.client_ns, "route", "show", f"{SERVER}/32").splitlines()
+    assert len(pins) == 1, pins  # SIGKILL: nobody removed it
+    second = vpn.connect()
+    second.wait_up()
+    pins = vpn.lab.ip(vpn.client_ns, "route", "show", f"{SERVER}/32").splitlines()
+    assert len(pins) == 1 and "metric" not in pins[0], pins  # the old one gone, ours at metric 0
+    assert second.stop() == 0
+    assert vpn.lab.ip(vpn.client_ns, "route", "show", f"{SERVER}/32").strip() == ""
+    assert "left by a pptpkit connect that was killed" in second.stderr, second.stderr
+
+
+def test_gre_blocked_towards_the_server(vpn: VpnLab) -> None:
+    require_binary("nft")
+    vpn.start_server()
+    vpn.lab.run(vpn.client_ns, ["nft", "add table inet pkblock"])
+    vpn.lab.run(vpn.client_ns, ["nft", "add chain inet pkblock out { type filter hook output priority 0 ; }"])
+    vpn.lab.run(vpn.client_ns, ["nft", "add rule inet pkblock out meta l4proto gre drop"])
+    started = time.monotonic()
+    client = vpn.connect()
+    assert client.wait_exit(30) == 31, client.stderr
+    assert time.monotonic() - started < 15
+    lines = [ln for ln in client.stderr.splitlines() if ln.startswith("pptpkit connect:")]
+    assert len(lines) == 1 and f"GRE (IP protocol 47) from us does not reach {SERVER}" in lines[0], lines
