@@ -55,6 +55,7 @@ from pptpkit.ppp.session_config import (
     MppePolicy,
     NetworkDown,
     Outcome,
+    PhaseChanged,
     SessionConfig,
     SessionEvent,
     SessionRole,
@@ -762,6 +763,11 @@ class _LinkRun:
         elif isinstance(event, LinkDown):
             log.info("link down: %s", outcome_text(event))
             self.owner._restore_dns()
+        elif isinstance(event, PhaseChanged):
+            log.debug("PPP phase %s -> %s", event.previous.value, event.phase.value)
+        else:
+            # -v: every protocol step (CCP/MPPE, IPv6CP, ACCM), not only the milestones.
+            log.debug("%s", event)
 
 
 #: Session ends that, with no GRE packet ever received, mean the packets never got through.

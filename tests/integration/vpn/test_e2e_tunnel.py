@@ -362,3 +362,13 @@ def test_gre_blocked_towards_the_server(vpn: VpnLab) -> None:
     assert time.monotonic() - started < 15
     lines = [ln for ln in client.stderr.splitlines() if ln.startswith("pptpkit connect:")]
     assert len(lines) == 1 and f"GRE (IP protocol 47) from us does not reach {SERVER}" in lines[0], lines
+
+
+def test_verbose_shows_the_protocol_not_library_noise(vpn: VpnLab) -> None:
+    vpn.start_server()
+    client = vpn.connect("-v")
+    client.wait_up()
+    assert client.stop() == 0
+    err = client.stderr
+    assert "PPP phase authenticate -> network" in err and "LCP up: MRU" in err, err
+    assert "pyroute2" not in err and "asyncio" not in err, err
