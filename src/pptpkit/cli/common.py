@@ -51,7 +51,7 @@ EXIT_MEANING: Final[dict[ExitStatus, str]] = {
     S.AUTH_FAILED: "our authentication to the peer failed (wrong user name or password)",
     S.CONTROL_UNREACHABLE: "the control connection could not be opened (TCP 1723 refused, "
                            "unreachable, timed out)",
-    S.GRE_BLOCKED: "GRE (IP protocol 47) appears blocked: TCP 1723 works, no GRE packet came back",
+    S.GRE_BLOCKED: "GRE (IP protocol 47) blocked one way or both: TCP 1723 works, GRE does not",
     S.ROUTE_LOOP: "a route through the tunnel would carry the tunnel itself (refused, nothing "
                   "changed)",
 }

@@ -157,8 +157,9 @@ def classify_link_down(down: LinkDown, *, server: str, was_up: bool) -> Failure 
 
 def gre_blocked_failure(server: str) -> Failure:
     return Failure(code=ExitCode.GRE_BLOCKED,
-                   message=f"GRE (IP protocol 47) appears blocked between us and {server}: the "
-                           f"control connection works but no GRE packet came back")
+                   message=f"GRE return path broken: the control connection to {server} works but no "
+                           "GRE (IP protocol 47) packet came back (a firewall dropping GRE, or a NAT "
+                           "without PPTP support?)")
 
 
 def gre_outbound_blocked_failure(server: str) -> Failure:

@@ -228,8 +228,9 @@ def test_gre_blocked(vpn: VpnLab) -> None:
     client = vpn.connect()
     assert client.wait_exit(30) == 31, client.stderr
     lines = [ln for ln in client.stderr.splitlines() if ln.startswith("pptpkit connect:")]
-    assert lines == [f"pptpkit connect: GRE (IP protocol 47) appears blocked between us and {SERVER}: the "
-                     "control connection works but no GRE packet came back"], client.stderr
+    assert lines == [f"pptpkit connect: GRE return path broken: the control connection to {SERVER} works "
+                     "but no GRE (IP protocol 47) packet came back (a firewall dropping GRE, or a NAT "
+                     "without PPTP support?)"], client.stderr
     assert "LCP" not in lines[0]
     assert vpn.routes(vpn.client_ns) == routes_before
 

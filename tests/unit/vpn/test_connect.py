@@ -99,8 +99,9 @@ def test_wrong_password_message() -> None:
 def test_gre_blocked_message_is_exact() -> None:
     failure = gre_blocked_failure("192.0.2.1")
     assert failure.code == ExitCode.GRE_BLOCKED == 31 and not failure.permanent
-    assert failure.message == ("GRE (IP protocol 47) appears blocked between us and 192.0.2.1: the "
-                               "control connection works but no GRE packet came back")
+    assert failure.message == ("GRE return path broken: the control connection to 192.0.2.1 works but "
+                               "no GRE (IP protocol 47) packet came back (a firewall dropping GRE, or a "
+                               "NAT without PPTP support?)")
 
 
 @pytest.mark.parametrize(
