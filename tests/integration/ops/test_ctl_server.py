@@ -174,3 +174,42 @@ def test_program_mode_lists_and_kills_calls(lab: NetnsLab, tmp_path: Path) -> No
 
     run_in(cli, main)
     assert "Traceback" not in server.log()
+
+
+def test_peers_of_other_users_are_refused() -> None:
+    """Defence behind the 0700 directory and the 0600 socket: even through a socket opened to
+    everyone, a client whose uid is neither root nor the server's gets a refusal, no data."""
+    require_root()
+    import shutil
+    import tempfile
+
+    from pptpkit.ops.ctl import CtlServer, ProgramBackend
+    from pptpkit.pptp.server import PptpServer, PptpServerConfig
+
+    async def refuse_nobody() -> None:
+        async def never(call: Any) -> Any:
+            raise AssertionError("no call expected")
+
+        directory = tempfile.mkdtemp(prefix="pkctl-")
+        try:
+            os.chmod(directory, 0o755)
+            path = os.path.join(directory, "ctl.sock")
+            ctl_server = CtlServer(path)
+            await ctl_server.open(ProgramBackend(PptpServer(PptpServerConfig(), never)))
+            os.chmod(path, 0o666)
+            try:
+                # The refusal comes at once, before any request.
+                probe = ("import os, socket, sys; os.setgid(65534); os.setuid(65534); "
+                         "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                         "print(s.recv(4096).decode())")
+                rc, out = await sh(sys.executable, "-c", probe, path)
+                assert rc == 0, out
+                assert json.loads(out) == {"ok": False, "kind": "not-permitted",
+                                           "error": "not permitted for uid 65534"}
+                assert ctl_server.refused_clients == 1
+            finally:
+                await ctl_server.close()
+        finally:
+            shutil.rmtree(directory)
+
+    asyncio.run(refuse_nobody())
