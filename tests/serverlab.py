@@ -77,6 +77,10 @@ class Server:
         self.log_path = workdir / "server.log"
         base = ["--local-ip", LOCAL_IP, "--remote-ip", "198.51.100.10-20", "--secrets", str(self.secrets),
                 "--dns", "203.0.113.53"] if builtin else []
+        # A control socket of its own: servers of other tests (or runs) may be up at the same time.
+        self.ctl_socket = workdir / "ctl.sock"
+        if "--ctl-socket" not in extra and "--no-ctl" not in extra:
+            base += ["--ctl-socket", str(self.ctl_socket)]
         with open(self.log_path, "wb") as log:
             self.proc = lab.popen(ns, [
                 sys.executable, "-m", "pptpkit", "server", "--listen", SERVER, *base, *extra,

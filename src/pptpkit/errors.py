@@ -61,8 +61,9 @@ class ExitStatus(enum.IntEnum):
 
     pppd's numbers (pppd.h ``EXIT_*``) wherever pppd has the same situation, because scripts
     written for pppd and pptp-linux test them and ``pptpkit ppp`` stands in for pppd; 30 and up
-    for what only a PPTP client can run into.  A command uses the subset that can happen to it
-    (docs/cli.md lists which); the same failure has the same number in every command.
+    for what only a PPTP client can run into, 40 and up for ``pptpkit ctl``.  A command uses
+    the subset that can happen to it (docs/cli.md lists which); the same failure has the same
+    number in every command.
     """
 
     OK = 0
@@ -81,6 +82,9 @@ class ExitStatus(enum.IntEnum):
     CONTROL_UNREACHABLE = 30  # the control connection could not be opened (TCP)
     GRE_BLOCKED = 31  # TCP 1723 works, no GRE packet came back
     ROUTE_LOOP = 32  # a route through the tunnel would carry the tunnel itself
+    # 40 and up: ``pptpkit ctl``.
+    CTL_UNREACHABLE = 40  # no server answers on the control socket
+    NO_SUCH_SESSION = 41  # the session named (id, user, address) does not exist
 
 
 #: The one line every command prints for :attr:`ExitStatus.NOT_PERMITTED`, followed by ": " and

@@ -54,6 +54,8 @@ EXIT_MEANING: Final[dict[ExitStatus, str]] = {
     S.GRE_BLOCKED: "GRE (IP protocol 47) blocked one way or both: TCP 1723 works, GRE does not",
     S.ROUTE_LOOP: "a route through the tunnel would carry the tunnel itself (refused, nothing "
                   "changed)",
+    S.CTL_UNREACHABLE: "no server answers on the control socket (not running, or --no-ctl)",
+    S.NO_SUCH_SESSION: "no such session (id, user or address)",
 }
 
 _LINK: Final = (S.NEGOTIATION_FAILED, S.PEER_AUTH_FAILED, S.IDLE_TIMEOUT, S.PEER_DEAD, S.HANGUP,
@@ -69,6 +71,7 @@ COMMAND_EXITS: Final[dict[str, tuple[ExitStatus, ...]]] = {
     "ppp": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED, S.USER_REQUEST, *_LINK),
     "demo": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED),
     "bench": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED),
+    "ctl": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED, S.CTL_UNREACHABLE, S.NO_SUCH_SESSION),
 }
 
 

@@ -1,7 +1,7 @@
 """The ``pptpkit`` command: builds the parser and hands each command to its own module.
 
 One module per command (:mod:`.pty`, :mod:`.server`, :mod:`.connect`, :mod:`.ppp`, :mod:`.demo`,
-:mod:`.bench`); this one only knows their names.  Imports go one way: main imports the command
+:mod:`.bench`, :mod:`.ctl`); this one only knows their names.  Imports go one way: main imports the command
 modules, they import :mod:`.argtypes` and :mod:`.common`, never main or each other.  The
 command modules are imported when their command runs (``pptpkit ppp`` on a pptpd server should
 not pay for loading the server), except that building the parser needs every ``add_*_parser``.
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole ``pptpkit`` command line."""
     from pptpkit.cli.bench import add_bench_parser
     from pptpkit.cli.connect import add_connect_parser
+    from pptpkit.cli.ctl import add_ctl_parser
     from pptpkit.cli.demo import add_demo_parser
     from pptpkit.cli.ppp import add_ppp_parser
     from pptpkit.cli.pty import add_pty_parser
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_connect_parser(sub, common)
     add_ppp_parser(sub, common)
     add_bench_parser(sub, common)
+    add_ctl_parser(sub, common)
     return parser
 
 
@@ -73,6 +75,10 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         from pptpkit.cli.bench import run_bench_command
 
         return run_bench_command(args, argv)
+    if args.command == "ctl":
+        from pptpkit.cli.ctl import run_ctl_command
+
+        return run_ctl_command(args)
     if args.command == "demo":
         from pptpkit.cli import demo
 

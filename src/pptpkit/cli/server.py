@@ -62,6 +62,7 @@ from pptpkit.vpn.server import (
 )
 from pptpkit.vpn.settings import (
     BUILTIN_CONNECTION_MARGIN,
+    DEFAULT_CTL_SOCKET,
     DEFAULT_PROGRAM_CONNECTIONS,
     DEFAULT_SECRETS,
     SERVER_MPPE_WORDS,
@@ -152,6 +153,11 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     srv.add_argument("--window", type=int_range(1, 0xFFFF), metavar="N",
                      help=f"packet receive window to advertise (default {_D.window})")
     add_gre_options(srv, peer="each client")
+    ctl = srv.add_mutually_exclusive_group()
+    ctl.add_argument("--ctl-socket", metavar="PATH",
+                     help=f"the control socket for 'pptpkit ctl' (default {DEFAULT_CTL_SOCKET}; "
+                          "root and the server's user only)")
+    ctl.add_argument("--no-ctl", action="store_true", help="no control socket")
 
     group = srv.add_argument_group("built-in mode (no --ppp-program)")
     group.add_argument("--local-ip", dest="localip", type=ip_list, metavar="LIST",
@@ -273,6 +279,7 @@ _PLAIN: Final = {
     "radius_retries": "radius_retries", "nas_identifier": "nas_identifier",
     "nas_ip_address": "nas_ip_address", "radius_interim": "radius_interim",
     "radius_dae_listen": "radius_dae_listen",
+    "ctl_socket": "ctl_socket",
 }
 
 
@@ -298,6 +305,8 @@ def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChange
         changes["auth_lock_users"] = True
     if "no_source_check" in given:
         changes["source_check"] = False
+    if "no_ctl" in given:
+        changes["ctl_socket"] = None
     if given.get("verbose"):
         changes["verbose"] = max(base.verbose, given["verbose"])
     # Stateful MPPE is a setting of its own: a mode flag keeps what the file said about it.
@@ -458,17 +467,31 @@ async def run_program(settings: ServerSettings, program: PppProgramConfig) -> in
     install_signals(loop, stop)
     server = PptpServer(pptp_server_config(settings), ppp_program_factory(program))
     pidfile = _PidFile(settings.pidfile)
-    failed = await _start(server, settings)
-    if failed is not None:
-        return failed
+    ctl = None
+    if settings.ctl_socket is not None:
+        from pptpkit.ops.ctl import CtlServer, ProgramBackend
+
+        ctl = CtlServer(settings.ctl_socket)
+        try:
+            await ctl.open(ProgramBackend(server))
+        except (PptpkitError, OSError) as exc:
+            return not_permitted("server", exc) if is_not_permitted(exc) else fail(
+                "server", ExitStatus.FATAL, str(exc))
     try:
-        _ready(server, pidfile)
-        await stop.wait()
-        notify("STOPPING=1")
-        log.info("shutting down: %d connections, %d calls", server.connections, len(server.calls))
-        await server.close()
+        failed = await _start(server, settings)
+        if failed is not None:
+            return failed
+        try:
+            _ready(server, pidfile)
+            await stop.wait()
+            notify("STOPPING=1")
+            log.info("shutting down: %d connections, %d calls", server.connections, len(server.calls))
+            await server.close()
+        finally:
+            pidfile.remove()
     finally:
-        pidfile.remove()
+        if ctl is not None:
+            await ctl.close()
     log.info("stopped")
     return ExitStatus.OK
 
@@ -481,6 +504,10 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
         from pptpkit.ops.radius_auth import RadiusAuth
 
         found.append(RadiusAuth(radius))
+    if settings.ctl_socket is not None:
+        from pptpkit.ops.ctl import CtlExtension
+
+        found.append(CtlExtension(settings.ctl_socket))
     return found
 
 

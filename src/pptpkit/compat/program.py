@@ -11,6 +11,7 @@ call's end stops the program (SIGTERM, then SIGKILL).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,12 +86,19 @@ class ProgramHandler:
         self._config = config
         self._pool = pool
         self._pair = pair
+        #: Wall-clock start (``pptpkit ctl`` lists it).
+        self.started = time.time()
         self._closed = False
         self.bridge = HdlcStreamBridge(proc.stream, on_frame=call.send_frame, on_close=self._pty_closed)
         proc.on_exit(self._exited)
         # The call hands its frames straight to the HDLC encoder.
         call.on_frame = self.bridge.send_frame
         self.bridge.start()
+
+    @property
+    def pair(self) -> tuple[str, str] | None:
+        """The (local, remote) addresses passed to the program, if any."""
+        return self._pair
 
     def _pty_closed(self, exc: BaseException | None) -> None:
         self._call.clear("the PPP program closed its terminal" + (f" ({exc})" if exc else ""))

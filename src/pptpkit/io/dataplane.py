@@ -37,7 +37,9 @@ class TunDataPlane:
     less the MPPE overhead) unless ``mtu`` caps it lower, bring it up, add ``routes`` (CIDR
     strings) through it, run ``hook``.  On detach the TUN is closed: the kernel removes the
     interface and with it its addresses and routes, so nothing is left even after a crash.
-    One instance may serve any number of links; each gets its own interface.
+    An interface deleted from outside (``ip link del``) ends its link
+    (:meth:`~pptpkit.io.link.PppLink.data_plane_lost`).  One instance may serve any number of
+    links; each gets its own interface.
     """
 
     def __init__(
@@ -85,6 +87,8 @@ class TunDataPlane:
         except BaseException:
             tun.close()
             raise
+        tun.on_lost = lambda exc, name=tun.name: link.data_plane_lost(
+            f"interface {name} disappeared ({exc.strerror or exc})")
         tun.start(link.packet_from_data_plane, loop=link.loop, max_batch=self.max_batch)
         self._tuns[link] = tun
         link.interface = tun.name

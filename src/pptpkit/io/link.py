@@ -183,8 +183,8 @@ class PppLink:
     __slots__ = (
         '_attached', '_close_transport', '_data_plane', '_deadline', '_early', '_loop', '_on_event',
         '_plane_chain', '_sink', '_source_check', '_src4', '_src6', '_started', '_tasks', '_transport',
-        '_up_waiter', 'closed', 'config', 'down_event', 'interface', 'name', 'session', 'started_at',
-        'stats', 'up', 'up_at',
+        '_up_waiter', 'closed', 'config', 'down_event', 'interface', 'name', 'plane_lost', 'session',
+        'started_at', 'stats', 'up', 'up_at',
     )
 
     def __init__(
@@ -231,6 +231,8 @@ class PppLink:
         self.started_at: float | None = None
         self.up_at: float | None = None
         self.down_event: LinkDown | None = None
+        self.plane_lost: str | None = None
+        """Set by :meth:`data_plane_lost`: why the data plane went away under the link."""
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -269,6 +271,16 @@ class PppLink:
             self._early = None
         self.session.close(now, reason)
         self._pump(now)
+
+    def data_plane_lost(self, reason: str) -> None:
+        """The data plane is gone under the link (its interface was deleted): packets have
+        nowhere to go, so the session ends (LCP Terminate-Request with ``reason``), once."""
+        if self.plane_lost is not None or self.session.finished:
+            return
+        self.plane_lost = reason
+        self._sink = None
+        log.warning("%s: %s; ending the session", self.name, reason)
+        self.close(reason)
 
     def set_idle_timeout(self, seconds: float) -> None:
         """Seconds without data before the session ends (0: never), for this link only."""

@@ -85,6 +85,9 @@ class TunDevice:
         self._buf = bytearray(_MAX_OFFLOAD_READ if offload else _MAX_PACKET)
         self._coalescer = Coalescer(self.offload_stats)
         self._flush_handle: asyncio.Handle | None = None
+        #: Called once, with the error, when the interface disappears under the open
+        #: descriptor (``ip link del``: reads fail with EBADFD and the device is dead for good).
+        self.on_lost: Callable[[OSError], None] | None = None
         if offload:
             # Instance attributes shadow the plain methods, so the plain device pays nothing.
             self.write = self._write_offload  # type: ignore[method-assign]
@@ -286,10 +289,13 @@ class TunDevice:
 
     def _read_failed(self, exc: OSError) -> None:
         self.stats.read_errors += 1
+        log.debug("TUN %s read failed: %s", self.name, exc)
         if exc.errno == errno.EBADFD:
             # The interface was torn down under us.
             self.stop()
-        log.debug("TUN %s read failed: %s", self.name, exc)
+            on_lost, self.on_lost = self.on_lost, None
+            if on_lost is not None:
+                on_lost(exc)
 
     def close(self) -> None:
         """Close the descriptor; the kernel removes the interface with it.  Queued writes are

@@ -287,6 +287,8 @@ class BuiltinSessions:
         self.refused_preauth = 0
         self.auth_timeouts = 0
         self.sessions_up_total = 0
+        #: Why the last :meth:`reload_secrets` failed (``path:line: ...``), None if it worked.
+        self.reload_error: str | None = None
 
     @property
     def sessions(self) -> int:
@@ -610,6 +612,9 @@ class BuiltinSessions:
         elif isinstance(event, LinkDown):
             now = link.loop.time()
             duration = now - link.up_at if link.up_at is not None else 0.0
+            if session.cause is None and link.plane_lost is not None:
+                # Its interface was deleted under it: the NAS's own failure, not the user's.
+                session.cause = TerminateCause.NAS_ERROR
             cause = terminate_cause(event, session.cause)
             stats = link.stats
             log.info("[%s] session down: user %r, peer %s, cause %s, reason %s, duration %.1f s, "
@@ -637,12 +642,15 @@ class BuiltinSessions:
         stay in use and the error (``path:line: ...``) is logged; returns whether it worked."""
         reload = getattr(self.config.secrets, "reload", None)
         if reload is None:
+            self.reload_error = "the secrets do not come from a file"
             return False
         try:
             reload()
         except ConfigError as exc:
+            self.reload_error = str(exc)
             log.error("secrets not reloaded, keeping the previous ones: %s", exc)
             return False
+        self.reload_error = None
         log.info("secrets reloaded")
         return True
 

@@ -43,6 +43,7 @@ from pptpkit.vpn.server import (
 __all__ = [
     "BUILTIN_CONNECTION_MARGIN",
     "DEFAULT_AUTH_WORDS",
+    "DEFAULT_CTL_SOCKET",
     "DEFAULT_MPPE_WORDS",
     "DEFAULT_PROGRAM_CONNECTIONS",
     "DEFAULT_SECRETS",
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 DEFAULT_SECRETS: Final = "/etc/ppp/chap-secrets"
+#: ``pptpkit ctl``'s socket (:mod:`pptpkit.ops.ctl`); both sides default to it.
+DEFAULT_CTL_SOCKET: Final = "/run/pptpkit/ctl.sock"
 TunMode = Literal["per-session", "shared"]
 TUN_MODES: Final[tuple[TunMode, ...]] = ("per-session", "shared")
 
@@ -145,6 +148,7 @@ class ServerChanges(TypedDict, total=False):
     radius_interim: float
     radius_dae_listen: str | None
     radius_dae_clients: tuple[str, ...]
+    ctl_socket: str | None
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -223,6 +227,8 @@ class ServerSettings:
     radius_interim: float = 0.0
     radius_dae_listen: str | None = None
     radius_dae_clients: tuple[str, ...] = ()
+    # The control socket (both modes); None: none.
+    ctl_socket: str | None = DEFAULT_CTL_SOCKET
 
     @property
     def builtin(self) -> bool:

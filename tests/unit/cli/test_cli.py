@@ -256,10 +256,10 @@ def test_docs_exit_table_is_the_code_table() -> None:
 
     rows = {int(cells[1]): cells for line in DOCS.read_text().splitlines()
             if (cells := [c.strip() for c in line.split("|")]) and len(cells) > 9 and cells[1].isdigit()}
-    commands = ["connect", "server", "pty", "ppp", "demo", "bench"]
+    commands = ["connect", "server", "pty", "ppp", "demo", "bench", "ctl"]
     assert set(rows) == {int(s) for s in ExitStatus}
     for status, cells in rows.items():
-        marked = {c for c, mark in zip(commands, cells[3:9], strict=True) if mark == "x"}
+        marked = {c for c, mark in zip(commands, cells[3:10], strict=True) if mark == "x"}
         assert marked == {c for c in commands if status in COMMAND_EXITS[c]}, status
 
 
