@@ -317,8 +317,8 @@ class PeerConfig:
     """Configuration of a peer engine (any method): who we are and how we find our password.
 
     ``password`` is used as is when given; otherwise ``secrets`` is asked for
-    ``(username, authenticator name)`` - the name from the challenge, or ``remote_name`` (pppd's
-    remotename) where the protocol carries none (PAP).  ``restart_interval``/``max_transmits``
+    ``(username, authenticator name)`` - ``remote_name`` (pppd's remotename) when it is set, as
+    pppd does, else the name from the challenge (PAP carries none).  ``restart_interval``/``max_transmits``
     are pap-restart / pap-max-authreq.  ``timeout`` bounds the wait for the authenticator's
     challenge and verdict (pppd's CHAP client waits 60 s); 0 = forever.  ``mschap_retries``: how
     often we answer an MS-CHAP Failure carrying ``R=1`` by retrying with the same password (0,
@@ -364,7 +364,10 @@ class PeerConfig:
         if self.password is not None:
             return self.password
         assert self.secrets is not None
-        found = self.secrets.lookup(self.username, server if server is not None else self.remote_name)
+        # pppd: an explicit remotename wins over the name the authenticator sends (pptpsetup
+        # profiles rely on it: the secrets line names the profile, not the server's CHAP name).
+        towards = self.remote_name if self.remote_name is not None else server
+        found = self.secrets.lookup(self.username, towards)
         if found is None or len(found.secret.encode("latin-1", "replace")) > MAX_SECRET_LEN:
             return None
         return found.secret

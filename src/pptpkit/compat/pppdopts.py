@@ -83,7 +83,6 @@ NOOP_OPTIONS: Final[dict[str, str]] = {
     "ipcp-accept-local": "accept the peer's idea of our address; we always take the address the "
                          "authenticating server assigns",
     "ipcp-accept-remote": "accept the peer's idea of its address; a client takes what it is given",
-    "nodetach": "stay in the foreground; we always do (pppd on its stdin never forks either)",
     "noproxyarp": "do not add a proxy ARP entry; we only add one with proxyarp",
     "hide-password": "keep passwords out of the log; we never log them",
 }
@@ -136,10 +135,13 @@ class PppdOptions:
     (pppd's lcp-echo-*; 0 = off), ``idle``.  IPCP: ``local_address``/``remote_address``
     (LOCAL:REMOTE), ``ms_dns``/``ms_wins`` (pushed to the peer), ``usepeerdns``, ``ipv6``.
     The interface and host: ``ifname``, ``proxyarp``, ``defaultroute`` (added only when there
-    is no default route; ``replacedefaultroute`` is not supported).  Context from pptpctrl:
+    is no default route, unless ``replacedefaultroute``).  Context from pptpctrl:
     ``speed``, ``ipparam``, ``remotenumber``, ``original_ip`` (the logwtmp plugin's
     pptpd-original-ip), ``logwtmp``.  RADIUS: ``radius`` (``plugin radius.so``) and
-    ``radius_config`` (its ``radius-config-file``).  Logging: ``debug``,
+    ``radius_config`` (its ``radius-config-file``).  A dialled link: ``pty`` (the command that
+    carries the line), ``persist``/``maxfail``/``holdoff`` (pppd's defaults: 10 failures, 30 s),
+    ``linkname``, ``unit``, ``detach`` (None: pppd's default, background when it has a pty;
+    ``"up"``: updetach; ``"never"``: nodetach), ``replacedefaultroute``.  Logging: ``debug``,
     ``logfile``, ``logfd`` (None: nologfd), ``files`` (every file read, in order).
     ``notices``: things the user should know that do not stop us (logged by the caller).
     """
@@ -176,6 +178,14 @@ class PppdOptions:
     logwtmp: bool = False
     radius: bool = False
     radius_config: str | None = None
+    pty: str | None = None
+    persist: bool = False
+    maxfail: int = 10
+    holdoff: int = 30
+    linkname: str | None = None
+    unit: int | None = None
+    detach: str | None = None
+    replacedefaultroute: bool = False
     debug: bool = False
     logfile: str | None = None
     logfd: int | None = 2
@@ -478,6 +488,18 @@ def _radius_config(p: _Parser, args: list[str], where: Where) -> None:
     p.state.values["radius_config"] = _name_arg(args[1], where, args[0], 4096)
 
 
+def _linkname(p: _Parser, args: list[str], where: Where) -> None:
+    name = _name_arg(args[1], where, args[0], 64)
+    if not name or "/" in name or name.startswith("."):
+        raise where.error(f"linkname {name!r}: it becomes part of a file name (/var/run/ppp-NAME.pid)")
+    p.state.values["linkname"] = name
+
+
+def _demand(p: _Parser, args: list[str], where: Where) -> None:
+    raise where.error("demand: dial-on-demand is not supported (the link is brought up at once; "
+                      "use persist to keep it up)")
+
+
 def _original_ip(p: _Parser, args: list[str], where: Where) -> None:
     if not p.state.values.get("logwtmp"):
         raise where.error("pptpd-original-ip is an option of the pptpd-logwtmp plugin; load it first")
@@ -487,7 +509,8 @@ def _original_ip(p: _Parser, args: list[str], where: Where) -> None:
 def _defaultroute(p: _Parser, args: list[str], where: Where) -> None:
     p.state.values["defaultroute"] = True
     p.state.notices.append(f"{where}: defaultroute: a default route is added through the link only "
-                           "if there is none, an existing one is never replaced")
+                           "if there is none (with replacedefaultroute, an existing one is replaced "
+                           "and put back at the end)")
 
 
 _OPTIONS: Final[dict[str, tuple[int, _Handler]]] = {
@@ -524,6 +547,17 @@ _OPTIONS: Final[dict[str, tuple[int, _Handler]]] = {
     "plugin": (1, _plugin),
     "pptpd-original-ip": (1, _original_ip),
     "radius-config-file": (1, _radius_config),
+    "pty": (1, _set_name("pty", 4096)),
+    "persist": (0, _set("persist", True)),
+    "nopersist": (0, _set("persist", False)),
+    "maxfail": (1, _set_int("maxfail", 0, 1_000_000)),
+    "holdoff": (1, _set_int("holdoff", 0, 86400)),
+    "linkname": (1, _linkname),
+    "unit": (1, _set_int("unit", 0, 65535)),
+    "nodetach": (0, _set("detach", "never")),
+    "updetach": (0, _set("detach", "up")),
+    "replacedefaultroute": (0, _set("replacedefaultroute", True)),
+    "demand": (0, _demand),
     "debug": (0, _set("debug", True)),
     "nodebug": (0, _set("debug", False)),
     "logfile": (1, _set_name("logfile", 4096)),

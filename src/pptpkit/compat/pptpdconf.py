@@ -242,6 +242,13 @@ _BUILTIN_UNSUPPORTED: Final = {
     "acfc": ("noaccomp", "address/control compression is always negotiated"),
     "local_address": ("LOCAL:REMOTE", "addresses come from localip/remoteip"),
     "remote_address": ("LOCAL:REMOTE", "addresses come from localip/remoteip"),
+    "pty": ("pty", "the server answers calls, it does not dial"),
+    "persist": ("persist", "the server answers calls, it does not redial"),
+    "maxfail": ("maxfail", "the server answers calls, it does not redial"),
+    "holdoff": ("holdoff", "the server answers calls, it does not redial"),
+    "linkname": ("linkname", "sessions are named by their session ID"),
+    "unit": ("unit", "interfaces are named by --tun-name"),
+    "replacedefaultroute": ("replacedefaultroute", "a server does not route through its clients"),
 }
 
 
@@ -319,6 +326,9 @@ def _radius_changes(opts: PppdOptions) -> ServerChanges:
 
 def _builtin_changes(conf: PptpdConf, opts: PppdOptions) -> ServerChanges:
     defaults = PppdOptions()
+    if opts.detach == "up":
+        raise ConfigError(f"updetach: not supported by the built-in server (it has no link to wait for) "
+                          f"[{opts.where('updetach')}]", path=conf.path)
     for name, (option, why) in _BUILTIN_UNSUPPORTED.items():
         if getattr(opts, name) != getattr(defaults, name):
             raise ConfigError(f"{option}: not supported by the built-in server ({why}) "

@@ -35,18 +35,27 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import logging.handlers
 import os
 import signal
 import socket
+import subprocess
 import sys
 import termios
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from pptpkit.auth.secrets import PppSecretsFile, SecretsProvider, StaticSecrets
 from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv
-from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus, PptpkitError, is_not_permitted
+from pptpkit.errors import (
+    NOT_PERMITTED_MESSAGE,
+    ConfigError,
+    ExitStatus,
+    PptpkitError,
+    is_not_permitted,
+    os_error_text,
+)
 from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.hdlcstream import HdlcStreamBridge
 from pptpkit.io.link import PppLink, outcome_text
@@ -78,12 +87,17 @@ log = logging.getLogger("pptpkit.ppp")
 
 ENV_ETC: Final = "PPTPKIT_PPP_ETC"
 ENV_PASSWORD: Final = "PPTPKIT_PASSWORD"
+#: Where the pid files go (pppd's /var/run; tests point it elsewhere).
+ENV_RUN: Final = "PPTPKIT_PPP_RUN"
+DEFAULT_RUN: Final = "/var/run"
 DEFAULT_ETC: Final = "/etc/ppp"
 #: pppd.h exit statuses that do not come from the session itself.
 EXIT_FATAL_ERROR: Final = int(ExitStatus.FATAL)
 EXIT_OPTION_ERROR: Final = int(ExitStatus.USAGE)
 EXIT_NOT_ROOT: Final = int(ExitStatus.NOT_PERMITTED)
 EXIT_USER_REQUEST: Final = int(ExitStatus.USER_REQUEST)
+#: pppd's status when the pty command could not be run.
+EXIT_PTY_FAILED: Final = 9
 
 
 @dataclass(slots=True)
@@ -137,24 +151,36 @@ def _open_line() -> FdStream:
 
 
 class _HostSetup:
-    """The host-side options a pppd applies when the link comes up: defaultroute, proxyarp,
-    usepeerdns.  Everything is undone at detach (routes go with the TUN)."""
+    """The host-side options a pppd applies when the link comes up: defaultroute (and
+    replacedefaultroute), proxyarp, usepeerdns, the pid files.  Everything is undone at detach
+    (routes through the TUN go with it; a replaced default route is put back)."""
 
     def __init__(self, run: PppRun) -> None:
         self.run = run
         self.proxy: tuple[str, int] | None = None
         self.resolv: str | None = None
+        self.replaced: tuple[str | None, int | None] | None = None
+        self.pidfiles: list[str] = []
 
     async def hook(self, ifname: str, up: LinkUp, nc: NetConfig) -> None:
         opts = self.run.options
         if opts.defaultroute:
             defaults = [r for r in await nc.routes() if r[0] == "0.0.0.0/0"]
-            if defaults:
-                log.warning("defaultroute: not replacing the existing default route %s",
+            if defaults and opts.replacedefaultroute:
+                _, gateway, oif = defaults[0]
+                await nc.delete_route("0.0.0.0/0", gateway=gateway)
+                self.replaced = (gateway, oif)
+                await nc.add_route("0.0.0.0/0", dev=ifname)
+                log.info("default route through %s (replacing the one via %s)", ifname,
+                         gateway or f"dev index {oif}")
+            elif defaults:
+                log.warning("defaultroute: not replacing the existing default route %s (add "
+                            "replacedefaultroute to replace it)",
                             defaults[0][1] or f"dev index {defaults[0][2]}")
             else:
                 await nc.add_route("0.0.0.0/0", dev=ifname)
                 log.info("default route through %s", ifname)
+        self._write_pidfiles(ifname)
         if opts.proxyarp and up.peer_address is not None:
             await self._proxyarp(nc, ifname, str(up.peer_address))
         if opts.usepeerdns and up.dns_servers:
@@ -181,7 +207,41 @@ class _HostSetup:
         self.proxy = (peer, index)
         log.info("proxy ARP entry for %s (interface index %d)", peer, index)
 
+    def _write_pidfiles(self, ifname: str) -> None:
+        """pppd's: ``RUN/IFNAME.pid`` (the pid) and, with linkname, ``RUN/ppp-NAME.pid`` (the pid
+        and the interface), which ``poff`` and scripts read."""
+        run_dir = os.environ.get(ENV_RUN, DEFAULT_RUN)
+        files = [(os.path.join(run_dir, f"{ifname}.pid"), f"{os.getpid()}\n")]
+        if self.run.options.linkname is not None:
+            files.append((os.path.join(run_dir, f"ppp-{self.run.options.linkname}.pid"),
+                          f"{os.getpid()}\n{ifname}\n"))
+        for path, text in files:
+            try:
+                tmp = f"{path}.{os.getpid()}.tmp"
+                with open(tmp, "w") as f:
+                    f.write(text)
+                os.replace(tmp, path)
+                self.pidfiles.append(path)
+            except OSError as exc:
+                log.warning("cannot write %s: %s", path, os_error_text(exc))
+
     async def undo(self, ifname: str) -> None:
+        for path in self.pidfiles:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.pidfiles.clear()
+        if self.replaced is not None:
+            gateway, oif = self.replaced
+            self.replaced = None
+            nc = await NetConfig().open()
+            try:
+                if oif is not None:
+                    await nc.add_route("0.0.0.0/0", dev=await nc.link_name(oif), gateway=gateway)
+                log.info("default route via %s restored", gateway or f"dev index {oif}")
+            except NetConfigError as exc:
+                log.warning("cannot restore the default route via %s: %s", gateway, exc)
+            finally:
+                await nc.close()
         if self.resolv is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.resolv)
@@ -223,23 +283,19 @@ def _log_event(link: PppLink, event: SessionEvent, mppe_seen: list[str]) -> None
         log.info("connection terminated: %s", outcome_text(event))
 
 
-async def run(ppp: PppRun, *, stream: FdStream | None = None) -> int:
-    """Run one link on ``stream`` (default: fd 0/1) until it ends; returns pppd's exit status."""
+async def _run_link(ppp: PppRun, line: FdStream, stop: asyncio.Event,
+                    on_up: Callable[[], None] | None = None) -> tuple[LinkDown | None, bool]:
+    """One link on ``line`` until it ends or ``stop`` is set: (how it ended, whether it came
+    up).  None when the options cannot make a session (logged)."""
     opts = ppp.options
     try:
         config = opts.session_config(hostname=ppp.hostname, secrets=ppp.secrets)
     except ConfigError as exc:
         log.error("%s", exc)
-        return EXIT_OPTION_ERROR
-    loop = asyncio.get_running_loop()
-    line = stream or _open_line()
-    saved_tty: list[Any] | None = None
-    if stream is None and os.isatty(0):
-        with contextlib.suppress(termios.error):
-            saved_tty = termios.tcgetattr(0)
-            set_raw(0)
+        return None, False
     host = _HostSetup(ppp)
-    plane = TunDataPlane(opts.ifname or "ppp%d", mtu=opts.mtu, hook=host.hook, on_detach=host.undo)
+    ifname = opts.ifname or (f"ppp{opts.unit}" if opts.unit is not None else "ppp%d")
+    plane = TunDataPlane(ifname, mtu=opts.mtu, hook=host.hook, on_detach=host.undo)
     link_box: list[PppLink] = []
 
     def frame_in(frame: bytes) -> None:
@@ -252,8 +308,12 @@ async def run(ppp: PppRun, *, stream: FdStream | None = None) -> int:
 
     bridge = HdlcStreamBridge(line, on_frame=frame_in, on_close=line_closed)
     mppe_seen: list[str] = []
-    link = PppLink(config, bridge, plane, name="ppp",
-                   on_event=lambda lk, ev: _log_event(lk, ev, mppe_seen))
+    def on_event(lk: PppLink, event: SessionEvent) -> None:
+        _log_event(lk, event, mppe_seen)
+        if isinstance(event, LinkUp) and on_up is not None:
+            on_up()  # updetach: after the link's lines were said on the terminal
+
+    link = PppLink(config, bridge, plane, name="ppp", on_event=on_event)
     link_box.append(link)
     log.info("pptpkit ppp: %s role, %s, %s", config.role.value, config.mppe.describe(),
              f"remotenumber {opts.remotenumber}" if opts.remotenumber else "no remote number")
@@ -261,35 +321,195 @@ async def run(ppp: PppRun, *, stream: FdStream | None = None) -> int:
         log.info("ipparam %s", opts.ipparam)
     for notice in opts.notices:
         log.warning("%s", notice)
-    signalled: list[int] = []
 
-    def on_signal(sig: int) -> None:
-        signalled.append(sig)
-        log.info("terminating on signal %d", sig)
+    async def closer() -> None:
+        await stop.wait()
         link.close("User request")
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal, sig)
+    stopper = asyncio.ensure_future(closer())
     bridge.start()
     link.start()
     try:
         down: LinkDown = await link.closed
-        if signalled and not link.session.finished:
+        if stop.is_set() and not link.session.finished:
             down = await link.aclose()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        stopper.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(line.drain(), 1.0)
         bridge.close()
+    return down, link.up_at is not None
+
+
+def _signals(stop: asyncio.Event, signalled: list[int]) -> list[int]:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: int) -> None:
+        signalled.append(sig)
+        log.info("terminating on signal %d", sig)
+        stop.set()
+
+    installed: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+    return installed
+
+
+def _unsignal(installed: list[int]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in installed:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(sig)
+
+
+async def run(ppp: PppRun, *, stream: FdStream | None = None, on_up: Callable[[], None] | None = None) -> int:
+    """Run the link: on ``stream`` (default: fd 0/1) once, or, with the ``pty`` option, over
+    the command's line, redialled while ``persist`` says so; returns pppd's exit status."""
+    if ppp.options.pty is not None and stream is None:
+        return await _run_dialled(ppp, on_up)
+    line = stream or _open_line()
+    saved_tty: list[Any] | None = None
+    if stream is None and os.isatty(0):
+        with contextlib.suppress(termios.error):
+            saved_tty = termios.tcgetattr(0)
+            set_raw(0)
+    stop = asyncio.Event()
+    signalled: list[int] = []
+    installed = _signals(stop, signalled)
+    try:
+        down, _ = await _run_link(ppp, line, stop, on_up)
+    finally:
+        _unsignal(installed)
         if saved_tty is not None:
             with contextlib.suppress(termios.error):
                 termios.tcsetattr(0, termios.TCSANOW, saved_tty)
+    if down is None:
+        return EXIT_OPTION_ERROR
     if signalled:
         return EXIT_USER_REQUEST
     return down.exit_status
+
+
+class _PtyCommand:
+    """pppd's ``pty`` option: the command runs on the master side of a new pseudo-terminal
+    (its stdin and stdout), the link on the slave, in raw mode.  The command is ended (SIGTERM
+    to its process group, then SIGKILL) when the link is."""
+
+    #: Bytes of the command's stderr kept for one log line; longer lines are cut.
+    MAX_LINE: Final = 1024
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._err = -1
+        self._pending = b""
+
+    def start(self) -> FdStream:
+        master, slave = os.openpty()
+        err_read, err_write = os.pipe()
+        try:
+            set_raw(slave)
+            # Its stderr comes to our log, line by line, as pppd logs what its scripts say; and
+            # after we detach nothing of it is left on the user's terminal.
+            self.proc = subprocess.Popen(["/bin/sh", "-c", self.command], stdin=master, stdout=master,
+                                         stderr=err_write, close_fds=True, start_new_session=True)
+        except BaseException:
+            for fd in (slave, err_read):
+                os.close(fd)
+            raise
+        finally:
+            os.close(master)
+            os.close(err_write)
+        os.set_blocking(err_read, False)
+        self._err = err_read
+        asyncio.get_running_loop().add_reader(err_read, self._read_stderr)
+        log.info("pty command started (pid %d): %s", self.proc.pid, self.command)
+        return FdStream(slave)
+
+    def _read_stderr(self) -> None:
+        try:
+            data = os.read(self._err, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_stderr()
+            return
+        lines = (self._pending + data).split(b"\n")
+        self._pending = lines.pop()[: self.MAX_LINE]
+        for line in lines:
+            if line.strip():
+                log.info("pty: %s", line[: self.MAX_LINE].decode(errors="replace").rstrip())
+
+    def _close_stderr(self) -> None:
+        if self._err >= 0:
+            asyncio.get_running_loop().remove_reader(self._err)
+            os.close(self._err)
+            self._err = -1
+            if self._pending.strip():
+                log.info("pty: %s", self._pending.decode(errors="replace").rstrip())
+            self._pending = b""
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            deadline = asyncio.get_running_loop().time() + wait
+            while proc.poll() is None and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+        if proc.returncode not in (None, 0, -signal.SIGTERM):
+            log.info("pty command exited with status %s", proc.returncode)
+        self._close_stderr()
+
+
+async def _run_dialled(ppp: PppRun, on_up: Callable[[], None] | None) -> int:
+    """pppd with ``pty``: dial, and with ``persist`` dial again after ``holdoff`` seconds, until
+    ``maxfail`` attempts in a row failed before the link came up (0: never give up)."""
+    opts = ppp.options
+    assert opts.pty is not None
+    stop = asyncio.Event()
+    signalled: list[int] = []
+    installed = _signals(stop, signalled)
+    failures = 0
+    status = EXIT_FATAL_ERROR
+    try:
+        while True:
+            command = _PtyCommand(opts.pty)
+            try:
+                line = command.start()
+            except OSError as exc:
+                log.error("cannot start the pty command: %s", os_error_text(exc))
+                return EXIT_PTY_FAILED
+            try:
+                down, was_up = await _run_link(ppp, line, stop, on_up)
+            finally:
+                await command.stop()
+            if down is None:
+                return EXIT_OPTION_ERROR
+            status = down.exit_status
+            if signalled:
+                return EXIT_USER_REQUEST
+            if not opts.persist:
+                return status
+            failures = 0 if was_up else failures + 1
+            if opts.maxfail and failures >= opts.maxfail:
+                log.info("%d connection attempts in a row failed (maxfail); giving up", failures)
+                return status
+            log.info("waiting %d s before dialling again (holdoff)", opts.holdoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), opts.holdoff)
+            if stop.is_set():
+                return EXIT_USER_REQUEST
+    finally:
+        _unsignal(installed)
 
 
 def _setup_logging(opts: PppdOptions) -> None:
@@ -320,6 +540,74 @@ def _setup_logging(opts: PppdOptions) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _detach_mode(opts: PppdOptions) -> str | None:
+    """pppd's rule: with a device of its own (here: a ``pty`` command) it goes to the
+    background at once, unless ``nodetach``; ``updetach`` waits until the link is up.  On its
+    standard input (pptpd's program) it never forks."""
+    if opts.pty is None or opts.detach == "never":
+        return None
+    return "up" if opts.detach == "up" else "now"
+
+
+def _detach(mode: str) -> Callable[[], None] | None:
+    """Fork into the background (before any event loop exists).  The parent exits here: at
+    once, or with ``"up"`` when the child says the link is up (0) or exits first (its status).
+    Returns, in the child, what to call when the link is up."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_end)
+        if mode == "now":
+            os._exit(0)
+        with os.fdopen(read_end, "rb") as pipe:
+            said = pipe.read(1)
+        if said == b"U":
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    os.close(read_end)
+    os.setsid()
+    if mode == "now":
+        os.close(write_end)
+        _to_background_logging()
+        _close_stdio()
+        return None
+    told = [False]
+
+    def link_up() -> None:
+        if told[0]:
+            return
+        told[0] = True
+        with contextlib.suppress(OSError):
+            os.write(write_end, b"U")
+            os.close(write_end)
+        # Until now the terminal saw every line, as with pppd's updetach.
+        _to_background_logging()
+        _close_stdio()
+
+    return link_up
+
+
+def _close_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _to_background_logging() -> None:
+    """A detached pppd logs to syslog (besides a logfile, if any)."""
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, logging.StreamHandler)
+                     or isinstance(h, logging.FileHandler)]
+    with contextlib.suppress(OSError):
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("pptpkit-ppp[%(process)d]: %(message)s"))
+        root.addHandler(handler)
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+
+
 def main(argv: Sequence[str]) -> int:
     """``pptpkit ppp [pppd options...]``; returns pppd's exit status."""
     try:
@@ -328,8 +616,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"pptpkit ppp: {exc}", file=sys.stderr)
         return EXIT_OPTION_ERROR
     _setup_logging(ppp.options)
+    on_up: Callable[[], None] | None = None
+    mode = _detach_mode(ppp.options)
+    if mode is not None:
+        on_up = _detach(mode)
     try:
-        return asyncio.run(run(ppp))
+        return asyncio.run(run(ppp, on_up=on_up))
     except KeyboardInterrupt:
         return EXIT_USER_REQUEST
     except (PptpkitError, NetConfigError, OSError) as exc:

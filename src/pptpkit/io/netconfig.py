@@ -109,6 +109,14 @@ class NetConfig:
             raise NetConfigError(f"no interface {ifname!r}", errno_=errno.ENODEV)
         return int(found[0])
 
+    async def link_name(self, index: int) -> str:
+        """The name of the interface with ``index``."""
+        msgs = await self._call(f"look up interface {index}", self.ipr.link("get", index=index))
+        name = msgs[0].get("IFLA_IFNAME")
+        if not name:
+            raise NetConfigError(f"no interface with index {index}", errno_=errno.ENODEV)
+        return str(name)
+
     async def link_state(self, ifname: str) -> tuple[bool, int]:
         """(administratively up, MTU) of an interface."""
         index = await self.link_index(ifname)

@@ -35,6 +35,6 @@ def test_server_without_chap_secrets_is_an_error(tmp_path: Path) -> None:
 def test_option_errors_exit_2_with_the_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PPTPKIT_PPP_ETC", str(tmp_path))
-    (tmp_path / "options.pptpd").write_text("name pptpd\nrequire-mppe-128\npersist\n")
+    (tmp_path / "options.pptpd").write_text("name pptpd\nrequire-mppe-128\nktune\n")
     assert main(["local", "file", str(tmp_path / "options.pptpd")]) == EXIT_OPTION_ERROR
-    assert f"{tmp_path}/options.pptpd:3: unsupported pppd option 'persist'" in capsys.readouterr().err
+    assert f"{tmp_path}/options.pptpd:3: unsupported pppd option 'ktune'" in capsys.readouterr().err

@@ -103,7 +103,10 @@ def test_flag_selected_program_mode_does_not_read_pppd_options(tmp_path: Path) -
     ("require-mschap-v2\nrequire-mppe-40\n", "require-mppe-40 alone"),
     ("noauth\nrequire-mppe-128\n", "noauth with required MPPE"),
     ("require-mschap-v2\nmtu 1400\n", "mtu: not supported"),
-    ("require-mschap-v2\npersist\n", "options.pptpd:2: unsupported pppd option 'persist'"),
+    ("require-mschap-v2\npersist\n", "persist: not supported by the built-in server (the server "
+                                     "answers calls, it does not redial)"),
+    ("require-mschap-v2\nupdetach\n", "updetach: not supported by the built-in server"),
+    ("require-mschap-v2\npty 'pptp x'\n", "pty: not supported by the built-in server"),
 ])
 def test_builtin_mode_refuses_what_it_cannot_honour(tmp_path: Path, options: str, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
