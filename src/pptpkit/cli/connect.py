@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import ipaddress
 import json
+import logging
 import os
 import signal
 import socket
 import sys
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.cli.argtypes import add_gre_options, float_range, int_range, ipv4_address
@@ -29,6 +31,11 @@ from pptpkit.ppp.session_config import MppePolicy
 from pptpkit.vpn.connect import DEFAULT_BACKOFF_CAP, ConnectConfig, Connector, describe_up
 from pptpkit.vpn.routes import parse_route
 from pptpkit.vpn.settings import auth_policy, auth_words, mppe_policy
+
+if TYPE_CHECKING:
+    from pptpkit.compat.peerprofile import PeerProfile
+
+log = logging.getLogger("pptpkit.connect")
 
 __all__ = [
     "PASSWORD_ENV",
@@ -107,8 +114,14 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
         help="VPN client: PPTP + PPP to SERVER, a TUN interface, routes",
         description=DESCRIPTION, epilog=exit_help("connect", extra=PERSIST_HELP),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("server", type=_ipv4_or_name, metavar="SERVER", help="the server (IPv4 address or name)")
-    p.add_argument("-u", "--user", required=True, metavar="NAME", help="user name to authenticate as")
+    p.add_argument("server", type=_ipv4_or_name, metavar="SERVER", nargs="?",
+                   help="the server (IPv4 address or name); optional with --peer")
+    p.add_argument("-u", "--user", metavar="NAME",
+                   help="user name to authenticate as (required unless --peer)")
+    p.add_argument("--peer", metavar="NAME",
+                   help="take server, user, password (chap-secrets) and options from the pppd profile "
+                        "/etc/ppp/peers/NAME as pptpsetup writes it ($PPTPKIT_PPP_ETC for another "
+                        "directory); flags given here override it")
     p.add_argument("--password-file", metavar="FILE",
                    help="read the password from the first line of FILE")
     p.add_argument("--port", type=int_range(1, 0xFFFF), default=PPTP_PORT, help="TCP port (default 1723)")
@@ -243,6 +256,70 @@ def _resolve(server: str) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(infos[0][4][0])
 
 
+def _apply_peer(args: argparse.Namespace) -> PeerProfile | None:
+    """--peer: read the profile; SERVER and --user default to its values."""
+    if args.peer is None:
+        return None
+    from pptpkit.compat.peerprofile import read_peer_profile
+
+    profile = read_peer_profile(args.peer, etc_dir=os.environ.get("PPTPKIT_PPP_ETC") or "/etc/ppp")
+    for notice in profile.notices:
+        log.info("%s", notice)
+    if args.server is None:
+        args.server = profile.server
+    if args.user is None:
+        args.user = profile.user
+    return profile
+
+
+def _profile_config(config: ConnectConfig, profile: PeerProfile, args: argparse.Namespace) -> ConnectConfig:
+    """The profile's settings where the command line left the default (a flag always wins)."""
+    defaults = _connect_defaults()
+    changes: dict[str, Any] = {}
+
+    def take(dest: str, field_name: str, value: object) -> None:
+        if value is not None and getattr(args, dest) == defaults.get(dest):
+            changes[field_name] = value
+
+    if profile.mppe is not None and not any(getattr(args, d) for d, _ in MPPE_FLAG_WORDS):
+        changes["mppe"] = profile.mppe
+    if profile.refuse and not config.refuse:
+        changes["refuse"] = profile.refuse
+    take("mtu", "mtu", profile.mtu)
+    take("mru", "mru", profile.mru)
+    take("echo_interval", "echo_interval", profile.echo_interval)
+    take("echo_failure", "echo_failure", profile.echo_failure)
+    take("ifname", "ifname", profile.ifname)
+    take("local_address", "local_address",
+         None if profile.local_address is None else ipaddress.IPv4Address(profile.local_address))
+    if profile.nobuffer:
+        changes["nobuffer"] = True
+    if profile.default_route:
+        changes["default_route"] = True
+    if profile.dns:
+        changes["dns"] = True
+    if profile.persist:
+        changes["persist"] = True
+        take("max_retries", "max_retries", profile.max_retries)
+        if profile.holdoff is not None:
+            changes["backoff_initial"] = max(0.1, profile.holdoff)
+            changes["backoff_cap"] = max(config.backoff_cap, profile.holdoff, 0.1)
+    try:
+        return dataclasses.replace(config, **changes)
+    except ConfigError as exc:
+        raise ConnectUsageError(f"{profile.path}: {exc}") from None
+
+
+_PROFILE_DESTS: Final = ("mtu", "mru", "echo_interval", "echo_failure", "ifname", "local_address",
+                          "max_retries")
+
+
+def _connect_defaults() -> dict[str, Any]:
+    sub = argparse.ArgumentParser().add_subparsers()
+    connect = add_connect_parser(sub, argparse.ArgumentParser(add_help=False))
+    return {dest: connect.get_default(dest) for dest in _PROFILE_DESTS}
+
+
 def config_from_args(args: argparse.Namespace, password: str) -> ConnectConfig:
     refused = [m for name, m, _ in _REFUSE_FLAGS if getattr(args, f"refuse_{name.replace('-', '_')}")]
     refuse = auth_policy(auth_words("refuse", refused)).refuse
@@ -305,8 +382,16 @@ def run_connect_command(args: argparse.Namespace) -> int:
             return fail("connect", ExitStatus.USAGE, str(exc))
         return run_connect_pppd(server, args.pppd, port=args.port, timeout=args.timeout)
     try:
-        password = read_password(args)
+        profile = _apply_peer(args)
+        if args.server is None or args.user is None:
+            raise ConnectUsageError("give SERVER and --user, or --peer NAME")
+        explicit = args.password_file or os.environ.get(PASSWORD_ENV) is not None
+        password = profile.password if profile is not None and not explicit else read_password(args)
         config = config_from_args(args, password)
+        if profile is not None:
+            config = _profile_config(config, profile, args)
+    except ConfigError as exc:
+        return fail("connect", ExitStatus.USAGE, str(exc))
     except ConnectUsageError as exc:
         return fail("connect", ExitStatus.USAGE, str(exc))
     try:

@@ -154,3 +154,28 @@ def test_replacedefaultroute_and_its_undo(lab: tuple[NetnsLab, str, str], tmp_pa
         proc.wait(15)
     restored = nl.ip(cli, "route", "show", "default").strip()
     assert restored.startswith(f"default via {SERVER} dev veth-b"), log.read_text(errors="replace")
+
+
+def test_connect_peer_takes_the_same_profile(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
+    nl, srv, cli = lab
+    server = Server(nl, srv, tmp_path, secrets=f'{USER} pptpd "{PASSWORD}" *\n')
+    script = (
+        "set -e; mount -t tmpfs -o mode=0755 pptpkit-etc-ppp /etc/ppp; mkdir /etc/ppp/peers; "
+        f"pptpsetup --create vpn --server {SERVER} --username {USER} --password '{PASSWORD}' --encrypt; "
+        f"exec {sys.executable} -m pptpkit connect --peer vpn --json --lcp-restart 1"
+    )
+    out = tmp_path / "connect.out"
+    with out.open("wb") as f:
+        proc = nl.popen(cli, ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=f,
+                        stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: '"event": "up"' in out.read_text(errors="replace") or proc.poll() is not None, 30,
+                 "the tunnel")
+        text = out.read_text(errors="replace")
+        assert '"mppe": "MPPE 128-bit stateless"' in text, text  # require-mppe-128 from the profile
+        assert ping(nl, cli), text
+        server.wait_log(f"user '{USER}' authenticated")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    assert "ipparam: no ip-up scripts" in out.read_text(errors="replace")

@@ -389,7 +389,7 @@ def test_refuse_and_routes() -> None:
     assert cfg.persist and cfg.max_retries == 3 and cfg.mtu == 1400 and cfg.effective_gre_timeout == 4.0
 
 
-@pytest.mark.parametrize("argv", [["192.0.2.1"], ["192.0.2.1", "-u", "a", "--route", "203.0.113.1/24"],
+@pytest.mark.parametrize("argv", [["192.0.2.1", "-u", "a", "--route", "203.0.113.1/24"],
                                   ["192.0.2.1", "-u", "a", "--port", "0"],
                                   ["192.0.2.1", "-u", "a", "--mtu", "100"],
                                   ["192.0.2.1", "-u", "a", "--password", "x"]])
