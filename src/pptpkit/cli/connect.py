@@ -146,6 +146,9 @@ def add_connect_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Ar
                       help="cap the interface MTU (default: as negotiated, less MPPE overhead)")
     link.add_argument("--mru", type=int_range(128, 65535), default=1500, metavar="N",
                       help="MRU to ask for (default 1500)")
+    link.add_argument("--ipv6", action="store_true",
+                      help="also negotiate IPv6 (IPV6CP, pppd's +ipv6): the interface gets the "
+                           "link-local addresses from the negotiated interface identifiers")
     link.add_argument("--echo-interval", type=float_range(0, 3600), default=10.0, metavar="S",
                       help="seconds between LCP echo requests, 0 = off (default 10, pppd's "
                            "lcp-echo-interval)")
@@ -298,6 +301,8 @@ def _profile_config(config: ConnectConfig, profile: PeerProfile, args: argparse.
         changes["default_route"] = True
     if profile.dns:
         changes["dns"] = True
+    if profile.ipv6:
+        changes["ipv6"] = True
     if profile.persist:
         changes["persist"] = True
         take("max_retries", "max_retries", profile.max_retries)
@@ -335,7 +340,7 @@ def config_from_args(args: argparse.Namespace, password: str) -> ConnectConfig:
             host_route=not args.no_host_route, dns=args.dns, resolv_conf=args.resolv_conf,
             persist=args.persist, max_retries=args.max_retries, backoff_cap=args.backoff_max,
             ifname=args.ifname, local_address=args.local_address, nobuffer=args.nobuffer,
-            respect_peer_window=not args.ignore_peer_window,
+            respect_peer_window=not args.ignore_peer_window, ipv6=args.ipv6,
         )
     except ConfigError as exc:
         raise ConnectUsageError(str(exc)) from None

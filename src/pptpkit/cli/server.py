@@ -229,6 +229,9 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                        help="drop a session after S seconds without data (default never)")
     group.add_argument("--no-mss-clamp", action="store_true",
                        help="do not install the nft TCP MSS clamping rule for forwarded traffic")
+    group.add_argument("--ipv6", action="store_true",
+                       help="also negotiate IPv6 (IPV6CP, pppd's +ipv6): each session's interface gets "
+                            "the link-local pair of the negotiated identifiers (per-session interfaces)")
     group.add_argument("--proxyarp", action="store_true",
                        help="publish each client's address on the LAN interface whose subnet holds it "
                             "(pppd's proxyarp), so LAN hosts reach clients as neighbours")
@@ -301,6 +304,8 @@ def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChange
         changes["mss_clamp"] = False
     if "proxyarp" in given:
         changes["proxyarp"] = True
+    if "ipv6" in given:
+        changes["ipv6"] = True
     if "auth_lock_users" in given:
         changes["auth_lock_users"] = True
     if "no_source_check" in given:
@@ -375,6 +380,7 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
         max_per_source=settings.max_per_source,
         source_check=settings.source_check,
         proxyarp=settings.proxyarp,
+        ipv6=settings.ipv6,
         auth_timeout=settings.auth_timeout,
         max_preauth=settings.max_preauth,
         max_preauth_per_source=settings.max_preauth_per_source,

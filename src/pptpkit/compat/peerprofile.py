@@ -31,7 +31,7 @@ __all__ = ["PeerProfile", "read_peer_profile"]
 
 #: Options of a server-side pppd that a client profile cannot have: field -> option name.
 _FIELD_OPTION: Final = {
-    "idle": "idle", "ipv6": "+ipv6", "proxyarp": "proxyarp", "ms_dns": "ms-dns", "ms_wins": "ms-wins",
+    "idle": "idle", "proxyarp": "proxyarp", "ms_dns": "ms-dns", "ms_wins": "ms-wins",
     "local_address": "LOCAL:REMOTE", "remote_address": "LOCAL:REMOTE", "strip_domain": "chapms-strip-domain",
     "speed": "speed", "remotenumber": "remotenumber", "original_ip": "pptpd-original-ip",
     "logwtmp": "plugin", "radius": "plugin", "radius_config": "radius-config-file",
@@ -60,6 +60,7 @@ class PeerProfile:
     max_retries: int | None = None
     holdoff: float | None = None
     ifname: str | None = None
+    ipv6: bool = False
     notices: tuple[str, ...] = ()
 
 
@@ -150,7 +151,7 @@ def read_peer_profile(name: str, *, etc_dir: str = "/etc/ppp") -> PeerProfile:
         default_route=opts.defaultroute, dns=opts.usepeerdns, persist=opts.persist,
         max_retries=(opts.maxfail or None) if opts.persist else None,
         holdoff=float(opts.holdoff) if "holdoff" in opts.locations else None,
-        ifname=ifname, notices=tuple(notices))
+        ifname=ifname, ipv6=opts.ipv6, notices=tuple(notices))
 
 
 _MPPE_WORDS: Final = frozenset({

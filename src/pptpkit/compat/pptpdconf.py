@@ -234,7 +234,6 @@ _BUILTIN_UNSUPPORTED: Final = {
     "usepeerdns": ("usepeerdns", "a server pushes DNS (ms-dns), it does not take any"),
     "mtu": ("mtu", "the built-in server sets its MRU (mru); the link MTU follows from both MRUs"),
     "ifname": ("ifname", "interfaces are named by --tun-name"),
-    "ipv6": ("+ipv6", "IPv6 is not offered by the built-in server"),
     "user": ("user", "the server does not authenticate itself to its clients"),
     "password": ("password", "the server does not authenticate itself to its clients"),
     "accm": ("asyncmap", "PPTP carries no async map"),
@@ -358,6 +357,8 @@ def _builtin_changes(conf: PptpdConf, opts: PppdOptions) -> ServerChanges:
         changes["idle"] = opts.idle
     if opts.proxyarp:
         changes["proxyarp"] = True
+    if opts.ipv6:
+        changes["ipv6"] = True
     if opts.debug:
         changes["verbose"] = 1
     for notice in opts.notices:

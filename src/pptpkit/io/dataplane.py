@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from ipaddress import IPv4Address
 
@@ -77,6 +78,8 @@ class TunDataPlane:
                 mtu = up.mtu if self.mtu is None else min(up.mtu, self.mtu)
                 await nc.add_ptp_address(tun.name, str(up.local_address), str(up.peer_address))
                 await nc.set_link(tun.name, up=True, mtu=mtu)
+                if up.local_ipv6_id is not None and up.peer_ipv6_id is not None:
+                    await _add_link_locals(nc, tun.name, up.local_ipv6_id, up.peer_ipv6_id)
                 for route in self.routes:
                     await nc.add_route(route, dev=tun.name)
                 if self.hook is not None:
@@ -94,6 +97,17 @@ class TunDataPlane:
         link.interface = tun.name
         return tun.write
 
+    async def ipv6_up(self, link: PppLink, local_id: bytes, peer_id: bytes) -> None:
+        """IPV6CP came up after IPCP: give the interface the two link-local addresses."""
+        tun = self._tuns.get(link)
+        if tun is None:
+            return
+        nc = await NetConfig().open()
+        try:
+            await _add_link_locals(nc, tun.name, local_id, peer_id)
+        finally:
+            await nc.close()
+
     async def detach(self, link: PppLink) -> None:
         tun = self._tuns.pop(link, None)
         if tun is None:
@@ -102,6 +116,17 @@ class TunDataPlane:
         tun.close()
         if self.on_detach is not None:
             await self.on_detach(name)
+
+
+def link_local(interface_id: bytes) -> str:
+    """fe80::/64 with an IPV6CP interface identifier (RFC 5072 section 5)."""
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + interface_id))
+
+
+async def _add_link_locals(nc: NetConfig, ifname: str, local_id: bytes, peer_id: bytes) -> None:
+    # As pppd does: our link-local address with the peer's as its point-to-point partner, so
+    # the kernel routes fe80::PEER to this interface.
+    await nc.add_ptp_address(ifname, link_local(local_id), link_local(peer_id))
 
 
 class SharedTunRouter:

@@ -419,8 +419,10 @@ class PppLink:
             self.up = None
             self._chain(self._link_down(event))
             return
-        if isinstance(event, Ipv6Up) and self._source_check:
-            self._src6 = _link_local(event.peer_id)
+        if isinstance(event, Ipv6Up):
+            if self._source_check:
+                self._src6 = _link_local(event.peer_id)
+            self._chain(self._ipv6_up(event))
         if isinstance(event, NetworkDown):
             # The session drops data until the next LinkUp; the interface stays so that
             # routes and sockets survive a renegotiation, as with pppd's persistent unit.
@@ -502,6 +504,18 @@ class PppLink:
         if not self._up_waiter.done():
             self._up_waiter.set_result(up)
         self._emit(up)
+
+    async def _ipv6_up(self, event: Ipv6Up) -> None:
+        """After the data plane is attached (chained behind it): IPv6 addresses for it, if the
+        plane has a notion of them and IPCP did not already bring both identifiers."""
+        handler = getattr(self._data_plane, "ipv6_up", None)
+        if (handler is None or not self._attached or event.local_id is None or event.peer_id is None
+                or (self.up is not None and self.up.peer_ipv6_id is not None)):
+            return
+        try:
+            await handler(self, event.local_id, event.peer_id)
+        except (PptpkitError, OSError) as exc:
+            log.warning("%s: IPv6 addresses not configured: %s", self.name, exc)
 
     async def _detach(self) -> None:
         self._sink = None

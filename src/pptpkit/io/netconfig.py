@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,10 +150,15 @@ class NetConfig:
 
     # -- addresses ----------------------------------------------------------------------------
 
-    async def add_ptp_address(self, ifname: str, local: str, peer: str, *, prefixlen: int = 32) -> None:
-        """``ip addr add LOCAL peer PEER/prefixlen dev IFNAME`` (what IPCP's result becomes)."""
+    async def add_ptp_address(self, ifname: str, local: str, peer: str, *,
+                              prefixlen: int | None = None) -> None:
+        """``ip addr add LOCAL peer PEER/prefixlen dev IFNAME`` (what IPCP's result becomes, or
+        IPV6CP's link-local pair; the prefix length defaults to a host's: 32 or 128)."""
         index = await self.link_index(ifname)
-        args = {"index": index, "local": local, "address": peer, "prefixlen": prefixlen}
+        family = socket.AF_INET6 if ":" in local else socket.AF_INET
+        if prefixlen is None:
+            prefixlen = 128 if family == socket.AF_INET6 else 32
+        args = {"index": index, "local": local, "address": peer, "prefixlen": prefixlen, "family": family}
         await self._call(f"add address {local} peer {peer}", self.ipr.addr("add", **args))
 
         async def undo() -> None:

@@ -275,6 +275,8 @@ class ConnectConfig:
     host_route: bool = True
     dns: bool = False
     resolv_conf: str = "/etc/resolv.conf"
+    #: Run IPV6CP too; the interface gets the two link-local addresses it negotiates.
+    ipv6: bool = False
     #: Where pinned host routes are recorded, so a killed run's route is removed by the next.
     pin_dir: str = DEFAULT_PIN_DIR
     persist: bool = False
@@ -326,6 +328,7 @@ class ConnectConfig:
             # resolv.conf only with --dns.
             request_dns=True,
             mppe=self.mppe,
+            ipv6=self.ipv6,
         )
 
 

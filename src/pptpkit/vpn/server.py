@@ -139,6 +139,8 @@ class BuiltinConfig:
     #: Credentials are verified outside (RADIUS, through ``BuiltinSessions.verifier``), not
     #: against ``secrets``.
     external_auth: bool = False
+    #: IPV6CP on every session (the data plane gives the interface the link-local pair).
+    ipv6: bool = False
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1 or self.max_per_source < 1:
@@ -173,6 +175,7 @@ class BuiltinConfig:
             nbns_servers=self.nbns_servers,
             mppe=self.mppe,
             idle_timeout=self.idle_timeout,
+            ipv6=self.ipv6,
         )
 
 
@@ -235,6 +238,11 @@ class _CheckedPlane:
         if owner.config.proxyarp and up.peer_address is not None:
             await owner.publish_proxy_arp(link, str(up.peer_address))
         return sink
+
+    async def ipv6_up(self, link: PppLink, local_id: bytes, peer_id: bytes) -> None:
+        handler = getattr(self._inner, "ipv6_up", None)
+        if handler is not None:
+            await handler(link, local_id, peer_id)
 
     async def detach(self, link: PppLink) -> None:
         try:

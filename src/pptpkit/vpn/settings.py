@@ -137,6 +137,7 @@ class ServerChanges(TypedDict, total=False):
     auth_timeout: float
     max_preauth: int
     max_preauth_per_source: int
+    ipv6: bool
     radius_servers: tuple[str, ...]
     radius_acct_servers: tuple[str, ...]
     radius_secret_file: str | None
@@ -214,6 +215,8 @@ class ServerSettings:
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     max_preauth: int = DEFAULT_MAX_PREAUTH
     max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE
+    #: IPV6CP on every session (pppd's +ipv6); per-session interfaces only.
+    ipv6: bool = False
     # RADIUS (built-in mode): servers as HOST[:PORT], in failover order.
     radius_servers: tuple[str, ...] = ()
     radius_acct_servers: tuple[str, ...] = ()
@@ -280,3 +283,6 @@ class ServerSettings:
             raise ConfigError("IPCP carries at most two DNS and two WINS servers")
         if not 0 <= self.echo_interval <= 3600:
             raise ConfigError("--echo-interval must be between 0 and 3600 seconds")
+        if self.ipv6 and self.tun_mode == "shared":
+            raise ConfigError("IPv6 (--ipv6, +ipv6) needs --tun-mode per-session: on the shared interface "
+                              "every session's link-local addresses would collide")

@@ -373,3 +373,29 @@ def test_verbose_shows_the_protocol_not_library_noise(vpn: VpnLab) -> None:
     err = client.stderr
     assert "PPP phase authenticate -> network" in err and "LCP up: MRU" in err, err
     assert "pyroute2" not in err and "asyncio" not in err, err
+
+
+def _link_local_pair(vpn: VpnLab, ns: str, ifname: str) -> tuple[str, str]:
+    out = vpn.lab.run(ns, ["ip", "-6", "-o", "addr", "show", "dev", ifname]).stdout
+    for line in out.splitlines():
+        if " peer " in line:
+            words = line.split()
+            local, peer = words[words.index("inet6") + 1], words[words.index("peer") + 1]
+            return local.split("/")[0], peer.split("/")[0]
+    raise AssertionError(f"no link-local pair on {ifname}: {out}")
+
+
+def test_ipv6_inside_the_tunnel(vpn: VpnLab) -> None:
+    vpn.start_server("--ipv6")
+    client = vpn.connect("--ipv6")
+    up = client.wait_up()
+    ours, theirs = _link_local_pair(vpn, vpn.client_ns, up["interface"])
+    assert ours.startswith("fe80::") and theirs.startswith("fe80::") and ours != theirs
+    # The server's side of the same session has the mirror image.
+    server_if = next(n for n in vpn.links(vpn.server_ns) if n.startswith("pptpkit"))
+    assert _link_local_pair(vpn, vpn.server_ns, server_if) == (theirs, ours)
+    for ns, target, ifname in ((vpn.client_ns, theirs, up["interface"]), (vpn.server_ns, ours, server_if)):
+        done = vpn.lab.run(ns, ["ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "2", f"{target}%{ifname}"],
+                           check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert client.stop() == 0
