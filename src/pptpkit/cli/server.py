@@ -510,6 +510,14 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
         from pptpkit.ops.radius_auth import RadiusAuth
 
         found.append(RadiusAuth(radius))
+    if radius is not None and radius.acct is not None:
+        from pptpkit.ops.accounting import RadiusAccounting
+
+        found.append(RadiusAccounting(radius))
+    if radius is not None and radius.dae_listen is not None:
+        from pptpkit.ops.dae import DynamicAuthorization
+
+        found.append(DynamicAuthorization(radius))
     if settings.ctl_socket is not None:
         from pptpkit.ops.ctl import CtlExtension
 

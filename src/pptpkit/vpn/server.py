@@ -302,6 +302,11 @@ class BuiltinSessions:
     def sessions(self) -> int:
         return len(self._sessions)
 
+    @property
+    def id_prefix(self) -> str:
+        """The first 8 hex digits of every session ID of this run (its start time)."""
+        return self._id_prefix
+
     def all(self) -> list[Session]:
         """Every live session, oldest first."""
         return list(self._by_id.values())

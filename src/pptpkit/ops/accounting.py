@@ -1,0 +1,312 @@
+"""RADIUS accounting (RFC 2866, RFC 2869): Start, Interim-Update and Stop per session, and
+Accounting-On/Off for the server.
+
+Each record is built by :func:`session_record` from what the session table knows - the same
+``Acct-Session-Id`` as the logs and ``pptpkit ctl`` - with the session's counters as the NAS
+sees them (input = received from the client, RFC 2866 5.3) split into octets and Gigawords, and
+``Acct-Terminate-Cause`` from :class:`~pptpkit.vpn.notices.TerminateCause`, which is numbered
+as RFC 2866 5.10.  ``NAS-Port`` is the PPTP call ID, as in the Access-Request, so an AAA that
+keys leases or sessions on NAS + port (FreeRADIUS's sqlippool does) sees one session.
+
+Delivery: the client engine retransmits with backoff and fails over between servers.  A record
+whose request still times out is not lost: it waits in a bounded queue (oldest dropped first
+beyond :data:`MAX_QUEUED`, counted and logged) and is sent again, in order, every
+:data:`RETRY_INTERVAL` seconds until a server answers; ``Acct-Delay-Time`` then says how late
+it is (RFC 2866 5.2).  One log line when accounting starts failing and one when it recovers.
+
+Accounting-On goes out when the server starts (so the AAA closes sessions a crash left open),
+Accounting-Off at a clean stop, after every session's Stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from pptpkit.io.radius import RadiusUdpClient
+from pptpkit.radius.access import NasInfo
+from pptpkit.radius.client import AccountingResponded, AttributeSpec, RadiusBusyError
+from pptpkit.radius.settings import RadiusSetup
+from pptpkit.vpn.notices import SessionDown, SessionNotice, SessionUp, TerminateCause
+
+if TYPE_CHECKING:
+    from pptpkit.pptp.server import PptpServer
+    from pptpkit.vpn.server import BuiltinSessions, Session
+
+__all__ = ["MAX_QUEUED", "RETRY_INTERVAL", "Counters", "RadiusAccounting", "Status", "session_record"]
+
+log = logging.getLogger(__name__)
+
+#: Records kept while no server answers (a day of Interim-Updates for a few hundred sessions).
+MAX_QUEUED: Final = 10000
+#: Seconds between attempts to deliver the queued records.
+RETRY_INTERVAL: Final = 10.0
+_GIGA: Final = 1 << 32
+
+
+class Status(enum.Enum):
+    """Acct-Status-Type (RFC 2866 5.1, RFC 2869 for Interim-Update), dictionary spelling."""
+
+    START = "Start"
+    STOP = "Stop"
+    INTERIM = "Interim-Update"
+    ON = "Accounting-On"
+    OFF = "Accounting-Off"
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """IP octets and packets each way, from the NAS's point of view."""
+
+    octets_in: int = 0
+    octets_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+
+
+def _nas(nas: NasInfo) -> list[AttributeSpec]:
+    out: list[AttributeSpec] = []
+    if nas.nas_ip_address is not None:
+        out.append(("NAS-IP-Address", nas.nas_ip_address))
+    if nas.nas_identifier is not None:
+        out.append(("NAS-Identifier", nas.nas_identifier))
+    return out
+
+
+def session_record(status: Status, session: Session, nas: NasInfo, *, session_time: int,
+                   counters: Counters, cause: TerminateCause | None = None) -> list[AttributeSpec]:
+    """The attributes of one session's Start, Interim-Update or Stop."""
+    attrs: list[AttributeSpec] = [
+        ("Acct-Status-Type", status.value),
+        ("Acct-Session-Id", session.id),
+        ("User-Name", session.user or "-"),
+        *_nas(nas),
+        ("NAS-Port", session.call.call_id),
+        ("NAS-Port-Type", "Virtual"),
+        ("Service-Type", "Framed-User"),
+        ("Framed-Protocol", "PPP"),
+        ("Calling-Station-Id", session.source),
+        ("Tunnel-Type", "PPTP"),
+        ("Tunnel-Medium-Type", "IPv4"),
+        ("Tunnel-Client-Endpoint", session.source),
+        ("Acct-Authentic", "RADIUS" if session.access is not None else "Local"),
+    ]
+    local = session.call.local_address
+    if local is not None:
+        attrs.append(("Called-Station-Id", local))
+    address = session.address or (session.up.peer_address if session.up is not None else None)
+    if address is not None:
+        attrs.append(("Framed-IP-Address", address))
+    if session.access is not None:
+        attrs += [("Class", value) for value in session.access.classes]
+    if status is not Status.START:
+        attrs += [
+            ("Acct-Session-Time", max(0, session_time)),
+            ("Acct-Input-Octets", counters.octets_in % _GIGA),
+            ("Acct-Input-Gigawords", counters.octets_in // _GIGA),
+            ("Acct-Output-Octets", counters.octets_out % _GIGA),
+            ("Acct-Output-Gigawords", counters.octets_out // _GIGA),
+            ("Acct-Input-Packets", counters.packets_in % _GIGA),
+            ("Acct-Output-Packets", counters.packets_out % _GIGA),
+        ]
+    if status is Status.STOP:
+        attrs.append(("Acct-Terminate-Cause", int(cause if cause is not None else TerminateCause.NAS_ERROR)))
+    return attrs
+
+
+def nas_record(status: Status, nas: NasInfo, server_id: str, cause: TerminateCause | None = None
+               ) -> list[AttributeSpec]:
+    """Accounting-On / Accounting-Off for the whole server."""
+    attrs: list[AttributeSpec] = [("Acct-Status-Type", status.value), ("Acct-Session-Id", server_id),
+                                  *_nas(nas)]
+    if cause is not None:
+        attrs.append(("Acct-Terminate-Cause", int(cause)))
+    return attrs
+
+
+@dataclass(slots=True)
+class _Record:
+    attributes: list[AttributeSpec]
+    created: float = field(default_factory=time.monotonic)
+
+
+class RadiusAccounting:
+    """The :class:`~pptpkit.ops.ServerExtension` that accounts every session.  ``stats``:
+    records sent, answered, queued after a failure, dropped from a full queue."""
+
+    def __init__(self, setup: RadiusSetup) -> None:
+        assert setup.acct is not None
+        self.setup = setup
+        self.client: RadiusUdpClient | None = None
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._sessions: BuiltinSessions | None = None
+        self._queue: collections.deque[_Record] = collections.deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._interims: dict[str, asyncio.TimerHandle] = {}
+        #: Sessions whose Start was sent (each gets exactly one Stop).
+        self._started: set[str] = set()
+        self._retry: asyncio.Task[None] | None = None
+        self._failing = False
+        self._server_id = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, sessions: BuiltinSessions, server: PptpServer) -> None:
+        assert self.setup.acct is not None
+        self.client = await RadiusUdpClient.open(self.setup.acct)
+        self._sessions = sessions
+        self._server_id = f"{sessions.id_prefix}00000000"  # no session has number 0
+        sessions.observers.append(self.observe)
+        self._retry = asyncio.get_running_loop().create_task(self._retry_loop())
+        log.info("RADIUS accounting: %s", ", ".join(s.label for s in self.setup.acct.servers))
+        self._submit(nas_record(Status.ON, self.setup.nas, self._server_id))
+
+    async def stop(self) -> None:
+        """After every session's Stop: Accounting-Off, then what is in flight gets the engine's
+        retransmissions (bounded), and the rest is reported lost."""
+        for handle in self._interims.values():
+            handle.cancel()
+        self._interims.clear()
+        if self._sessions is not None and self.observe in self._sessions.observers:
+            self._sessions.observers.remove(self.observe)
+        self._submit(nas_record(Status.OFF, self.setup.nas, self._server_id, TerminateCause.ADMIN_REBOOT))
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self._give_up_after())
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+        left = len(self._queue) + sum(1 for t in self._tasks if not t.done())
+        if left:
+            log.warning("RADIUS accounting: %d records not delivered at shutdown", left)
+        for task in self._tasks:
+            task.cancel()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def _give_up_after(self) -> float:
+        assert self.setup.acct is not None
+        cfg = self.setup.acct
+        per_server = sum(min(cfg.timeout * cfg.backoff ** i, cfg.max_timeout) for i in range(cfg.retries + 1))
+        return per_server * len(cfg.servers) + 1.0
+
+    # -- notices -----------------------------------------------------------------------------
+
+    def observe(self, notice: SessionNotice) -> None:
+        if isinstance(notice, SessionUp):
+            session = notice.session
+            if session.id in self._started:
+                return  # IPCP renegotiated: the same session goes on
+            self._started.add(session.id)
+            self._submit(session_record(Status.START, session, self.setup.nas, session_time=0,
+                                        counters=Counters()))
+            self._schedule_interim(session)
+        elif isinstance(notice, SessionDown):
+            session = notice.session
+            handle = self._interims.pop(session.id, None)
+            if handle is not None:
+                handle.cancel()
+            if session.id not in self._started:
+                return  # never came up: no Start was sent, so no Stop either
+            self._started.discard(session.id)
+            counters = Counters(notice.octets_in, notice.octets_out, notice.packets_in, notice.packets_out)
+            self._submit(session_record(Status.STOP, session, self.setup.nas,
+                                        session_time=int(notice.duration), counters=counters,
+                                        cause=notice.cause))
+
+    def _interval(self, session: Session) -> float:
+        access = session.access
+        if access is not None and access.acct_interim_interval:
+            return float(access.acct_interim_interval)
+        return self.setup.interim
+
+    def _schedule_interim(self, session: Session) -> None:
+        interval = self._interval(session)
+        if interval <= 0:
+            return
+        self._interims[session.id] = asyncio.get_running_loop().call_later(interval, self._interim, session)
+
+    def _interim(self, session: Session) -> None:
+        link = session.link
+        if link.finished or session.id not in self._started:
+            return
+        now = link.loop.time()
+        stats = link.stats
+        counters = Counters(stats.octets_in, stats.octets_out, stats.packets_in, stats.packets_out)
+        up_for = int(now - link.up_at) if link.up_at is not None else 0
+        self._submit(session_record(Status.INTERIM, session, self.setup.nas, session_time=up_for,
+                                    counters=counters))
+        self._schedule_interim(session)
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def _submit(self, attributes: list[AttributeSpec]) -> None:
+        self.stats["sent"] += 1
+        record = _Record(attributes)
+        if self._failing:
+            self._enqueue(record)  # keep the order: behind what is already waiting
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, record: _Record) -> None:
+        if not await self._send(record):
+            self._enqueue(record)
+
+    async def _send(self, record: _Record) -> bool:
+        client = self.client
+        if client is None:
+            return False
+        attrs = record.attributes
+        delay = int(time.monotonic() - record.created)
+        if delay > 0:
+            # Sent late (from the queue): the AAA subtracts this from its receive time.
+            attrs = [a for a in attrs if not (isinstance(a, tuple) and a[0] == "Acct-Delay-Time")]
+            attrs.append(("Acct-Delay-Time", delay))
+        try:
+            answer = await client.accounting_request(attrs)
+        except RadiusBusyError:
+            self.stats["busy"] += 1
+            return False
+        if isinstance(answer, AccountingResponded):
+            self.stats["answered"] += 1
+            return True
+        if not self._failing:
+            self._failing = True
+            log.warning("RADIUS accounting: no answer from %s; records are queued (at most %d) and sent "
+                        "again every %g s", ", ".join(answer.servers), MAX_QUEUED, RETRY_INTERVAL)
+        return False
+
+    def _enqueue(self, record: _Record) -> None:
+        self._failing = True
+        if len(self._queue) >= MAX_QUEUED:
+            self._queue.popleft()
+            self.stats["dropped"] += 1
+            if self.stats["dropped"] in (1, 10, 100) or self.stats["dropped"] % 1000 == 0:
+                log.warning("RADIUS accounting: queue full, %d oldest records dropped", self.stats["dropped"])
+        self._queue.append(record)
+        self.stats["queued"] += 1
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL)
+            while self._queue:
+                record = self._queue[0]
+                if not await self._send(record):
+                    break
+                self._queue.popleft()
+            if not self._queue and self._failing:
+                self._failing = False
+                log.warning("RADIUS accounting: a server answers again; every queued record was delivered")
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
