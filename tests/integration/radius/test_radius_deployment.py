@@ -181,9 +181,18 @@ def test_two_servers_one_aaa_one_pool(deployment: tuple[Deployment, FreeRadius])
         log2 = dep.logs["s2"].read_text(errors="replace")
         assert all(f"user {u!r} authenticated" in log2 for u in USERS), log2
         # s2 holds the two new leases; s1's old ones are still leased to s1 until it is heard
-        # from again (its Accounting-On clears them), so nothing was handed out twice.
+        # from again, so nothing was handed out twice.
         leased = aaa.leases()
         assert all(leased[again[u]][0] == S2 for u in USERS[:2]), leased
+        assert {ip for ip, (nas, _) in leased.items() if nas == S1} == {addresses[u] for u in USERS[:2]}
+        # Both servers said Accounting-On when they started; s1, restarted as a supervisor
+        # would, says it again, and the AAA releases everything s1 held before its crash.
+        ons = [r for r in aaa.detail_records() if r.get("Acct-Status-Type") == "Accounting-On"]
+        assert {r.get("NAS-IP-Address") for r in ons} == {S1, S2}
+        dep.start_server("s1", S1)
+        wait_for(lambda: not any(nas == S1 for nas, _ in aaa.leases().values()), 15,
+                 "s1's stale leases to be released")
+        assert {ip for ip, (nas, _) in aaa.leases().items()} == set(now.values())
     finally:
         for c in clients.values():
             if c.proc.poll() is None:
