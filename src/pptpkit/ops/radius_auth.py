@@ -208,17 +208,9 @@ def _key_sizes_ok(keys: KeyMaterial) -> bool:
     return True
 
 
-# What the answer carried that the server does not act on, said once per session.
-_NOT_APPLIED = ("MS-MPPE-Encryption-Policy", "MS-MPPE-Encryption-Types")
-
-
 def _log_unused(session: Session, result: AccessResult) -> None:
+    """What the answer carried that the server does not act on, said once per session."""
     names = list(result.unused)
-    if result.encryption_policy is not None or result.encryption_types is not None:
-        # The MPPE policy is the server's (--require-mppe-128 ...), negotiated before the answer.
-        names += [n + " (the server's MPPE settings apply)" for n, v in
-                  zip(_NOT_APPLIED, (result.encryption_policy, result.encryption_types), strict=True)
-                  if v is not None]
     if result.framed_pool is not None:
         names.append(f"Framed-Pool {result.framed_pool!r} (one pool: --remote-ip)")
     if result.filter_ids:

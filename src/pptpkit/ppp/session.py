@@ -174,7 +174,8 @@ class PppSession:
         '_mppe', '_mppe_required', '_ncp_early', '_ncps_gone', '_ncps_held', '_network_reached',
         '_now', '_opened',
         '_out', '_outcome', '_phase', '_reason', '_rx4',
-        '_rx6', '_rx_alive', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'idle_timeout', 'stats',
+        '_rx6', '_rx_alive', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'idle_timeout',
+        'mppe_policy', 'stats',
     )
 
     def __init__(self, config: SessionConfig, now: float = 0.0) -> None:
@@ -218,6 +219,9 @@ class PppSession:
         #: Seconds without data before the session ends (0: never); starts as the config's, and
         #: may be changed per session (RADIUS Idle-Timeout) - the next timer check uses it.
         self.idle_timeout = config.idle_timeout
+        #: The MPPE policy CCP starts with; may be narrowed per session before the network phase
+        #: (RADIUS MS-MPPE-Encryption-Policy/-Types), when it is read.
+        self.mppe_policy = config.mppe
         # Data from the peer since the last timer run: LCP keepalive takes it as an answer.
         self._rx_alive = False
         # The per-packet path reads only these (see _update_data_path).
@@ -699,7 +703,7 @@ class PppSession:
         cfg = self.config
         self._set_phase(Phase.NETWORK)
         self._network_reached = True
-        policy = cfg.mppe
+        policy = self.mppe_policy
         keyed = self._keys is not None
         self._mppe_required = policy.required
         if policy.required and not keyed:
@@ -920,7 +924,7 @@ class PppSession:
         self._mppe_off()
         if ccp.result is None or self._keys is None:
             return
-        self._mppe = MppeChannel.start(ccp, self.config.mppe, self._keys, is_server=self._keys_are_server,
+        self._mppe = MppeChannel.start(ccp, self.mppe_policy, self._keys, is_server=self._keys_are_server,
                                        dropped=self.stats.dropped)
 
     def _mppe_off(self) -> None:

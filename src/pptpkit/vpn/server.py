@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import itertools
 import logging
@@ -69,6 +70,7 @@ __all__ = [
     "BuiltinConfig",
     "BuiltinSessions",
     "Session",
+    "radius_mppe_policy",
 ]
 
 log = logging.getLogger(__name__)
@@ -579,6 +581,13 @@ class BuiltinSessions:
             except Exception as exc:
                 log.exception("[%s] verifying %r failed", session.id, event.username)
                 verdict = ExternalVerdict(ok=False, reason=f"verifier failed: {exc}")
+            if verdict.ok and session.access is not None:
+                # CCP starts as soon as the verdict is in: narrow MPPE first.
+                policy = radius_mppe_policy(link.session.mppe_policy, session.access)
+                if isinstance(policy, str):
+                    verdict = ExternalVerdict(ok=False, reason=policy)
+                else:
+                    link.session.mppe_policy = policy
             if not link.finished:
                 link.complete_verification(verdict)
 
@@ -666,6 +675,24 @@ class BuiltinSessions:
         self.reload_error = None
         log.info("secrets reloaded")
         return True
+
+
+def radius_mppe_policy(policy: MppePolicy, access: AccessResult) -> MppePolicy | str:
+    """The session's MPPE policy narrowed by RADIUS (RFC 2548 2.4.4/2.4.5): Encryption-Policy 2
+    requires MPPE, Encryption-Types limits the key lengths (0x2 40-bit, 0x4 128-bit).  The
+    server's own settings are never relaxed.  A string: why the two cannot both hold."""
+    required = policy.required or access.encryption_policy == 2
+    types = access.encryption_types
+    bits_40 = policy.bits_40 and (types is None or bool(types & 0x2))
+    bits_56 = policy.bits_56 and (types is None or bool(types & 0x8))
+    bits_128 = policy.bits_128 and (types is None or bool(types & 0x4))
+    if required and not (bits_40 or bits_56 or bits_128):
+        return (f"RADIUS MS-MPPE-Encryption-Types {types} leaves no MPPE key length the server allows, "
+                "and MPPE is required")
+    if (required, bits_40, bits_56, bits_128) == (policy.required, policy.bits_40, policy.bits_56,
+                                                  policy.bits_128):
+        return policy
+    return dataclasses.replace(policy, required=required, bits_40=bits_40, bits_56=bits_56, bits_128=bits_128)
 
 
 def _count_up(counts: dict[str, int], key: str) -> None:

@@ -88,3 +88,19 @@ def test_secrets_per_server_from_a_servers_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs --radius-secret-file"):
         _build(tmp_path, secret_file=None, server_secrets={"192.0.2.1": b"x"}, dae_listen="192.0.2.2",
                dae_clients=("192.0.2.9",))
+
+
+def test_radius_narrows_mppe_never_relaxes_it() -> None:
+    from pptpkit.ppp.session_config import MppePolicy
+    from pptpkit.radius.access import AccessResult
+    from pptpkit.vpn.server import radius_mppe_policy
+
+    optional = MppePolicy(bits_40=True, bits_128=True, required=False)
+    answer = AccessResult(accepted=True, encryption_policy=2, encryption_types=4)
+    narrowed = radius_mppe_policy(optional, answer)
+    assert isinstance(narrowed, MppePolicy) and narrowed.required
+    assert narrowed.bits_128 and not narrowed.bits_40
+    strict = MppePolicy(bits_40=False, bits_128=True, required=True)
+    assert radius_mppe_policy(strict, AccessResult(accepted=True, encryption_policy=1)) is strict
+    clash = radius_mppe_policy(strict, AccessResult(accepted=True, encryption_types=2))
+    assert isinstance(clash, str) and "no MPPE key length" in clash
