@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random as _random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -217,10 +218,18 @@ class Backoff:
     seconds, so one outage after a day of uptime reconnects at once.  The cap is low on purpose:
     after a server restart every client reconnects at once, some attempts fail on a lossy path,
     and a cap of a minute left sessions down for minutes after the server was back (measured
-    by ``pptpkit bench soak``); a refused connection costs the server next to nothing."""
+    by ``pptpkit bench soak``); a refused connection costs the server next to nothing.
+
+    ``jitter``: each delay is drawn between ``(1 - jitter)`` and 1 times the nominal one
+    (``random`` supplies the draw).  Clients that lost the same server at the same instant would
+    otherwise retry in lockstep and arrive together, every time, at a server that is busiest just
+    after it came back; a quarter of the delay spreads them without slowing anyone down much."""
 
     def __init__(self, *, initial: float = 1.0, cap: float = DEFAULT_BACKOFF_CAP,
-                 stable_after: float = 30.0) -> None:
+                 stable_after: float = 30.0, jitter: float = 0.25,
+                 random: Callable[[], float] = _random.random) -> None:
+        if not 0 <= jitter < 1:
+            raise ConfigError("backoff: jitter must be in [0, 1)")
         if not 0 < initial <= cap:
             raise ConfigError("backoff: need 0 < initial <= cap")
         if stable_after < 0:
@@ -228,6 +237,8 @@ class Backoff:
         self.initial = initial
         self.cap = cap
         self.stable_after = stable_after
+        self.jitter = jitter
+        self._random = random
         self._next = initial
 
     def next_delay(self, up_for: float | None) -> float:
@@ -237,7 +248,7 @@ class Backoff:
             self._next = self.initial
         delay = self._next
         self._next = min(self.cap, self._next * 2)
-        return delay
+        return delay * (1 - self.jitter * self._random())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +294,8 @@ class ConnectConfig:
     max_retries: int | None = None
     backoff_initial: float = 1.0
     backoff_cap: float = DEFAULT_BACKOFF_CAP
+    #: Share of each backoff delay drawn at random (see :class:`Backoff`).
+    backoff_jitter: float = 0.25
     stable_after: float = 30.0
     ifname: str = "pptp%d"
     local_address: IPv4Address | None = None
@@ -309,7 +322,8 @@ class ConnectConfig:
         # The engines validate the rest (names, password length, timers).
         self.session_config()
         GreWatchdog(self.effective_gre_timeout)
-        Backoff(initial=self.backoff_initial, cap=self.backoff_cap, stable_after=self.stable_after)
+        Backoff(initial=self.backoff_initial, cap=self.backoff_cap, stable_after=self.stable_after,
+                jitter=self.backoff_jitter)
 
     @property
     def effective_gre_timeout(self) -> float:
@@ -439,7 +453,8 @@ class Connector:
         cfg = self.config
         if self._resolv is not None:
             self._resolv.recover()
-        backoff = Backoff(initial=cfg.backoff_initial, cap=cfg.backoff_cap, stable_after=cfg.stable_after)
+        backoff = Backoff(initial=cfg.backoff_initial, cap=cfg.backoff_cap, stable_after=cfg.stable_after,
+                          jitter=cfg.backoff_jitter)
         retries = 0
         while True:
             self.attempts += 1

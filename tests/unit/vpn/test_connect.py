@@ -140,12 +140,20 @@ def test_permanent_codes() -> None:
 
 
 def test_backoff_doubles_to_the_cap_and_resets_after_a_stable_link() -> None:
-    b = Backoff(initial=1, cap=60, stable_after=30)
+    b = Backoff(initial=1, cap=60, stable_after=30, jitter=0)
     delays = [b.next_delay(None) for _ in range(9)]
     assert delays == [1, 2, 4, 8, 16, 32, 60, 60, 60]
     assert b.next_delay(5.0) == 60  # a short-lived link does not reset
     assert b.next_delay(30.0) == 1
     assert b.next_delay(None) == 2
+
+
+def test_backoff_jitter_spreads_clients_below_the_nominal_delay() -> None:
+    draws = iter([0.0, 1.0, 0.5])
+    b = Backoff(initial=4, cap=60, jitter=0.25, random=lambda: next(draws))
+    assert [b.next_delay(None) for _ in range(3)] == [4.0, 6.0, 14.0]  # 4, 8*0.75, 16*0.875
+    many = [Backoff(initial=8, cap=60).next_delay(None) for _ in range(200)]
+    assert all(6.0 <= d <= 8.0 for d in many) and max(many) - min(many) > 1.0
 
 
 def test_backoff_rejects_nonsense() -> None:
@@ -446,7 +454,7 @@ def _run_with(results: list[AttemptResult], **cfg: object) -> tuple[int, list[di
     from pptpkit.vpn.connect import Connector
 
     config = ConnectConfig(server=SERVER, username="a", password="p", backoff_initial=0.001,
-                           backoff_cap=0.004, **cfg)  # type: ignore[arg-type]
+                           backoff_cap=0.004, backoff_jitter=0, **cfg)  # type: ignore[arg-type]
     statuses: list[dict[str, object]] = []
     queue = list(results)
 
