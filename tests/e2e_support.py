@@ -132,7 +132,8 @@ class VpnLab:
     def start_server(self, *flags: str, timeout: float = 15.0) -> subprocess.Popen[bytes]:
         argv = [PY, "-m", "pptpkit", "server", "--listen", SERVER, "--local-ip", TUNNEL_LOCAL,
                 "--remote-ip", POOL, "--secrets", str(self.secrets), "--dns", PUSHED_DNS,
-                "--max-per-source", "64", "--no-mss-clamp", *flags]
+                "--max-per-source", "64", "--no-mss-clamp", "--ctl-socket", str(self.tmp / "ctl.sock"),
+                *flags]
         log = self.server_log.open("ab")
         proc: subprocess.Popen[bytes] = self.lab.popen(self.server_ns, argv, stdin=subprocess.DEVNULL,
                                                        stdout=log, stderr=log)

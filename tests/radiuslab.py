@@ -28,7 +28,7 @@ class RadiusServer:
                 "--remote-ip", "198.51.100.10-19", "--secrets", str(tmp / "absent-chap-secrets"),
                 "--radius-server", RADIUS, "--radius-secret-file", str(secret),
                 "--radius-timeout", "0.5", "--radius-retries", "1", "--nas-identifier", "pptpkit-test",
-                "--auth-fail-limit", "0", *extra]
+                "--auth-fail-limit", "0", "--ctl-socket", str(tmp / "ctl.sock"), *extra]
         with open(self.log_path, "wb") as log:
             self.proc = lab.popen(ns, argv, stdout=subprocess.DEVNULL, stderr=log)
         self.wait_log("listening on", 15)

@@ -185,7 +185,8 @@ class OurServer(_Program):
     def __init__(self, vm: GuestVm, secrets: Path, log_path: Path, *flags: str) -> None:
         argv = [
             "server", "-v", "--listen", HOST_ADDR, "--local-ip", "198.51.100.1",
-            "--remote-ip", "198.51.100.10-20", "--secrets", str(secrets), "--name", "pptpd", *flags,
+            "--remote-ip", "198.51.100.10-20", "--secrets", str(secrets), "--name", "pptpd",
+            "--ctl-socket", str(log_path.parent / "ctl.sock"), *flags,
         ]  # fmt: skip
         super().__init__(vm, argv, log_path)
         self.wait_log(f"listening on {HOST_ADDR}:1723", timeout=20)

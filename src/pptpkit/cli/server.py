@@ -52,7 +52,7 @@ from pptpkit.pptp.server import PptpServer, PptpServerConfig
 from pptpkit.radius.settings import RadiusSetup
 from pptpkit.vpn.guard import AuthGuard, GuardConfig, GuardedSecrets
 from pptpkit.vpn.netpolicy import MssClamp, NftError
-from pptpkit.vpn.pool import AddressPool
+from pptpkit.vpn.pool import AddressPool, PrefixPool
 from pptpkit.vpn.server import (
     DEFAULT_AUTH_TIMEOUT,
     DEFAULT_MAX_PREAUTH,
@@ -232,6 +232,9 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     group.add_argument("--ipv6", action="store_true",
                        help="also negotiate IPv6 (IPV6CP, pppd's +ipv6): each session's interface gets "
                             "the link-local pair of the negotiated identifiers (per-session interfaces)")
+    group.add_argument("--ipv6-prefix", metavar="NET",
+                       help="route a /64 from NET (for example 2001:db8:100::/48) to each IPv6 session's "
+                            "client, through its link-local address (needs --ipv6)")
     group.add_argument("--proxyarp", action="store_true",
                        help="publish each client's address on the LAN interface whose subnet holds it "
                             "(pppd's proxyarp), so LAN hosts reach clients as neighbours")
@@ -277,7 +280,7 @@ _PLAIN: Final = {
     "echo_interval": "echo_interval", "echo_failure": "echo_failure", "idle": "idle",
     "pidfile": "pidfile", "auth_timeout": "auth_timeout", "auth_fail_limit": "auth_fail_limit",
     "auth_fail_window": "auth_fail_window", "auth_lockout": "auth_lockout", "max_preauth": "max_preauth",
-    "max_preauth_per_source": "max_preauth_per_source",
+    "max_preauth_per_source": "max_preauth_per_source", "ipv6_prefix": "ipv6_prefix",
     "radius_secret_file": "radius_secret_file", "radius_timeout": "radius_timeout",
     "radius_retries": "radius_retries", "nas_identifier": "nas_identifier",
     "nas_ip_address": "nas_ip_address", "radius_interim": "radius_interim",
@@ -381,6 +384,7 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
         source_check=settings.source_check,
         proxyarp=settings.proxyarp,
         ipv6=settings.ipv6,
+        ipv6_prefixes=None if settings.ipv6_prefix is None else PrefixPool(settings.ipv6_prefix),
         auth_timeout=settings.auth_timeout,
         max_preauth=settings.max_preauth,
         max_preauth_per_source=settings.max_preauth_per_source,

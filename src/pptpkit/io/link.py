@@ -182,7 +182,8 @@ class PppLink:
 
     __slots__ = (
         '_attached', '_close_transport', '_data_plane', '_deadline', '_early', '_loop', '_on_event',
-        '_plane_chain', '_sink', '_source_check', '_src4', '_src6', '_started', '_tasks', '_transport',
+        '_plane_chain', '_prefix6', '_sink', '_source_check', '_src4', '_src6', '_started', '_tasks',
+        '_transport',
         '_up_waiter', 'closed', 'config', 'down_event', 'interface', 'name', 'plane_lost', 'session',
         'started_at', 'stats', 'up', 'up_at',
     )
@@ -213,6 +214,7 @@ class PppLink:
         # The sources the peer may use, once known (b"": none allowed yet); None = unchecked.
         self._src4: bytes | None = b"" if source_check else None
         self._src6: bytes | None = None
+        self._prefix6: bytes | None = None
         self._attached = False
         self._deadline = Deadline(self._loop, self._on_deadline)
         self._started = False
@@ -354,7 +356,7 @@ class PppLink:
                 return
             src4 = self._src4
             if src4 is not None and (len(packet) < 20 or (packet[12:16] != src4 if packet[0] >> 4 == 4
-                                                          else packet[8:24] != self._src6)):
+                                                          else not self._ipv6_source_ok(packet))):
                 self._refuse_source(packet)
                 return
             stats = self.stats
@@ -365,6 +367,17 @@ class PppLink:
         # A control frame (or a dropped one, which may have asked for an MPPE reset): it may
         # have produced frames, events and a new deadline.
         self._pump(now)
+
+    def _ipv6_source_ok(self, packet: bytes) -> bool:
+        """The client's link-local address, or any address of the /64 routed to it."""
+        if len(packet) < 40:
+            return False
+        return packet[8:24] == self._src6 or (self._prefix6 is not None and packet[8:16] == self._prefix6)
+
+    def allow_ipv6_prefix(self, prefix: bytes | None) -> None:
+        """Also accept sources from the /64 whose first 8 octets are ``prefix`` (a prefix routed
+        to this client, ``--ipv6-prefix``)."""
+        self._prefix6 = prefix
 
     def _refuse_source(self, packet: bytes) -> None:
         stats = self.stats

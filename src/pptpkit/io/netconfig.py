@@ -267,6 +267,8 @@ class NetConfig:
     ) -> dict[str, Any]:
         address, prefixlen = _split(dst)
         kwargs: dict[str, Any] = {"dst": address, "dst_len": prefixlen}
+        if ":" in address:
+            kwargs["family"] = socket.AF_INET6
         if dev is not None:
             kwargs["oif"] = await self.link_index(dev)
         if gateway is not None:

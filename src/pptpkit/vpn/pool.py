@@ -16,7 +16,7 @@ from typing import Final
 
 from pptpkit.errors import ConfigError
 
-__all__ = ["MAX_POOL_ADDRESSES", "AddressPool", "parse_ip_list"]
+__all__ = ["MAX_POOL_ADDRESSES", "AddressPool", "PrefixPool", "parse_ip_list"]
 
 #: More addresses than this in one localip/remoteip list is certainly a typo (a /8 range).
 MAX_POOL_ADDRESSES: Final = 65536
@@ -117,3 +117,39 @@ class AddressPool:
             return
         self._used.discard(i)
         heapq.heappush(self._free, i)
+
+
+class PrefixPool:
+    """IPv6 prefixes of ``length`` carved from ``network`` (``--ipv6-prefix``), one per session,
+    lowest free first - the same order after a restart, like the address pool.  Taking and
+    returning one is O(log n); the pool never holds more than the sessions using it."""
+
+    def __init__(self, network: str, length: int = 64) -> None:
+        try:
+            self.network = ipaddress.IPv6Network(network)
+        except ValueError as exc:
+            raise ConfigError(f"--ipv6-prefix {network!r}: {exc}") from None
+        if not self.network.prefixlen < length <= 128:
+            raise ConfigError(f"--ipv6-prefix {network}: a /{length} per session does not fit in it")
+        self.length = length
+        self.size = 1 << (length - self.network.prefixlen)
+        self._next = 0
+        self._free: list[int] = []
+
+    def allocate(self) -> ipaddress.IPv6Network | None:
+        if self._free:
+            index = heapq.heappop(self._free)
+        elif self._next < self.size:
+            index, self._next = self._next, self._next + 1
+        else:
+            return None
+        return self._prefix(index)
+
+    def release(self, prefix: ipaddress.IPv6Network) -> None:
+        index = (int(prefix.network_address) - int(self.network.network_address)) >> (128 - self.length)
+        if 0 <= index < self._next and index not in self._free:
+            heapq.heappush(self._free, index)
+
+    def _prefix(self, index: int) -> ipaddress.IPv6Network:
+        base = int(self.network.network_address) + (index << (128 - self.length))
+        return ipaddress.IPv6Network((base, self.length))

@@ -33,6 +33,7 @@ from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import SecretsProvider
 from pptpkit.control import GeneralError, OutgoingCallResult
 from pptpkit.errors import ConfigError
+from pptpkit.io.dataplane import link_local
 from pptpkit.io.link import DataPlane, PacketSink, PppLink, outcome_text
 from pptpkit.io.netconfig import NetConfig, NetConfigError
 from pptpkit.io.throttle import LogThrottle, left_out_text
@@ -60,7 +61,7 @@ from pptpkit.vpn.notices import (
     TerminateCause,
     terminate_cause,
 )
-from pptpkit.vpn.pool import AddressPool
+from pptpkit.vpn.pool import AddressPool, PrefixPool
 
 __all__ = [
     "DEFAULT_AUTH_TIMEOUT",
@@ -143,6 +144,9 @@ class BuiltinConfig:
     external_auth: bool = False
     #: IPV6CP on every session (the data plane gives the interface the link-local pair).
     ipv6: bool = False
+    #: A /64 from here per session, routed to the client (pppd has no such thing; accel-ppp's
+    #: ipv6-pool with delegation does).
+    ipv6_prefixes: PrefixPool | None = None
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1 or self.max_per_source < 1:
@@ -155,6 +159,8 @@ class BuiltinConfig:
             raise ConfigError("the server name must not be empty")
         if self.mppe.required and not self.auth_policy.authenticates_peer:
             raise ConfigError("MPPE needs keys from MS-CHAP: it cannot be required without authentication")
+        if self.ipv6_prefixes is not None and not self.ipv6:
+            raise ConfigError("--ipv6-prefix needs --ipv6")
         if self.external_auth and AuthMethod.EAP in self.auth_policy.offered_methods():
             raise ConfigError("EAP cannot be verified through RADIUS here: drop --require-eap")
         self.session_config(None)
@@ -185,8 +191,8 @@ class Session:
     """One built-in session: its call, its link, and what it holds."""
 
     __slots__ = (
-        "access", "address", "auth_deadline", "auth_method", "call", "cause", "id", "link", "pair",
-        "preauth", "proxy_arp", "session_deadline", "source", "started", "up", "user",
+        "access", "address", "auth_deadline", "auth_method", "call", "cause", "id", "ipv6_prefix", "link",
+        "pair", "preauth", "proxy_arp", "session_deadline", "source", "started", "up", "user",
     )
 
     def __init__(self, session_id: str, call: ServerCall, link: PppLink, source: str,
@@ -218,6 +224,8 @@ class Session:
         self.access: AccessResult | None = None
         #: Session-Timeout: when the session is ended (RADIUS, CoA, or set by the operator).
         self.session_deadline: asyncio.TimerHandle | None = None
+        #: ``--ipv6-prefix``: the prefix routed to this client.
+        self.ipv6_prefix: ipaddress.IPv6Network | None = None
 
 
 class _CheckedPlane:
@@ -239,12 +247,15 @@ class _CheckedPlane:
             raise
         if owner.config.proxyarp and up.peer_address is not None:
             await owner.publish_proxy_arp(link, str(up.peer_address))
+        if up.peer_ipv6_id is not None:
+            await owner.route_ipv6_prefix(link, up.peer_ipv6_id)
         return sink
 
     async def ipv6_up(self, link: PppLink, local_id: bytes, peer_id: bytes) -> None:
         handler = getattr(self._inner, "ipv6_up", None)
         if handler is not None:
             await handler(link, local_id, peer_id)
+        await self._owner.route_ipv6_prefix(link, peer_id)
 
     async def detach(self, link: PppLink) -> None:
         try:
@@ -341,6 +352,30 @@ class BuiltinSessions:
             return
         log.info("[%s] session timeout: ending the session of user %r", session.id, session.user)
         self.kill(session, "session timeout", TerminateCause.SESSION_TIMEOUT)
+
+    async def route_ipv6_prefix(self, link: PppLink, peer_id: bytes) -> None:
+        """``--ipv6-prefix``: a prefix of its own for the session, routed to the client's
+        link-local address; it goes with the interface, and back to the pool with the session."""
+        session = self._by_link.get(link)
+        pool = self.config.ipv6_prefixes
+        if session is None or pool is None or session.ipv6_prefix is not None or link.interface is None:
+            return
+        prefix = pool.allocate()
+        if prefix is None:
+            log.warning("[%s] no free IPv6 prefix in %s", session.id, pool.network)
+            return
+        session.ipv6_prefix = prefix
+        link.allow_ipv6_prefix(prefix.network_address.packed[:8])
+        via = link_local(peer_id)
+        nc = await NetConfig().open()
+        try:
+            await nc.add_route(str(prefix), dev=link.interface, gateway=via)
+        except NetConfigError as exc:
+            log.warning("[%s] IPv6 prefix %s not routed: %s", session.id, prefix, exc)
+            return
+        finally:
+            await nc.close()
+        log.info("[%s] IPv6 prefix %s routed to %s on %s", session.id, prefix, via, link.interface)
 
     async def publish_proxy_arp(self, link: PppLink, peer: str) -> None:
         """pppd's ``proxyarp``: LAN hosts reach the client as a neighbour.  Like pppd, a failure
@@ -567,6 +602,9 @@ class BuiltinSessions:
             self._unhold(session.pair[1])
             self.config.pool.release(session.pair)
             session.pair = None
+        if session.ipv6_prefix is not None and self.config.ipv6_prefixes is not None:
+            self.config.ipv6_prefixes.release(session.ipv6_prefix)
+            session.ipv6_prefix = None
 
     def _verify(self, session: Session, link: PppLink, event: VerificationNeeded) -> None:
         session.user = event.username

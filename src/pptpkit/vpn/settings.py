@@ -138,6 +138,7 @@ class ServerChanges(TypedDict, total=False):
     max_preauth: int
     max_preauth_per_source: int
     ipv6: bool
+    ipv6_prefix: str | None
     radius_servers: tuple[str, ...]
     radius_acct_servers: tuple[str, ...]
     radius_secret_file: str | None
@@ -217,6 +218,8 @@ class ServerSettings:
     max_preauth_per_source: int = DEFAULT_MAX_PREAUTH_PER_SOURCE
     #: IPV6CP on every session (pppd's +ipv6); per-session interfaces only.
     ipv6: bool = False
+    #: A /64 per session from this network, routed to the client.
+    ipv6_prefix: str | None = None
     # RADIUS (built-in mode): servers as HOST[:PORT], in failover order.
     radius_servers: tuple[str, ...] = ()
     radius_acct_servers: tuple[str, ...] = ()

@@ -399,3 +399,17 @@ def test_ipv6_inside_the_tunnel(vpn: VpnLab) -> None:
                            check=False)
         assert done.returncode == 0, done.stdout + done.stderr
     assert client.stop() == 0
+
+
+def test_ipv6_prefix_routed_to_the_client(vpn: VpnLab) -> None:
+    vpn.start_server("--ipv6", "--ipv6-prefix", "2001:db8:100::/48")
+    client = vpn.connect("--ipv6")
+    up = client.wait_up()
+    wait_for(lambda: "IPv6 prefix 2001:db8:100::/64 routed" in vpn.server_text(), 10, "the prefix route")
+    # What a client does with its prefix is its own business: here, one address on its loopback.
+    vpn.lab.ip(vpn.client_ns, "-6", "addr", "add", "2001:db8:100::1/128", "dev", "lo")
+    done = vpn.lab.run(vpn.server_ns, ["ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "2",
+                                       "2001:db8:100::1"], check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert up["interface"]
+    assert client.stop() == 0

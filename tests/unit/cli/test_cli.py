@@ -218,7 +218,8 @@ def test_not_permitted_is_the_same_failure_everywhere(tmp_path: Path) -> None:
         "connect": _pptpkit(["connect", "192.0.2.1", "-u", "a", "--timeout", "2"], prefix=jail,
                             env={PASSWORD_ENV_NAME: "pw"}),
         "server": _pptpkit(["server", *pool, "--noauth", "--no-mppe", "--no-mss-clamp", "-q",
-                            "--listen", "127.0.0.1:1799"], prefix=jail),
+                            "--listen", "127.0.0.1:1799", "--ctl-socket", str(tmp_path / "ctl.sock")],
+                           prefix=jail),
         "ppp": _pptpkit(["ppp", "noauth", "192.0.2.1:192.0.2.2", "nologfd"], prefix=jail,
                         env={"PPTPKIT_PPP_ETC": str(tmp_path)}),
     }

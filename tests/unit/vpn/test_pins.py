@@ -52,3 +52,25 @@ def test_watchdog_due_after_its_time_even_when_gre_was_seen() -> None:
     dog.start(10.0)
     dog.gre_seen()
     assert not dog.due(13.9) and dog.due(14.0) and not dog.expired(14.0)
+
+
+def test_prefix_pool_hands_out_the_lowest_free_64() -> None:
+    import ipaddress
+
+    import pytest
+
+    from pptpkit.errors import ConfigError
+    from pptpkit.vpn.pool import PrefixPool
+
+    pool = PrefixPool("2001:db8:100::/62")
+    got = [pool.allocate() for _ in range(4)]
+    assert [str(p) for p in got if p] == ["2001:db8:100::/64", "2001:db8:100:1::/64", "2001:db8:100:2::/64",
+                                          "2001:db8:100:3::/64"]
+    assert pool.allocate() is None
+    pool.release(ipaddress.IPv6Network("2001:db8:100:2::/64"))
+    pool.release(ipaddress.IPv6Network("2001:db8:100:1::/64"))
+    assert str(pool.allocate()) == "2001:db8:100:1::/64"
+    with pytest.raises(ConfigError, match="does not fit"):
+        PrefixPool("2001:db8::/64")
+    with pytest.raises(ConfigError, match="--ipv6-prefix"):
+        PrefixPool("192.0.2.0/24")
