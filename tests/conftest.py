@@ -30,3 +30,11 @@ def require_binary(name: str) -> str:
     require(path is not None, f"needs the {name} binary")
     assert path is not None
     return path
+
+
+@pytest.fixture(autouse=True)
+def _private_control_socket(tmp_path_factory: pytest.TempPathFactory,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``pptpkit server`` a test starts gets a control socket of its own (through
+    ``$PPTPKIT_CTL_SOCKET``), so no test meets another's server, or the machine's."""
+    monkeypatch.setenv("PPTPKIT_CTL_SOCKET", str(tmp_path_factory.mktemp("ctl") / "ctl.sock"))

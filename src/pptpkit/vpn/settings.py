@@ -24,6 +24,7 @@ not depend on where those classes live.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, TypedDict
@@ -59,7 +60,9 @@ __all__ = [
 
 DEFAULT_SECRETS: Final = "/etc/ppp/chap-secrets"
 #: ``pptpkit ctl``'s socket (:mod:`pptpkit.ops.ctl`); both sides default to it.
-DEFAULT_CTL_SOCKET: Final = "/run/pptpkit/ctl.sock"
+#: The control socket of ``pptpkit server`` and ``pptpkit ctl``; ``$PPTPKIT_CTL_SOCKET`` moves
+#: both (a second server on one machine, or a test suite whose servers must not meet).
+DEFAULT_CTL_SOCKET: Final = os.environ.get("PPTPKIT_CTL_SOCKET") or "/run/pptpkit/ctl.sock"
 TunMode = Literal["per-session", "shared"]
 TUN_MODES: Final[tuple[TunMode, ...]] = ("per-session", "shared")
 

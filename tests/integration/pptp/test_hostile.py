@@ -14,18 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serverlab import (
-    LOCAL_IP,
-    SERVER,
-    Pinger,
-    Server,
-    Tap,
-    connect,
-    echo_request,
-    in_ns,
-    run_in,
-    two_namespaces,
-)
 
 from conftest import require_binary, require_root
 from netns import NetnsLab, pids_in
@@ -42,6 +30,18 @@ from pptpkit.ppp.frame import decode_frame, frame_header
 from pptpkit.ppp.packet import Code, Packet
 from pptpkit.ppp.session_config import MppePolicy, Outcome
 from pptpkit.pptp.client import CallRefusedError, PptpClient, PptpClientConfig
+from serverlab import (
+    LOCAL_IP,
+    SERVER,
+    Pinger,
+    Server,
+    Tap,
+    connect,
+    echo_request,
+    in_ns,
+    run_in,
+    two_namespaces,
+)
 
 pytestmark = [pytest.mark.root]
 

@@ -17,6 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from conftest import require_binary, require_root
+from netns import NetnsLab, pids_in
+from pptpkit.io.link import LinkDownError
+from pptpkit.ppp.session_config import Outcome
+from pptpkit.pptp.client import (
+    CallRefusedError,
+    ControlConnectionError,
+    PptpClient,
+    PptpClientConfig,
+)
 from serverlab import (
     CLIENT,
     LOCAL_IP,
@@ -30,17 +41,6 @@ from serverlab import (
     run_in,
     tcp_transfer,
     two_namespaces,
-)
-
-from conftest import require_binary, require_root
-from netns import NetnsLab, pids_in
-from pptpkit.io.link import LinkDownError
-from pptpkit.ppp.session_config import Outcome
-from pptpkit.pptp.client import (
-    CallRefusedError,
-    ControlConnectionError,
-    PptpClient,
-    PptpClientConfig,
 )
 
 pytestmark = [pytest.mark.root]

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from freeradius import FreeRadius, User
 
 from conftest import require_binary, require_root
+from freeradius import FreeRadius, User
 from netns import NetnsLab, inside
 from pptpkit.crypto import mppe, mschap
 from pptpkit.io.radius import RadiusUdpClient

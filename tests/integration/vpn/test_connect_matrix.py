@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_support import TUNNEL_LOCAL, VpnLab
 
 from conftest import require_root
+from e2e_support import TUNNEL_LOCAL, VpnLab
 from netns import NetnsLab
 
 pytestmark = [pytest.mark.root]
