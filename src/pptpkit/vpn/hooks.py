@@ -79,7 +79,6 @@ DEFAULT_MAX_OUTPUT: Final = 4096
 HOOK_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Seconds to read what is left in the pipe once the script has exited.
 _OUTPUT_LINGER: Final = 0.2
-_READ_CHUNK: Final = 4096
 
 
 class HookKind(enum.Enum):
@@ -295,53 +294,64 @@ class HookRunner:
             log.debug("[%s] %s: done", label, name)
 
     async def _run(self, argv: list[str], env: dict[str, str]) -> HookResult:
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, env=env, cwd="/", stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            transport, output = await loop.subprocess_exec(
+                lambda: _Output(loop, self.max_output), *argv, env=env, cwd="/",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 # A session of its own: on timeout the whole group is killed, children too.
                 start_new_session=True, close_fds=True)
         except OSError as exc:
             return HookResult(None, error=exc.strerror or str(exc))
         self.started += 1
-        kept = bytearray()
-        dropped = 0
-
-        async def read() -> None:
-            nonlocal dropped
-            assert proc.stdout is not None
-            while chunk := await proc.stdout.read(_READ_CHUNK):
-                room = self.max_output - len(kept)
-                kept.extend(chunk[:room])
-                dropped += max(0, len(chunk) - room)
-
-        reader = asyncio.ensure_future(read())
         timed_out = False
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self.timeout)
+            # The script's exit, not its pipe's end: a background child may hold the pipe.
+            await asyncio.wait_for(asyncio.shield(output.exited), self.timeout)
         except TimeoutError:
             timed_out = True
-            await self._kill(proc)
+            await self._kill(transport.get_pid(), output.exited)
         finally:
-            # What is already in the pipe, but no wait for a background child holding it open.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(reader), _OUTPUT_LINGER)
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            transport = getattr(proc, "_transport", None)
-            if transport is not None:
-                transport.close()
-        return HookResult(proc.returncode, timed_out=timed_out, output=bytes(kept), output_dropped=dropped)
+                await asyncio.wait_for(asyncio.shield(output.eof), _OUTPUT_LINGER)
+            transport.close()
+        return HookResult(transport.get_returncode(), timed_out=timed_out, output=bytes(output.kept),
+                          output_dropped=output.dropped)
 
-    async def _kill(self, proc: asyncio.subprocess.Process) -> None:
+    async def _kill(self, pid: int, exited: asyncio.Future[None]) -> None:
         """SIGTERM to the script's process group; after ``kill_grace`` SIGKILL to whatever of
         the group is left (the group's ID is not reused while a member lives, so this cannot
         hit a stranger)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), self.kill_grace)
+            await asyncio.wait_for(asyncio.shield(exited), self.kill_grace)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+            os.killpg(pid, signal.SIGKILL)
+        await exited
+
+
+class _Output(asyncio.SubprocessProtocol):
+    """The script's output (stdout and stderr on one pipe), the first ``limit`` bytes kept;
+    ``exited`` resolves when the process exits, ``eof`` when the pipe closes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.limit = limit
+        self.kept = bytearray()
+        self.dropped = 0
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.eof: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        room = max(0, self.limit - len(self.kept))
+        self.kept.extend(data[:room])
+        self.dropped += max(0, len(data) - room)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
