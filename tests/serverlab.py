@@ -81,6 +81,14 @@ class Server:
         self.ctl_socket = workdir / "ctl.sock"
         if "--ctl-socket" not in extra and "--no-ctl" not in extra:
             base += ["--ctl-socket", str(self.ctl_socket)]
+        # The machine's /etc/ppp/ip-up must never run by accident: hooks only where a test names
+        # its scripts (every one of the four; the others are then a path that does not exist).
+        hook_flags = ("--ip-up", "--ip-down", "--ipv6-up", "--ipv6-down")
+        if builtin and not any(flag in extra for flag in hook_flags):
+            base.append("--no-hooks")
+        elif builtin:
+            base += [a for flag in hook_flags if flag not in extra
+                     for a in (flag, str(workdir / f"no-such{flag[1:]}"))]
         with open(self.log_path, "wb") as log:
             self.proc = lab.popen(ns, [
                 sys.executable, "-m", "pptpkit", "server", "--listen", SERVER, *base, *extra,

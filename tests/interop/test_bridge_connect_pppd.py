@@ -56,6 +56,7 @@ def test_two_pppd_calls_share_one_control_connection(lab: tuple[NetnsLab, str, s
             sys.executable, "-m", "pptpkit", "server", "--listen", SERVER,
             "--local-ip", "198.51.100.1,198.51.100.2", "--remote-ip", "198.51.100.10-11",
             "--secrets", str(tmp_path / "chap-secrets"), "--require-mschap-v2", "--require-mppe-128",
+            "--no-hooks",
         ], stdout=subprocess.DEVNULL, stderr=log)
     wait_until(lambda: any(r[3] == "0A" and r[1].endswith(":06BB") for r in tcp_rows(server_ns)), 10,
                "the server to listen")

@@ -63,7 +63,8 @@ def test_pptp_linux_with_pptpkit_ppp_against_our_builtin_server(
     (client_etc / "chap-secrets").write_text("alice pptpd s3cret *\n")
     server_log = tmp_path / "server.log"
     with open(server_log, "wb") as log:
-        server = netlab.popen(server_ns, [sys.executable, "-m", "pptpkit", "server", "--config", str(conf)],
+        server = netlab.popen(server_ns, [sys.executable, "-m", "pptpkit", "server", "--config", str(conf),
+                                          "--no-hooks"],
                               env={**os.environ, "PPTPKIT_PPP_ETC": str(server_etc)},
                               stdout=subprocess.DEVNULL, stderr=log)
     wait_until(lambda: listening(server_ns) or server.poll() is not None, 10, "the server")

@@ -267,7 +267,17 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                              "unless set)")
     radius.add_argument("--radius-dae-client", dest="radius_dae_clients", action="append", metavar="IP",
                         help="address allowed to send Disconnect/CoA requests (repeatable)")
+    _add_hook_flags(srv)
     return srv
+
+
+def _add_hook_flags(srv: argparse.ArgumentParser) -> None:
+    hooks = srv.add_argument_group("hook scripts (built-in mode; pppd's, run when present and executable)")
+    for kind in ("ip-up", "ip-down", "ipv6-up", "ipv6-down"):
+        hooks.add_argument(f"--{kind}", metavar="PATH", help=f"the {kind} script (default /etc/ppp/{kind})")
+    hooks.add_argument("--no-hooks", action="store_true", help="run no hook scripts")
+    hooks.add_argument("--hook-timeout", type=positive_float, metavar="S",
+                       help="kill a hook script still running after S seconds (default 30)")
 
 
 #: Flags whose value is the setting as it is: dest -> settings field.
@@ -286,6 +296,8 @@ _PLAIN: Final = {
     "nas_ip_address": "nas_ip_address", "radius_interim": "radius_interim",
     "radius_dae_listen": "radius_dae_listen",
     "ctl_socket": "ctl_socket",
+    "ip_up": "ip_up", "ip_down": "ip_down", "ipv6_up": "ipv6_up", "ipv6_down": "ipv6_down",
+    "hook_timeout": "hook_timeout",
 }
 
 
@@ -315,6 +327,8 @@ def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChange
         changes["source_check"] = False
     if "no_ctl" in given:
         changes["ctl_socket"] = None
+    if "no_hooks" in given:
+        changes["hooks"] = False
     if given.get("verbose"):
         changes["verbose"] = max(base.verbose, given["verbose"])
     # Stateful MPPE is a setting of its own: a mode flag keeps what the file said about it.
@@ -526,6 +540,14 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
         from pptpkit.ops.ctl import CtlExtension
 
         found.append(CtlExtension(settings.ctl_socket))
+    if settings.hooks:
+        from pptpkit.ops.hooks import HookScripts, HookSettings
+        from pptpkit.vpn.hooks import HookKind
+
+        found.append(HookScripts(HookSettings(
+            scripts={HookKind.IP_UP: settings.ip_up, HookKind.IP_DOWN: settings.ip_down,
+                     HookKind.IPV6_UP: settings.ipv6_up, HookKind.IPV6_DOWN: settings.ipv6_down},
+            timeout=settings.hook_timeout, speed=settings.speed, ipparam=not settings.noipparam)))
     return found
 
 

@@ -35,6 +35,9 @@ _FIELD_OPTION: Final = {
     "local_address": "LOCAL:REMOTE", "remote_address": "LOCAL:REMOTE", "strip_domain": "chapms-strip-domain",
     "speed": "speed", "remotenumber": "remotenumber", "original_ip": "pptpd-original-ip",
     "logwtmp": "plugin", "radius": "plugin", "radius_config": "radius-config-file",
+    # Hook scripts on the client: issue 12 (pptpkit.vpn.hooks is ready for it).
+    "ip_up_script": "ip-up-script", "ip_down_script": "ip-down-script",
+    "ipv6_up_script": "ipv6-up-script", "ipv6_down_script": "ipv6-down-script",
 }
 
 

@@ -140,7 +140,9 @@ class PppdOptions:
     pptpd-original-ip), ``logwtmp``.  RADIUS: ``radius`` (``plugin radius.so``) and
     ``radius_config`` (its ``radius-config-file``).  A dialled link: ``pty`` (the command that
     carries the line), ``persist``/``maxfail``/``holdoff`` (pppd's defaults: 10 failures, 30 s),
-    ``linkname``, ``unit``, ``detach`` (None: pppd's default, background when it has a pty;
+    ``linkname``, ``ip_up_script``/``ip_down_script``/``ipv6_up_script``/``ipv6_down_script``
+    (pppd's ``ip-up-script`` & co.; the built-in server runs them), ``unit``, ``detach`` (None:
+    pppd's default, background when it has a pty;
     ``"up"``: updetach; ``"never"``: nodetach), ``replacedefaultroute``.  Logging: ``debug``,
     ``logfile``, ``logfd`` (None: nologfd), ``files`` (every file read, in order).
     ``notices``: things the user should know that do not stop us (logged by the caller).
@@ -183,6 +185,10 @@ class PppdOptions:
     maxfail: int = 10
     holdoff: int = 30
     linkname: str | None = None
+    ip_up_script: str | None = None
+    ip_down_script: str | None = None
+    ipv6_up_script: str | None = None
+    ipv6_down_script: str | None = None
     unit: int | None = None
     detach: str | None = None
     replacedefaultroute: bool = False
@@ -553,6 +559,10 @@ _OPTIONS: Final[dict[str, tuple[int, _Handler]]] = {
     "maxfail": (1, _set_int("maxfail", 0, 1_000_000)),
     "holdoff": (1, _set_int("holdoff", 0, 86400)),
     "linkname": (1, _linkname),
+    "ip-up-script": (1, _set_name("ip_up_script", 4096)),
+    "ip-down-script": (1, _set_name("ip_down_script", 4096)),
+    "ipv6-up-script": (1, _set_name("ipv6_up_script", 4096)),
+    "ipv6-down-script": (1, _set_name("ipv6_down_script", 4096)),
     "unit": (1, _set_int("unit", 0, 65535)),
     "nodetach": (0, _set("detach", "never")),
     "updetach": (0, _set("detach", "up")),

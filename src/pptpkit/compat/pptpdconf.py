@@ -284,8 +284,10 @@ def server_changes(conf: PptpdConf, *, builtin: bool, etc_dir: str | None = None
             changes["remoteip"] = conf.remoteip
         return changes
     conf.check_builtin()
-    if conf.speed != DEFAULT_SPEED or conf.noipparam:
-        log.info("%s: speed/noipparam only matter to a PPP program; ignored in built-in mode", conf.path)
+    # What pptpd passes pppd for its ip-up scripts: the hook scripts get the same.
+    changes["speed"] = conf.speed
+    if conf.noipparam:
+        changes["noipparam"] = True
     opts = builtin_options(conf, etc_dir=etc_dir)
     changes.update(_builtin_changes(conf, opts))
     # pptpd's pppd reads chap-secrets next to its options.
@@ -361,6 +363,11 @@ def _builtin_changes(conf: PptpdConf, opts: PppdOptions) -> ServerChanges:
         changes["ipv6"] = True
     if opts.debug:
         changes["verbose"] = 1
+    # pppd's ip-up-script & co.: the built-in server's hook scripts (pptpkit.ops.hooks).
+    for name in ("ip_up", "ip_down", "ipv6_up", "ipv6_down"):
+        script = getattr(opts, f"{name}_script")
+        if script is not None:
+            changes[name] = script  # type: ignore[literal-required]
     for notice in opts.notices:
         log.warning("%s", notice)
     return changes

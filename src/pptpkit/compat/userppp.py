@@ -120,6 +120,10 @@ def load_options(argv: Sequence[str], environ: dict[str, str] | None = None) -> 
         raise ConfigError(f"{opts.where('plugin')}: plugin radius.so: pptpkit ppp does no RADIUS; run "
                           "pptpkit server in built-in mode with the same options (it reads the "
                           "plugin's radiusclient.conf)")
+    for option in ("ip-up-script", "ip-down-script", "ipv6-up-script", "ipv6-down-script"):
+        if getattr(opts, option.replace("-", "_")) is not None:
+            raise ConfigError(f"{opts.where(option)}: {option}: pptpkit ppp runs no scripts (the built-in "
+                              "server does: pptpkit server with the same options)")
     password = env.get(ENV_PASSWORD)
     if password is not None and opts.password is None:
         opts = replace(opts, password=password)

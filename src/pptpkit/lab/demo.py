@@ -221,8 +221,9 @@ async def _run(hosts: TwoHosts, tmp: Path, pings: int, seconds: float, verbose: 
         py, "-m", "pptpkit", "server", *log_v, "--listen", SERVER_ADDR, "--local-ip", TUNNEL_SERVER,
         "--remote-ip", TUNNEL_POOL, "--secrets", str(secrets_file), "--require-mschap-v2",
         "--require-mppe-128", "--dns", PUSHED_DNS,
-        # The demo's private server must not take (or be refused) the machine's control socket.
-        "--no-ctl",
+        # The demo's private server must not take (or be refused) the machine's control socket,
+        # nor run the machine's /etc/ppp/ip-up scripts.
+        "--no-ctl", "--no-hooks",
     ], stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     server_err = asyncio.ensure_future(_read_all(server.stderr))
     client: asyncio.subprocess.Process | None = None

@@ -27,6 +27,8 @@ __all__ = [
     "SessionAuthFailed",
     "SessionAuthenticated",
     "SessionDown",
+    "SessionIpv6Down",
+    "SessionIpv6Up",
     "SessionNotice",
     "SessionStarted",
     "SessionUp",
@@ -127,4 +129,22 @@ class SessionDown:
     packets_out: int
 
 
-SessionNotice = SessionStarted | SessionAuthenticated | SessionAuthFailed | SessionUp | SessionDown
+@dataclass(frozen=True, slots=True)
+class SessionIpv6Up:
+    """IPV6CP is up (it may be before or after :class:`SessionUp`); the interface
+    identifiers give the link-local addresses (``fe80::/64``)."""
+
+    session: Session
+    local_id: bytes
+    peer_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionIpv6Down:
+    """IPV6CP went down while the session goes on (a session's end is :class:`SessionDown`)."""
+
+    session: Session
+
+
+SessionNotice = (SessionStarted | SessionAuthenticated | SessionAuthFailed | SessionUp | SessionDown
+                 | SessionIpv6Up | SessionIpv6Down)

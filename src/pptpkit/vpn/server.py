@@ -41,6 +41,8 @@ from pptpkit.ppp.ipcp import PeerAddress
 from pptpkit.ppp.session_config import (
     Authenticated,
     AuthenticationFailed,
+    Ipv6Down,
+    Ipv6Up,
     LinkDown,
     LinkUp,
     MppePolicy,
@@ -55,6 +57,8 @@ from pptpkit.vpn.notices import (
     SessionAuthenticated,
     SessionAuthFailed,
     SessionDown,
+    SessionIpv6Down,
+    SessionIpv6Up,
     SessionNotice,
     SessionStarted,
     SessionUp,
@@ -669,6 +673,11 @@ class BuiltinSessions:
             log.info("[%s] user %r authenticated with %s, peer %s", sid, event.username,
                      event.method.name, session.source)
             self._notify(SessionAuthenticated(session, event.username, event.method))
+        elif isinstance(event, Ipv6Up):
+            if event.local_id is not None and event.peer_id is not None:
+                self._notify(SessionIpv6Up(session, event.local_id, event.peer_id))
+        elif isinstance(event, Ipv6Down):
+            self._notify(SessionIpv6Down(session))
         elif isinstance(event, LinkDown):
             now = link.loop.time()
             duration = now - link.up_at if link.up_at is not None else 0.0

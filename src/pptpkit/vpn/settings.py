@@ -154,6 +154,12 @@ class ServerChanges(TypedDict, total=False):
     radius_dae_listen: str | None
     radius_dae_clients: tuple[str, ...]
     ctl_socket: str | None
+    ip_up: str | None
+    ip_down: str | None
+    ipv6_up: str | None
+    ipv6_down: str | None
+    hooks: bool
+    hook_timeout: float
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -238,6 +244,14 @@ class ServerSettings:
     radius_dae_clients: tuple[str, ...] = ()
     # The control socket (both modes); None: none.
     ctl_socket: str | None = DEFAULT_CTL_SOCKET
+    # Hook scripts (built-in mode, pptpkit.ops.hooks): pppd's paths, run when present;
+    # ``hooks`` False runs none.
+    ip_up: str | None = "/etc/ppp/ip-up"
+    ip_down: str | None = "/etc/ppp/ip-down"
+    ipv6_up: str | None = "/etc/ppp/ipv6-up"
+    ipv6_down: str | None = "/etc/ppp/ipv6-down"
+    hooks: bool = True
+    hook_timeout: float = 30.0
 
     @property
     def builtin(self) -> bool:
@@ -281,8 +295,8 @@ class ServerSettings:
 
     def check_builtin(self) -> None:
         """What the built-in mode cannot honour or needs."""
-        if self.delegate or self.option_file or self.ppp_args or self.noipparam:
-            raise ConfigError("--delegate/--option/--ppp-arg/--noipparam only apply with --ppp-program")
+        if self.delegate or self.option_file or self.ppp_args:
+            raise ConfigError("--delegate/--option/--ppp-arg only apply with --ppp-program")
         if self.localip is None or self.remoteip is None:
             raise ConfigError("give --local-ip and --remote-ip (the address pool)")
         if len(self.dns) > 2 or len(self.wins) > 2:

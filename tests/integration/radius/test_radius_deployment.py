@@ -112,7 +112,7 @@ class Deployment:
         fallback = "198.51.100.200-201" if name == "s1" else "198.51.100.210-211"
         argv = [sys.executable, "-m", "pptpkit", "server", "--listen", VIP, "--local-ip", "198.51.100.1",
                 "--remote-ip", fallback, "--radius-server", AAA, "--radius-secret-file", str(secret),
-                "--nas-ip-address", nas_ip, "--nas-identifier", name, "--no-mss-clamp",
+                "--nas-ip-address", nas_ip, "--nas-identifier", name, "--no-mss-clamp", "--no-hooks",
                 "--ctl-socket", str(self.tmp / f"{name}.ctl")]
         with open(log, "ab") as f:
             self.servers[name] = self.lab.popen(ns, argv, stdout=subprocess.DEVNULL, stderr=f)

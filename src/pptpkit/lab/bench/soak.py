@@ -308,8 +308,9 @@ def run_soak(plan: SoakPlan, *, progress: Progress = lambda _: None, command: st
         password = os.urandom(9).hex()
         secrets = private_file(tmp, "chap-secrets", f'{USER} * "{password}" *\n')
         password_file = private_file(tmp, "password", password + "\n")
-        server_argv = pptpkit_argv("server", "--no-ctl", "--listen", SERVER_ADDRESS, "--local-ip", LOCAL_IP,
-                               "--remote-ip", POOL, "--secrets", secrets, "--tun-mode", "shared",
+        server_argv = pptpkit_argv("server", "--no-ctl", "--no-hooks", "--listen", SERVER_ADDRESS,
+                               "--local-ip", LOCAL_IP, "--remote-ip", POOL, "--secrets", secrets,
+                               "--tun-mode", "shared",
                                "--max-sessions", str(cap), "--max-per-source", str(cap),
                                # Every legitimate client comes from one address here, as 500
                                # users behind one NAT would: they reconnect together after the
