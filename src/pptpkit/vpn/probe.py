@@ -457,7 +457,8 @@ class _Prober:
                                   mppe_wanted=config.mppe.required)
         self.params: LinkParameters | None = None
         self.lcp_up = asyncio.Event()
-        self.auth_done = asyncio.Event()
+        self.auth_event: Authenticated | None = None
+        self.auth_at: float | None = None
         self.up: LinkUp | None = None
         self.up_event = asyncio.Event()
 
@@ -551,12 +552,12 @@ class _Prober:
             if not self.config.authenticate:
                 # Before the server's first authentication packet can be answered.
                 link.close("probe done")
-        elif isinstance(event, Authenticated):
+        elif isinstance(event, Authenticated) and not event.we_authenticated_peer:
             self.report.authenticated = True
-            self.auth_done.set()
+            self.auth_event = event
+            self.auth_at = self.loop.time()
         elif isinstance(event, AuthenticationFailed) and not event.we_authenticated_peer:
             self.report.authenticated = False
-            self.auth_done.set()
         elif isinstance(event, LinkUp):
             self.up = event
             self.up_event.set()
@@ -622,19 +623,18 @@ class _Prober:
             return
         auth_start = self.loop.time()
         await self._wait(self.up_event, link, cfg.timeout)
-        if self.up is None:
+        done = self.auth_event
+        if done is not None:
+            report.step("auth", True, f"authenticated as {done.username} with {done.method.pppd_name}",
+                        _ms(auth_start, self.auth_at or auth_start))
+        up = self.up
+        if up is None:
             self._link_failure(link, "the link did not come up")
-            if report.authenticated:
-                report.step("auth", True, f"authenticated with {report.auth_method}",
-                            _ms(auth_start, self.loop.time()))
             return
         report.authenticated = True
-        up = self.up
-        report.step("auth", True, f"authenticated as {up.username} with "
-                                  f"{up.auth_method.pppd_name if up.auth_method else 'nothing'}",
-                    _ms(auth_start, self.loop.time()))
         report.mppe = up.mppe
-        report.step("mppe", up.mppe.lower().startswith("mppe") or not cfg.mppe.allowed,
+        encrypted = up.mppe.lower().startswith("mppe")
+        report.step("mppe", True if encrypted or not cfg.mppe.allowed else None,
                     f"{up.mppe}; addresses {up.local_address} -> {up.peer_address}, MTU {up.mtu}")
         await self._echoes(tap, link, params)
 
