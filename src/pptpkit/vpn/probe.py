@@ -247,9 +247,12 @@ class Verdict:
     fix: str = ""
 
 
+#: A Linux NAT needs the helper attached explicitly since kernel 4.7 (docs/client.md).
+_NAT_FIX: Final = ("behind a Linux NAT router attach the pptp conntrack helper (nf_conntrack_pptp: "
+                   "nft 'tcp dport 1723 ct helper set \"pptp\"'), on other routers turn on \"PPTP "
+                   "passthrough\"")
 _GRE_FIX: Final = ("let IP protocol 47 (GRE) through both ways, in every firewall on the path "
-                   "(not only TCP 1723); behind a Linux NAT router load nf_conntrack_pptp and "
-                   "nf_nat_pptp, on other routers turn on \"PPTP passthrough\"")
+                   f"(not only TCP 1723); {_NAT_FIX}")
 
 _FIXES: Final[dict[ExitStatus, str]] = {
     ExitStatus.NOT_PERMITTED: "run the probe as root, or give it CAP_NET_RAW (the GRE steps need a "
@@ -279,8 +282,7 @@ def _failure_verdict(report: ProbeReport, failure: Failure) -> Verdict:
         fix = _MPPE_FIX
     elif code is ExitStatus.GRE_BLOCKED and report.gre_in:
         fix = ("let GRE (IP protocol 47) out towards the server: the server's GRE arrives but none of "
-               "ours is acknowledged; behind a NAT without PPTP support, load nf_nat_pptp (Linux) "
-               "or turn on \"PPTP passthrough\"")
+               f"ours is acknowledged; {_NAT_FIX}")
     return Verdict(status=code, severity="fail", problem=failure.message, fix=fix)
 
 
