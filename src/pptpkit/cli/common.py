@@ -72,6 +72,9 @@ COMMAND_EXITS: Final[dict[str, tuple[ExitStatus, ...]]] = {
     "demo": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED),
     "bench": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED),
     "ctl": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED, S.CTL_UNREACHABLE, S.NO_SUCH_SESSION),
+    # 1: a check failed (big packets through the tunnel lost).
+    "probe": (S.OK, S.FATAL, S.USAGE, S.NOT_PERMITTED, S.CONNECT_FAILED, *_LINK,
+              S.CONTROL_UNREACHABLE, S.GRE_BLOCKED),
 }
 
 

@@ -1,10 +1,11 @@
 """The ``pptpkit`` command: builds the parser and hands each command to its own module.
 
 One module per command (:mod:`.pty`, :mod:`.server`, :mod:`.connect`, :mod:`.ppp`, :mod:`.demo`,
-:mod:`.bench`, :mod:`.ctl`); this one only knows their names.  Imports go one way: main imports the command
-modules, they import :mod:`.argtypes` and :mod:`.common`, never main or each other.  The
-command modules are imported when their command runs (``pptpkit ppp`` on a pptpd server should
-not pay for loading the server), except that building the parser needs every ``add_*_parser``.
+:mod:`.bench`, :mod:`.ctl`, :mod:`.probe`); this one only knows their names.  Imports go one
+way: main imports the command modules, they import :mod:`.argtypes` and :mod:`.common`, never
+main or each other.  The command modules are imported when their command runs (``pptpkit ppp``
+on a pptpd server should not pay for loading the server), except that building the parser needs
+every ``add_*_parser``.
 
 Exit statuses: one table for every command, :class:`pptpkit.errors.ExitStatus` (docs/cli.md).
 """
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pptpkit.cli.ctl import add_ctl_parser
     from pptpkit.cli.demo import add_demo_parser
     from pptpkit.cli.ppp import add_ppp_parser
+    from pptpkit.cli.probe import add_probe_parser
     from pptpkit.cli.pty import add_pty_parser
     from pptpkit.cli.server import add_server_parser
 
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ppp_parser(sub, common)
     add_bench_parser(sub, common)
     add_ctl_parser(sub, common)
+    add_probe_parser(sub, common)
     return parser
 
 
@@ -79,6 +82,10 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         from pptpkit.cli.ctl import run_ctl_command
 
         return run_ctl_command(args)
+    if args.command == "probe":
+        from pptpkit.cli.probe import run_probe_command
+
+        return run_probe_command(args)
     if args.command == "demo":
         from pptpkit.cli import demo
 

@@ -42,6 +42,7 @@ from pptpkit.auth.policy import AuthPolicy
 from pptpkit.control import PPTP_PORT
 from pptpkit.control.events import CloseCause
 from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus, PptpkitError, is_not_permitted
+from pptpkit.gre import GreStats
 from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.gresock import GreSocket
 from pptpkit.io.link import PppLink, outcome_text
@@ -82,10 +83,13 @@ __all__ = [
     "ExitCode",
     "Failure",
     "GreWatchdog",
+    "call_failure",
     "classify_link_down",
     "control_failure",
     "describe_up",
     "gre_blocked_failure",
+    "gre_outbound_blocked_failure",
+    "gre_path_failure",
     "up_status",
 ]
 
@@ -361,6 +365,29 @@ def control_failure(exc: ControlConnectionError, server: str, port: int) -> Fail
                    message=f"cannot open the PPTP control connection to {server}:{port}: {exc}")
 
 
+def call_failure(exc: CallRefusedError | ControlConnectionError, server: str) -> Failure:
+    """An Outgoing-Call-Request that did not give a call: 8 when the server refused it, 16 when
+    the control connection ended meanwhile."""
+    if isinstance(exc, CallRefusedError):
+        return Failure(code=ExitCode.CONNECT_FAILED,
+                       message=f"{server} refused the call: {exc} (result code {exc.result_code}, "
+                               f"error code {exc.error_code})")
+    return Failure(code=ExitCode.HANGUP,
+                   message=f"the control connection to {server} ended while opening the call: {exc}")
+
+
+def gre_path_failure(stats: GreStats, server: str) -> Failure | None:
+    """What the GRE counters of a call that never got its link up say about the path: nothing
+    from the server (no packet, no ack) is the return path (:func:`gre_blocked_failure`); the
+    server's packets arriving while none of ours was ever acknowledged is the way towards it
+    (:func:`gre_outbound_blocked_failure`); None when both ways carried something."""
+    if stats.received == 0 and stats.acks_received == 0:
+        return gre_blocked_failure(server)
+    if stats.sent > 0 and stats.acks_new == 0:
+        return gre_outbound_blocked_failure(server)
+    return None
+
+
 #: Host routes to one server we try to add side by side (one per tunnel to it, see
 #: :meth:`Connector._pin_host_route`).
 _MAX_PIN_METRIC: Final = 256
@@ -596,14 +623,8 @@ class Connector:
             return control_failure(exc, self.server, cfg.port)
         try:
             return await client.open_call()
-        except CallRefusedError as exc:
-            return Failure(code=ExitCode.CONNECT_FAILED,
-                           message=f"{self.server} refused the call: {exc} (result code "
-                                   f"{exc.result_code}, error code {exc.error_code})")
-        except ControlConnectionError as exc:
-            return Failure(code=ExitCode.HANGUP,
-                           message=f"the control connection to {self.server} ended while opening the "
-                                   f"call: {exc}")
+        except (CallRefusedError, ControlConnectionError) as exc:
+            return call_failure(exc, self.server)
 
     def _apply_dns(self, up: LinkUp) -> Failure | None:
         if self._resolv is None:

@@ -11,6 +11,7 @@ each client then says ("GRE return path broken ... a NAT without PPTP support?")
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -107,4 +108,23 @@ def test_three_clients_behind_one_nat(lab: tuple[NetnsLab, str, str, str], tmp_p
             if c.proc.poll() is None:
                 c.proc.terminate()
                 c.proc.wait(15)
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("helper", [True, False], ids=["pptp-helper", "no-helper"])
+def test_probe_behind_the_nat(lab: tuple[NetnsLab, str, str, str], tmp_path: Path, helper: bool) -> None:
+    # ``pptpkit probe`` tells the two NATs apart the way connect does, and names the helper.
+    nl, srv, nat, cli = lab
+    nl.run(nat, ["nft", "-f", "-"], input=nat_rules(helper))
+    server = Server(nl, srv, tmp_path, "--mtu", "1400", secrets=SECRETS)
+    out = nl.run(cli, [sys.executable, "-m", "pptpkit", "probe", SERVER, "--json", "--timeout", "3"],
+                 check=False, timeout=60)
+    report = json.loads(out.stdout)
+    if helper:
+        assert out.returncode == 0, out.stderr
+        assert report["gre_in"] is True and report["gre_out"] is True
+    else:
+        assert out.returncode == 31, out.stderr
+        assert report["gre_in"] is False
+        assert 'ct helper set "pptp"' in report["verdicts"][0]["fix"]
     assert "Traceback" not in server.log()

@@ -198,6 +198,7 @@ def test_a_missing_file_is_the_same_failure_everywhere(tmp_path: Path) -> None:
         "server": _pptpkit(["server", "--config", missing]),
         "connect": _pptpkit(["connect", "192.0.2.1", "-u", "a", "--password-file", missing]),
         "ppp": _pptpkit(["ppp", "file", missing], env={"PPTPKIT_PPP_ETC": str(tmp_path)}),
+        "probe": _pptpkit(["probe", "192.0.2.1", "-u", "a", "--password-file", missing]),
     }
     for command, out in runs.items():
         lines = out.stderr.strip().splitlines()
@@ -222,6 +223,7 @@ def test_not_permitted_is_the_same_failure_everywhere(tmp_path: Path) -> None:
                            prefix=jail),
         "ppp": _pptpkit(["ppp", "noauth", "192.0.2.1:192.0.2.2", "nologfd"], prefix=jail,
                         env={"PPTPKIT_PPP_ETC": str(tmp_path)}),
+        "probe": _pptpkit(["probe", "192.0.2.1", "--timeout", "2"], prefix=jail),
     }
     for command, out in runs.items():
         assert out.returncode == ExitStatus.NOT_PERMITTED == 3, (command, out.stderr)
