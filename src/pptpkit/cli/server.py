@@ -38,6 +38,7 @@ from pptpkit.cli.argtypes import (
     int_range,
     ip_list,
     ipv4_address,
+    metrics_address,
     parse_listen,
     positive_float,
 )
@@ -239,6 +240,9 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                        help="accept packets from a client whatever their source address (for clients "
                             "that route networks of their own; by default a packet whose source is "
                             "not the client's tunnel address is dropped and counted)")
+    group.add_argument("--metrics", type=metrics_address, metavar="ADDR:PORT",
+                       help="serve Prometheus metrics at http://ADDR:PORT/metrics (IPv6: [ADDR]:PORT; "
+                            "off by default)")
     radius = srv.add_argument_group("RADIUS (built-in mode)")
     radius.add_argument("--radius-server", dest="radius_servers", action="append", metavar="HOST[:PORT]",
                         help="RADIUS authentication server, an IP address (default port 1812); repeat "
@@ -283,6 +287,7 @@ _PLAIN: Final = {
     "nas_ip_address": "nas_ip_address", "radius_interim": "radius_interim",
     "radius_dae_listen": "radius_dae_listen",
     "ctl_socket": "ctl_socket",
+    "metrics": "metrics",
 }
 
 
@@ -522,6 +527,13 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
         from pptpkit.ops.ctl import CtlExtension
 
         found.append(CtlExtension(settings.ctl_socket))
+    if settings.metrics is not None:
+        from pptpkit.ops.metrics import Metrics
+        from pptpkit.ops.radius_auth import RadiusAuth
+
+        # Last, so it can export what the extensions before it count.
+        auth = next((e for e in found if isinstance(e, RadiusAuth)), None)
+        found.append(Metrics(settings.metrics, radius=auth))
     return found
 
 

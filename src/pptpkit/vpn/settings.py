@@ -150,6 +150,7 @@ class ServerChanges(TypedDict, total=False):
     radius_dae_listen: str | None
     radius_dae_clients: tuple[str, ...]
     ctl_socket: str | None
+    metrics: tuple[str, int] | None
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -232,6 +233,8 @@ class ServerSettings:
     radius_dae_clients: tuple[str, ...] = ()
     # The control socket (both modes); None: none.
     ctl_socket: str | None = DEFAULT_CTL_SOCKET
+    # Prometheus metrics (built-in mode): (address, port) to serve /metrics on; None: off.
+    metrics: tuple[str, int] | None = None
 
     @property
     def builtin(self) -> bool:
@@ -264,6 +267,9 @@ class ServerSettings:
         if self.radius_servers or self.radius_acct_servers or self.radius_dae_listen:
             raise ConfigError("--radius-* apply to the built-in mode; with --ppp-program the program "
                               "does RADIUS itself (pppd's radius plugin)")
+        if self.metrics is not None:
+            raise ConfigError("--metrics applies to the built-in mode: with --ppp-program the sessions "
+                              "are the program's")
         local, remote = self.localip, self.remoteip
         if self.delegate:
             if local or remote:
