@@ -382,6 +382,22 @@ def test_served_on_loopback_and_stopped_with_a_client_still_connected() -> None:
     run(main())
 
 
+def test_served_on_ipv6_loopback() -> None:
+    async def main() -> None:
+        host, _ = metrics_address("[::1]:9100")
+        metrics = Metrics((host, 0))  # the flag's address, any free port
+        await metrics.start(FakeTable(), FakeServer())  # type: ignore[arg-type]
+        try:
+            address = metrics.address
+            assert address is not None and address[0] == "::1"
+            answer = await fetch(address, b"GET /metrics HTTP/1.1\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200 OK") and b"pptpkit_sessions_up 0.0" in answer
+        finally:
+            await metrics.stop()
+
+    run(main())
+
+
 # -- the flag ---------------------------------------------------------------------------------------
 
 
