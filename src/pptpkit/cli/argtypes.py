@@ -23,6 +23,7 @@ __all__ = [
     "ip_list",
     "ipv4",
     "ipv4_address",
+    "metrics_address",
     "parse_listen",
     "port",
     "positive_float",
@@ -131,3 +132,22 @@ def parse_listen(text: str) -> tuple[str | None, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{host!r} is not an IPv4 address (in {text!r})") from None
     return host, number
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` with an IPv4 address or a bracketed IPv6 one (``[::1]:9100``).  The address
+    is required: metrics say how many users are on and from where they are refused, so serving
+    them on every interface has to be asked for (``0.0.0.0:9100``, ``[::]:9100``)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"{text!r}: give ADDR:PORT, such as 127.0.0.1:9100 or [::1]:9100")
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"bad port {port_text!r} in {text!r} (1..65535)")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = (
+            ipaddress.IPv6Address(host[1:-1]) if bracketed else ipaddress.IPv4Address(host))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{host!r} is not an IPv4 address or a bracketed IPv6 one (in {text!r})") from None
+    return str(address), int(port_text)

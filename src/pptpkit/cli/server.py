@@ -38,6 +38,7 @@ from pptpkit.cli.argtypes import (
     int_range,
     ip_list,
     ipv4_address,
+    metrics_address,
     parse_listen,
     positive_float,
 )
@@ -242,6 +243,9 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                        help="accept packets from a client whatever their source address (for clients "
                             "that route networks of their own; by default a packet whose source is "
                             "not the client's tunnel address is dropped and counted)")
+    group.add_argument("--metrics", type=metrics_address, metavar="ADDR:PORT",
+                       help="serve Prometheus metrics at http://ADDR:PORT/metrics (IPv6: [ADDR]:PORT; "
+                            "off by default)")
     radius = srv.add_argument_group("RADIUS (built-in mode)")
     radius.add_argument("--radius-server", dest="radius_servers", action="append", metavar="HOST[:PORT]",
                         help="RADIUS authentication server, an IP address (default port 1812); repeat "
@@ -298,6 +302,7 @@ _PLAIN: Final = {
     "ctl_socket": "ctl_socket",
     "ip_up": "ip_up", "ip_down": "ip_down", "ipv6_up": "ipv6_up", "ipv6_down": "ipv6_down",
     "hook_timeout": "hook_timeout",
+    "metrics": "metrics",
 }
 
 
@@ -548,6 +553,13 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
             scripts={HookKind.IP_UP: settings.ip_up, HookKind.IP_DOWN: settings.ip_down,
                      HookKind.IPV6_UP: settings.ipv6_up, HookKind.IPV6_DOWN: settings.ipv6_down},
             timeout=settings.hook_timeout, speed=settings.speed, ipparam=not settings.noipparam)))
+    if settings.metrics is not None:
+        from pptpkit.ops.metrics import Metrics
+        from pptpkit.ops.radius_auth import RadiusAuth
+
+        # Last, so it can export what the extensions before it count.
+        auth = next((e for e in found if isinstance(e, RadiusAuth)), None)
+        found.append(Metrics(settings.metrics, radius=auth))
     return found
 
 

@@ -280,6 +280,11 @@ class PptpServer:
         return len(self._conns)
 
     @property
+    def refused_max_connections(self) -> int:
+        """Connections closed at once because ``max_connections`` were open already."""
+        return 0 if self._listener is None else self._listener.refused
+
+    @property
     def calls(self) -> list[ServerCall]:
         return [c for conn in self._conns.values() for c in conn.calls.values()]
 

@@ -160,6 +160,7 @@ class ServerChanges(TypedDict, total=False):
     ipv6_down: str | None
     hooks: bool
     hook_timeout: float
+    metrics: tuple[str, int] | None
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -252,6 +253,8 @@ class ServerSettings:
     ipv6_down: str | None = "/etc/ppp/ipv6-down"
     hooks: bool = True
     hook_timeout: float = 30.0
+    # Prometheus metrics (built-in mode): (address, port) to serve /metrics on; None: off.
+    metrics: tuple[str, int] | None = None
 
     @property
     def builtin(self) -> bool:
@@ -284,6 +287,9 @@ class ServerSettings:
         if self.radius_servers or self.radius_acct_servers or self.radius_dae_listen:
             raise ConfigError("--radius-* apply to the built-in mode; with --ppp-program the program "
                               "does RADIUS itself (pppd's radius plugin)")
+        if self.metrics is not None:
+            raise ConfigError("--metrics applies to the built-in mode: with --ppp-program the sessions "
+                              "are the program's")
         local, remote = self.localip, self.remoteip
         if self.delegate:
             if local or remote:
