@@ -12,7 +12,16 @@ Delivery: the client engine retransmits with backoff and fails over between serv
 whose request still times out is not lost: it waits in a bounded queue (oldest dropped first
 beyond :data:`MAX_QUEUED`, counted and logged) and is sent again, in order, every
 :data:`RETRY_INTERVAL` seconds until a server answers; ``Acct-Delay-Time`` then says how late
-it is (RFC 2866 5.2).  One log line when accounting starts failing and one when it recovers.
+it is (RFC 2866 5.2).  The record being retried leaves the queue while it is in flight, so
+a full queue dropping its oldest entry can never take the wrong one; a failed retry puts it
+back at the head (or, with the queue full again, counts it as the oldest dropped).  At a clean
+stop the queue gets one last ordered attempt, bounded by the engine's own give-up time, so a
+server that came back just before the stop still gets everything.  One log line when
+accounting starts failing (a timeout, or the engine's own queue full) and one when it recovers.
+
+``Acct-Interim-Interval`` from an Access-Accept is raised to :data:`MIN_INTERIM` (RFC 2869
+5.16 says it should not be smaller): the AAA must not be able to make us send a record per
+second per session.  ``--radius-interim`` enforces the same floor at configuration time.
 
 Accounting-On goes out when the server starts (so the AAA closes sessions a crash left open),
 Accounting-Off at a clean stop, after every session's Stop.
@@ -39,7 +48,8 @@ if TYPE_CHECKING:
     from pptpkit.pptp.server import PptpServer
     from pptpkit.vpn.server import BuiltinSessions, Session
 
-__all__ = ["MAX_QUEUED", "RETRY_INTERVAL", "Counters", "RadiusAccounting", "Status", "session_record"]
+__all__ = ["MAX_QUEUED", "MIN_INTERIM", "RETRY_INTERVAL", "Counters", "RadiusAccounting", "Status",
+           "session_record"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,8 @@ log = logging.getLogger(__name__)
 MAX_QUEUED: Final = 10000
 #: Seconds between attempts to deliver the queued records.
 RETRY_INTERVAL: Final = 10.0
+#: The shortest Interim-Update interval we honour (RFC 2869 5.16).
+MIN_INTERIM: Final = 60.0
 _GIGA: Final = 1 << 32
 
 
@@ -154,12 +166,14 @@ class RadiusAccounting:
         self._retry: asyncio.Task[None] | None = None
         self._failing = False
         self._server_id = ""
+        self._raised_interim_logged = False
+        self._open = RadiusUdpClient.open  # a test replaces it with a fake AAA
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, sessions: BuiltinSessions, server: PptpServer) -> None:
         assert self.setup.acct is not None
-        self.client = await RadiusUdpClient.open(self.setup.acct)
+        self.client = await self._open(self.setup.acct)
         self._sessions = sessions
         self._server_id = f"{sessions.id_prefix}00000000"  # no session has number 0
         sessions.observers.append(self.observe)
@@ -182,6 +196,12 @@ class RadiusAccounting:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
+        if self._queue:
+            # One last ordered attempt: the first failure ends it, so an AAA that is still down
+            # costs at most one record's retransmissions.
+            with contextlib.suppress(TimeoutError):
+                if await asyncio.wait_for(self._flush(), self._give_up_after()):
+                    self._recovered()
         left = len(self._queue) + sum(1 for t in self._tasks if not t.done())
         if left:
             log.warning("RADIUS accounting: %d records not delivered at shutdown", left)
@@ -224,7 +244,14 @@ class RadiusAccounting:
     def _interval(self, session: Session) -> float:
         access = session.access
         if access is not None and access.acct_interim_interval:
-            return float(access.acct_interim_interval)
+            given = float(access.acct_interim_interval)
+            if given < MIN_INTERIM:
+                if not self._raised_interim_logged:
+                    self._raised_interim_logged = True
+                    log.warning("[%s] Acct-Interim-Interval %g s from the RADIUS server raised to %g s "
+                                "(RFC 2869 5.16; said once)", session.id, given, MIN_INTERIM)
+                return MIN_INTERIM
+            return given
         return self.setup.interim
 
     def _schedule_interim(self, session: Session) -> None:
@@ -275,37 +302,60 @@ class RadiusAccounting:
             answer = await client.accounting_request(attrs)
         except RadiusBusyError:
             self.stats["busy"] += 1
+            self._mark_failing("too many requests waiting for an answer")
             return False
         if isinstance(answer, AccountingResponded):
             self.stats["answered"] += 1
             return True
+        self._mark_failing(f"no answer from {', '.join(answer.servers)}")
+        return False
+
+    def _mark_failing(self, why: str) -> None:
         if not self._failing:
             self._failing = True
-            log.warning("RADIUS accounting: no answer from %s; records are queued (at most %d) and sent "
-                        "again every %g s", ", ".join(answer.servers), MAX_QUEUED, RETRY_INTERVAL)
-        return False
+            log.warning("RADIUS accounting: %s; records are queued (at most %d) and sent again every %g s",
+                        why, MAX_QUEUED, RETRY_INTERVAL)
 
     def _enqueue(self, record: _Record) -> None:
         self._failing = True
         if len(self._queue) >= MAX_QUEUED:
             self._queue.popleft()
-            self.stats["dropped"] += 1
-            if self.stats["dropped"] in (1, 10, 100) or self.stats["dropped"] % 1000 == 0:
-                log.warning("RADIUS accounting: queue full, %d oldest records dropped", self.stats["dropped"])
+            self._count_dropped()
         self._queue.append(record)
         self.stats["queued"] += 1
+
+    def _count_dropped(self) -> None:
+        self.stats["dropped"] += 1
+        if self.stats["dropped"] in (1, 10, 100) or self.stats["dropped"] % 1000 == 0:
+            log.warning("RADIUS accounting: queue full, %d oldest records dropped", self.stats["dropped"])
+
+    async def _flush(self) -> bool:
+        """Send the queue in order until it is empty (True) or a record fails (False)."""
+        while self._queue:
+            record = self._queue.popleft()
+            try:
+                ok = await self._send(record)
+            except asyncio.CancelledError:
+                self._queue.appendleft(record)  # the stop cancelled it in flight: not delivered
+                raise
+            if not ok:
+                if len(self._queue) >= MAX_QUEUED:
+                    self._count_dropped()  # it is the oldest, and the queue filled meanwhile
+                else:
+                    self._queue.appendleft(record)
+                return False
+        return True
 
     async def _retry_loop(self) -> None:
         while True:
             await asyncio.sleep(RETRY_INTERVAL)
-            while self._queue:
-                record = self._queue[0]
-                if not await self._send(record):
-                    break
-                self._queue.popleft()
+            await self._flush()
             if not self._queue and self._failing:
-                self._failing = False
-                log.warning("RADIUS accounting: a server answers again; every queued record was delivered")
+                self._recovered()
+
+    def _recovered(self) -> None:
+        self._failing = False
+        log.warning("RADIUS accounting: a server answers again; every queued record was delivered")
 
     @property
     def queued(self) -> int:

@@ -13,7 +13,9 @@ What is checked, and where the rule comes from:
   secret, as for Accounting-Request (RFC 5176 2.3); a mismatch is dropped silently (RFC 5176
   3.5: "silently discarded"), counted;
 * a Message-Authenticator, when present, must verify (RFC 5176 3.3 over the zero
-  Authenticator); with ``require_message_authenticator`` it must be present;
+  Authenticator); with ``require_message_authenticator`` it must be present.  The server does
+  not require it: unlike an Access-Request's random authenticator, this Request Authenticator
+  is already keyed MD5 over the whole packet, so the attribute would add no integrity;
 * the same request again (source, Identifier and Authenticator) gets the same answer without
   being acted on twice (RFC 5176 2.3: the server retransmits after a lost answer);
 * answers carry the Response Authenticator over the Request Authenticator (RFC 5176 2.3) and a

@@ -103,6 +103,24 @@ def test_stop_is_kept_through_an_outage(lab: Any, radius: FreeRadius, tmp_path: 
     server.stop()
 
 
+def test_a_clean_stop_delivers_what_an_outage_queued(lab: Any, radius: FreeRadius, tmp_path: Path) -> None:
+    """The AAA is down when the server starts (its Accounting-On is queued) and back just before
+    the server stops, sooner than the 10 s retry: the stop sends the queue, then Accounting-Off."""
+    nl, srv, _ = lab
+    radius.stop()
+    server = RadiusServer(nl, srv, tmp_path)
+    server.wait_log("RADIUS accounting: no answer from", timeout=15)
+    radius.start()
+    server.stop()
+    on, off = records(radius, "Accounting-On", timeout=5), records(radius, "Accounting-Off", timeout=5)
+    assert len(on) == len(off) == 1, radius.detail_records()
+    kinds = [r["Acct-Status-Type"] for r in radius.detail_records()]
+    assert kinds == ["Accounting-On", "Accounting-Off"]
+    assert int(on[0]["Acct-Delay-Time"]) >= 1 and "Acct-Delay-Time" not in off[0]
+    log = server.log()
+    assert "every queued record was delivered" in log and "not delivered at shutdown" not in log
+
+
 def test_interim_update_every_minute(lab: Any, radius: FreeRadius, tmp_path: Path) -> None:
     """RFC 2869 5.16: no interval under 60 s, so this test takes a minute."""
     nl, srv, cli = lab
