@@ -189,7 +189,7 @@ class RadiusAccounting:
         self._interims.clear()
         if self._sessions is not None and self.observe in self._sessions.observers:
             self._sessions.observers.remove(self.observe)
-        self._submit(nas_record(Status.OFF, self.setup.nas, self._server_id, TerminateCause.ADMIN_REBOOT))
+        self._submit(nas_record(Status.OFF, self.setup.nas, self._server_id, TerminateCause.NAS_REBOOT))
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self._give_up_after())
         if self._retry is not None:
