@@ -143,6 +143,8 @@ class BuiltinConfig:
     external_auth: bool = False
     #: IPV6CP on every session (the data plane gives the interface the link-local pair).
     ipv6: bool = False
+    #: pppd's chapms-strip-domain: MS-CHAP names are looked up without their DOMAIN\ part.
+    mschap_strip_domain: bool = False
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1 or self.max_per_source < 1:
@@ -166,7 +168,8 @@ class BuiltinConfig:
             # The verifier has the call's own deadline: a later verdict would find the call gone.
             authenticator=AuthenticatorConfig(name=self.name, secrets=self.secrets,
                                               external=self.external_auth,
-                                              verification_timeout=self.auth_timeout)
+                                              verification_timeout=self.auth_timeout,
+                                              mschap_strip_domain=self.mschap_strip_domain)
             if self.auth_policy.authenticates_peer else None,
             mru=self.mru,
             echo_interval=self.echo_interval,
