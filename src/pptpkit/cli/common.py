@@ -24,6 +24,7 @@ from pptpkit.errors import NOT_PERMITTED_MESSAGE, ConfigError, ExitStatus
 __all__ = [
     "COMMAND_EXITS",
     "EXIT_MEANING",
+    "NOISY_LOGGERS",
     "exit_help",
     "fail",
     "install_signals",
@@ -125,11 +126,16 @@ def _log_handler(target: str | None, verbose: int) -> logging.Handler:
         handler = journal.JournalHandler(SYSLOG_IDENTIFIER="pptpkit")
         handler.setFormatter(logging.Formatter(f"{detail}%(message)s"))
         return handler
+    return _file_handler(target, verbose, "--log")
+
+
+def _file_handler(path: str, verbose: int, what: str) -> logging.Handler:
+    detail = "%(levelname)s %(name)s: " if verbose else ""
     try:
         # Reopened when logrotate moves the file away.
-        handler = logging.handlers.WatchedFileHandler(target)
+        handler = logging.handlers.WatchedFileHandler(path)
     except OSError as exc:
-        raise ConfigError(f"--log {target}: {exc.strerror or exc}") from None
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter(f"{_STAMP}pptpkit[%(process)d]: {detail}%(message)s",
                                            datefmt="%Y-%m-%dT%H:%M:%S"))
     return handler
@@ -145,20 +151,30 @@ def _stderr_is_journal() -> bool:
     return stream != "" and f"{st.st_dev}" == device and f"{st.st_ino}" == inode
 
 
-def setup_logging(verbose: int, quiet: bool, target: str | None = None) -> None:
+#: Third-party libraries whose own debugging (netlink dumps, event-loop internals, RADIUS
+#: packet dumps, metrics) is not shown below -vvv.
+NOISY_LOGGERS: Final = ("asyncio", "pyroute2", "pyrad", "prometheus_client")
+
+
+def setup_logging(verbose: int, quiet: bool, target: str | None = None, *,
+                  copy: str | None = None) -> None:
     """The log: stderr by default (stdout may carry PPP frames), with timestamps unless journald
-    adds its own; ``target`` syslog, journal or a file instead.  One line per session event by
-    default, ``-v`` protocol debugging, ``-vv`` also one line per PPP frame, ``-vvv`` the
-    libraries' own debugging too.  :class:`ConfigError` when the target cannot be used."""
+    adds its own; ``target`` syslog, journal or a file instead; ``copy``: a file that gets
+    every line too (pppd's ``logfile``).  One line per session event by default, ``-v``
+    protocol debugging, ``-vv`` also one line per PPP frame, ``-vvv`` the libraries' own
+    debugging too (:data:`NOISY_LOGGERS` stay at WARNING below that).  :class:`ConfigError`
+    when the target cannot be used."""
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = _log_handler(target, verbose)
+    handlers = [_log_handler(target, verbose)]
+    if copy is not None and copy != target:
+        handlers.append(_file_handler(copy, verbose, "logfile"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level)
-    if verbose < 3:
-        # -v is about the protocol: asyncio's and pyroute2's own debug chatter drowns it.
-        for noisy in ("asyncio", "pyroute2"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in NOISY_LOGGERS:
+        # -v is about the protocol: the libraries' own debug chatter drowns it.  NOTSET at -vvv
+        # hands the choice back to the root logger (DEBUG).
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 3 else logging.NOTSET)
 
 
 def install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

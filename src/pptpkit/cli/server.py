@@ -220,8 +220,11 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                        help="interface name: per-session template (default pptpkit%%d) or the shared "
                             "interface (default pptpkit-srv)")
     group.add_argument("--mtu", type=int_range(576, 1500), metavar="N",
-                       help=f"our MRU; the tunnel MTU is the smaller MRU less MPPE's 4 octets (default "
+                       help=f"the most we send in one packet (pppd's mtu) and, unless --mru, our MRU; "
+                            f"the tunnel MTU is the smaller MRU less MPPE's 4 octets, at most N (default "
                             f"{_D.mtu}, so GRE is not fragmented on a 1500-byte path)")
+    group.add_argument("--mru", type=int_range(576, 1500), metavar="N",
+                       help="the most we ask a client to send in one packet (pppd's mru; default --mtu)")
     group.add_argument("--echo-interval", type=float, metavar="S",
                        help=f"seconds between LCP echo requests, 0 = off (default {_D.echo_interval:g})")
     group.add_argument("--echo-failure", type=int_range(1, 1000), metavar="N",
@@ -303,6 +306,7 @@ _PLAIN: Final = {
     "ip_up": "ip_up", "ip_down": "ip_down", "ipv6_up": "ipv6_up", "ipv6_down": "ipv6_down",
     "hook_timeout": "hook_timeout",
     "metrics": "metrics",
+    "mru": "mru",
 }
 
 
@@ -326,6 +330,8 @@ def flag_changes(args: argparse.Namespace, base: ServerSettings) -> ServerChange
         changes["proxyarp"] = True
     if "ipv6" in given:
         changes["ipv6"] = True
+    if "mtu" in given and "mru" not in given:
+        changes["mru"] = None  # --mtu is our MRU too, whatever MRU the file asked for
     if "auth_lock_users" in given:
         changes["auth_lock_users"] = True
     if "no_source_check" in given:
@@ -368,6 +374,13 @@ def program_config(settings: ServerSettings) -> PppProgramConfig:
     """The PPP-program mode's per-call program settings."""
     assert settings.ppp_program is not None
     settings.check_program()
+    if settings.option_file is not None:
+        from pptpkit.compat.pptpdconf import unreadable
+
+        why = unreadable(settings.option_file)
+        if why is not None:
+            # From the command line: pptpd.conf's 'option' was checked at its line.
+            raise ConfigError(f"--option {settings.option_file}: cannot read: {why}")
     pool = None
     if not settings.delegate and settings.localip is not None and settings.remoteip is not None:
         pool = AddressPool(list(settings.localip), list(settings.remoteip))
@@ -394,7 +407,7 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
         mppe=settings.mppe,
         dns_servers=settings.dns,
         nbns_servers=settings.wins,
-        mru=settings.mtu,
+        mru=settings.mru if settings.mru is not None else settings.mtu,
         echo_interval=settings.echo_interval,
         echo_failure=settings.echo_failure,
         idle_timeout=settings.idle,
@@ -404,6 +417,7 @@ def builtin_config(settings: ServerSettings) -> BuiltinConfig:
         proxyarp=settings.proxyarp,
         ipv6=settings.ipv6,
         ipv6_prefixes=None if settings.ipv6_prefix is None else PrefixPool(settings.ipv6_prefix),
+        mschap_strip_domain=settings.mschap_strip_domain,
         auth_timeout=settings.auth_timeout,
         max_preauth=settings.max_preauth,
         max_preauth_per_source=settings.max_preauth_per_source,
@@ -576,7 +590,8 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
         pattern = router.name
     else:
         name = settings.tun_name or "pptpkit%d"
-        plane = TunDataPlane(name)
+        # pppd's mtu: the interface never carries more than --mtu, whatever the MRUs allow.
+        plane = TunDataPlane(name, mtu=settings.mtu)
         pattern = name.replace("%d", "*")
     guard = AuthGuard(GuardConfig(limit=settings.auth_fail_limit, window=settings.auth_fail_window,
                                   lockout=settings.auth_lockout,
@@ -646,9 +661,10 @@ def main(args: argparse.Namespace) -> int:
     """``pptpkit server``: settings (usage errors and unusable files exit 2), then the server."""
     try:
         settings = server_settings(args)
-        if settings.verbose > args.verbose:
-            # pptpd.conf's or the options' 'debug'.
-            setup_logging(settings.verbose, args.quiet)
+        if settings.verbose > args.verbose or settings.logfile is not None:
+            # pptpd.conf's or the options' 'debug', the options' 'logfile'.
+            setup_logging(max(settings.verbose, args.verbose), args.quiet, args.log,
+                          copy=settings.logfile)
         if settings.builtin:
             config = builtin_config(settings)
             radius = radius_setup(settings)

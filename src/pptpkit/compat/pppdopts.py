@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from ipaddress import IPv4Address
 from typing import Final
 
@@ -45,6 +45,7 @@ __all__ = [
     "Where",
     "parse_pppd_argv",
     "parse_pppd_file",
+    "parse_pppd_files",
     "parse_pppd_text",
 ]
 
@@ -144,7 +145,8 @@ class PppdOptions:
     (pppd's ``ip-up-script`` & co.; the built-in server runs them), ``unit``, ``detach`` (None:
     pppd's default, background when it has a pty;
     ``"up"``: updetach; ``"never"``: nodetach), ``replacedefaultroute``.  Logging: ``debug``,
-    ``logfile``, ``logfd`` (None: nologfd), ``files`` (every file read, in order).
+    ``dump`` (log the option values in effect), ``logfile``, ``logfd`` (None: nologfd),
+    ``files`` (every file read, in order).
     ``notices``: things the user should know that do not stop us (logged by the caller).
     """
 
@@ -193,12 +195,28 @@ class PppdOptions:
     detach: str | None = None
     replacedefaultroute: bool = False
     debug: bool = False
+    dump: bool = False
     logfile: str | None = None
     logfd: int | None = 2
     files: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
     locations: Mapping[str, str] = field(default_factory=dict, compare=False)
     """Option name -> ``path:line`` where it was last given (for callers' own errors)."""
+
+    def dump_lines(self) -> list[str]:
+        """pppd's ``dump``: one ``field = value`` line per option value that differs from the
+        default (the bookkeeping fields ``files``, ``notices``, ``locations`` left out)."""
+        defaults = PppdOptions()
+        lines = [f"options read from {', '.join(self.files) or 'the command line'}"]
+        for f in fields(self):
+            if f.name in ("files", "notices", "locations", "password"):
+                continue
+            value = getattr(self, f.name)
+            if value != getattr(defaults, f.name):
+                lines.append(f"  {f.name} = {value}")
+        if self.password is not None:
+            lines.append("  password = ********")  # never logged (hide-password is pppd's default)
+        return lines
 
     def where(self, option: str) -> str:
         """``path:line`` of ``option``, or ``"<options>"`` when it was not given."""
@@ -322,7 +340,9 @@ class _Parser:
 
     # -- sources -------------------------------------------------------------------------------
 
-    def read_file(self, path: str, where: Where | None) -> None:
+    def read_file(self, path: str, where: Where | None, what: str = "") -> None:
+        """Read ``path``; ``where`` names the place that named it (errors about the file as a
+        whole are reported there), ``what`` says what it is there (``"option file "``)."""
         if self.state.depth >= MAX_INCLUDE_DEPTH:
             msg = f"options files nested deeper than {MAX_INCLUDE_DEPTH} (a file including itself?)"
             raise where.error(msg) if where else ConfigError(msg, path=path)
@@ -335,7 +355,7 @@ class _Parser:
             # Worded as every command words an unreadable file ("PATH: cannot read: why"),
             # after where the file was named.
             msg = f"cannot read: {exc.strerror or exc}"
-            raise where.error(f"{path}: {msg}") if where else ConfigError(msg, path=path) from None
+            raise where.error(f"{what}{path}: {msg}") if where else ConfigError(msg, path=path) from None
         if len(data) > MAX_FILE_BYTES:
             raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes", path=path)
         self.state.files.append(path)
@@ -385,8 +405,10 @@ class _Parser:
             # pppd takes a bare number as the serial line speed; a pty has none to set, but
             # pptpctrl always passes one, so it is recorded (and logged) only.
             self.state.values["speed"] = _int_arg(word, where, "speed", 1, 0xFFFFFFFF)
+            self.state.locations["speed"] = str(where)
             return
         if ":" in word and not word.startswith("/"):
+            self.state.locations["LOCAL:REMOTE"] = str(where)
             local_text, _, remote_text = word.partition(":")
             if local_text:
                 self.state.values["local_address"] = _ip_arg(local_text, where, "local address")
@@ -569,6 +591,7 @@ _OPTIONS: Final[dict[str, tuple[int, _Handler]]] = {
     "replacedefaultroute": (0, _set("replacedefaultroute", True)),
     "demand": (0, _demand),
     "debug": (0, _set("debug", True)),
+    "dump": (0, _set("dump", True)),
     "nodebug": (0, _set("debug", False)),
     "logfile": (1, _set_name("logfile", 4096)),
     "logfd": (1, _logfd),
@@ -627,4 +650,20 @@ def parse_pppd_argv(
             p.read_file(path, None)
     words = [(w, Where(COMMAND_LINE, i)) for i, w in enumerate(argv, 1)]
     p.apply(words)
+    return _finish(p)
+
+
+def parse_pppd_files(
+    named: Sequence[tuple[str, Where]], *, etc_dir: str = "/etc/ppp", default_files: Sequence[str] = (),
+    what: str = "option file ",
+) -> PppdOptions:
+    """Parse ``default_files`` (skipped when missing, as pppd does), then each file of ``named``:
+    a path and the :class:`Where` that named it (pptpd.conf's ``option`` line), so a file that
+    cannot be read is reported there - ``pptpd.conf:3: option file /x: cannot read: ...``."""
+    p = _Parser(etc_dir)
+    for path in default_files:
+        if os.path.exists(path):
+            p.read_file(path, None)
+    for path, where in named:
+        p.read_file(path, where, what)
     return _finish(p)

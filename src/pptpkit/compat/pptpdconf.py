@@ -20,13 +20,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from pptpkit.compat.pppdopts import PppdOptions, parse_pppd_argv
+from pptpkit.compat.pppdopts import PppdOptions, Where, parse_pppd_files
 from pptpkit.compat.program import PppProgramConfig
 from pptpkit.errors import ConfigError
 from pptpkit.vpn.pool import AddressPool, parse_ip_list
+from pptpkit.vpn.server import DEFAULT_BUILTIN_MRU
 from pptpkit.vpn.settings import ServerChanges
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "parse_pptpd_conf",
     "read_pptpd_conf",
     "server_changes",
+    "unreadable",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,12 @@ class PptpdConf:
     pidfile: str | None = None
     vrf: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    #: keyword -> the line it is on (errors about a keyword's value, found later, name it).
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    def where(self, keyword: str) -> Where:
+        """The ``path:line`` of ``keyword`` (line 0 when the file does not have it)."""
+        return Where(self.path, self.lines.get(keyword, 0))
 
     @property
     def bridge_mode(self) -> bool:
@@ -130,8 +139,9 @@ class PptpdConf:
     def check_builtin(self) -> AddressPool:
         """The built-in mode needs an address pool (our PPP stack assigns the addresses)."""
         if self.delegate:
-            raise ConfigError("delegate: the built-in PPP stack has no other source of addresses; "
-                              "give localip and remoteip", path=self.path)
+            raise self.where("delegate").error(
+                "delegate: the built-in PPP stack has no other source of addresses; give localip and "
+                "remoteip")
         pool = self.address_pool()
         if pool is None:
             raise ConfigError("the built-in PPP stack needs localip and remoteip", path=self.path)
@@ -173,7 +183,8 @@ def parse_pptpd_conf(text: str, path: str = "<pptpd.conf>") -> PptpdConf:
         if kind is None:
             raise ConfigError(f"unknown keyword {parts[0]!r}", path=path, line=number)
         values[keyword] = _value(keyword, kind, value, path, number)
-    conf = PptpdConf(path=path, warnings=tuple(warnings))
+    conf = PptpdConf(path=path, warnings=tuple(warnings),
+                     lines={keyword: number for keyword, (number, _) in seen.items()})
     return replace(conf, **values)  # type: ignore[arg-type]
 
 
@@ -217,14 +228,25 @@ def read_pptpd_conf(path: str) -> PptpdConf:
     return parse_pptpd_conf(data.decode("utf-8", "surrogateescape"), path)
 
 
+def unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be read (None when it can): a PPP program's options file is checked
+    when the server starts, not by the first caller's pppd."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 # -- pptpkit server --config ----------------------------------------------------------------------
 
 
 def builtin_options(conf: PptpdConf, *, etc_dir: str = "/etc/ppp") -> PppdOptions:
     """The pppd options the built-in stack runs with: what pptpd's pppd would read, i.e.
-    ``etc_dir/options`` (when it exists) and then the ``option`` file."""
-    argv = ["file", conf.option] if conf.option else []
-    return parse_pppd_argv(argv, etc_dir=etc_dir, default_files=[os.path.join(etc_dir, "options")])
+    ``etc_dir/options`` (when it exists) and then the ``option`` file.  An ``option`` file
+    that cannot be read is reported at the pptpd.conf line naming it."""
+    named = [(conf.option, conf.where("option"))] if conf.option else []
+    return parse_pppd_files(named, etc_dir=etc_dir, default_files=[os.path.join(etc_dir, "options")])
 
 
 #: PppdOptions fields the built-in server cannot honour, with why; a non-default value is an
@@ -232,15 +254,19 @@ def builtin_options(conf: PptpdConf, *, etc_dir: str = "/etc/ppp") -> PppdOption
 _BUILTIN_UNSUPPORTED: Final = {
     "defaultroute": ("defaultroute", "a server does not route through its clients"),
     "usepeerdns": ("usepeerdns", "a server pushes DNS (ms-dns), it does not take any"),
-    "mtu": ("mtu", "the built-in server sets its MRU (mru); the link MTU follows from both MRUs"),
     "ifname": ("ifname", "interfaces are named by --tun-name"),
     "user": ("user", "the server does not authenticate itself to its clients"),
     "password": ("password", "the server does not authenticate itself to its clients"),
+    "remotename": ("remotename", "every client is checked against the secrets' server column 'name'"),
     "accm": ("asyncmap", "PPTP carries no async map"),
     "pfc": ("nopcomp", "protocol compression is always negotiated"),
     "acfc": ("noaccomp", "address/control compression is always negotiated"),
     "local_address": ("LOCAL:REMOTE", "addresses come from localip/remoteip"),
     "remote_address": ("LOCAL:REMOTE", "addresses come from localip/remoteip"),
+    "speed": ("speed", "only a PPP program on a pty has a line speed"),
+    "ipparam": ("ipparam", "it is per call: pptpd passes the client's address"),
+    "remotenumber": ("remotenumber", "it is per call: pptpd passes the client's address"),
+    "original_ip": ("pptpd-original-ip", "it is per call: pptpd passes the client's address"),
     "pty": ("pty", "the server answers calls, it does not dial"),
     "persist": ("persist", "the server answers calls, it does not redial"),
     "maxfail": ("maxfail", "the server answers calls, it does not redial"),
@@ -249,6 +275,19 @@ _BUILTIN_UNSUPPORTED: Final = {
     "unit": ("unit", "interfaces are named by --tun-name"),
     "replacedefaultroute": ("replacedefaultroute", "a server does not route through its clients"),
 }
+
+#: PppdOptions fields the built-in server takes (see :func:`_builtin_changes`).  Every field is
+#: in exactly one of these, :data:`_BUILTIN_UNSUPPORTED` and :data:`_BOOKKEEPING` (a unit test
+#: checks it), so an option added to the parser cannot be dropped here unnoticed.
+_BUILTIN_TAKEN: Final = frozenset({
+    "name", "auth_policy", "strip_domain", "mppe", "ccp", "mru", "mtu", "echo_interval",
+    "echo_failure", "idle", "ms_dns", "ms_wins", "ipv6", "proxyarp", "radius", "radius_config",
+    "debug", "dump", "logfile", "logfd", "detach", "logwtmp",
+    "ip_up_script", "ip_down_script", "ipv6_up_script", "ipv6_down_script",
+})
+_BOOKKEEPING: Final = frozenset({"files", "notices", "locations"})
+#: The built-in server's own bounds for pppd's mtu and mru (those of --mtu).
+_BUILTIN_MTU_RANGE: Final = (576, 1500)
 
 
 def server_changes(conf: PptpdConf, *, builtin: bool, etc_dir: str | None = None) -> ServerChanges:
@@ -276,6 +315,10 @@ def server_changes(conf: PptpdConf, *, builtin: bool, etc_dir: str | None = None
         if conf.ppp is not None:
             conf.program_config()  # validates the pool
             changes["ppp_program"] = conf.ppp
+        why = unreadable(conf.option) if conf.option is not None else None
+        if why is not None:
+            # pppd would fail on every call; say so once, where the file is named.
+            raise conf.where("option").error(f"option file {conf.option}: cannot read: {why}")
         changes.update(ServerChanges(option_file=conf.option, speed=conf.speed,
                                      noipparam=conf.noipparam, delegate=conf.delegate))
         if conf.localip is not None:
@@ -306,7 +349,7 @@ def _radius_changes(opts: PppdOptions) -> ServerChanges:
         rc = read_radiusclient_conf(path)
     except ConfigError as exc:
         if opts.radius_config is None and not os.path.exists(path):
-            raise ConfigError(f"plugin radius.so: {exc.reason} [{opts.where('plugin')}]") from None
+            raise _at(opts, "plugin", f"plugin radius.so: {exc.reason}") from None
         raise
     for notice in rc.notices:
         log.info("%s", notice)
@@ -325,21 +368,32 @@ def _radius_changes(opts: PppdOptions) -> ServerChanges:
     return changes
 
 
+def _at(opts: PppdOptions, option: str, message: str) -> ConfigError:
+    """``message`` at the ``path:line`` of ``option`` in the pppd options (``<options>`` when the
+    option was not given in a file, e.g. a setting that is wrong by default)."""
+    path, _, line = opts.where(option).rpartition(":")
+    if path and line.isdigit():
+        return ConfigError(message, path=path, line=int(line))
+    return ConfigError(message)
+
+
 def _builtin_changes(conf: PptpdConf, opts: PppdOptions) -> ServerChanges:
     defaults = PppdOptions()
     if opts.detach == "up":
-        raise ConfigError(f"updetach: not supported by the built-in server (it has no link to wait for) "
-                          f"[{opts.where('updetach')}]", path=conf.path)
+        raise _at(opts, "updetach", "updetach: not supported by the built-in server (it has no link "
+                                    "to wait for)")
     for name, (option, why) in _BUILTIN_UNSUPPORTED.items():
         if getattr(opts, name) != getattr(defaults, name):
-            raise ConfigError(f"{option}: not supported by the built-in server ({why}) "
-                              f"[{opts.where(option)}]", path=conf.path)
+            raise _at(opts, option, f"{option}: not supported by the built-in server ({why})")
+    if opts.logfd not in (None, 2):
+        raise _at(opts, "logfd", f"logfd {opts.logfd}: not supported by the built-in server (its log "
+                                 "goes to --log and logfile)")
     if not opts.ccp and opts.mppe.allowed:
-        raise ConfigError(f"noccp without nomppe [{opts.where('noccp')}]", path=conf.path)
+        raise _at(opts, "noccp", "noccp without nomppe")
     mppe = opts.mppe
     if mppe.required and not mppe.bits_128:
-        raise ConfigError("require-mppe-40 alone: the built-in server requires 128 bits or either "
-                          f"[{opts.where('require-mppe-40')}]", path=conf.path)
+        raise _at(opts, "require-mppe-40", "require-mppe-40 alone: the built-in server requires 128 "
+                                           "bits or either")
     if not opts.auth_policy.authenticates_peer and mppe.required:
         raise ConfigError("noauth with required MPPE: MPPE keys come from MS-CHAP", path=conf.path)
     changes = ServerChanges(
@@ -353,14 +407,15 @@ def _builtin_changes(conf: PptpdConf, opts: PppdOptions) -> ServerChanges:
     )
     if opts.name:
         changes["name"] = opts.name
-    if opts.mru is not None:
-        changes["mtu"] = opts.mru
+    changes.update(_mtu_changes(opts))
     if opts.idle:
         changes["idle"] = opts.idle
     if opts.proxyarp:
         changes["proxyarp"] = True
     if opts.ipv6:
         changes["ipv6"] = True
+    if opts.strip_domain:
+        changes["mschap_strip_domain"] = True
     if opts.debug:
         changes["verbose"] = 1
     # pppd's ip-up-script & co.: the built-in server's hook scripts (pptpkit.ops.hooks).
@@ -368,6 +423,45 @@ def _builtin_changes(conf: PptpdConf, opts: PppdOptions) -> ServerChanges:
         script = getattr(opts, f"{name}_script")
         if script is not None:
             changes[name] = script  # type: ignore[literal-required]
+    if opts.logfile is not None:
+        changes["logfile"] = _check_logfile(opts)
     for notice in opts.notices:
         log.warning("%s", notice)
+    if opts.dump:
+        # pppd prints the option values when it reads them; so do we, at the level it uses.
+        for line in opts.dump_lines():
+            log.info("%s", line)
     return changes
+
+
+def _mtu_changes(opts: PppdOptions) -> ServerChanges:
+    """pppd's ``mtu`` caps what we send (the interface MTU), its ``mru`` is what we ask the peer
+    to send (LCP's MRU).  Settings: ``mtu`` and ``mru`` (None: ``mtu``).  With ``mru`` alone
+    both are that value, as before ``mru`` had a setting of its own: our link MTU never exceeds
+    our own MRU (:meth:`pptpkit.ppp.session.PppSession` takes the smaller MRU), so capping the
+    interface there changes nothing.  With ``mtu`` alone the MRU we ask for stays the default."""
+    low, high = _BUILTIN_MTU_RANGE
+    for option in ("mtu", "mru"):
+        value = getattr(opts, option)
+        if value is not None and not low <= value <= high:
+            raise _at(opts, option, f"{option} {value}: the built-in server takes {low}..{high}")
+    changes = ServerChanges()
+    if opts.mtu is not None:
+        changes["mtu"] = opts.mtu
+        changes["mru"] = opts.mru if opts.mru is not None else DEFAULT_BUILTIN_MRU
+    elif opts.mru is not None:
+        changes["mtu"] = opts.mru
+        changes["mru"] = opts.mru
+    return changes
+
+
+def _check_logfile(opts: PppdOptions) -> str:
+    """pppd opens its logfile while it reads the options; so do we, to report a file we cannot
+    write at the line that names it (the server opens it again when it starts logging)."""
+    assert opts.logfile is not None
+    try:
+        with open(opts.logfile, "a"):
+            pass
+    except OSError as exc:
+        raise _at(opts, "logfile", f"logfile {opts.logfile}: {exc.strerror or exc}") from None
+    return opts.logfile

@@ -325,6 +325,9 @@ async def _run_link(ppp: PppRun, line: FdStream, stop: asyncio.Event,
         log.info("ipparam %s", opts.ipparam)
     for notice in opts.notices:
         log.warning("%s", notice)
+    if opts.dump:
+        for dumped in opts.dump_lines():
+            log.info("%s", dumped)
 
     async def closer() -> None:
         await stop.wait()

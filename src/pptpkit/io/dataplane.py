@@ -134,7 +134,7 @@ class SharedTunRouter:
 
     :meth:`open` creates the interface (up, MTU ``mtu``).  Each attached link adds its local
     address to the interface (once per distinct address) and a host route ``peer/32`` through
-    it whose route MTU is the link's own, so the kernel sizes packets (and answers with ICMP
+    it whose route MTU is the link's own (at most ``mtu``), so the kernel sizes packets (and answers with ICMP
     fragmentation-needed) per session even though the interface is shared.  Packets the kernel
     routes into the TUN are dispatched on their IPv4 destination with one dict lookup; IPv6 is
     not routed in this mode (counted in ``unroutable``).  :meth:`close` removes the interface
@@ -206,7 +206,8 @@ class SharedTunRouter:
             if local not in self._locals:
                 await nc.add_local_address(tun.name, local)
                 self._locals.add(local)
-            await nc.replace_host_route(tun.name, str(up.peer_address), source=local, mtu=up.mtu)
+            await nc.replace_host_route(tun.name, str(up.peer_address), source=local,
+                                          mtu=min(up.mtu, self.mtu))
             self._routes[key] = link
             self._by_link[link] = key
         link.interface = tun.name

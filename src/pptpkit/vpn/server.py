@@ -151,6 +151,8 @@ class BuiltinConfig:
     #: A /64 from here per session, routed to the client (pppd has no such thing; accel-ppp's
     #: ipv6-pool with delegation does).
     ipv6_prefixes: PrefixPool | None = None
+    #: pppd's chapms-strip-domain: MS-CHAP names are looked up without their DOMAIN\ part.
+    mschap_strip_domain: bool = False
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1 or self.max_per_source < 1:
@@ -176,7 +178,8 @@ class BuiltinConfig:
             # The verifier has the call's own deadline: a later verdict would find the call gone.
             authenticator=AuthenticatorConfig(name=self.name, secrets=self.secrets,
                                               external=self.external_auth,
-                                              verification_timeout=self.auth_timeout)
+                                              verification_timeout=self.auth_timeout,
+                                              mschap_strip_domain=self.mschap_strip_domain)
             if self.auth_policy.authenticates_peer else None,
             mru=self.mru,
             echo_interval=self.echo_interval,

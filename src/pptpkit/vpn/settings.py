@@ -161,6 +161,10 @@ class ServerChanges(TypedDict, total=False):
     hooks: bool
     hook_timeout: float
     metrics: tuple[str, int] | None
+    # pppd options of the built-in server (pptpd.conf's 'option' file).
+    mru: int | None
+    logfile: str | None
+    mschap_strip_domain: bool
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -179,7 +183,8 @@ class ServerSettings:
     ``ppp_args``, ``option_file``, ``localip``/``remoteip``, ``speed``, ``noipparam``,
     ``delegate``.  Built-in mode: the pool (``localip``/``remoteip``), ``secrets``, ``name``,
     ``dns``/``wins`` pushed via IPCP, the ``mppe`` and ``auth`` policies, ``max_sessions``,
-    ``tun_mode``/``tun_name``, ``mtu`` (our MRU), LCP echo, ``idle`` (0: never),
+    ``tun_mode``/``tun_name``, ``mtu`` (the interface MTU at most; also our MRU unless ``mru``),
+    LCP echo, ``idle`` (0: never),
     ``mss_clamp``, ``source_check`` (anti-spoofing), and the calls not authenticated yet:
     ``auth_timeout``, ``max_preauth``, ``max_preauth_per_source``; RADIUS: ``radius_*``,
     ``nas_identifier``, ``nas_ip_address`` (:class:`pptpkit.radius.settings.RadiusSetup`).
@@ -255,6 +260,15 @@ class ServerSettings:
     hook_timeout: float = 30.0
     # Prometheus metrics (built-in mode): (address, port) to serve /metrics on; None: off.
     metrics: tuple[str, int] | None = None
+    # pppd options of the built-in server.  ``mtu`` above is the most we send in one packet
+    # (pppd's mtu: the interface MTU is at most this) and ``mru`` what we ask the peer to send at
+    # most (pppd's mru, LCP's MRU; None: ``mtu``).  The link MTU is never more than the smaller
+    # of the two MRUs less MPPE's 4 octets, whatever ``mtu`` says.
+    mru: int | None = None
+    #: pppd's logfile: a copy of the log appended to this file, besides --log.
+    logfile: str | None = None
+    #: pppd's chapms-strip-domain: MS-CHAP user names are looked up without their DOMAIN\ part.
+    mschap_strip_domain: bool = False
 
     @property
     def builtin(self) -> bool:

@@ -70,17 +70,24 @@ def _server_args(*extra: str) -> argparse.Namespace:
     return build_parser().parse_args(["server", "--ppp-program", "/bin/cat", *extra])
 
 
-def test_server_options() -> None:
+def test_server_options(tmp_path: Path) -> None:
+    (tmp_path / "opts").write_text("")
     settings = server_settings(_server_args(
         "--localip", "198.51.100.1", "--remoteip", "198.51.100.10-50,198.51.100.60",
         "--listen", "192.0.2.1:1724", "--connections", "5", "--stimeout", "2.5", "--speed", "9600",
-        "--noipparam", "--option", "/etc/opts", "--ppp-arg=-m", "--ppp-arg", "x"))
+        "--noipparam", "--option", str(tmp_path / "opts"), "--ppp-arg=-m", "--ppp-arg", "x"))
     assert (settings.listen, settings.port) == ("192.0.2.1", 1724)
     assert settings.connections == 5 and settings.stimeout == 2.5
     program = program_config(settings)
     assert program.pool is not None and program.pool.size == 42
     assert program.program_args == ("-m", "x") and program.speed == "9600" and program.noipparam
-    assert program.option_file == "/etc/opts"
+    assert program.option_file == str(tmp_path / "opts")
+
+
+def test_server_option_flag_names_an_unreadable_file(tmp_path: Path) -> None:
+    settings = server_settings(_server_args("--delegate", "--option", str(tmp_path / "none")))
+    with pytest.raises(ConfigError, match=rf"^--option {tmp_path}/none: cannot read: No such file"):
+        program_config(settings)
 
 
 def test_server_defaults_listen_everywhere() -> None:

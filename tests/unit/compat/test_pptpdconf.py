@@ -29,7 +29,7 @@ def render(conf: PptpdConf) -> str:
     lines = [f"mode = {'bridge' if conf.bridge_mode else 'builtin'}"]
     for f in dataclasses.fields(PptpdConf):
         value = getattr(conf, f.name)
-        if f.name in ("path", "warnings") or value == getattr(DEFAULTS, f.name):
+        if f.name in ("path", "warnings", "lines") or value == getattr(DEFAULTS, f.name):
             continue
         if isinstance(value, tuple):
             value = ",".join(value)

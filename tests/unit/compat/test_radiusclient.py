@@ -98,7 +98,7 @@ def test_radius_config_file_needs_the_plugin(tmp_path: Path) -> None:
 
 
 def test_missing_default_radiusclient_conf_names_the_plugin_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"options.pptpd:2\]") as info:
+    with pytest.raises(ConfigError, match=r"options\.pptpd:2: plugin radius\.so: ") as info:
         settings_for(tmp_path, "localip 198.51.100.1\nremoteip 198.51.100.10-20\n",
                      options="require-mschap-v2\nplugin radius.so\n")
     assert "radiusclient.conf" in str(info.value)
