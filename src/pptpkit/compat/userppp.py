@@ -70,6 +70,7 @@ from pptpkit.ppp.session_config import (
     SessionEvent,
     SessionRole,
 )
+from pptpkit.vpn.hooks import HookContext, HookKind, HookRunner, hook_argv, hook_env, runnable
 
 __all__ = [
     "ENV_ETC",
@@ -108,6 +109,10 @@ class PppRun:
     secrets: SecretsProvider | None
     etc_dir: str
     hostname: str
+    #: pppd's DEVICE and the scripts' tty argument: our terminal ("" on a socketpair).
+    device: str = ""
+    #: pppd's CALL_FILE: the NAME of ``call NAME``.
+    call_file: str | None = None
 
 
 def load_options(argv: Sequence[str], environ: dict[str, str] | None = None) -> PppRun:
@@ -120,10 +125,6 @@ def load_options(argv: Sequence[str], environ: dict[str, str] | None = None) -> 
         raise ConfigError(f"{opts.where('plugin')}: plugin radius.so: pptpkit ppp does no RADIUS; run "
                           "pptpkit server in built-in mode with the same options (it reads the "
                           "plugin's radiusclient.conf)")
-    for option in ("ip-up-script", "ip-down-script", "ipv6-up-script", "ipv6-down-script"):
-        if getattr(opts, option.replace("-", "_")) is not None:
-            raise ConfigError(f"{opts.where(option)}: {option}: pptpkit ppp runs no scripts (the built-in "
-                              "server does: pptpkit server with the same options)")
     password = env.get(ENV_PASSWORD)
     if password is not None and opts.password is None:
         opts = replace(opts, password=password)
@@ -137,7 +138,19 @@ def load_options(argv: Sequence[str], environ: dict[str, str] | None = None) -> 
         # pppd would still try (and fail authenticating); with no password at all and no
         # secrets we can only run a link whose peer asks for no authentication.
         secrets = StaticSecrets({})
-    return PppRun(options=opts, secrets=secrets, etc_dir=etc, hostname=socket.gethostname())
+    peers = os.path.join(etc, "peers") + os.sep
+    call_file = next((os.path.basename(f) for f in opts.files if f.startswith(peers)), None)
+    device = ""
+    with contextlib.suppress(OSError):
+        device = os.ttyname(0)
+    return PppRun(options=opts, secrets=secrets, etc_dir=etc, hostname=socket.gethostname(), device=device,
+                  call_file=call_file)
+
+
+def _script_path(run: PppRun, name: str) -> str | None:
+    """pppd's script ``name`` (ip-up ...): its ``*-script`` option, else ``ETC/name``."""
+    override = getattr(run.options, f"{name.replace('-', '_')}_script", None)
+    return override if isinstance(override, str) else os.path.join(run.etc_dir, name)
 
 
 def _fd_mode(fd: int) -> int | None:
@@ -159,8 +172,12 @@ class _HostSetup:
     replacedefaultroute), proxyarp, usepeerdns, the pid files.  Everything is undone at detach
     (routes through the TUN go with it; a replaced default route is put back)."""
 
-    def __init__(self, run: PppRun) -> None:
+    def __init__(self, run: PppRun, runner: HookRunner | None = None) -> None:
         self.run = run
+        self.runner = runner
+        #: Set by the caller once the link exists: its counters go to ip-down.
+        self.link: PppLink | None = None
+        self._up: tuple[str, LinkUp, float] | None = None
         self.proxy: tuple[str, int] | None = None
         self.resolv: str | None = None
         self.replaced: tuple[str | None, int | None] | None = None
@@ -184,7 +201,6 @@ class _HostSetup:
             else:
                 await nc.add_route("0.0.0.0/0", dev=ifname)
                 log.info("default route through %s", ifname)
-        self._write_pidfiles(ifname)
         if opts.proxyarp and up.peer_address is not None:
             await self._proxyarp(nc, ifname, str(up.peer_address))
         if opts.usepeerdns and up.dns_servers:
@@ -196,6 +212,51 @@ class _HostSetup:
                 self.resolv = path
             except OSError as exc:
                 log.warning("usepeerdns: cannot write %s: %s", path, exc)
+        self._write_pidfiles(ifname)
+        self._up = (ifname, up, asyncio.get_running_loop().time())
+        self._script(HookKind.IP_UP, ifname, up)
+
+    async def pre_up(self, ifname: str, up: LinkUp, nc: NetConfig) -> None:
+        """pppd's ip-pre-up: the interface has its addresses and is not up yet; pppd waits for
+        this one (a script may set the interface up first), so we do too, within the timeout."""
+        path = _script_path(self.run, "ip-pre-up")
+        if self.runner is None or not runnable(path):
+            return
+        assert path is not None
+        task = self.runner.submit("pre", "ppp", HookKind.IP_UP, hook_argv(path, self._context(ifname, up)),
+                                  self._env(HookKind.IP_UP, ifname, up))
+        if task is not None:
+            await task
+
+    def _context(self, ifname: str, up: LinkUp, *, down: bool = False) -> HookContext:
+        opts = self.run.options
+        connect_time = bytes_sent = bytes_rcvd = None
+        if down and self._up is not None and self.link is not None:
+            connect_time = int(asyncio.get_running_loop().time() - self._up[2])
+            bytes_sent, bytes_rcvd = self.link.stats.octets_out, self.link.stats.octets_in
+        return HookContext(
+            ifname=ifname, local=str(up.local_address), remote=str(up.peer_address),
+            device=self.run.device, speed=opts.speed or 115200, ipparam=opts.ipparam,
+            # pppd's PEERNAME: the name the peer authenticated with, so only when we checked it.
+            peername=(up.username or None) if opts.role is SessionRole.SERVER else None,
+            linkname=opts.linkname, call_file=self.run.call_file,
+            dns=tuple(str(d) for d in up.dns_servers) if opts.usepeerdns else (),
+            connect_time=connect_time, bytes_sent=bytes_sent, bytes_rcvd=bytes_rcvd)
+
+    def _env(self, kind: HookKind, ifname: str, up: LinkUp, *, down: bool = False) -> dict[str, str]:
+        env = hook_env(kind, self._context(ifname, up, down=down))
+        if self.run.options.usepeerdns and up.dns_servers:
+            env["USEPEERDNS"] = "1"  # pppd's: the scripts that install resolv.conf look for it
+        return env
+
+    def _script(self, kind: HookKind, ifname: str, up: LinkUp) -> None:
+        path = _script_path(self.run, kind.value)
+        if self.runner is None or not runnable(path):
+            return
+        assert path is not None
+        down = kind.down
+        self.runner.submit("ip", "ppp", kind, hook_argv(path, self._context(ifname, up, down=down)),
+                           self._env(kind, ifname, up, down=down))
 
     async def _proxyarp(self, nc: NetConfig, ifname: str, peer: str) -> None:
         # pppd publishes the peer's address on the Ethernet interface whose subnet holds it,
@@ -230,6 +291,12 @@ class _HostSetup:
                 log.warning("cannot write %s: %s", path, os_error_text(exc))
 
     async def undo(self, ifname: str) -> None:
+        if self._up is not None:
+            # The interface is gone by now (pppd keeps its unit until the script exits); the
+            # script still gets the addresses, the counters and the connect time.
+            up_ifname, up, _ = self._up
+            self._script(HookKind.IP_DOWN, up_ifname, up)
+            self._up = None
         for path in self.pidfiles:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -288,7 +355,8 @@ def _log_event(link: PppLink, event: SessionEvent, mppe_seen: list[str]) -> None
 
 
 async def _run_link(ppp: PppRun, line: FdStream, stop: asyncio.Event,
-                    on_up: Callable[[], None] | None = None) -> tuple[LinkDown | None, bool]:
+                    on_up: Callable[[], None] | None = None,
+                    runner: HookRunner | None = None) -> tuple[LinkDown | None, bool]:
     """One link on ``line`` until it ends or ``stop`` is set: (how it ended, whether it came
     up).  None when the options cannot make a session (logged)."""
     opts = ppp.options
@@ -297,9 +365,9 @@ async def _run_link(ppp: PppRun, line: FdStream, stop: asyncio.Event,
     except ConfigError as exc:
         log.error("%s", exc)
         return None, False
-    host = _HostSetup(ppp)
+    host = _HostSetup(ppp, runner)
     ifname = opts.ifname or (f"ppp{opts.unit}" if opts.unit is not None else "ppp%d")
-    plane = TunDataPlane(ifname, mtu=opts.mtu, hook=host.hook, on_detach=host.undo)
+    plane = TunDataPlane(ifname, mtu=opts.mtu, hook=host.hook, on_detach=host.undo, pre_hook=host.pre_up)
     link_box: list[PppLink] = []
 
     def frame_in(frame: bytes) -> None:
@@ -319,6 +387,7 @@ async def _run_link(ppp: PppRun, line: FdStream, stop: asyncio.Event,
 
     link = PppLink(config, bridge, plane, name="ppp", on_event=on_event)
     link_box.append(link)
+    host.link = link
     log.info("pptpkit ppp: %s role, %s, %s", config.role.value, config.mppe.describe(),
              f"remotenumber {opts.remotenumber}" if opts.remotenumber else "no remote number")
     if opts.ipparam is not None:
@@ -385,10 +454,12 @@ async def run(ppp: PppRun, *, stream: FdStream | None = None, on_up: Callable[[]
     stop = asyncio.Event()
     signalled: list[int] = []
     installed = _signals(stop, signalled)
+    runner = HookRunner()
     try:
-        down, _ = await _run_link(ppp, line, stop, on_up)
+        down, _ = await _run_link(ppp, line, stop, on_up, runner)
     finally:
         _unsignal(installed)
+        await runner.aclose()  # ip-down runs to its end (bounded by the timeout), as with pppd
         if saved_tty is not None:
             with contextlib.suppress(termios.error):
                 termios.tcsetattr(0, termios.TCSANOW, saved_tty)
@@ -410,6 +481,8 @@ class _PtyCommand:
     def __init__(self, command: str) -> None:
         self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The pseudo-terminal our side uses (pppd's DEVICE).
+        self.device = ""
         self._err = -1
         self._pending = b""
 
@@ -431,6 +504,8 @@ class _PtyCommand:
             os.close(err_write)
         os.set_blocking(err_read, False)
         self._err = err_read
+        with contextlib.suppress(OSError):
+            self.device = os.ttyname(slave)
         asyncio.get_running_loop().add_reader(err_read, self._read_stderr)
         log.info("pty command started (pid %d): %s", self.proc.pid, self.command)
         return FdStream(slave)
@@ -487,6 +562,7 @@ async def _run_dialled(ppp: PppRun, on_up: Callable[[], None] | None) -> int:
     installed = _signals(stop, signalled)
     failures = 0
     status = EXIT_FATAL_ERROR
+    runner = HookRunner()
     try:
         while True:
             command = _PtyCommand(opts.pty)
@@ -495,8 +571,9 @@ async def _run_dialled(ppp: PppRun, on_up: Callable[[], None] | None) -> int:
             except OSError as exc:
                 log.error("cannot start the pty command: %s", os_error_text(exc))
                 return EXIT_PTY_FAILED
+            ppp.device = command.device
             try:
-                down, was_up = await _run_link(ppp, line, stop, on_up)
+                down, was_up = await _run_link(ppp, line, stop, on_up, runner)
             finally:
                 await command.stop()
             if down is None:
@@ -517,6 +594,7 @@ async def _run_dialled(ppp: PppRun, on_up: Callable[[], None] | None) -> int:
                 return EXIT_USER_REQUEST
     finally:
         _unsignal(installed)
+        await runner.aclose()
 
 
 def _setup_logging(opts: PppdOptions) -> None:

@@ -53,8 +53,11 @@ class TunDataPlane:
         on_detach: Callable[[str], Awaitable[None]] | None = None,
         max_batch: int = 64,
         offload: bool = True,
+        pre_hook: TunHook | None = None,
     ) -> None:
         self.name = name
+        #: Called with the interface addressed but not up yet (pppd's ip-pre-up moment).
+        self.pre_hook = pre_hook
         self.routes = tuple(routes)
         self.mtu = mtu
         self.hook = hook
@@ -77,6 +80,8 @@ class TunDataPlane:
             try:
                 mtu = up.mtu if self.mtu is None else min(up.mtu, self.mtu)
                 await nc.add_ptp_address(tun.name, str(up.local_address), str(up.peer_address))
+                if self.pre_hook is not None:
+                    await self.pre_hook(tun.name, up, nc)
                 await nc.set_link(tun.name, up=True, mtu=mtu)
                 if up.local_ipv6_id is not None and up.peer_ipv6_id is not None:
                     await _add_link_locals(nc, tun.name, up.local_ipv6_id, up.peer_ipv6_id)

@@ -179,3 +179,47 @@ def test_connect_peer_takes_the_same_profile(lab: tuple[NetnsLab, str, str], tmp
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
     assert "ipparam: no ip-up scripts" in out.read_text(errors="replace")
+
+
+SCRIPT = """#!/bin/sh
+{{ printf '%s\\n' "$@"; echo ---; env | sort; }} > {out}/$(basename "$0").txt
+"""
+
+
+def test_scripts_get_pppds_arguments_and_environment(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
+    nl, srv, cli = lab
+    Server(nl, srv, tmp_path, secrets=f'{USER} pptpd "{PASSWORD}" *\n')  # pushes DNS 203.0.113.53
+    out = tmp_path / "hooks"
+    out.mkdir()
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    for name in ("ip-pre-up", "ip-up", "ip-down"):
+        (scripts / name).write_text(SCRIPT.format(out=out))
+        (scripts / name).chmod(0o755)
+    install = "; ".join(f"cp {scripts}/{n} /etc/ppp/{n}" for n in ("ip-pre-up", "ip-up", "ip-down"))
+    script = profile_script(tmp_path, "nodetach", "usepeerdns").replace("pptpsetup --create",
+                                                                         f"{install}; pptpsetup --create")
+    log = tmp_path / "ppp.log"
+    with log.open("wb") as f:
+        proc = nl.popen(cli, ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=f,
+                        stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (out / "ip-up.txt").exists(), 30, "ip-up")
+        assert ping(nl, cli)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 5, log.read_text(errors="replace")
+    args, env_text = (out / "ip-up.txt").read_text().split("---\n")
+    ifname, tty, speed, local, remote, ipparam = args.split()
+    assert ifname.startswith("ppp") and tty.startswith("/dev/pts/") and speed == "115200"
+    assert (remote, ipparam) == (LOCAL_IP, "vpn") and local.startswith("198.51.100.")
+    env = dict(line.split("=", 1) for line in env_text.splitlines())
+    assert env["IFNAME"] == ifname and env["IPLOCAL"] == local and env["IPREMOTE"] == remote
+    assert env["DEVICE"] == tty and env["CALL_FILE"] == "vpn" and env["PPPD_PID"] == str(proc.pid)
+    assert env["USEPEERDNS"] == "1" and env["DNS1"] == "203.0.113.53"
+    assert "PEERNAME" not in env  # the server did not authenticate to us
+    assert (out / "ip-pre-up.txt").read_text().split("---\n")[0] == args
+    down_text = (out / "ip-down.txt").read_text().split("---\n")[1]
+    down_env = dict(line.split("=", 1) for line in down_text.splitlines())
+    assert int(down_env["BYTES_SENT"]) >= 168 and int(down_env["BYTES_RCVD"]) >= 168
+    assert int(down_env["CONNECT_TIME"]) >= 0

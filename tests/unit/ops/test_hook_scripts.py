@@ -9,13 +9,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
-
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.cli.main import build_parser
 from pptpkit.cli.server import extensions, server_settings
 from pptpkit.compat.userppp import load_options
-from pptpkit.errors import ConfigError
 from pptpkit.io.link import LinkStats
 from pptpkit.ops.hooks import HookScripts, HookSettings
 from pptpkit.ppp.session_config import LinkUp
@@ -150,6 +147,9 @@ def test_pppd_options_name_the_scripts(tmp_path: Path) -> None:
     assert (s.ip_up, s.ip_down) == ("/flag/up", "/srv/down")
 
 
-def test_pptpkit_ppp_refuses_scripts_it_would_not_run(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="ip-up-script: pptpkit ppp runs no scripts"):
-        load_options(["ip-up-script", "/srv/up"], {"PPTPKIT_PPP_ETC": str(tmp_path)})
+def test_pptpkit_ppp_takes_the_script_options(tmp_path: Path) -> None:
+    from pptpkit.compat.userppp import _script_path
+
+    run = load_options(["noauth", "ip-up-script", "/srv/up"], {"PPTPKIT_PPP_ETC": str(tmp_path)})
+    assert _script_path(run, "ip-up") == "/srv/up"
+    assert _script_path(run, "ip-down") == str(tmp_path / "ip-down")  # pppd's default place
