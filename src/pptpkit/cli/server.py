@@ -40,6 +40,7 @@ from pptpkit.cli.argtypes import (
     ipv4_address,
     parse_listen,
     positive_float,
+    rate_limit,
 )
 from pptpkit.cli.common import exit_help, fail, install_signals, not_permitted, setup_logging
 from pptpkit.compat.program import PppProgramConfig, ppp_program_factory
@@ -238,6 +239,10 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     group.add_argument("--proxyarp", action="store_true",
                        help="publish each client's address on the LAN interface whose subnet holds it "
                             "(pppd's proxyarp), so LAN hosts reach clients as neighbours")
+    group.add_argument("--shaper", type=rate_limit, metavar="DOWN[/UP]",
+                       help="limit each session to DOWN kbit/s towards the client and UP from it "
+                            "(suffix k/M/G; UP defaults to DOWN; 0: unlimited); a rate=DOWN/UP word "
+                            "in the user's secrets entry comes first")
     group.add_argument("--no-source-check", action="store_true",
                        help="accept packets from a client whatever their source address (for clients "
                             "that route networks of their own; by default a packet whose source is "
@@ -286,6 +291,7 @@ _PLAIN: Final = {
     "nas_ip_address": "nas_ip_address", "radius_interim": "radius_interim",
     "radius_dae_listen": "radius_dae_listen",
     "ctl_socket": "ctl_socket",
+    "shaper": "shaper",
 }
 
 
@@ -526,6 +532,10 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
         from pptpkit.ops.ctl import CtlExtension
 
         found.append(CtlExtension(settings.ctl_socket))
+    # Always: a secrets entry's rate= applies even without a default.
+    from pptpkit.ops.shaper import Shaper
+
+    found.append(Shaper(settings.shaper, shared=settings.tun_mode == "shared"))
     return found
 
 

@@ -30,6 +30,7 @@ from typing import Final, Literal, TypedDict
 
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
+from pptpkit.auth.secrets import RateLimit
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError
 from pptpkit.ppp.session_config import MppePolicy
@@ -151,6 +152,7 @@ class ServerChanges(TypedDict, total=False):
     radius_dae_listen: str | None
     radius_dae_clients: tuple[str, ...]
     ctl_socket: str | None
+    shaper: RateLimit | None
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -235,6 +237,8 @@ class ServerSettings:
     radius_dae_clients: tuple[str, ...] = ()
     # The control socket (both modes); None: none.
     ctl_socket: str | None = DEFAULT_CTL_SOCKET
+    #: ``--shaper``: the rate of users without one of their own (built-in mode; None: none).
+    shaper: RateLimit | None = None
 
     @property
     def builtin(self) -> bool:
@@ -267,6 +271,9 @@ class ServerSettings:
         if self.radius_servers or self.radius_acct_servers or self.radius_dae_listen:
             raise ConfigError("--radius-* apply to the built-in mode; with --ppp-program the program "
                               "does RADIUS itself (pppd's radius plugin)")
+        if self.shaper is not None:
+            raise ConfigError("--shaper applies to the built-in mode; with --ppp-program shape in the "
+                              "program's ip-up script")
         local, remote = self.localip, self.remoteip
         if self.delegate:
             if local or remote:
