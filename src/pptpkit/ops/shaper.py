@@ -41,16 +41,22 @@ if TYPE_CHECKING:
     from pptpkit.pptp.server import PptpServer
     from pptpkit.vpn.server import BuiltinSessions, Session
 
-__all__ = ["Runner", "Shaper"]
+__all__ = ["Lister", "Runner", "Shaper"]
 
 log = logging.getLogger(__name__)
 
 #: Runs one batch: (argv, stdin) -> None, or what went wrong (:func:`pptpkit.io.tc.run`).
 Runner = Callable[[list[str], str | None], Awaitable[str | None]]
+#: Runs a command for its output: argv -> (error or None, stdout) (:func:`pptpkit.io.tc.output`).
+Lister = Callable[[list[str]], Awaitable[tuple[str | None, str]]]
 
 
 async def _run(argv: list[str], stdin: str | None) -> str | None:
     return await tc.run(argv, stdin)
+
+
+async def _list(argv: list[str]) -> tuple[str | None, str]:
+    return await tc.output(argv)
 
 
 @dataclass(slots=True)
@@ -67,13 +73,15 @@ class Shaper:
 
     ``default``: ``--shaper`` (None: only users with a rate of their own are shaped);
     ``shared``: the server runs ``--tun-mode shared``.  ``runner`` runs the ``tc``/``ip``
-    batches (tests pass their own).
+    batches and ``lister`` lists the IFBs (tests pass their own).
     """
 
-    def __init__(self, default: RateLimit | None, *, shared: bool, runner: Runner = _run) -> None:
+    def __init__(self, default: RateLimit | None, *, shared: bool, runner: Runner = _run,
+                 lister: Lister = _list) -> None:
         self.default = default
         self.shared = shared
         self._run = runner
+        self._list = lister
         self._sessions: BuiltinSessions | None = None
         self._overrides: dict[str, RateLimit] = {}
         self._shaped: dict[str, _Shaped] = {}
@@ -258,7 +266,7 @@ class Shaper:
         await self._delete_ifb(session_id, shaped)
 
     async def _delete_stale_ifbs(self) -> None:
-        error, listing = await tc.output(["ip", "-o", "-d", "link", "show", "type", "ifb"])
+        error, listing = await self._list(["ip", "-o", "-d", "link", "show", "type", "ifb"])
         if error is not None:
             log.debug("shaper: cannot list IFB devices: %s", error)
             return
