@@ -15,7 +15,13 @@ The engines only see :class:`SecretsProvider`; :class:`PppSecretsFile` reads the
   (re)loaded, so :meth:`PppSecretsFile.reload` also picks up changed indirect files;
 * the address words: none, or a first word ``-``, allows no address; ``*`` allows any; ``!``
   before a word forbids it; ``a.b.c.d/n`` is a subnet and ``a.b.c.d/n+`` the one address
-  ``network + unit + 1``; the first word that matches decides.
+  ``network + unit + 1``; the first word that matches decides;
+* our one addition: a word ``rate=DOWN[/UP]`` among the address words is the user's rate limit
+  (:class:`RateLimit`, ``pptpkit server``'s shaper).  accel-ppp puts a bare ``DOWN/UP`` column
+  after the address, but a bare ``1024/24`` is also what pppd reads as a subnet (its
+  ``inet_addr`` takes ``1024`` for 0.0.4.0), so we want the ``rate=`` prefix: no address or
+  host name has an ``=``, and pppd itself skips such a word with a warning (put it after an
+  address word, as accel-ppp does, so that pppd still sees an address list).
 
 Files are decoded as Latin-1, so every byte of a name or secret survives unchanged (the engines
 encode names back to Latin-1 for the wire, and MS-CHAP's NT hash of such a string equals pppd's
@@ -33,13 +39,16 @@ from typing import Final, Protocol
 from pptpkit.errors import ConfigError
 
 __all__ = [
+    "MAX_RATE_KBIT",
     "AddressPolicy",
     "AddressRule",
     "PppSecretsFile",
+    "RateLimit",
     "SecretMatch",
     "SecretReader",
     "SecretsProvider",
     "StaticSecrets",
+    "parse_rate",
     "parse_secrets",
     "read_secret_file",
 ]
@@ -52,6 +61,9 @@ MAX_FILE_SIZE: Final = 8 * 1024 * 1024
 MAX_ENTRIES: Final = 200_000
 #: Upper bound on address words on one line.
 MAX_ADDRESS_WORDS: Final = 1024
+
+#: The highest rate a limit may name (100 Gbit/s), in kbit/s.
+MAX_RATE_KBIT: Final = 100_000_000
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -147,13 +159,57 @@ class AddressPolicy:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A user's rate limit in kbit/s (1000 bit/s, as tc and accel-ppp count): ``down`` towards
+    the client, ``up`` from it; 0 leaves that direction unlimited."""
+
+    down: int
+    up: int
+
+    def __str__(self) -> str:
+        return f"{self.down or '-'}/{self.up or '-'} kbit/s"
+
+
+_RATE_UNITS: Final = {"": 1, "k": 1, "m": 1000, "g": 1000_000}
+
+
+def _parse_kbit(text: str) -> int:
+    number, unit = text, ""
+    if text and text[-1].lower() in "kmg":
+        number, unit = text[:-1], text[-1].lower()
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"bad rate {text!r} (a number of kbit/s, or with a suffix k, M or G)") from None
+    if not number[:1].isdigit():
+        raise ValueError(f"bad rate {text!r} (a number of kbit/s, or with a suffix k, M or G)")
+    kbit = round(value * _RATE_UNITS[unit])
+    if kbit > MAX_RATE_KBIT:
+        raise ValueError(f"rate {text!r} is above {MAX_RATE_KBIT // 1000_000} Gbit/s")
+    if kbit == 0 and value != 0:
+        raise ValueError(f"rate {text!r} is below 1 kbit/s")
+    return kbit
+
+
+def parse_rate(text: str) -> RateLimit:
+    """``DOWN[/UP]`` (accel-ppp's shape): kbit/s, or with a suffix ``k``/``M``/``G`` (``4M/512k``);
+    ``UP`` defaults to ``DOWN``; 0 leaves a direction unlimited.  ValueError says what is wrong."""
+    down_text, slash, up_text = text.partition("/")
+    down = _parse_kbit(down_text)
+    up = _parse_kbit(up_text) if slash else down
+    if down == 0 and up == 0:
+        raise ValueError(f"rate {text!r} limits nothing")
+    return RateLimit(down, up)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SecretMatch:
     """The result of a lookup: the secret and what comes with it.
 
     ``source`` says where it came from (``path:line`` for files) for logs; ``client`` and
     ``server`` are the entry's fields as written (possibly ``*``); ``options`` are the words after
-    ``--`` on the line, uninterpreted.
+    ``--`` on the line, uninterpreted; ``rate``: the entry's ``rate=`` word, if any.
     """
 
     secret: str
@@ -162,6 +218,7 @@ class SecretMatch:
     client: str = ""
     server: str = ""
     options: tuple[str, ...] = ()
+    rate: RateLimit | None = None
 
 
 class SecretsProvider(Protocol):
@@ -175,6 +232,7 @@ class SecretsProvider(Protocol):
 
 
 _WILD: Final = "*"
+_RATE_WORD: Final = "rate="
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -185,6 +243,7 @@ class _Entry:
     addresses: AddressPolicy
     options: tuple[str, ...]
     source: str
+    rate: RateLimit | None = None
 
     def score(self, client: str, server: str | None) -> int:
         """-1 when the entry does not apply, else how specific it is (higher is better)."""
@@ -226,6 +285,7 @@ def _best(entries: Iterable[_Entry], client: str, server: str | None) -> SecretM
         client=best.client,
         server=best.server,
         options=best.options,
+        rate=best.rate,
     )
 
 
@@ -429,6 +489,20 @@ def parse_secrets(text: str, path: str = "<secrets>", *, read: SecretReader | No
             cut = rest.index("--")
             options = tuple(rest[cut + 1 :])
             rest = rest[:cut]
+        rate: RateLimit | None = None
+        addresses: list[str] = []
+        for word in rest:
+            if not word.startswith(_RATE_WORD):
+                addresses.append(word)
+                continue
+            if rate is not None:
+                raise ConfigError(f"a second {word!r}: one rate per entry", path=path, line=ln.number)
+            try:
+                rate = parse_rate(word[len(_RATE_WORD):])
+            except ValueError as exc:
+                raise ConfigError(str(exc), path=path, line=ln.number) from None
+        if rate is not None:
+            rest = addresses
         entries.append(
             _Entry(
                 client=client,
@@ -437,6 +511,7 @@ def parse_secrets(text: str, path: str = "<secrets>", *, read: SecretReader | No
                 addresses=_parse_addresses(rest, path, ln.number),
                 options=options,
                 source=f"{path}:{ln.number}",
+                rate=rate,
             )
         )
     return entries

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from pptpkit.auth.secrets import RateLimit, parse_rate
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError
 from pptpkit.vpn.pool import parse_ip_list
@@ -27,6 +28,7 @@ __all__ = [
     "parse_listen",
     "port",
     "positive_float",
+    "rate_limit",
 ]
 
 
@@ -151,3 +153,11 @@ def metrics_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(
             f"{host!r} is not an IPv4 address or a bracketed IPv6 one (in {text!r})") from None
     return str(address), int(port_text)
+
+
+def rate_limit(text: str) -> RateLimit:
+    """``DOWN[/UP]`` in kbit/s or with a suffix k/M/G (:func:`pptpkit.auth.secrets.parse_rate`)."""
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

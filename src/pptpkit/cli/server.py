@@ -41,6 +41,7 @@ from pptpkit.cli.argtypes import (
     metrics_address,
     parse_listen,
     positive_float,
+    rate_limit,
 )
 from pptpkit.cli.common import exit_help, fail, install_signals, not_permitted, setup_logging
 from pptpkit.compat.program import PppProgramConfig, ppp_program_factory
@@ -242,6 +243,10 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     group.add_argument("--proxyarp", action="store_true",
                        help="publish each client's address on the LAN interface whose subnet holds it "
                             "(pppd's proxyarp), so LAN hosts reach clients as neighbours")
+    group.add_argument("--shaper", type=rate_limit, metavar="DOWN[/UP]",
+                       help="limit each session to DOWN kbit/s towards the client and UP from it "
+                            "(suffix k/M/G; UP defaults to DOWN; 0: unlimited); a rate=DOWN/UP word "
+                            "in the user's secrets entry comes first")
     group.add_argument("--no-source-check", action="store_true",
                        help="accept packets from a client whatever their source address (for clients "
                             "that route networks of their own; by default a packet whose source is "
@@ -307,6 +312,7 @@ _PLAIN: Final = {
     "hook_timeout": "hook_timeout",
     "metrics": "metrics",
     "mru": "mru",
+    "shaper": "shaper",
 }
 
 
@@ -567,6 +573,10 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
             scripts={HookKind.IP_UP: settings.ip_up, HookKind.IP_DOWN: settings.ip_down,
                      HookKind.IPV6_UP: settings.ipv6_up, HookKind.IPV6_DOWN: settings.ipv6_down},
             timeout=settings.hook_timeout, speed=settings.speed, ipparam=not settings.noipparam)))
+    # Always: a secrets entry's rate= applies even without a default.
+    from pptpkit.ops.shaper import Shaper
+
+    found.append(Shaper(settings.shaper, shared=settings.tun_mode == "shared"))
     if settings.metrics is not None:
         from pptpkit.ops.metrics import Metrics
         from pptpkit.ops.radius_auth import RadiusAuth

@@ -57,6 +57,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from pptpkit.auth.base import ExternalVerdict
 from pptpkit.errors import PptpkitError, StateError
 from pptpkit.io.deadline import Deadline
+from pptpkit.io.ratelimit import TokenBucket
 from pptpkit.ppp.session import PppSession
 from pptpkit.ppp.session_config import (
     AccmChanged,
@@ -182,8 +183,8 @@ class PppLink:
 
     __slots__ = (
         '_attached', '_close_transport', '_data_plane', '_deadline', '_early', '_loop', '_on_event',
-        '_plane_chain', '_prefix6', '_sink', '_source_check', '_src4', '_src6', '_started', '_tasks',
-        '_transport',
+        '_plane_chain', '_police_in', '_police_out', '_prefix6', '_sink', '_source_check', '_src4',
+        '_src6', '_started', '_tasks', '_transport',
         '_up_waiter', 'closed', 'config', 'down_event', 'interface', 'name', 'plane_lost', 'session',
         'started_at', 'stats', 'up', 'up_at',
     )
@@ -215,6 +216,9 @@ class PppLink:
         self._src4: bytes | None = b"" if source_check else None
         self._src6: bytes | None = None
         self._prefix6: bytes | None = None
+        # Rate limits kept in our own path (shared TUN); None: none, and one test per packet.
+        self._police_in: TokenBucket | None = None
+        self._police_out: TokenBucket | None = None
         self._attached = False
         self._deadline = Deadline(self._loop, self._on_deadline)
         self._started = False
@@ -359,6 +363,9 @@ class PppLink:
                                                           else not self._ipv6_source_ok(packet))):
                 self._refuse_source(packet)
                 return
+            police = self._police_in
+            if police is not None and not police.allow(len(packet), now):
+                return
             stats = self.stats
             stats.packets_in += 1
             stats.octets_in += len(packet)
@@ -392,9 +399,25 @@ class PppLink:
         """:meth:`send_ip` without a result (the shape of a TUN's packet callback)."""
         self.send_ip(packet)
 
+    def set_policers(self, down: TokenBucket | None, up: TokenBucket | None) -> None:
+        """Rate limits in the link's own path (the shared TUN's shaper): ``down`` polices the
+        packets towards the peer, ``up`` those from it; None lifts a limit.  Packets over a
+        limit are dropped before they are encrypted or written, counted in the bucket."""
+        self._police_out = down
+        self._police_in = up
+
+    @property
+    def policers(self) -> tuple[TokenBucket | None, TokenBucket | None]:
+        """(down, up) as :meth:`set_policers` set them."""
+        return self._police_out, self._police_in
+
     def send_ip(self, packet: bytes) -> bool:
         """An IP packet from the data plane towards the peer; False when it was dropped."""
-        frame = self.session.send_packet(packet, self._loop.time())
+        now = self._loop.time()
+        police = self._police_out
+        if police is not None and not police.allow(len(packet), now):
+            return False
+        frame = self.session.send_packet(packet, now)
         if frame is None:
             self.stats.refused_by_session += 1
             return False

@@ -4,7 +4,8 @@ A request names its session(s) by ``Acct-Session-Id``, ``User-Name`` and/or
 ``Framed-IP-Address`` (every one given must match); ``NAS-Identifier``/``NAS-IP-Address``, when
 present, must be ours (else NAK 403).  A Disconnect ends each session it names with cause
 Admin-Reset - a clean LCP Terminate and Call-Clear, as ``pptpkit ctl kill`` does.  A CoA may
-change ``Session-Timeout`` and ``Idle-Timeout``; any attribute we cannot honour makes it a NAK
+change ``Session-Timeout``, ``Idle-Timeout`` and the rate limit (``Filter-Id`` ``DOWN[/UP]``,
+accel-ppp's convention, applied by the shaper); any attribute we cannot honour makes it a NAK
 with Error-Cause 401 that changes nothing (RFC 5176 3.4: a CoA is applied whole or not at all).
 ``Proxy-State`` is echoed as RFC 5176 3.1 asks.  No session: NAK 503.
 
@@ -21,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from pptpkit.io.throttle import LogThrottle, left_out_text
+from pptpkit.ops.shaper import radius_rate
 from pptpkit.radius.dae import DaeEngine, DaeRequest, ErrorCause
 from pptpkit.radius.packet import MAX_PACKET_SIZE, AttributeValue
 from pptpkit.radius.settings import RadiusSetup
@@ -39,7 +41,7 @@ _IDENTIFY: Final = ("Acct-Session-Id", "User-Name", "Framed-IP-Address")
 _HARMLESS: Final = frozenset({"Message-Authenticator", "Event-Timestamp", "Proxy-State", "NAS-Identifier",
                               "NAS-IP-Address", "NAS-Port", "Calling-Station-Id", "Called-Station-Id",
                               "NAS-Port-Type", "Acct-Terminate-Cause", "Reply-Message"})
-_COA_CHANGES: Final = frozenset({"Session-Timeout", "Idle-Timeout"})
+_COA_CHANGES: Final = frozenset({"Session-Timeout", "Idle-Timeout", "Filter-Id"})
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -60,6 +62,7 @@ class DynamicAuthorization:
         self._sessions: BuiltinSessions | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._drop_log = LogThrottle()
+        self._tasks: set[asyncio.Future[bool]] = set()
         self._dropped_seen = 0
 
     async def start(self, sessions: BuiltinSessions, server: PptpServer) -> None:
@@ -128,6 +131,11 @@ class DynamicAuthorization:
         unknown = sorted({a.name for a in request.attributes if a.name not in allowed or a.malformed})
         if unknown:
             return nak(ErrorCause.UNSUPPORTED_ATTRIBUTE, f"cannot honour {', '.join(unknown)}")
+        filters = [str(v) for v in request.values("Filter-Id")]
+        if filters and (self._sessions is None or self._sessions.rate_setter is None
+                        or any(radius_rate((f,)) is None for f in filters)):
+            return nak(ErrorCause.UNSUPPORTED_ATTRIBUTE, f"Filter-Id {filters}: only a DOWN[/UP] rate "
+                       "is applied, and only while shaping runs")
         if not any(request.values(name) for name in _IDENTIFY):
             return nak(ErrorCause.MISSING_ATTRIBUTE, "no Acct-Session-Id, User-Name or Framed-IP-Address")
         found = self._match(request)
@@ -164,3 +172,10 @@ class DynamicAuthorization:
             if isinstance(value, int):
                 session.link.set_idle_timeout(float(value))
                 log.info("[%s] RADIUS CoA: idle timeout %s", session.id, f"{value} s" if value else "off")
+        rate = radius_rate(tuple(str(v) for v in request.values("Filter-Id")))
+        if rate is not None and sessions.rate_setter is not None:
+            log.info("[%s] RADIUS CoA: rate %d/%d kbit/s", session.id, rate.down, rate.up)
+            task: asyncio.Future[bool] = asyncio.ensure_future(sessions.rate_setter(session, rate.down,
+                                                                                     rate.up))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)

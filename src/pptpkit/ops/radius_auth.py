@@ -38,6 +38,7 @@ from pptpkit.auth.base import (
 )
 from pptpkit.io.radius import RadiusUdpClient
 from pptpkit.io.throttle import LogThrottle, left_out_text
+from pptpkit.ops.shaper import radius_rate
 from pptpkit.ppp.session_config import VerificationNeeded
 from pptpkit.radius.access import (
     AccessResult,
@@ -213,7 +214,8 @@ def _log_unused(session: Session, result: AccessResult) -> None:
     names = list(result.unused)
     if result.framed_pool is not None:
         names.append(f"Framed-Pool {result.framed_pool!r} (one pool: --remote-ip)")
-    if result.filter_ids:
-        names.append("Filter-Id (no filters or rate limits from RADIUS yet)")
+    others = [f for f in result.filter_ids if radius_rate((f,)) is None]
+    if others:
+        names.append(f"Filter-Id {', '.join(repr(f) for f in others)} (only DOWN[/UP] rates are applied)")
     if names:
         log.warning("[%s] RADIUS attributes not applied: %s", session.id, ", ".join(names))

@@ -309,6 +309,9 @@ class BuiltinSessions:
         #: set ``session.access``.  Its exceptions fail the authentication, logged.
         self.verifier: Callable[[Session, VerificationNeeded], Awaitable[ExternalVerdict]] | None = None
         self._verifying: set[asyncio.Task[None]] = set()
+        #: Changes a live session's rate limit (kbit/s down, up); set by the shaper, used by
+        #: RADIUS CoA.  None: no shaping runs.
+        self.rate_setter: Callable[[Session, int, int], Awaitable[bool]] | None = None
         self.refused_max_sessions = 0
         self.refused_per_source = 0
         self.refused_by_admission = 0

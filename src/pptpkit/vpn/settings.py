@@ -31,6 +31,7 @@ from typing import Final, Literal, TypedDict
 
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
+from pptpkit.auth.secrets import RateLimit
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError
 from pptpkit.ppp.session_config import MppePolicy
@@ -165,6 +166,7 @@ class ServerChanges(TypedDict, total=False):
     mru: int | None
     logfile: str | None
     mschap_strip_domain: bool
+    shaper: RateLimit | None
 
 
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
@@ -269,6 +271,8 @@ class ServerSettings:
     logfile: str | None = None
     #: pppd's chapms-strip-domain: MS-CHAP user names are looked up without their DOMAIN\ part.
     mschap_strip_domain: bool = False
+    #: ``--shaper``: the rate of users without one of their own (built-in mode; None: none).
+    shaper: RateLimit | None = None
 
     @property
     def builtin(self) -> bool:
@@ -304,6 +308,9 @@ class ServerSettings:
         if self.metrics is not None:
             raise ConfigError("--metrics applies to the built-in mode: with --ppp-program the sessions "
                               "are the program's")
+        if self.shaper is not None:
+            raise ConfigError("--shaper applies to the built-in mode; with --ppp-program shape in the "
+                              "program's ip-up script")
         local, remote = self.localip, self.remoteip
         if self.delegate:
             if local or remote:

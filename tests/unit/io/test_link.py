@@ -16,6 +16,7 @@ from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.errors import PptpkitError
 from pptpkit.io.link import MAX_EARLY_FRAMES, LinkDownError, PacketSink, PppLink
+from pptpkit.io.ratelimit import TokenBucket
 from pptpkit.ppp.fsm import FsmConfig
 from pptpkit.ppp.session_config import (
     AccmChanged,
@@ -323,6 +324,46 @@ def test_without_source_check_any_source_passes() -> None:
                 break
             await asyncio.sleep(0.01)
         assert sp.received == [spoofed] and server.stats.source_refused == 0
+        await client.aclose("bye")
+
+    run(main())
+
+
+def test_policers_drop_over_the_rate_each_way_and_can_be_lifted() -> None:
+    """The shared TUN's shaper: a bucket per direction in the link; over-rate packets are
+    dropped (counted in the bucket, not in the link's counters) before they are encrypted."""
+
+    async def main() -> None:
+        sp, cp = MemoryPlane(), MemoryPlane()
+        server, client, *_ = pair(*configs(), server_plane=sp, client_plane=cp)
+        server.start()
+        client.start()
+        await server.wait_up()
+        await client.wait_up()
+        assert server.policers == (None, None)
+        now = server.loop.time()
+        # Two packets of burst and a rate that refills nothing within the test.
+        down = TokenBucket(rate=0.001, burst=2 * len(PING), now=now)
+        up = TokenBucket(rate=0.001, burst=2 * len(PING), now=now)
+        server.set_policers(down, up)
+        assert server.policers == (down, up)
+        assert [server.send_ip(PING) for _ in range(5)] == [True, True, False, False, False]
+        for _ in range(5):
+            assert client.send_ip(PING)
+        for _ in range(100):
+            if len(sp.received) + up.dropped >= 5 and len(cp.received) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert (len(sp.received), up.dropped, up.dropped_octets) == (2, 3, 3 * len(PING))
+        assert (len(cp.received), down.dropped) == (2, 3)
+        assert server.stats.packets_in == 2 and server.stats.packets_out == 2
+        server.set_policers(None, None)
+        assert server.send_ip(PING) and client.send_ip(PING)
+        for _ in range(100):
+            if len(sp.received) == 3 and len(cp.received) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert (len(sp.received), len(cp.received)) == (3, 3)
         await client.aclose("bye")
 
     run(main())

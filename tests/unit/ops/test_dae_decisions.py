@@ -31,6 +31,8 @@ class FakeTable:
         self.sessions = list(sessions)
         self.killed: list[tuple[str, str, TerminateCause]] = []
         self.timeouts: list[tuple[str, float | None]] = []
+        self.rate_setter: Any = None
+        self.rates: list[tuple[str, int, int]] = []
 
     def all(self) -> list[Any]:
         return list(self.sessions)
@@ -138,8 +140,8 @@ def test_coa_sets_the_timeouts() -> None:
     assert table.killed == []
 
 
-def test_a_rate_limit_in_a_coa_is_refused_whole_with_401() -> None:
-    """The shaper does not exist yet: the CoA must not half-apply (RFC 5176 3.4)."""
+def test_a_rate_limit_in_a_coa_is_refused_whole_with_401_without_shaping() -> None:
+    """No shaper running (rate_setter None): the CoA must not half-apply (RFC 5176 3.4)."""
     d, table = dae()
     code, attrs = ask(d, packet(Code.COA_REQUEST, [("User-Name", "bob"), ("Session-Timeout", 30)],
                                 [RATE_LIMIT]))
@@ -196,3 +198,24 @@ def test_fuzzed_signed_requests_get_a_signed_answer_or_are_dropped(code: Code, t
         assert crypto.verify_response_authenticator(answer, got.authenticator, SECRET)
     else:
         assert got is None
+
+
+def test_a_coa_rate_goes_to_the_shaper() -> None:
+    import asyncio
+
+    async def run() -> tuple[Any, Any, Any]:
+        d, table = dae()
+
+        async def setter(session: Any, down: int, up: int) -> bool:
+            table.rates.append((session.id, down, up))
+            return True
+
+        table.rate_setter = setter
+        answer = ask(d, packet(Code.COA_REQUEST, [("User-Name", "bob"), ("Filter-Id", "2M/512k")]))
+        await asyncio.sleep(0)
+        refused = ask(d, packet(Code.COA_REQUEST, [("User-Name", "bob"), ("Filter-Id", "gold")], ident=11))
+        return answer, refused, table
+
+    (code, _), (refused_code, refused), table = asyncio.run(run())
+    assert code == Code.COA_ACK and [r[1:] for r in table.rates] == [(2000, 512)]
+    assert (refused_code, refused["Error-Cause"]) == (Code.COA_NAK, [401])
