@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fullstack_support import OurClient, our_pids
+from fullstack_support import OurClient, host_state, our_pids
 from vmlib import GUEST_ADDR, PASSWORD, SERVER_PPP_ADDR, USER, GuestVm, vm_fixture, vm_session_fixture
 
 from conftest import require_binary
@@ -24,11 +24,19 @@ FIXTURES = (vm_fixture, vm_session_fixture)
 @pytest.fixture
 def quiet(vm: GuestVm) -> Iterator[None]:
     vm.exec("pk-server --stop", timeout=60, check=True)
+    before = host_state(vm)
     yield
     for pid in our_pids():
         vm.host(["kill", "-KILL", str(pid)], check=False)
     if vm.is_running():
         vm.exec("pk-server --stop", timeout=60)
+    # pptp-linux adds a host route to its server and leaves it behind when it is terminated
+    # (as under the real pppd, which ends its pty command the same way): not ours, removed so
+    # the namespace is as the other VM tests expect it.
+    for route in host_state(vm).routes:
+        if route not in before.routes and route.startswith(f"{GUEST_ADDR} dev "):
+            vm.host(["ip", "route", "del", GUEST_ADDR], check=False)
+    assert host_state(vm).routes == before.routes
 
 
 def test_pptpsetup_profile_against_the_real_pptpd(vm: GuestVm, quiet: None, tmp_path: Path) -> None:
@@ -90,3 +98,22 @@ def test_ipv6_with_the_real_pppd(vm: GuestVm, quiet: None, tmp_path: Path) -> No
         assert back.status == 0 and " 0% packet loss" in back.output, back.output
     finally:
         client.signal(signal.SIGTERM)
+
+
+def test_probe_against_the_real_pptpd(vm: GuestVm, quiet: None, tmp_path: Path) -> None:
+    import json
+
+    vm.start_server()
+    pw = tmp_path / "pw"
+    pw.write_text(PASSWORD + "\n")
+    done = vm.host([sys.executable, "-m", "pptpkit", "probe", GUEST_ADDR, "--json", "--user", USER,
+                    "--password-file", str(pw), "--timeout", "10"], check=False, timeout=90)
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+    text = json.dumps(report)
+    assert "mschap-v2" in text.lower() and "128" in text, report
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-" + PASSWORD + "\n")
+    bad = vm.host([sys.executable, "-m", "pptpkit", "probe", GUEST_ADDR, "--user", USER, "--password-file",
+                   str(wrong), "--timeout", "10"], check=False, timeout=90)
+    assert bad.returncode == 19, bad.stdout.decode(errors="replace")

@@ -75,7 +75,8 @@ def test_real_pppd_logs_in_through_freeradius_with_mppe_keys_from_it(vm: GuestVm
     secret.write_text(SECRET + "\n")
     secret.chmod(0o600)
     server = OurServer(vm, tmp_path / "no-chap-secrets", tmp_path / "server.log",
-                       "--radius-server", f"{HOST_ADDR}:18120", "--radius-secret-file", str(secret))
+                       "--radius-server", f"{HOST_ADDR}:18120", "--radius-acct-server", f"{HOST_ADDR}:18130",
+                       "--radius-secret-file", str(secret))
     try:
         guest = vm.start_client(HOST_ADDR, name=GUEST_CLIENT)
         assert guest.up, vm.read_log(guest.log_name)

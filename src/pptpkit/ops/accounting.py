@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Records kept while no server answers (a day of Interim-Updates for a few hundred sessions).
 MAX_QUEUED: Final = 10000
+#: The longest a clean stop waits for the AAA to take the last records (Stop, Accounting-Off).
+MAX_STOP_WAIT: Final = 10.0
 #: Seconds between attempts to deliver the queued records.
 RETRY_INTERVAL: Final = 10.0
 #: The shortest Interim-Update interval we honour (RFC 2869 5.16).
@@ -190,8 +192,12 @@ class RadiusAccounting:
         if self._sessions is not None and self.observe in self._sessions.observers:
             self._sessions.observers.remove(self.observe)
         self._submit(nas_record(Status.OFF, self.setup.nas, self._server_id, TerminateCause.NAS_REBOOT))
+        # A shutdown waits for the AAA, but not for ever: a service manager gives a stop only so
+        # long, and what is not delivered by then is logged as lost.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self._give_up_after(), MAX_STOP_WAIT)
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self._give_up_after())
+            await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
         if self._retry is not None:
             self._retry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -200,7 +206,7 @@ class RadiusAccounting:
             # One last ordered attempt: the first failure ends it, so an AAA that is still down
             # costs at most one record's retransmissions.
             with contextlib.suppress(TimeoutError):
-                if await asyncio.wait_for(self._flush(), self._give_up_after()):
+                if await asyncio.wait_for(self._flush(), max(0.1, deadline - loop.time())):
                     self._recovered()
         left = len(self._queue) + sum(1 for t in self._tasks if not t.done())
         if left:
