@@ -12,6 +12,9 @@ import shutil
 
 import pytest
 
+#: Fixtures shared by the tests of one area, defined beside that area's helpers.
+pytest_plugins = ("radiuslab",)
+
 
 def require(condition: bool, why: str) -> None:
     if condition:

@@ -1,19 +1,33 @@
 """``pptpkit server`` with RADIUS, and ``pptpkit connect`` clients, in namespaces (a helper module
-for the RADIUS integration tests, not a test file)."""
+for the RADIUS integration tests, not a test file; its fixtures ``lab`` and ``radius`` reach
+every test through ``pytest_plugins`` in tests/conftest.py, and a module's own fixtures of the
+same names win)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from conftest import require_binary, require_root
 from e2e_support import Client
+from freeradius import FreeRadius, User
 from netns import NetnsLab
-from serverlab import LOCAL_IP, SERVER
+from serverlab import LOCAL_IP, SERVER, two_namespaces
 
 RADIUS = "192.0.2.10"
 SECRET = "radius-secret-7"
+#: The users of the FreeRADIUS these tests start (tests/integration/radius/conftest.py).
+USERS = [
+    User("alice", "wonderland", reply=[("Framed-IP-Address", "198.51.100.20"), ("Class", '"gold"'),
+                                       ("Filter-Id", '"none"')]),
+    User("bob", "builder", nt_only=True),
+    User("carol", "c@rol pw", reply=[("Session-Timeout", "4")]),
+]
 
 
 class RadiusServer:
@@ -72,3 +86,22 @@ def hang_up(client: Client) -> None:
         client.proc.wait(15)
 
 
+
+
+# -- fixtures: the namespaces (the server's holds FreeRADIUS on its own address) and FreeRADIUS --
+
+
+@pytest.fixture
+def lab() -> Iterator[tuple[NetnsLab, str, str]]:
+    require_root()
+    require_binary("freeradius")
+    with NetnsLab("pkra") as lab:
+        srv, cli = two_namespaces(lab)
+        lab.ip(srv, "addr", "add", f"{RADIUS}/24", "dev", "veth-a")
+        yield lab, srv, cli
+
+
+@pytest.fixture
+def radius(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> Iterator[FreeRadius]:
+    with FreeRadius(lab[0], lab[1], RADIUS, tmp_path / "fr", SECRET, USERS) as server:
+        yield server

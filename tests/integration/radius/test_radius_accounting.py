@@ -5,18 +5,15 @@ the pings moved, the terminate cause, and records kept through an AAA outage."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_radius_server import USERS
 
-from conftest import require_binary, require_root
 from freeradius import FreeRadius
 from netns import NetnsLab
-from radiuslab import RADIUS, SECRET, RadiusServer, connect, hang_up, ping_ok
-from serverlab import LOCAL_IP, two_namespaces
+from radiuslab import SECRET, RadiusServer, connect, hang_up, ping_ok
+from serverlab import LOCAL_IP
 
 pytestmark = [pytest.mark.root]
 
@@ -24,20 +21,8 @@ PING_SIZE, PINGS = 1000, 5
 IP_PACKET = PING_SIZE + 8 + 20  # ICMP header + IPv4 header
 
 
-@pytest.fixture
-def lab() -> Iterator[tuple[NetnsLab, str, str]]:
-    require_root()
-    require_binary("freeradius")
-    with NetnsLab("pkac") as lab:
-        srv, cli = two_namespaces(lab)
-        lab.ip(srv, "addr", "add", f"{RADIUS}/24", "dev", "veth-a")
-        yield lab, srv, cli
 
 
-@pytest.fixture
-def radius(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> Iterator[FreeRadius]:
-    with FreeRadius(lab[0], lab[1], RADIUS, tmp_path / "fr", SECRET, USERS) as server:
-        yield server
 
 
 def pings(nl: NetnsLab, ns: str) -> None:

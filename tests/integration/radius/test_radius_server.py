@@ -10,43 +10,22 @@ from its password.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import require_binary, require_root
-from freeradius import FreeRadius, User
-from netns import NetnsLab
+from freeradius import FreeRadius
 from pptpkit.errors import ExitStatus
-from radiuslab import RADIUS, SECRET, RadiusServer, connect, hang_up, ping_ok
-from serverlab import CLIENT, two_namespaces
+from radiuslab import SECRET, RadiusServer, connect, hang_up, ping_ok
+from serverlab import CLIENT
 
 pytestmark = [pytest.mark.root]
 
-USERS = [
-    User("alice", "wonderland", reply=[("Framed-IP-Address", "198.51.100.20"), ("Class", '"gold"'),
-                                       ("Filter-Id", '"none"')]),
-    User("bob", "builder", nt_only=True),
-    User("carol", "c@rol pw", reply=[("Session-Timeout", "4")]),
-]
 
 
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[tuple[NetnsLab, str, str]]:
-    require_root()
-    require_binary("freeradius")
-    with NetnsLab("pkra") as lab:
-        srv, cli = two_namespaces(lab)
-        lab.ip(srv, "addr", "add", f"{RADIUS}/24", "dev", "veth-a")
-        yield lab, srv, cli
 
 
-@pytest.fixture
-def radius(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> Iterator[FreeRadius]:
-    with FreeRadius(lab[0], lab[1], RADIUS, tmp_path / "fr", SECRET, USERS) as server:
-        yield server
 
 
 @pytest.mark.parametrize(("method", "user", "password", "server_flags", "mppe"), [
