@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import struct
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pptpkit.auth.base import PeerConfig
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.cli.argtypes import metrics_address
@@ -24,10 +23,9 @@ from pptpkit.cli.server import extensions, program_config, server_settings
 from pptpkit.errors import ConfigError
 from pptpkit.gre.call import GreStats
 from pptpkit.io.gresock import SocketStats
-from pptpkit.io.link import LinkStats, PacketSink, PppLink
+from pptpkit.io.link import LinkStats
 from pptpkit.ops.metrics import MAX_REQUEST_HEAD, Metrics, http_response
-from pptpkit.ppp.fsm import FsmConfig
-from pptpkit.ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole
+from pptpkit.ppp.session_config import MppePolicy
 from pptpkit.vpn.guard import AuthGuard, GuardConfig, GuardedSecrets
 from pptpkit.vpn.notices import (
     SessionAuthFailed,
@@ -38,6 +36,7 @@ from pptpkit.vpn.notices import (
 )
 from pptpkit.vpn.pool import AddressPool
 from pptpkit.vpn.server import BuiltinConfig, BuiltinSessions
+from sessionlab import MemoryPlane, dial, run, until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -210,80 +209,10 @@ def test_two_servers_in_one_process_have_registries_of_their_own() -> None:
 # -- real sessions in memory ----------------------------------------------------------------------
 
 
-class MemoryPlane:
-    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
-        link.interface = "mem0"
-        return lambda packet: None
-
-    async def detach(self, link: PppLink) -> None:
-        return None
-
-
-class FakeCall:
-    """What BuiltinSessions and the metrics use of a ServerCall, joined in memory to a client."""
-
-    def __init__(self, call_id: int) -> None:
-        self.call_id, self.peer_address, self.peer_port = call_id, "192.0.2.2", 40000 + call_id
-        self.answered, self.end_reason, self.cleared = True, "", False
-        self.on_frame: Callable[[bytes], object] | None = None
-        self.client: PppLink | None = None
-        self.handler: Any = None
-        self.stats = GreStats()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def send_frame(self, frame: bytes) -> bool:
-        if self.client is not None and not self.cleared:
-            asyncio.get_running_loop().call_soon(self.client.frame_received, frame)
-        return True
-
-    def close(self) -> None:
-        self.cleared = True
-        if self.client is not None:
-            self.client.lower_down("call cleared")
-        if self.handler is not None:
-            self.tasks.add(asyncio.ensure_future(self.handler.aclose()))
-
-
-class ClientTransport:
-    def __init__(self, call: FakeCall) -> None:
-        self.call = call
-
-    def send_frame(self, frame: bytes) -> bool:
-        if self.call.on_frame is not None and not self.call.cleared:
-            asyncio.get_running_loop().call_soon(self.call.on_frame, frame)
-        return True
-
-    def close(self) -> None:
-        self.call.cleared = True
-
-
-async def dial(table: BuiltinSessions, call_id: int, password: str) -> PppLink:
-    call = FakeCall(call_id)
-    call.handler = await table(call)  # type: ignore[arg-type]
-    config = SessionConfig(role=SessionRole.CLIENT, peer=PeerConfig(username="alice", password=password),
-                           mppe=MppePolicy.nomppe(), fsm=FsmConfig(restart_interval=0.2))
-    client = PppLink(config, ClientTransport(call), None, name="client")
-    call.client = client
-    client.start()
-    return client
-
-
 def ipv4(src: str, dst: str, payload: bytes) -> bytes:
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, 17, 0,
                          IPv4Address(src).packed, IPv4Address(dst).packed)
     return header + payload
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 20))
 
 
 def test_real_sessions_up_traffic_down_and_a_wrong_password() -> None:
@@ -293,7 +222,7 @@ def test_real_sessions_up_traffic_down_and_a_wrong_password() -> None:
         table = BuiltinSessions(cfg, MemoryPlane())
         metrics = Metrics(None)
         await metrics.start(table, FakeServer())  # type: ignore[arg-type]
-        client = await dial(table, 1, "pw")
+        _, client = await dial(table, 1, "pw")
         await client.wait_up()
         await until(lambda: value(render(metrics), "pptpkit_sessions_up") == 1)
         for _ in range(3):
@@ -309,7 +238,7 @@ def test_real_sessions_up_traffic_down_and_a_wrong_password() -> None:
         assert value(got, "pptpkit_sessions_up") == 0
         assert value(got, "pptpkit_sessions_ended_total", cause="Admin-Reset") == 1
         assert value(got, "pptpkit_session_bytes_total", direction="in") == 3 * 92
-        bad = await dial(table, 2, "wrong")
+        _, bad = await dial(table, 2, "wrong")
         await asyncio.wait_for(asyncio.shield(bad.closed), 10)
         await until(lambda: table.sessions == 0)
         got = render(metrics)

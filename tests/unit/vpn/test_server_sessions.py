@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from ipaddress import IPv4Address
 from typing import Any
 
-from pptpkit.auth.base import PeerConfig
 from pptpkit.auth.secrets import StaticSecrets
-from pptpkit.io.link import PacketSink, PppLink
-from pptpkit.ppp.fsm import FsmConfig
-from pptpkit.ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole
+from pptpkit.ppp.session_config import MppePolicy
 from pptpkit.vpn.notices import (
     SessionAuthenticated,
     SessionAuthFailed,
@@ -23,58 +19,7 @@ from pptpkit.vpn.notices import (
 )
 from pptpkit.vpn.pool import AddressPool
 from pptpkit.vpn.server import BuiltinConfig, BuiltinSessions
-
-
-class MemoryPlane:
-    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
-        link.interface = "mem0"
-        return lambda packet: None
-
-    async def detach(self, link: PppLink) -> None:
-        return None
-
-
-class FakeCall:
-    """What BuiltinSessions uses of a ServerCall, joined to a client PppLink in memory."""
-
-    def __init__(self, call_id: int, peer: str) -> None:
-        self.call_id = call_id
-        self.peer_address = peer
-        self.peer_port = 40000 + call_id
-        self.answered = True
-        self.end_reason = ""
-        self.on_frame: Callable[[bytes], object] | None = None
-        self.client: PppLink | None = None
-        self.cleared = False
-        self.handler: Any = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def send_frame(self, frame: bytes) -> bool:
-        if self.client is not None and not self.cleared:
-            asyncio.get_running_loop().call_soon(self.client.frame_received, frame)
-        return True
-
-    def close(self) -> None:
-        # As the PAC does: the call ends, and so does its handler.
-        self.cleared = True
-        if self.client is not None:
-            self.client.lower_down("call cleared")
-        if self.handler is not None:
-            task = asyncio.ensure_future(self.handler.aclose())
-            self.tasks.add(task)
-
-
-class ClientTransport:
-    def __init__(self, call: FakeCall) -> None:
-        self.call = call
-
-    def send_frame(self, frame: bytes) -> bool:
-        if self.call.on_frame is not None and not self.call.cleared:
-            asyncio.get_running_loop().call_soon(self.call.on_frame, frame)
-        return True
-
-    def close(self) -> None:
-        self.call.cleared = True
+from sessionlab import FakeCall, MemoryPlane, dial, run, until
 
 
 def sessions(**kw: Any) -> tuple[BuiltinSessions, list[SessionNotice]]:
@@ -85,29 +30,6 @@ def sessions(**kw: Any) -> tuple[BuiltinSessions, list[SessionNotice]]:
     notices: list[SessionNotice] = []
     table.observers.append(notices.append)
     return table, notices
-
-
-async def dial(table: BuiltinSessions, call_id: int, password: str = "pw") -> tuple[FakeCall, PppLink]:
-    call = FakeCall(call_id, "192.0.2.2")
-    call.handler = await table(call)  # type: ignore[arg-type]
-    config = SessionConfig(role=SessionRole.CLIENT, peer=PeerConfig(username="alice", password=password),
-                           mppe=MppePolicy.nomppe(), fsm=FsmConfig(restart_interval=0.2))
-    client = PppLink(config, ClientTransport(call), None, name="client")
-    call.client = client
-    client.start()
-    return call, client
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 20))
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 def test_notices_in_order_ids_and_kill_is_admin_reset() -> None:
