@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from ipaddress import IPv4Address
 
-from pptpkit.io.link import PacketSink, PppLink
+from pptpkit.io.link import PacketSink, PppLink, link_local_bytes
 from pptpkit.io.netconfig import NetConfig, NetConfigError
 from pptpkit.io.tun import TunDevice
 from pptpkit.ppp.session_config import LinkUp
@@ -124,8 +124,11 @@ class TunDataPlane:
 
 
 def link_local(interface_id: bytes) -> str:
-    """fe80::/64 with an IPV6CP interface identifier (RFC 5072 section 5)."""
-    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + interface_id))
+    """:func:`~pptpkit.io.link.link_local_bytes` as text, for netlink."""
+    address = link_local_bytes(interface_id)
+    if address is None:
+        raise NetConfigError(f"interface identifier of {len(interface_id)} octets, not 8")
+    return str(ipaddress.IPv6Address(address))
 
 
 async def _add_link_locals(nc: NetConfig, ifname: str, local_id: bytes, peer_id: bytes) -> None:

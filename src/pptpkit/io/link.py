@@ -78,6 +78,7 @@ __all__ = [
     "LinkStats",
     "PacketSink",
     "PppLink",
+    "link_local_bytes",
     "outcome_text",
 ]
 
@@ -457,7 +458,7 @@ class PppLink:
             return
         if isinstance(event, Ipv6Up):
             if self._source_check:
-                self._src6 = _link_local(event.peer_id)
+                self._src6 = link_local_bytes(event.peer_id)
             self._chain(self._ipv6_up(event))
         if isinstance(event, NetworkDown):
             # The session drops data until the next LinkUp; the interface stays so that
@@ -533,7 +534,7 @@ class PppLink:
         if self._source_check:
             self._src4 = up.peer_address.packed if up.peer_address is not None else b""
             if up.peer_ipv6_id is not None:
-                self._src6 = _link_local(up.peer_ipv6_id)
+                self._src6 = link_local_bytes(up.peer_ipv6_id)
         self.up = up
         if self.up_at is None:
             self.up_at = self._loop.time()
@@ -577,7 +578,7 @@ class PppLink:
             self.closed.set_result(down)
 
 
-def _link_local(interface_id: bytes | None) -> bytes | None:
+def link_local_bytes(interface_id: bytes | None) -> bytes | None:
     """fe80::/64 with the negotiated interface identifier (RFC 5072 section 5)."""
     if interface_id is None or len(interface_id) != 8:
         return None

@@ -35,12 +35,12 @@ waits for the hooks already started or queued, each bounded by the timeout, so t
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from pptpkit.io.dataplane import link_local
 from pptpkit.vpn.hooks import (
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_MAX_RUNNING,
@@ -73,10 +73,6 @@ class HookSettings:
     max_running: int = DEFAULT_MAX_RUNNING
     speed: int = 115200
     ipparam: bool = True
-
-
-def _link_local(interface_id: bytes) -> str:
-    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + interface_id))
 
 
 @dataclass(slots=True)
@@ -160,7 +156,7 @@ class HookScripts:
     def _ipv6_up(self, session: Session, state: _State, local_id: bytes, peer_id: bytes) -> None:
         if state.ipv6 is not None:
             return
-        state.ipv6 = self._context(session, _link_local(local_id), _link_local(peer_id))
+        state.ipv6 = self._context(session, link_local(local_id), link_local(peer_id))
         self._run(session, HookKind.IPV6_UP, state.ipv6)
 
     def _ipv6_down(self, session: Session, state: _State) -> None:
