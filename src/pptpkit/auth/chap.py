@@ -16,6 +16,13 @@ The peer side (:class:`ChapPeerBase`) answers every Challenge, rechallenges incl
 Challenge (same Identifier and value) gets the identical Response again, so the authenticator's
 Success always matches what it verified.  Success/Failure are only taken for the Identifier of
 our last Response.
+
+The peer also repeats its last Response every ``restart_interval`` (at most ``max_transmits``
+times) until the verdict arrives.  The authenticator retransmits only its Challenge, so a lost
+Success would otherwise leave the peer waiting while the authenticator, already in the network
+phase, sends NCP packets that the peer must discard: on a lossy path that stalled one setup in
+twenty until the whole wait ran out.  RFC 1994 section 4.1 has the authenticator answer repeated
+Responses with the same code for exactly this case.
 """
 
 from __future__ import annotations
@@ -428,8 +435,8 @@ class ChapPeerBase(AuthEngine):
     role = Role.PEER
 
     __slots__ = (
-        '_ever_succeeded', '_last_challenge', '_last_response', '_resp_id', '_retries_used',
-        '_server_name', '_state', 'config',
+        '_ever_succeeded', '_give_up_at', '_last_challenge', '_last_response', '_now', '_repeat_at',
+        '_repeats', '_resp_id', '_retries_used', '_server_name', '_state', 'config',
     )
 
     def __init__(self, config: PeerConfig, now: float) -> None:
@@ -442,21 +449,47 @@ class ChapPeerBase(AuthEngine):
         self._server_name = ""
         self._ever_succeeded = False
         self._retries_used = 0
+        self._now = now
+        self._give_up_at: float | None = None
+        # When the last Response is repeated next (None: not waiting for a verdict), and how
+        # many times it has gone out.
+        self._repeat_at: float | None = None
+        self._repeats = 0
 
     def _start(self, now: float) -> None:
+        self._now = now
         if self.config.timeout:
-            self._set_timer(now + self.config.timeout)
+            self._give_up_at = now + self.config.timeout
+        self._arm()
+
+    def _arm(self) -> None:
+        times = [t for t in (self._give_up_at, self._repeat_at) if t is not None]
+        self._set_timer(min(times) if times else None)
 
     def _on_timer(self, now: float) -> None:
-        if self._state in (_PeerState.WAITING, _PeerState.RESPONDED) and not self._ever_succeeded:
-            self._state = _PeerState.FAILED
-            self._fail(
-                self.config.username,
-                FailureKind.TIMEOUT,
-                f"no {self.method.pppd_name} verdict within {self.config.timeout:g} s",
-            )
+        self._now = now
+        if self._give_up_at is not None and now >= self._give_up_at:
+            self._give_up_at = None
+            if self._state in (_PeerState.WAITING, _PeerState.RESPONDED) and not self._ever_succeeded:
+                self._state = _PeerState.FAILED
+                self._repeat_at = None
+                self._fail(
+                    self.config.username,
+                    FailureKind.TIMEOUT,
+                    f"no {self.method.pppd_name} verdict within {self.config.timeout:g} s",
+                )
+                return
+        if self._repeat_at is not None and now >= self._repeat_at:
+            if self._state is _PeerState.RESPONDED and self._last_response is not None:
+                self._send(self._last_response, retransmission=True)
+                self._repeats += 1
+            self._repeat_at = (now + self.config.restart_interval
+                               if self._state is _PeerState.RESPONDED
+                               and self._repeats < self.config.max_transmits else None)
+        self._arm()
 
     def _receive(self, packet: bytes, now: float) -> None:
+        self._now = now
         pkt = decode_chap(packet)
         if self._state is _PeerState.FAILED:
             self.counters.ignored += 1
@@ -486,7 +519,14 @@ class ChapPeerBase(AuthEngine):
             and pkt.value == self._last_challenge
             and self._last_response is not None
         ):
+            # Always answered (the authenticator is waiting), and it counts as one of our own
+            # repeats, which stop after max_transmits transmissions.
             self._send(self._last_response, retransmission=True)
+            if self._state is _PeerState.RESPONDED:
+                self._repeats += 1
+                self._repeat_at = (self._now + self.config.restart_interval
+                                   if self._repeats < self.config.max_transmits else None)
+                self._arm()
             return
         self._server_name = text_name(pkt.name)
         password = self.config.password_for(self._server_name)
@@ -510,10 +550,15 @@ class ChapPeerBase(AuthEngine):
         self._last_response = response
         self._state = _PeerState.RESPONDED
         self._send(response)
+        self._repeats = 1
+        self._repeat_at = self._now + self.config.restart_interval
+        self._arm()
 
     def _on_success(self, pkt: ChapSuccess) -> None:
         key_material = self._check_success(pkt.message)
         self._state = _PeerState.OPEN
+        self._repeat_at = None
+        self._give_up_at = None
         self._set_timer(None)
         repeat = self._ever_succeeded
         self._ever_succeeded = True
@@ -536,6 +581,8 @@ class ChapPeerBase(AuthEngine):
 
     def _peer_failed(self, exc: PeerFailure) -> None:
         self._state = _PeerState.FAILED
+        self._repeat_at = self._give_up_at = None
+        self._set_timer(None)
         self._fail(self.config.username, exc.kind, exc.reason, code=exc.code, message=exc.message)
 
     # hooks

@@ -112,9 +112,10 @@ def test_authenticator_gives_up_after_max_challenges() -> None:
     assert isinstance(ev_a, AuthFailed) and ev_a.kind is FailureKind.TIMEOUT
     assert link.a.counters.sent == 4
     assert link.now == pytest.approx(100)
-    # every copy was identical and answered identically by the peer
+    # every copy was identical; the peer answered them and repeated its Response on its own,
+    # max_transmits (10) times in all
     assert len(set(link.sent("a>p"))) == 1
-    assert link.p.counters.retransmitted == 3
+    assert link.p.counters.sent == 10 and link.p.counters.retransmitted == 9
 
 
 def test_peer_timeout_without_challenge() -> None:
@@ -128,6 +129,8 @@ def test_peer_timeout_without_challenge() -> None:
 
 
 def test_lost_success_is_repeated() -> None:
+    # RFC 1994 4.1: the Success may be lost.  The authenticator only retransmits Challenges, so
+    # the peer repeats its Response after its restart interval and gets the same Success again.
     link = make()
     state = {"dropped": False}
 
@@ -139,14 +142,37 @@ def test_lost_success_is_repeated() -> None:
 
     link.filter = lose_success
     link.start()
-    assert not link.p_events
-    # The authenticator does not retransmit after deciding; a repeated challenge would come from
-    # nowhere, so replay the peer's Response as a peer resending it would.
-    response = link.sent("p>a")[0]
-    link.a.receive(response, 1.0)
-    link.pump()
+    assert not link.p_events and len(link.a_events) == 1
+    link.run_until(2.9)
+    assert not link.p_events and len(link.sent("p>a")) == 1
+    link.run_until(3.0)
     assert [type(e) for e in link.p_events] == [AuthSucceeded]
-    assert len(link.a_events) == 1
+    assert len(link.a_events) == 1  # the repeat is answered, not verified as a new login
+    assert link.sent("p>a")[1] == link.sent("p>a")[0]
+    assert len(link.sent("a>p")) == 2  # Challenge, repeated Success (the lost one never crossed)
+    link.run_until(60.0)
+    assert len(link.sent("p>a")) == 2  # nothing more once the verdict arrived
+
+
+def test_response_repeats_are_bounded_and_the_wait_still_ends() -> None:
+    p = ChapMd5Peer(PeerConfig(username="bob", password="s3cret", restart_interval=2.0, max_transmits=4,
+                               timeout=30.0), 0.0)
+    p.start(0.0)
+    p.receive(ChapChallenge(identifier=7, value=CHALLENGE, name=b"gw").encode(), 0.0)
+    first = p.packets_to_send()
+    assert len(first) == 1
+    repeats: list[bytes] = []
+    t = 0.0
+    while (timer := p.get_timer()) is not None and timer < 30.0:
+        t = timer
+        p.handle_timer(t)
+        repeats += p.packets_to_send()
+    assert repeats == first * 3  # 4 transmissions in all, 2 s apart
+    assert t == 6.0
+    assert p.get_timer() == 30.0
+    p.handle_timer(30.0)
+    ev = p.next_event()
+    assert isinstance(ev, AuthFailed) and ev.kind is FailureKind.TIMEOUT
 
 
 def test_response_with_stale_identifier_ignored() -> None:

@@ -89,6 +89,27 @@ def test_rfc2759_exchange_at_packet_level() -> None:
     assert ev_p.message == "Access granted" and ev_p.peer_name == "pptpd"
 
 
+def test_v2_lost_success_repeated_with_the_same_authenticator_response() -> None:
+    link = v2_link()
+    lost: list[bytes] = []
+
+    def lose_first_success(direction: str, pkt: bytes) -> bytes | None:
+        if direction == "a>p" and isinstance(decode_chap(pkt), ChapSuccess) and not lost:
+            lost.append(pkt)
+            return None
+        return pkt
+
+    link.filter = lose_first_success
+    link.start()
+    assert lost and not link.p_events
+    link.run_until(3.0)  # the peer's restart interval: its Response goes out again
+    [ev_p] = link.p_events
+    assert isinstance(ev_p, AuthSucceeded) and ev_p.key_material == MsChapV2Keys(
+        nt_password_hash=PASSWORD_HASH, nt_response=NT_RESPONSE)
+    assert link.sent("a>p")[-1] == lost[0]  # the same S=, checked by the peer again
+    assert len(link.a_events) == 1
+
+
 def test_domain_prefix_is_not_hashed_but_used_for_lookup() -> None:
     secrets = StaticSecrets({("CORP\\User", "pptpd"): "clientPass"})
     link = v2_link(username="CORP\\User", secrets=secrets)

@@ -519,3 +519,25 @@ def test_data_from_the_peer_keeps_the_link_up_when_echoes_are_lost() -> None:
     pair.run(until=pair.now + 60)
     down = pair.link_down("client")
     assert down is not None and down.outcome is Outcome.PEER_DEAD
+
+
+def test_lost_chap_success_costs_one_restart_interval_not_the_setup() -> None:
+    # The server goes on to the network phase; the client, still authenticating, must discard
+    # its NCP packets.  Only the client's repeated Response gets the Success through again.
+    lost: list[bytes] = []
+
+    def lose_success(direction: str, frame: bytes) -> bytes | None:
+        proto, info = decode_frame(frame)
+        if direction == "sc" and proto == 0xC223 and info[0] == 3 and not lost:
+            lost.append(frame)
+            return None
+        return frame
+
+    pair = SessionPair(client_config(mppe=MppePolicy(required=True)),
+                       server_config(mppe=MppePolicy(required=True)), tamper=lose_success)
+    pair.start()
+    pair.run(until=2.9)
+    assert lost and pair.link_up("client") is None and pair.client.phase is Phase.AUTHENTICATE
+    assert pair.client.stats.dropped["ncp_before_network"] >= 1
+    pair.run(until=6.5)  # the Response repeated at 3 s, then CCP and IPCP (one restart each at most)
+    assert pair.link_up("client") is not None and pair.link_up("server") is not None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import os
 import re
 import select
@@ -523,6 +524,16 @@ def _sessions(rep: dict[str, Any], persist: list[PersistState]) -> Iterator[tupl
         yield f"persist {c.index}", c.ups, c.downs
 
 
+def _failure_stage(reason: str) -> str:
+    """``setup (link, establish, 30.0 s): TimeoutError: `` -> ``link, establish, TimeoutError``
+    (the soak agent's format; a persist client's reasons are kept whole, shortened)."""
+    if reason.startswith("setup (") and "): " in reason:
+        head, _, error = reason[len("setup ("):].partition("): ")
+        stage = head.rpartition(", ")[0] or head
+        return f"{stage}: {error.partition(':')[0]}"
+    return reason[:60]
+
+
 def _figures(report: Report, plan: SoakPlan, rep: dict[str, Any], persist: list[PersistState],
              tl: _Timeline, t_kill: float, t_listen: float, stop_s: float, duration: float) -> None:
     start = tl.start
@@ -534,6 +545,9 @@ def _figures(report: Report, plan: SoakPlan, rep: dict[str, Any], persist: list[
     lost_quiet = lost_attack = 0
     t_attack = tl.marks.get("attack", t_kill)
     lib_should = lib_survived = 0
+    # Failed attempts between the restart and each session's reconnect, by where they failed.
+    failed_after: collections.Counter[str] = collections.Counter()
+    late: list[str] = []
     for name, ups, downs in _sessions(rep, persist):
         before = [u for u in ups if u <= start]
         if before:
@@ -549,8 +563,14 @@ def _figures(report: Report, plan: SoakPlan, rep: dict[str, Any], persist: list[
             down_reasons.update(r[:70] for r in gone)
             lib_should += name.startswith("library")
         after = [u for u in ups if u > t_kill]
+        back = after[0] if after else math.inf
+        tries = [r for t, r in downs if t_kill < t < back and r.startswith("setup")]
+        failed_after.update(_failure_stage(r) for r in tries)
         if after:
             reconnect.append(after[0] - t_kill)
+            if after[0] - t_kill > RECONNECT_GOAL_S and len(late) < 8:
+                late.append(f"{name} back after {after[0] - t_kill:.1f} s: " + "; ".join(
+                    f"{t - t_kill:.1f} s {r}" for t, r in downs if t_kill < t < back))
         else:
             never += 1
             last = downs[-1][1] if downs else "no down event"
@@ -595,6 +615,10 @@ def _figures(report: Report, plan: SoakPlan, rep: dict[str, Any], persist: list[
     expected = (1 - (1 - plan.loss / 100) ** 2) * 100
     report.notes.append(f"a probe crosses the lossy path twice: {expected:.1f} % probe loss is the "
                         "path's own share")
+    if failed_after:
+        report.notes.append("failed attempts after the restart, by stage: " + "; ".join(
+            f"{n} x {stage}" for stage, n in failed_after.most_common()))
+    report.notes.extend(late)
     if down_reasons:
         report.notes.append("sessions lost before the restart: " + "; ".join(
             f"{n} x {r}" for r, n in down_reasons.most_common(5)))

@@ -120,6 +120,15 @@ async def _commands(handler: Any) -> None:
 # -- clients -------------------------------------------------------------------------------------
 
 
+def _phase_text(link: PppLink) -> str:
+    """How far a link got: its RFC 1661 phase, and the outcome if it ended."""
+    session = link.session
+    text = session.phase.value
+    if link.down_event is not None:
+        text += f", {link.down_event.outcome.name}"
+    return text
+
+
 class ProbeCounts:
     __slots__ = ("lost", "sent")
 
@@ -144,6 +153,7 @@ class Slot:
         self.waiters: dict[int, asyncio.Future[None]] = {}
         self.seq = 0
         self.stopping = False
+        self.stage = "control"
 
     def as_dict(self) -> dict[str, Any]:
         return {"ups": self.ups, "downs": self.downs, "failures": self.failures,
@@ -155,11 +165,16 @@ class Slot:
         await asyncio.sleep(random.uniform(0, self.pool.args.ramp))
         while not self.stopping:
             up_for: float | None = None
+            attempt = time.monotonic()
             try:
                 await self._open()
             except Exception as exc:  # every failure is retried, as --persist does
                 self.failures += 1
-                self.downs.append((time.monotonic(), f"setup: {type(exc).__name__}: {exc}"[:160]))
+                # Where it failed and after how long: the report splits the failed attempts
+                # after the restart by stage (control connection, call, PPP phase).
+                took = time.monotonic() - attempt
+                self.downs.append((time.monotonic(), f"setup ({self.stage}, {took:.1f} s): "
+                                   f"{type(exc).__name__}: {exc}"[:160]))
             else:
                 assert self.link is not None
                 started = time.monotonic()
@@ -181,8 +196,10 @@ class Slot:
                                              connect_timeout=10.0, call_timeout=10.0),
                             call_ids=self.pool.call_ids)
         self.client = client
+        self.stage = "control"
         try:
             await client.connect()
+            self.stage = "call"
             early: list[bytes] = []
             call = await client.open_call(on_frame=early.append)
             link = PppLink(self.pool.config, call, self.pool, name=f"soak {self.index}")
@@ -192,7 +209,12 @@ class Slot:
             link.start()
             for frame in early:
                 link.frame_received(frame)
-            self.up = await asyncio.wait_for(link.wait_up(), 30.0)
+            self.stage = "link"
+            try:
+                self.up = await asyncio.wait_for(link.wait_up(), 30.0)
+            finally:
+                if self.up is None:
+                    self.stage = f"link, {_phase_text(link)}"
         except BaseException:
             if self.link is not None:
                 self.link.lower_down("setup failed")
