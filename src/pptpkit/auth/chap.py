@@ -515,6 +515,17 @@ class ChapPeerBase(AuthEngine):
         if len(pkt.name) > MAX_NAME_LEN:
             raise DecodeError("CHAP Name longer than we accept")
         if (
+            self._state is _PeerState.RESPONDED
+            and pkt.identifier == self._resp_id
+            and pkt.value != self._last_challenge
+        ):
+            # A retransmitted Challenge carries the same value; another value under the
+            # Identifier we are answering is forged or corrupt.  Answering it would leave a
+            # Success for this Identifier ambiguous (we repeat the first Response too), so the
+            # keys we derive could differ from the authenticator's.
+            self.counters.ignored += 1
+            return
+        if (
             pkt.identifier == self._resp_id
             and pkt.value == self._last_challenge
             and self._last_response is not None
