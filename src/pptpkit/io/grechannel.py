@@ -21,6 +21,7 @@ from pptpkit.gre import GreCall, GreCallConfig, GreStats
 from pptpkit.gre.packet import MAX_PAYLOAD
 from pptpkit.io.deadline import Deadline
 from pptpkit.io.gresock import Ancillary, GreSocket, source_ancillary
+from pptpkit.speedups import log_choice
 
 __all__ = [
     "MAX_HELD_FRAMES",
@@ -152,6 +153,9 @@ def acquire_gre_socket(loop: asyncio.AbstractEventLoop | None = None) -> GreSock
     loop = loop or asyncio.get_running_loop()
     shared = _shared.get(loop)
     if shared is None or shared.sock.closed:
+        # The data plane starts here (client and server alike): the one place that says, once
+        # per process, when the per-packet path runs without its compiled primitives.
+        log_choice(log)
         shared = _Shared(GreSocket(loop=loop), 0)
         _shared[loop] = shared
     shared.users += 1

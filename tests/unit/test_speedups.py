@@ -1,0 +1,356 @@
+"""The compiled per-packet primitives (pptpkit.speedups._ext) against their pure-Python twins.
+
+Every function of the extension is compared, with hypothesis, to the Python code the pure path
+runs (pycryptodome's RC4 with :class:`pptpkit.crypto.rc4.PacketOps`, hashlib's SHA-1,
+:func:`pptpkit.io.offload.word_sum_pure`), on the results and on the keystream state each
+leaves behind; then the users of the primitives (MPPE both ways, TSO segmentation, coalescing)
+are run once per path and must agree octet for octet.  The extension is imported directly, so
+these tests also run under ``PPTPKIT_PURE=1`` (which only changes what the engines use); a
+checkout without the built extension skips them, or fails under ``PPTPKIT_REQUIRE_ALL=1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from Crypto.Cipher import ARC4
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import require
+from pptpkit import speedups
+from pptpkit.crypto import mppe, rc4
+from pptpkit.io import offload
+
+
+def _ext() -> ModuleType:
+    try:
+        return importlib.import_module("pptpkit.speedups._ext")
+    except ImportError:
+        require(False, "the C extension is not built (python setup.py build_ext --inplace)")
+        raise
+
+
+@pytest.fixture(name="ext")
+def _ext_fixture() -> ModuleType:
+    return _ext()
+
+
+keys = st.binary(min_size=1, max_size=32)
+# Both RC4s inside the extension: libcrypto's (when this machine has it) and the built-in one.
+impls = st.sampled_from(["default", "builtin"])
+
+
+def _rc4(impl: str) -> rc4.Rc4:
+    cipher: rc4.Rc4 = _ext().Rc4(builtin=impl == "builtin")
+    return cipher
+start_keys = st.one_of(st.binary(min_size=8, max_size=8), st.binary(min_size=16, max_size=16))
+
+
+# -- RC4 ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(impl=impls, key=keys, chunks=st.lists(st.binary(max_size=3000), max_size=5))
+def test_crypt_continues_the_stream_like_pycryptodome(impl: str, key: bytes, chunks: list[bytes]) -> None:
+    fast = _rc4(impl)
+    fast.set_key(key)
+    ref = ARC4.new(key)
+    for chunk in chunks:
+        assert fast.crypt(chunk) == ref.encrypt(chunk)
+
+
+@settings(max_examples=200, deadline=None)
+@given(impl=impls, key=keys, prefix=st.binary(max_size=20), head=st.integers(0, 0xFFFF),
+       protocol=st.integers(0, 0xFFFF), payload=st.binary(max_size=3000), view=st.booleans())
+def test_seal_and_unseal_match_the_python_backend(impl: str, key: bytes, prefix: bytes, head: int,
+                                                  protocol: int, payload: bytes, view: bool) -> None:
+    fast, pure = _rc4(impl), rc4.PyCryptodomeRc4()
+    sealed = []
+    for cipher in (fast, pure):
+        cipher.set_key(key)
+        sealed.append(cipher.seal(prefix, head, protocol & 0xFF, payload))
+    assert sealed[0] == sealed[1]
+    body = sealed[0][len(prefix):]
+    if view:  # as the PPP layer hands it over: a view into a bigger buffer
+        body = memoryview(b"junk" + body)[4:]  # type: ignore[assignment]
+    opened = []
+    for cipher in (fast, pure):
+        cipher.set_key(key)
+        opened.append(cipher.unseal(body))
+        # The stream continues from the same place after the packet, valid or not.
+        opened.append(cipher.crypt(bytes(8)))
+    assert opened[0:2] == opened[2:4]
+
+
+@settings(max_examples=300, deadline=None)
+@given(impl=impls, key=keys, body=st.binary(min_size=3, max_size=40))
+def test_unseal_of_arbitrary_bodies_matches(impl: str, key: bytes, body: bytes) -> None:
+    """Every protocol-field shape: one octet (odd), two octets, invalid (even, even)."""
+    fast, pure = _rc4(impl), rc4.PyCryptodomeRc4()
+    fast.set_key(key)
+    pure.set_key(key)
+    assert fast.unseal(body) == pure.unseal(body)
+    assert fast.crypt(bytes(4)) == pure.crypt(bytes(4))
+
+
+@settings(max_examples=200, deadline=None)
+@given(impl=impls, interim=st.binary(min_size=1, max_size=16))
+def test_next_key(impl: str, interim: bytes) -> None:
+    assert _rc4(impl).next_key(interim) == ARC4.new(interim).encrypt(interim)
+
+
+@settings(max_examples=200, deadline=None)
+@given(impl=impls, start=start_keys, data=st.data())
+def test_change_key_is_rfc3079_get_new_key_from_sha_then_rc4(impl: str, start: bytes,
+                                                             data: st.DataObject) -> None:
+    key = data.draw(st.binary(min_size=len(start), max_size=len(start)))
+    salt = data.draw(st.sampled_from([b"", b"\xd1", b"\xd1\x26\x9e"]))
+    digest = hashlib.sha1(start + b"\x00" * 40 + key + b"\xf2" * 40).digest()[: len(start)]
+    new = ARC4.new(digest).encrypt(digest)
+    expected = salt + new[len(salt):]
+    assert _rc4(impl).change_key(start, key, salt) == expected
+    assert rc4.change_key(rc4.PyCryptodomeRc4(), start, key, salt) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(impl=impls, start=start_keys, data=st.data(), prefix=st.binary(max_size=4),
+       head=st.integers(0, 0xFFFF), protocol=st.integers(0x21, 0xFA), payload=st.binary(max_size=2000))
+def test_rekey_seal_and_rekey_unseal_match_the_composed_python(
+        impl: str, start: bytes, data: st.DataObject, prefix: bytes, head: int, protocol: int,
+        payload: bytes) -> None:
+    key = data.draw(st.binary(min_size=len(start), max_size=len(start)))
+    salt = data.draw(st.sampled_from([b"", b"\xd1", b"\xd1\x26\x9e"]))
+    fast, pure = _rc4(impl), rc4.PyCryptodomeRc4()
+    f_key, f_frame = fast.rekey_seal(start, salt, key, prefix, head, protocol, payload)
+    p_key, p_frame = pure.rekey_seal(start, salt, key, prefix, head, protocol, payload)
+    assert (f_key, f_frame) == (p_key, p_frame)
+    body = f_frame[len(prefix):]
+    assert fast.rekey_unseal(start, salt, key, body) == pure.rekey_unseal(start, salt, key, body)
+    opened = fast.rekey_unseal(start, salt, key, body)
+    assert opened == ((f_key, protocol, payload) if protocol & 1 else None)
+    # A wrong key decrypts to garbage: the result is a valid-looking packet or None, the same
+    # for both, and never raises.
+    wrong = bytes(b ^ 1 for b in key)
+    assert fast.rekey_unseal(start, salt, wrong, body) == pure.rekey_unseal(start, salt, wrong, body)
+
+
+def test_bad_arguments_raise_instead_of_reading_out_of_bounds(ext: ModuleType) -> None:
+    cipher = ext.Rc4()
+    with pytest.raises(ValueError):
+        cipher.set_key(b"")
+    with pytest.raises(ValueError):
+        cipher.set_key(bytes(257))
+    with pytest.raises(TypeError):
+        cipher.crypt("text")
+    with pytest.raises(ValueError):
+        cipher.change_key(bytes(16), bytes(8), b"")
+    with pytest.raises(ValueError):
+        cipher.change_key(bytes(12), bytes(12), b"")
+    with pytest.raises(ValueError):
+        cipher.seal(b"", 0x10000, 0x21, b"")
+    with pytest.raises(TypeError):
+        cipher.rekey_seal(bytes(16), b"", bytes(16), b"", 0, 0x21)
+    with pytest.raises(TypeError):
+        cipher.rekey_unseal(bytes(16), b"", bytes(16), None)
+    assert cipher.unseal(b"\x90\x00") is None  # no protocol octet at all
+    with pytest.raises(TypeError):
+        ext.Rc4(b"key")
+
+
+def test_the_compiled_backend_holds_only_its_rc4_state(ext: ModuleType) -> None:
+    """Idle sessions keep two of these (one per direction): no buffer inside, only the larger
+    of the two RC4 states (libcrypto's RC4_KEY, 258 32-bit words)."""
+    assert sys.getsizeof(ext.Rc4()) <= 1100
+
+
+def test_libcrypto_rc4_is_used_when_this_machine_has_it(ext: ModuleType) -> None:
+    """The same lookup as the ctypes backend: if that one found RC4 in libcrypto, so must we."""
+    assert ("openssl" if "openssl" in rc4.BACKENDS else "builtin") == ext.RC4_IMPL
+    assert ext.Rc4().impl == ext.RC4_IMPL
+    assert ext.Rc4(builtin=True).impl == "builtin"
+
+
+# -- MPPE through the engines ------------------------------------------------------------------
+
+
+def _streams(backend: rc4.Rc4Factory, stateless: bool, key_bits: int, payloads: list[bytes]
+             ) -> Iterator[object]:
+    start = bytes(range(16)) if key_bits == 128 else bytes(range(8))
+    cfg = mppe.MppeConfig(start_key=start, key_bits=key_bits, stateless=stateless, rc4=backend)
+    enc, dec = mppe.MppeEncryptor(cfg), mppe.MppeDecryptor(cfg)
+    for i, payload in enumerate(payloads):
+        if i % 7 == 3:
+            enc.reset()
+        body = enc.encrypt(0x21, payload)
+        yield body
+        yield dec.decrypt(body)
+    yield enc.stats
+    yield dec.stats
+
+
+@settings(max_examples=60, deadline=None)
+@given(payloads=st.lists(st.binary(min_size=1, max_size=1500), min_size=1, max_size=300),
+       stateless=st.booleans(), key_bits=st.sampled_from([40, 56, 128]))
+def test_mppe_engines_produce_the_same_stream_on_both_paths(payloads: list[bytes], stateless: bool,
+                                                            key_bits: int) -> None:
+    """Across a stateful flag packet (count 255) too when there are enough payloads."""
+    fast = list(_streams(_ext().Rc4, stateless, key_bits, payloads))
+    pure = list(_streams(rc4.PyCryptodomeRc4, stateless, key_bits, payloads))
+    assert fast == pure
+    assert list(_streams(lambda: _ext().Rc4(builtin=True), stateless, key_bits, payloads)) == pure
+    opened = fast[1 : 2 * len(payloads) : 2]
+    assert opened == [(0x21, p) for p in payloads]
+
+
+@settings(max_examples=100, deadline=None)
+@given(jump=st.integers(1, 40), corrupt=st.booleans())
+def test_stateless_receiver_after_loss_and_corruption_on_both_paths(jump: int, corrupt: bool) -> None:
+    results = []
+    for backend in (_ext().Rc4, rc4.PyCryptodomeRc4):
+        cfg = mppe.MppeConfig(start_key=bytes(range(16)), rc4=backend)
+        enc, dec = mppe.MppeEncryptor(cfg), mppe.MppeDecryptor(cfg)
+        bodies = [enc.encrypt(0x21, bytes([i]) * 100) for i in range(jump + 2)]
+        got = [dec.decrypt(bodies[0])]
+        last = bytearray(bodies[jump])
+        if corrupt:
+            last[2] ^= 0xFF  # the encrypted protocol field
+        got.append(dec.decrypt(last))
+        got.append(dec.decrypt(bodies[jump + 1]))
+        results.append((got, dec.stats, dec.session_key, dec.last_drop))
+    assert results[0] == results[1]
+
+
+# -- checksums and offloads --------------------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.binary(max_size=3000))
+def test_csum_is_congruent_to_the_pure_word_sum(data: bytes) -> None:
+    fast = _ext().csum(data)
+    pure = offload.word_sum_pure(data)
+    assert 0 <= fast <= 0xFFFF
+    assert fast % 0xFFFF == pure % 0xFFFF
+    assert (fast == 0) == (pure == 0) == (not any(data))
+
+
+def test_csum_takes_views_and_rejects_text(ext: ModuleType) -> None:
+    assert ext.csum(memoryview(b"\x00\x01\xf2\x03\xf4\xf5\xf6\xf7")[0:8]) == 0xDDF2  # RFC 1071's example
+    assert ext.csum(bytearray(b"\xff")) == 0xFF00
+    with pytest.raises(TypeError):
+        ext.csum("text")
+
+
+def _both(fn: Callable[[], object]) -> list[object]:
+    """``fn()`` on the pure, then on the compiled word sum, whatever the process uses."""
+    out: list[object] = []
+    saved = offload.word_sum
+    try:
+        for impl in (offload.word_sum_pure, _ext().csum):
+            offload.word_sum = impl
+            try:
+                out.append(fn())
+            except Exception as exc:  # must be the same exception type on both paths
+                out.append(type(exc))
+    finally:
+        offload.word_sum = saved
+    return out
+
+
+def _tcp4(payload: bytes, seq: int, flags: int = 0x10) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 7, 5 << 4, flags, 512, 0, 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
+                     bytes([192, 0, 2, 1]), bytes([198, 51, 100, 7]))
+    s = offload.internet_checksum(ip)
+    ip = ip[:10] + s.to_bytes(2, "big") + ip[12:]
+    pseudo = ip[12:20] + bytes([0, 6]) + len(tcp).to_bytes(2, "big")
+    c = offload.internet_checksum(pseudo + tcp)
+    return ip + tcp[:16] + c.to_bytes(2, "big") + tcp[18:]
+
+
+@settings(max_examples=100, deadline=None)
+@given(payload=st.binary(min_size=1, max_size=9000), mss=st.integers(1, 1500), seq=st.integers(0, 2**32 - 1),
+       flags=st.sampled_from([0x10, 0x18, 0x19, 0x90]))
+def test_segment_is_the_same_on_both_paths(payload: bytes, mss: int, seq: int, flags: int) -> None:
+    packet = _tcp4(payload, seq, flags)
+    hdr = offload.VnetHeader(flags=1, gso_type=offload.GsoType.TCPV4, hdr_len=40, gso_size=mss,
+                             csum_start=20, csum_offset=16)
+    pure, fast = _both(lambda: offload.segment(hdr, packet))
+    assert pure == fast
+    partial = offload.VnetHeader(flags=1, csum_start=20, csum_offset=16)
+    pure, fast = _both(lambda: offload.segment(partial, packet))
+    assert pure == fast
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.integers(1, 1400), min_size=1, max_size=40), damage=st.sets(st.integers(0, 39)))
+def test_coalescer_is_the_same_on_both_paths(sizes: list[int], damage: set[int]) -> None:
+    packets = []
+    seq = 1000
+    for i, n in enumerate(sizes):
+        p = bytearray(_tcp4(bytes([i]) * n, seq))
+        if i in damage:
+            p[-1] ^= 0x55  # a bad TCP checksum: written alone on both paths
+        packets.append(bytes(p))
+        seq += n
+
+    def run() -> object:
+        c = offload.Coalescer()
+        for p in packets:
+            c.feed(p)
+        return c.flush(), c.stats
+
+    pure, fast = _both(run)
+    assert pure == fast
+
+
+# -- the switch --------------------------------------------------------------------------------
+
+
+def _probe(env_value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != speedups.PURE_ENV}
+    if env_value is not None:
+        env[speedups.PURE_ENV] = env_value
+    code = ("import logging, sys; from pptpkit import speedups; from pptpkit.crypto import rc4; "
+            "from pptpkit.io import offload; logging.basicConfig(stream=sys.stdout, format='%(message)s'); "
+            "log = logging.getLogger('x'); log.setLevel(logging.INFO); "
+            "speedups.log_choice(log); speedups.log_choice(log); "
+            "print(speedups.describe(), rc4.RC4_BACKEND, offload.word_sum.__name__)")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_pptpkit_pure_forces_the_python_path_and_says_so_once(ext: ModuleType) -> None:
+    assert _probe("1").splitlines() == [
+        "per-packet path: pure Python (PPTPKIT_PURE is set)",
+        f"pure {'openssl' if 'openssl' in rc4.BACKENDS else 'pycryptodome'} word_sum_pure",
+    ]
+    assert _probe("0").splitlines() == ["compiled compiled csum"]
+    assert _probe(None).splitlines() == ["compiled compiled csum"]
+
+
+def test_missing_extension_falls_back_with_one_warning(tmp_path: Path, ext: ModuleType) -> None:
+    """What a plain install without a compiler gets: the package without the .so."""
+    src = Path(speedups.__file__).resolve().parents[1]
+    copy = tmp_path / "pptpkit"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    code = ("import logging, sys; logging.basicConfig(stream=sys.stdout, format='%(levelname)s %(message)s');"
+            "from pptpkit import speedups; from pptpkit.crypto import rc4; log = logging.getLogger('x');"
+            "speedups.log_choice(log); speedups.log_choice(log); print(speedups.describe())")
+    env = {k: v for k, v in os.environ.items() if k != speedups.PURE_ENV}
+    env["PYTHONPATH"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert len(out) == 2
+    assert out[0].startswith("WARNING per-packet path: pure Python, slower: the C extension is not built")
+    assert out[1] == "pure"
