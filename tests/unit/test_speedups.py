@@ -252,25 +252,27 @@ def test_csum_takes_views_and_rejects_text(ext: ModuleType) -> None:
 
 
 def _both(fn: Callable[[], object]) -> list[object]:
-    """``fn()`` on the pure, then on the compiled word sum, whatever the process uses."""
+    """``fn()`` on the pure, then on the compiled offload path, whatever the process uses."""
     out: list[object] = []
-    saved = offload.word_sum
+    saved = offload.EXT, offload.word_sum
     try:
-        for impl in (offload.word_sum_pure, _ext().csum):
-            offload.word_sum = impl
+        for ext, impl in ((None, offload.word_sum_pure), (_ext(), _ext().csum)):
+            offload.EXT, offload.word_sum = ext, impl
             try:
                 out.append(fn())
             except Exception as exc:  # must be the same exception type on both paths
                 out.append(type(exc))
     finally:
-        offload.word_sum = saved
+        offload.EXT, offload.word_sum = saved
     return out
 
 
-def _tcp4(payload: bytes, seq: int, flags: int = 0x10) -> bytes:
-    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 7, 5 << 4, flags, 512, 0, 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
-                     bytes([192, 0, 2, 1]), bytes([198, 51, 100, 7]))
+def _tcp4(payload: bytes, seq: int, flags: int = 0x10, tcp_opts: bytes = b"", ip_opts: bytes = b"",
+          ident: int = 1) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 7, (5 + len(tcp_opts) // 4) << 4, flags, 512, 0, 0)
+    tcp += tcp_opts + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45 + len(ip_opts) // 4, 0, 20 + len(ip_opts) + len(tcp), ident,
+                     0x4000, 64, 6, 0, bytes([192, 0, 2, 1]), bytes([198, 51, 100, 7])) + ip_opts
     s = offload.internet_checksum(ip)
     ip = ip[:10] + s.to_bytes(2, "big") + ip[12:]
     pseudo = ip[12:20] + bytes([0, 6]) + len(tcp).to_bytes(2, "big")
@@ -278,40 +280,136 @@ def _tcp4(payload: bytes, seq: int, flags: int = 0x10) -> bytes:
     return ip + tcp[:16] + c.to_bytes(2, "big") + tcp[18:]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(payload=st.binary(min_size=1, max_size=9000), mss=st.integers(1, 1500), seq=st.integers(0, 2**32 - 1),
-       flags=st.sampled_from([0x10, 0x18, 0x19, 0x90]))
-def test_segment_is_the_same_on_both_paths(payload: bytes, mss: int, seq: int, flags: int) -> None:
-    packet = _tcp4(payload, seq, flags)
-    hdr = offload.VnetHeader(flags=1, gso_type=offload.GsoType.TCPV4, hdr_len=40, gso_size=mss,
-                             csum_start=20, csum_offset=16)
+       flags=st.sampled_from([0x10, 0x18, 0x19, 0x90, 0x99]), v6=st.booleans(),
+       tcp_opts=st.sampled_from([b"", bytes([1, 1, 8, 10]) + bytes(range(8))]),
+       ip_opts=st.sampled_from([b"", bytes([1, 1, 1, 0])]), ident=st.integers(0, 0xFFFF))
+def test_segment_is_the_same_on_both_paths(payload: bytes, mss: int, seq: int, flags: int, v6: bool,
+                                           tcp_opts: bytes, ip_opts: bytes, ident: int) -> None:
+    if v6:
+        packet = _tcp6(payload, seq, flags, 40000, tcp_opts)
+        iphl = 40
+    else:
+        packet = _tcp4(payload, seq, flags, tcp_opts, ip_opts, ident)
+        iphl = 20 + len(ip_opts)
+    hl = iphl + 20 + len(tcp_opts)
+    hdr = offload.VnetHeader(flags=1, gso_type=offload.GsoType.TCPV6 if v6 else offload.GsoType.TCPV4,
+                             hdr_len=hl, gso_size=mss, csum_start=iphl, csum_offset=16)
     pure, fast = _both(lambda: offload.segment(hdr, packet))
     assert pure == fast
-    partial = offload.VnetHeader(flags=1, csum_start=20, csum_offset=16)
+    assert isinstance(fast, list) and len(fast) == (len(payload) + mss - 1) // mss
+    # Every segment's checksums verify from scratch.
+    for seg in fast:
+        if not v6:
+            assert offload.internet_checksum(seg[:iphl]) == 0
+            pseudo = seg[12:20] + bytes([0, 6]) + (len(seg) - iphl).to_bytes(2, "big")
+        else:
+            pseudo = seg[8:40] + (len(seg) - 40).to_bytes(4, "big") + bytes([0, 0, 0, 6])
+        assert offload.internet_checksum(pseudo + seg[iphl:]) == 0
+    partial = offload.VnetHeader(flags=1, csum_start=iphl, csum_offset=16)
     pure, fast = _both(lambda: offload.segment(partial, packet))
     assert pure == fast
 
 
-@settings(max_examples=100, deadline=None)
-@given(sizes=st.lists(st.integers(1, 1400), min_size=1, max_size=40), damage=st.sets(st.integers(0, 39)))
-def test_coalescer_is_the_same_on_both_paths(sizes: list[int], damage: set[int]) -> None:
+def test_tso_split_rejects_an_inconsistent_layout(ext: ModuleType) -> None:
+    packet = _tcp4(bytes(100), 1)
+    with pytest.raises(ValueError):
+        ext.tso_split(packet, False, 20, 40, 0)
+    with pytest.raises(ValueError):
+        ext.tso_split(packet, False, 20, 10, 100)
+    with pytest.raises(ValueError):
+        ext.tso_split(packet, False, 20, len(packet), 100)  # no payload
+    with pytest.raises(ValueError):
+        ext.tso_split(packet, True, 20, 40, 100)
+
+
+def _tcp6(payload: bytes, seq: int, flags: int, sport: int, tcp_opts: bytes = b"") -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, 5201, seq, 7, (5 + len(tcp_opts) // 4) << 4, flags, 512, 0, 0)
+    tcp += tcp_opts + payload
+    net = bytes([0x20, 0x01, 0x0D, 0xB8]) + bytes(11)
+    src, dst = net + b"\x01", net + b"\x02"
+    ip = struct.pack("!IHBB16s16s", 0x60000000, len(tcp), 6, 64, src, dst)
+    pseudo = src + dst + len(tcp).to_bytes(4, "big") + bytes([0, 0, 0, 6])
+    c = offload.internet_checksum(pseudo + tcp)
+    return ip + tcp[:16] + c.to_bytes(2, "big") + tcp[18:]
+
+
+# One queued packet: (flow 0..3, payload size, flags, sequence gap, damage, window change).
+_queue_items = st.tuples(st.integers(0, 5), st.integers(0, 1400),
+                         st.sampled_from([0x10, 0x10, 0x10, 0x18, 0x11, 0x12]),
+                         st.sampled_from([0, 0, 0, 0, 1, -5]), st.booleans(), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(_queue_items, min_size=1, max_size=60))
+def test_coalescer_is_the_same_on_both_paths(items: list[tuple[int, int, int, int, bool, bool]]) -> None:
+    """Flows of IPv4 and IPv6, runs broken by flags, gaps, short payloads, bad checksums,
+    another window, packets that are not TCP at all: every unit and counter identical."""
+    seqs = [1000, 2**32 - 3000, 5, 77]
     packets = []
-    seq = 1000
-    for i, n in enumerate(sizes):
-        p = bytearray(_tcp4(bytes([i]) * n, seq))
-        if i in damage:
-            p[-1] ^= 0x55  # a bad TCP checksum: written alone on both paths
+    for flow, size, flags, gap, damage, window in items:
+        payload = bytes([flow]) * size
+        if flow == 4:
+            packets.append(bytes([0x45]) + bytes(20))  # too short / not TCP: written alone
+            continue
+        if flow == 5:
+            udp = bytearray(_tcp4(payload, 0))
+            udp[9] = 17
+            packets.append(bytes(udp))
+            continue
+        seq = (seqs[flow] + gap) % 2**32
+        p = bytearray(_tcp6(payload, seq, flags, 40000 + flow) if flow >= 2 else _tcp4(payload, seq, flags))
+        if flow == 1:
+            p[12] ^= 1  # another source address: another flow (checksums redone below)
+            p = bytearray(_retcp4(bytes(p)))
+        if window:
+            off = 40 if flow >= 2 else 20
+            p[off + 14] ^= 0x40
+        if damage:
+            p[-1 if size else 30] ^= 0x55
         packets.append(bytes(p))
-        seq += n
+        seqs[flow] = (seq + size) % 2**32
 
     def run() -> object:
         c = offload.Coalescer()
         for p in packets:
             c.feed(p)
-        return c.flush(), c.stats
+        units = c.flush()
+        # The single-packet units carry the very ZERO_VNET_HDR object (the TUN writer tests it).
+        assert all((vnet is offload.ZERO_VNET_HDR) == (len(segs) == 1) for vnet, _, segs in units)
+        return units, c.stats
 
     pure, fast = _both(run)
     assert pure == fast
+
+
+def test_coalesce_merges_runs_of_both_families(ext: ModuleType) -> None:
+    """A run of full segments per flow (IPv4 and IPv6, interleaved) becomes one unit each."""
+    packets = []
+    for i in range(10):
+        packets.append(_tcp4(bytes([i]) * 1000, 1000 + 1000 * i))
+        packets.append(_tcp6(bytes([i]) * 1000, 5 + 1000 * i, 0x18 if i == 9 else 0x10, 40002))
+    units, bad, single, merged, segs = ext.coalesce(packets, offload.ZERO_VNET_HDR)
+    assert (bad, single, merged, segs) == (0, 0, 2, 20)
+    c = offload.Coalescer()
+    assert units == c._flush_pure(packets, c.stats)
+    v4, v6 = units
+    assert offload.VnetHeader.decode(v4[0]) == offload.VnetHeader(
+        flags=1, gso_type=offload.GsoType.TCPV4, hdr_len=40, gso_size=1000, csum_start=20, csum_offset=16)
+    assert b"".join(v6[1]) [60:] == b"".join(bytes([i]) * 1000 for i in range(10))
+
+
+def _retcp4(p: bytes) -> bytes:
+    """``p`` with its IPv4 header and TCP checksums recomputed."""
+    ip = bytearray(p[:20])
+    ip[10:12] = b"\0\0"
+    ip[10:12] = offload.internet_checksum(bytes(ip)).to_bytes(2, "big")
+    tcp = bytearray(p[20:])
+    tcp[16:18] = b"\0\0"
+    pseudo = bytes(ip[12:20]) + bytes([0, 6]) + len(tcp).to_bytes(2, "big")
+    tcp[16:18] = offload.internet_checksum(pseudo + bytes(tcp)).to_bytes(2, "big")
+    return bytes(ip) + bytes(tcp)
 
 
 # -- the switch --------------------------------------------------------------------------------
