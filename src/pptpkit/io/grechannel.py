@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 from pptpkit.gre import GreCall, GreCallConfig, GreStats
 from pptpkit.gre.packet import MAX_PAYLOAD
 from pptpkit.io.deadline import Deadline
-from pptpkit.io.gresock import Ancillary, GreSocket, source_ancillary
+from pptpkit.io.gresock import GreSocket, source_ancillary
 from pptpkit.speedups import log_choice
 
 __all__ = [
@@ -200,7 +200,7 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_sock', 'adapter_stats',
+        '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_peer', '_pktinfo', '_sock', 'adapter_stats',
         'engine', 'local_address', 'peer_address',
     )
 
@@ -218,8 +218,9 @@ class GreChannel:
         self._sock = gre_socket
         self.peer_address = peer_address
         self.local_address = local_address
-        self._ancillary: Ancillary | None = (
-            None if local_address is None else source_ancillary(local_address))
+        # What GreSocket.send_to takes: prepared once here, not per packet.
+        self._peer = int(ipaddress.IPv4Address(peer_address))
+        self._pktinfo = None if local_address is None else source_ancillary(local_address)[0][2]
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._inlet = FrameInlet()
@@ -276,10 +277,7 @@ class GreChannel:
         return bool(out)
 
     def _transmit(self, datagram: bytes) -> None:
-        if self._ancillary is None:
-            self._sock.send(self.peer_address, datagram)
-        else:
-            self._sock.send_from(self.peer_address, datagram, self._ancillary)
+        self._sock.send_to(self._peer, datagram, self._pktinfo)
 
     def receive_packet(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Process one GRE packet (GRE header on) for this call, as the socket would.

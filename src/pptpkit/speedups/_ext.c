@@ -10,9 +10,13 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <arpa/inet.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* ---------------------------------------------------------------------------------------- */
 /* RC4
@@ -942,7 +946,187 @@ done:
     return out;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* The raw GRE socket: batched receive with the demultiplexer's parse, and send with a fixed
+ * source address.  pptpkit.gre.demux.parse_datagram is the parse's twin; the codes match. */
+
+#define RECV_SLOTS 16
+#define RECV_SIZE 65536
+static uint8_t *recv_area; /* RECV_SLOTS * RECV_SIZE, allocated on first use */
+
+/* The routing key (source address << 16 | call ID) of an IPv4 + enhanced-GRE datagram, or a
+ * negative reason code; *ihl receives the IPv4 header length. */
+static long long parse_datagram(const uint8_t *d, Py_ssize_t n, Py_ssize_t *ihl)
+{
+    Py_ssize_t h;
+    *ihl = 0;
+    if (n < 20)
+        return -1; /* too short */
+    h = (d[0] & 0x0F) * 4;
+    if (d[0] >> 4 != 4 || h < 20)
+        return -2; /* not IPv4 */
+    if (n < h + 8)
+        return -1;
+    if ((d[h + 1] & 0x07) != 1 || !(d[h] & 0x20) || d[h + 2] != 0x88 || d[h + 3] != 0x0B)
+        return -3; /* not enhanced GRE carrying PPP with a key */
+    *ihl = h;
+    return (long long)((uint32_t)d[12] << 24 | (uint32_t)d[13] << 16 | (uint32_t)d[14] << 8 | d[15]) << 16 |
+           ((unsigned int)d[h + 6] << 8 | d[h + 7]);
+}
+
+/* recv_gre(fd, max) -> [(key or reason code, GRE packet or b"")]: up to max (<= 16) datagrams
+ * in one recvmmsg; [] when none is waiting; OSError for a socket error before any datagram. */
+static PyObject *fast_recv_gre(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct mmsghdr msgs[RECV_SLOTS];
+    struct iovec iov[RECV_SLOTS];
+    long fd, want;
+    int got, k;
+    PyObject *out;
+    (void)mod;
+    if (check_nargs("recv_gre", nargs, 2) < 0)
+        return NULL;
+    fd = PyLong_AsLong(args[0]);
+    want = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (want < 1 || want > RECV_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "recv_gre: max must be 1..16");
+        return NULL;
+    }
+    if (!recv_area) {
+        recv_area = PyMem_RawMalloc((size_t)RECV_SLOTS * RECV_SIZE);
+        if (!recv_area)
+            return PyErr_NoMemory();
+    }
+    memset(msgs, 0, sizeof msgs);
+    for (k = 0; k < want; k++) {
+        iov[k].iov_base = recv_area + (size_t)k * RECV_SIZE;
+        iov[k].iov_len = RECV_SIZE;
+        msgs[k].msg_hdr.msg_iov = &iov[k];
+        msgs[k].msg_hdr.msg_iovlen = 1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    got = recvmmsg((int)fd, msgs, (unsigned int)want, MSG_DONTWAIT, NULL);
+    Py_END_ALLOW_THREADS
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return PyList_New(0);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    out = PyList_New(got);
+    if (!out)
+        return NULL;
+    for (k = 0; k < got; k++) {
+        const uint8_t *d = iov[k].iov_base;
+        Py_ssize_t ihl, n = (Py_ssize_t)msgs[k].msg_len;
+        long long key = parse_datagram(d, n, &ihl);
+        PyObject *item = NULL, *pk = key < 0 ? PyBytes_FromStringAndSize(NULL, 0)
+                                              : PyBytes_FromStringAndSize((const char *)d + ihl, n - ihl);
+        if (pk) {
+            item = Py_BuildValue("(LN)", key, pk);
+        }
+        if (!item) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, k, item);
+    }
+    return out;
+}
+
+/* send_gre(fd, datagram, peer, pktinfo): one sendmsg to IPv4 address `peer` (an int), from the
+ * source address in `pktinfo` (a packed struct in_pktinfo, or None).  Raises OSError as
+ * socket.sendmsg does (BlockingIOError for a full buffer). */
+static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data, info;
+    unsigned long peer;
+    long fd;
+    struct sockaddr_in to;
+    struct iovec iov;
+    struct msghdr msg;
+    union {
+        char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+        struct cmsghdr align;
+    } control;
+    ssize_t rc;
+    int have_info;
+    (void)mod;
+    if (check_nargs("send_gre", nargs, 4) < 0)
+        return NULL;
+    have_info = args[3] != Py_None;
+    fd = PyLong_AsLong(args[0]);
+    peer = PyLong_AsUnsignedLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (peer > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "send_gre: peer is not an IPv4 address");
+        return NULL;
+    }
+    if (get_buf(args[1], &data, "datagram") < 0)
+        return NULL;
+    memset(&msg, 0, sizeof msg);
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_addr.s_addr = htonl((uint32_t)peer);
+    iov.iov_base = data.buf;
+    iov.iov_len = (size_t)data.len;
+    msg.msg_name = &to;
+    msg.msg_namelen = sizeof to;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (have_info) {
+        struct cmsghdr *c;
+        if (get_buf(args[3], &info, "pktinfo") < 0) {
+            PyBuffer_Release(&data);
+            return NULL;
+        }
+        if (info.len != (Py_ssize_t)sizeof(struct in_pktinfo)) {
+            PyBuffer_Release(&info);
+            PyBuffer_Release(&data);
+            PyErr_SetString(PyExc_ValueError, "send_gre: pktinfo must be a packed struct in_pktinfo");
+            return NULL;
+        }
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        memcpy(CMSG_DATA(c), info.buf, sizeof(struct in_pktinfo));
+        PyBuffer_Release(&info);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = sendmsg((int)fd, &msg, MSG_DONTWAIT);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    if (rc < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fast_parse_gre(PyObject *mod, PyObject *arg)
+{
+    Py_buffer d;
+    Py_ssize_t ihl;
+    long long key;
+    (void)mod;
+    if (get_buf(arg, &d, "datagram") < 0)
+        return NULL;
+    key = parse_datagram(d.buf, d.len, &ihl);
+    PyBuffer_Release(&d);
+    return Py_BuildValue("(Ln)", key, ihl);
+}
+
 static PyMethodDef module_methods[] = {
+    {"parse_gre", (PyCFunction)fast_parse_gre, METH_O,
+     "parse_gre(datagram) -> (routing key or reason code, IPv4 header length): recv_gre's parse"},
+    {"recv_gre", (PyCFunction)(void (*)(void))fast_recv_gre, METH_FASTCALL,
+     "recv_gre(fd, max) -> [(routing key or reason code, GRE packet)]"},
+    {"send_gre", (PyCFunction)(void (*)(void))fast_send_gre, METH_FASTCALL,
+     "send_gre(fd, datagram, peer_ipv4_int, pktinfo_or_None)"},
     {"tso_split", (PyCFunction)(void (*)(void))fast_tso_split, METH_FASTCALL,
      "tso_split(packet, v6, ip_header_len, headers_len, mss) -> list of IP packets"},
     {"coalesce", (PyCFunction)(void (*)(void))fast_coalesce, METH_FASTCALL,
