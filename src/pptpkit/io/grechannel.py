@@ -20,8 +20,8 @@ from typing import Any, Final, Protocol
 from pptpkit.gre import GreCall, GreCallConfig, GreStats
 from pptpkit.gre.packet import MAX_PAYLOAD
 from pptpkit.io.deadline import Deadline
-from pptpkit.io.gresock import GreSocket, source_ancillary
-from pptpkit.speedups import log_choice
+from pptpkit.io.gresock import Ancillary, GreSocket, source_ancillary
+from pptpkit.speedups import EXT, log_choice
 
 __all__ = [
     "MAX_HELD_FRAMES",
@@ -200,8 +200,8 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_peer', '_pktinfo', '_sock', 'adapter_stats',
-        'engine', 'local_address', 'peer_address',
+        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_peer', '_sock',
+        'adapter_stats', 'engine', 'local_address', 'peer_address',
     )
 
     def __init__(
@@ -218,9 +218,10 @@ class GreChannel:
         self._sock = gre_socket
         self.peer_address = peer_address
         self.local_address = local_address
-        # What GreSocket.send_to takes: prepared once here, not per packet.
+        self._ancillary: Ancillary | None = (
+            None if local_address is None else source_ancillary(local_address))
+        # What the compiled GreSocket.send_to takes, prepared once here, not per packet.
         self._peer = int(ipaddress.IPv4Address(peer_address))
-        self._pktinfo = None if local_address is None else source_ancillary(local_address)[0][2]
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._inlet = FrameInlet()
@@ -277,7 +278,13 @@ class GreChannel:
         return bool(out)
 
     def _transmit(self, datagram: bytes) -> None:
-        self._sock.send_to(self._peer, datagram, self._pktinfo)
+        ancillary = self._ancillary
+        if EXT is not None:
+            self._sock.send_to(self._peer, datagram, None if ancillary is None else ancillary[0][2])
+        elif ancillary is None:
+            self._sock.send(self.peer_address, datagram)
+        else:
+            self._sock.send_from(self.peer_address, datagram, ancillary)
 
     def receive_packet(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Process one GRE packet (GRE header on) for this call, as the socket would.
