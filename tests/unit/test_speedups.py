@@ -37,7 +37,7 @@ def _ext() -> ModuleType:
     try:
         return importlib.import_module("pptpkit.speedups._ext")
     except ImportError:
-        require(False, "the C extension is not built (python setup.py build_ext --inplace)")
+        require(False, "the C extension is not built (tools/bootstrap.sh, or tools/build_ext.sh in place)")
         raise
 
 
