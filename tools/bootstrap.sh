@@ -6,7 +6,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_pkgs=(pptp-linux pptpd busybox tshark freeradius freeradius-utils iproute2 nftables iperf3 procps psmisc python3-venv qemu-system-x86 debootstrap cpio kmod iputils-ping)
+# gcc and python3-dev build pptpkit's C extension (pptpkit.speedups, the per-packet path); a
+# pyenv or other non-Debian interpreter brings its own headers, python3-dev is harmless then.
+apt_pkgs=(pptp-linux pptpd busybox tshark freeradius freeradius-utils iproute2 nftables iperf3 procps psmisc python3-venv qemu-system-x86 debootstrap cpio kmod iputils-ping gcc python3-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,8 +26,18 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.pptpkit-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+   || [ src/pptpkit/speedups/_ext.c -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/pip install -q -e ".[test,fast,fuzz]"
+  touch "$stamp"
+fi
+# The extension is optional for a plain `pip install` (pure-Python fallback), but not here: the
+# compiler is installed above, so a failed build is a bug the test command must not hide.
+if ! PPTPKIT_PURE= .venv/bin/python -c "import pptpkit.speedups._ext" 2>/dev/null; then
+  echo "bootstrap: the C extension pptpkit.speedups._ext did not build; rebuilding verbosely" >&2
+  .venv/bin/pip install -e ".[test,fast,fuzz]" 2>&1 | grep -iE "error|warning|_ext" >&2 || true
+  rm -f "$stamp"
+  PPTPKIT_PURE= .venv/bin/python -c "import pptpkit.speedups._ext"
   touch "$stamp"
 fi

@@ -11,3 +11,7 @@ export PPTPKIT_REQUIRE_ALL=${PPTPKIT_REQUIRE_ALL:-1}
 ruff check src tests
 mypy --strict src
 pytest -q "$@"
+# The per-packet tests once more on the pure-Python path (the fallback of an install without a
+# compiler): the engines must behave the same without pptpkit.speedups' compiled primitives.
+PPTPKIT_PURE=1 pytest -q tests/unit/crypto tests/unit/gre tests/unit/io tests/unit/ppp \
+  tests/unit/test_speedups.py tests/unit/test_enginepair.py tests/unit/pptp

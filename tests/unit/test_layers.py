@@ -4,7 +4,7 @@ Imports flow one way, down this rank table (a package may import its own modules
 of a lower rank)::
 
     cli > ops > compat > lab > vpn > pptp > io > ppp > auth = control > radius > gre = crypto
-        > errors, enums, wire
+        > speedups > errors, enums, wire
 
 Same-rank packages (auth/control, gre/crypto) must not import each other: equal rank means
 "independent", not "free to call each other".  Two modules of the root are special:
@@ -62,6 +62,9 @@ RANKS: Final[dict[str, int]] = {
     "radius": 15,
     "gre": 10,
     "crypto": 10,
+    # The compiled primitives of the per-packet path and their loader (pptpkit.speedups): below
+    # every layer that calls them, importing nothing of pptpkit.
+    "speedups": 5,
     "": 0,
 }
 # The root __init__ sits just under cli: it may re-export anything but the command line.

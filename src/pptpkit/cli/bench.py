@@ -60,6 +60,9 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     tp.add_argument("--offload", metavar="LIST", default=None,
                     help="TUN offloads for the tunnel runs: on, off or both side by side "
                          "(default on,off; on with --short)")
+    tp.add_argument("--pure", action="store_true",
+                    help="also run every tunnel measurement on the pure-Python per-packet path "
+                         "(PPTPKIT_PURE=1), alternating with the compiled one, and compare them")
 
     st = kinds.add_parser("setup", parents=[common_b],
                           help="TCP connect -> IPCP up time, and setups per second")
@@ -197,7 +200,7 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = Non
         report = run_throughput(seconds=min(args.seconds, 2.0) if args.short else args.seconds,
                                 repeat=args.repeat, modes=modes, relay=not args.no_relay,
                                 profile_dir=args.profile, offloads=[o == "on" for o in offloads],
-                                progress=progress, command=command)
+                                pure=args.pure, progress=progress, command=command)
     elif args.bench == "setup":
         sessions, concurrent = (min(args.sessions, 20), min(args.concurrent, 50)) if args.short else (
             args.sessions, args.concurrent)

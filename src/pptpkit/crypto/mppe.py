@@ -334,25 +334,21 @@ class _Keys:
     overwrites is never needed again.
     """
 
-    __slots__ = ("_n", "_salt", "_sha_start", "key", "rc4", "stats")
+    __slots__ = ("key", "rc4", "salt", "start", "stats")
 
     def __init__(self, config: MppeConfig, stats: MppeStats) -> None:
-        start = _start_key(config.start_key, config.key_bits)
-        self._n = len(start)
-        self._salt = _SALT[config.key_bits]
-        # SHA-1 state after "start key || pad1": identical for every key change of the session.
-        self._sha_start = hashlib.sha1(start + _SHA_PAD1)
+        # The key change is the backend's (one compiled call, or hashlib + RC4 in Python): it
+        # needs only the start key and the salt, two shared immutable bytes objects per
+        # direction, where a prepared SHA-1 state would cost a hash object per direction.
+        self.start = start = _start_key(config.start_key, config.key_bits)
+        self.salt = _SALT[config.key_bits]
         self.key = initial_session_key(start, config.key_bits)
         self.rc4: Rc4 = (config.rc4 or new_rc4)()
         self.rc4.set_key(self.key)
         self.stats = stats
 
     def next_after(self, key: bytes) -> bytes:
-        h = self._sha_start.copy()
-        h.update(key + _SHA_PAD2)
-        key = self.rc4.next_key(h.digest()[: self._n])
-        salt = self._salt
-        return salt + key[len(salt) :] if salt else key
+        return self.rc4.change_key(self.start, key, self.salt)
 
     def derive(self, steps: int) -> bytes:
         """The session key ``steps`` key changes ahead, without moving to it (clobbers ``rc4``)."""
@@ -424,8 +420,19 @@ class MppeEncryptor:
         cc = (self._cc + 1) & _CC_MASK
         self._cc = cc
         keys = self._keys
+        stats = self.stats
+        if self._stateless:
+            # The per-packet case: key change and packet in one backend call.
+            stats.rekeys += 1
+            stats.flushed += 1
+            stats.packets += 1
+            stats.octets += len(payload)
+            head = ((BIT_ENCRYPTED | BIT_FLUSHED) << 8) | cc
+            keys.key, frame = keys.rc4.rekey_seal(keys.start, keys.salt, keys.key, prefix, head, protocol,
+                                                   payload)
+            return frame
         bits = BIT_ENCRYPTED
-        if self._stateless or (cc & 0xFF) == 0xFF:
+        if (cc & 0xFF) == 0xFF:
             key = keys.key = keys.next_after(keys.key)
             keys.rc4.set_key(key)
             self.stats.rekeys += 1
@@ -437,7 +444,6 @@ class MppeEncryptor:
                 keys.reinit()
             bits = BIT_ENCRYPTED | BIT_FLUSHED
         self._flush_pending = False
-        stats = self.stats
         stats.packets += 1
         stats.octets += len(payload)
         if bits & BIT_FLUSHED:
@@ -545,14 +551,24 @@ class MppeDecryptor:
                 return None
             # Nothing is committed until the packet proves the key right, so a corrupted or
             # forged count that decrypts to garbage does not drag the receiver ahead.
-            key = keys.next_after(keys.key) if steps == 1 else keys.derive(steps)
             rc4 = keys.rc4
-            rc4.set_key(key)
-            result = rc4.unseal(body)
-            if result is None:
-                self._drop(DropReason.BAD_PROTOCOL)
-                return None
-            keys.key = key
+            if steps == 1:
+                # The per-packet case: key change and packet in one backend call.
+                opened = rc4.rekey_unseal(keys.start, keys.salt, keys.key, body)
+                if opened is None:
+                    self._drop(DropReason.BAD_PROTOCOL)
+                    return None
+                keys.key, protocol, payload = opened
+                result: tuple[int, bytes] = (protocol, payload)
+            else:
+                key = keys.derive(steps)
+                rc4.set_key(key)
+                unsealed = rc4.unseal(body)
+                if unsealed is None:
+                    self._drop(DropReason.BAD_PROTOCOL)
+                    return None
+                result = unsealed
+                keys.key = key
             stats.rekeys += steps
             stats.lost += steps - 1
             stats.flushed += 1
@@ -586,11 +602,12 @@ class MppeDecryptor:
                 # changed key before it, so follow.
                 keys.rekey()
             self._expected = (cc + 1) & _CC_MASK
-            result = keys.rc4.unseal(body)
-            if result is None:
+            unsealed = keys.rc4.unseal(body)
+            if unsealed is None:
                 # Garbage: the RC4 state no longer matches the sender's, so resynchronise.
                 self._lose_sync(DropReason.BAD_PROTOCOL)
                 return None
+            result = unsealed
             if flushed:
                 stats.flushed += 1
         stats.packets += 1

@@ -6,13 +6,23 @@ transform in :mod:`pptpkit.crypto.mppe` knows only :class:`Rc4`: a keystream wit
 and ``crypt``, plus the three whole-packet operations MPPE needs, so that a backend can do each
 with the fewest calls and copies.  Two backends implement it: OpenSSL's ``RC4_set_key``/``RC4``
 through ctypes, used when libcrypto exports them and passes a known-answer check at import, and
-pycryptodome's ARC4 otherwise.  A compiled backend drops in the same way (:data:`BACKENDS`).
+pycryptodome's ARC4 otherwise.  The compiled backend (:mod:`pptpkit.speedups`, C, RC4 and SHA-1
+written for it) drops in the same way (:data:`BACKENDS`) and is the default when it is built.
+
+Stateless MPPE changes key before every packet (RFC 3078 7.1, RFC 3079 7.3: SHA-1 over the
+start key and the current key, then RC4 of the result under itself), so besides the per-packet
+RC4 operations each backend offers the key change itself (``change_key``) and the two
+stateless packets whole (``rekey_seal``, ``rekey_unseal``): the compiled backend does each in
+one call, the Python ones (:class:`PacketOps`) compose them from their own ``next_key``,
+``set_key``, ``seal`` and ``unseal``, which is the specification the compiled one is tested
+against.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import struct
 import threading
 from collections.abc import Callable
@@ -20,14 +30,18 @@ from typing import Any, Final, Protocol
 
 from Crypto.Cipher import ARC4
 
+from pptpkit.speedups import EXT
+
 __all__ = [
     "BACKENDS",
     "RC4_BACKEND",
     "Buffer",
     "OpenSslRc4",
+    "PacketOps",
     "PyCryptodomeRc4",
     "Rc4",
     "Rc4Factory",
+    "change_key",
     "new_rc4",
     "split_protocol",
 ]
@@ -53,15 +67,62 @@ Buffer = bytes | bytearray | memoryview
 class Rc4(Protocol):
     """One RC4 keystream and the whole-packet operations MPPE needs (see the module docstring)."""
 
-    def set_key(self, key: bytes) -> None: ...
+    def set_key(self, key: bytes, /) -> None: ...
 
-    def crypt(self, data: bytes) -> bytes: ...
+    def crypt(self, data: bytes, /) -> bytes: ...
 
-    def next_key(self, interim: bytes) -> bytes: ...
+    def next_key(self, interim: bytes, /) -> bytes: ...
 
-    def seal(self, prefix: bytes, head: int, protocol: int, payload: Buffer) -> bytes: ...
+    def seal(self, prefix: bytes, head: int, protocol: int, payload: Buffer, /) -> bytes: ...
 
-    def unseal(self, body: Buffer) -> tuple[int, bytes] | None: ...
+    def unseal(self, body: Buffer, /) -> tuple[int, bytes] | None: ...
+
+    def change_key(self, start: bytes, key: bytes, salt: bytes, /) -> bytes: ...
+
+    def rekey_seal(self, start: bytes, salt: bytes, key: bytes, prefix: bytes, head: int, protocol: int,
+                   payload: Buffer, /) -> tuple[bytes, bytes]: ...
+
+    def rekey_unseal(self, start: bytes, salt: bytes, key: bytes, body: Buffer, /
+                     ) -> tuple[bytes, int, bytes] | None: ...
+
+
+_SHA_PAD1: Final = b"\x00" * 40
+_SHA_PAD2: Final = b"\xf2" * 40
+
+
+def change_key(rc4: Rc4, start: bytes, key: bytes, salt: bytes) -> bytes:
+    """The MPPE session key after ``key`` (RFC 3079 3.3 GetNewKeyFromSHA, then 7.3's RC4 step,
+    then the 40/56-bit ``salt`` over the top octets); clobbers ``rc4``'s stream.
+
+    ``start`` is the direction's start key, 8 or 16 octets, and ``key`` has its length.
+    """
+    if len(start) not in (8, 16) or len(key) != len(start) or len(salt) > len(start):
+        raise ValueError("change_key: start key and key must be 8 or 16 octets alike")
+    interim = hashlib.sha1(start + _SHA_PAD1 + key + _SHA_PAD2).digest()[: len(start)]
+    new = rc4.next_key(interim)
+    return salt + new[len(salt) :] if salt else new
+
+
+class PacketOps:
+    """The stateless whole-packet operations of :class:`Rc4`, composed from the basic ones."""
+
+    __slots__ = ()
+
+    def change_key(self: Rc4, start: bytes, key: bytes, salt: bytes, /) -> bytes:
+        return change_key(self, start, key, salt)
+
+    def rekey_seal(self: Rc4, start: bytes, salt: bytes, key: bytes, prefix: bytes, head: int, protocol: int,
+                   payload: Buffer, /) -> tuple[bytes, bytes]:
+        key = change_key(self, start, key, salt)
+        self.set_key(key)
+        return key, self.seal(prefix, head, protocol, payload)
+
+    def rekey_unseal(self: Rc4, start: bytes, salt: bytes, key: bytes, body: Buffer, /
+                     ) -> tuple[bytes, int, bytes] | None:
+        key = change_key(self, start, key, salt)
+        self.set_key(key)
+        opened = self.unseal(body)
+        return None if opened is None else (key, opened[0], opened[1])
 
 
 #: What makes a fresh, unkeyed :class:`Rc4` (a backend class).
@@ -132,7 +193,7 @@ def _scratch() -> _Scratch:
     return scratch
 
 
-class OpenSslRc4:
+class OpenSslRc4(PacketOps):
     """One RC4 keystream in a private RC4_KEY; ``crypt`` continues the stream."""
 
     __slots__ = ("_ks",)
@@ -199,7 +260,7 @@ class OpenSslRc4:
         return None
 
 
-class PyCryptodomeRc4:
+class PyCryptodomeRc4(PacketOps):
     __slots__ = ("_cipher",)
 
     def __init__(self) -> None:
@@ -250,12 +311,15 @@ def _openssl_works() -> bool:
 _libcrypto = _load_libcrypto()
 _rc4_set_key: Any = _libcrypto.RC4_set_key if _libcrypto is not None else None
 _rc4: Any = _libcrypto.RC4 if _libcrypto is not None else None
-#: Which RC4 implementation the transform uses ("openssl" or "pycryptodome").
-RC4_BACKEND: Final = "openssl" if _libcrypto is not None and _openssl_works() else "pycryptodome"
+_OPENSSL: Final = _libcrypto is not None and _openssl_works()
+#: Which RC4 implementation the transform uses ("compiled", "openssl" or "pycryptodome").
+RC4_BACKEND: Final = "compiled" if EXT is not None else "openssl" if _OPENSSL else "pycryptodome"
 #: The backends by name; :data:`RC4_BACKEND` names the default.
 BACKENDS: Final[dict[str, Rc4Factory]] = {"pycryptodome": PyCryptodomeRc4}
-if RC4_BACKEND == "openssl":
+if _OPENSSL:
     BACKENDS["openssl"] = OpenSslRc4
+if EXT is not None:
+    BACKENDS["compiled"] = EXT.Rc4
 
 
 def new_rc4() -> Rc4:

@@ -24,7 +24,16 @@ from typing import Final
 
 from pptpkit.gre.packet import FLAG_K, GRE_PROTOCOL_PPP, GRE_VERSION_ENHANCED, HEADER_MIN, VERSION_MASK
 
-__all__ = ["DemuxStats", "GreDemux", "GreHandler", "address_key"]
+__all__ = [
+    "PARSE_NOT_GRE_V1",
+    "PARSE_NOT_IPV4",
+    "PARSE_TOO_SHORT",
+    "DemuxStats",
+    "GreDemux",
+    "GreHandler",
+    "address_key",
+    "parse_datagram",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,37 @@ class DemuxStats:
     not_gre_v1: int = 0
     unknown_call: int = 0
     handler_errors: int = 0
+
+
+#: Reason codes of :func:`parse_datagram` (negative: never a routing key).
+PARSE_TOO_SHORT: Final = -1
+PARSE_NOT_IPV4: Final = -2
+PARSE_NOT_GRE_V1: Final = -3
+
+
+def parse_datagram(datagram: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """``(routing key, IPv4 header length)`` of a raw-socket datagram, or ``(reason code, 0)``.
+
+    The key is ``source address << 16 | call ID`` (what :meth:`GreDemux.register` files a call
+    under).  The compiled receive path does the same parse in C (``pptpkit.speedups``); the
+    tests hold the two to the same answers.
+    """
+    n = len(datagram)
+    if n < 20:
+        return PARSE_TOO_SHORT, 0
+    vihl = datagram[0]
+    ihl = (vihl & 0x0F) * 4
+    if vihl >> 4 != 4 or ihl < 20:
+        return PARSE_NOT_IPV4, 0
+    if n < ihl + HEADER_MIN:
+        return PARSE_TOO_SHORT, 0
+    if (
+        datagram[ihl + 1] & VERSION_MASK != GRE_VERSION_ENHANCED
+        or not datagram[ihl] & _FLAG_K_HIGH
+        or _U16.unpack_from(datagram, ihl + 2)[0] != GRE_PROTOCOL_PPP
+    ):
+        return PARSE_NOT_GRE_V1, 0
+    return _ADDR.unpack_from(datagram, 12)[0] << 16 | _U16.unpack_from(datagram, ihl + 6)[0], ihl
 
 
 def address_key(address: str) -> int:
@@ -104,42 +144,38 @@ class GreDemux:
 
     def dispatch(self, datagram: bytes | bytearray | memoryview, now: float) -> bool:
         """Route one IPv4 datagram as a raw socket returns it; True if a handler got it."""
+        key, ihl = parse_datagram(datagram)
+        if key < 0:
+            return self.route(key, b"", now)
+        return self.route(key, datagram[ihl:], now)
+
+    def route(self, key: int, packet: bytes | bytearray | memoryview, now: float) -> bool:
+        """Deliver one parsed datagram: ``key`` and ``packet`` (from the GRE header on) as
+        :func:`parse_datagram` gives them; a negative ``key`` (a reason code) is counted.  The
+        socket's compiled receive path (``pptpkit.speedups``) parses in C and enters here."""
         st = self.stats
         st.received += 1
-        n = len(datagram)
-        if n < 20:
-            st.too_short += 1
+        if key < 0:
+            if key == PARSE_NOT_IPV4:
+                st.not_ipv4 += 1
+            elif key == PARSE_NOT_GRE_V1:
+                st.not_gre_v1 += 1
+            else:
+                st.too_short += 1
             return False
-        vihl = datagram[0]
-        ihl = (vihl & 0x0F) * 4
-        if vihl >> 4 != 4 or ihl < 20:
-            st.not_ipv4 += 1
-            return False
-        if n < ihl + HEADER_MIN:
-            st.too_short += 1
-            return False
-        if (
-            datagram[ihl + 1] & VERSION_MASK != GRE_VERSION_ENHANCED
-            or not datagram[ihl] & _FLAG_K_HIGH
-            or _U16.unpack_from(datagram, ihl + 2)[0] != GRE_PROTOCOL_PPP
-        ):
-            st.not_gre_v1 += 1
-            return False
-        src = _ADDR.unpack_from(datagram, 12)[0]
-        call_id = _U16.unpack_from(datagram, ihl + 6)[0]
-        route = self._calls.get(src << 16 | call_id)
+        route = self._calls.get(key)
         if route is None:
             st.unknown_call += 1
             if self.on_unknown_call is not None:
-                self.on_unknown_call(str(ipaddress.IPv4Address(src)), call_id)
+                self.on_unknown_call(str(ipaddress.IPv4Address(key >> 16)), key & 0xFFFF)
             return False
         handler, borrow = route
         try:
-            handler(datagram[ihl:] if borrow else bytes(datagram[ihl:]), now)  # type: ignore[arg-type]
+            handler(packet if borrow or type(packet) is bytes else bytes(packet), now)  # type: ignore[arg-type]
         except Exception:
             # One call's bug must not stop the reader that serves every other call.
             st.handler_errors += 1
-            log.exception("GRE handler for call %d failed", call_id)
+            log.exception("GRE handler for call %d failed", key & 0xFFFF)
             return False
         st.delivered += 1
         return True

@@ -21,6 +21,7 @@ from pptpkit.gre import GreCall, GreCallConfig, GreStats
 from pptpkit.gre.packet import MAX_PAYLOAD
 from pptpkit.io.deadline import Deadline
 from pptpkit.io.gresock import Ancillary, GreSocket, source_ancillary
+from pptpkit.speedups import EXT, log_choice
 
 __all__ = [
     "MAX_HELD_FRAMES",
@@ -152,6 +153,9 @@ def acquire_gre_socket(loop: asyncio.AbstractEventLoop | None = None) -> GreSock
     loop = loop or asyncio.get_running_loop()
     shared = _shared.get(loop)
     if shared is None or shared.sock.closed:
+        # The data plane starts here (client and server alike): the one place that says, once
+        # per process, when the per-packet path runs without its compiled primitives.
+        log_choice(log)
         shared = _Shared(GreSocket(loop=loop), 0)
         _shared[loop] = shared
     shared.users += 1
@@ -196,8 +200,8 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_sock', 'adapter_stats',
-        'engine', 'local_address', 'peer_address',
+        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_peer', '_sock',
+        'adapter_stats', 'engine', 'local_address', 'peer_address',
     )
 
     def __init__(
@@ -216,6 +220,8 @@ class GreChannel:
         self.local_address = local_address
         self._ancillary: Ancillary | None = (
             None if local_address is None else source_ancillary(local_address))
+        # What the compiled GreSocket.send_to takes, prepared once here, not per packet.
+        self._peer = int(ipaddress.IPv4Address(peer_address))
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._inlet = FrameInlet()
@@ -272,10 +278,13 @@ class GreChannel:
         return bool(out)
 
     def _transmit(self, datagram: bytes) -> None:
-        if self._ancillary is None:
+        ancillary = self._ancillary
+        if EXT is not None:
+            self._sock.send_to(self._peer, datagram, None if ancillary is None else ancillary[0][2])
+        elif ancillary is None:
             self._sock.send(self.peer_address, datagram)
         else:
-            self._sock.send_from(self.peer_address, datagram, self._ancillary)
+            self._sock.send_from(self.peer_address, datagram, ancillary)
 
     def receive_packet(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Process one GRE packet (GRE header on) for this call, as the socket would.

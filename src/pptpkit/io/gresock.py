@@ -5,6 +5,12 @@ The kernel hands a ``SOCK_RAW``/``IPPROTO_GRE`` socket every GRE packet with its
 :class:`pptpkit.gre.demux.GreDemux`, which parses just enough to route the packet to the call
 registered for ``(peer IPv4 address, call ID)``.  Sending goes out the same socket, from the
 address the peer called when one host has several (``IP_PKTINFO``).
+
+With the compiled primitives (:mod:`pptpkit.speedups`) the reader takes up to 16 datagrams per
+``recvmmsg`` and the demultiplexer's parse runs in C (:meth:`GreDemux.route` takes it from
+there), and :meth:`GreSocket.send_to` sends with the destination and source prepared once per
+call instead of parsed from Python objects per packet.  Without them, one ``recv_into`` per
+datagram and :meth:`GreSocket.send` / :meth:`GreSocket.send_from`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import ipaddress
 import logging
 import socket
 import struct
@@ -20,6 +27,7 @@ from typing import Final
 
 from pptpkit.gre.demux import DemuxStats, GreDemux, GreHandler
 from pptpkit.gre.packet import IPPROTO_GRE
+from pptpkit.speedups import EXT
 
 __all__ = [
     "Ancillary",
@@ -150,6 +158,27 @@ class GreSocket(GreDemux):
         self.stats.sent += 1
         return True
 
+    def send_to(self, peer: int, packet: bytes | bytearray | memoryview, pktinfo: bytes | None) -> bool:
+        """:meth:`send_from` (or :meth:`send` when ``pktinfo`` is None) with ``peer`` as an
+        integer IPv4 address and the packed ``in_pktinfo`` of :func:`source_ancillary`; the
+        compiled path when it is in use."""
+        sock = self._sock
+        if sock is None:
+            self.stats.send_errors += 1
+            return False
+        try:
+            if EXT is not None:
+                EXT.send_gre(sock.fileno(), packet, peer, pktinfo)
+            elif pktinfo is None:
+                sock.sendto(packet, (str(ipaddress.IPv4Address(peer)), 0))
+            else:
+                sock.sendmsg([packet], [(socket.IPPROTO_IP, _IP_PKTINFO, pktinfo)], 0,
+                             (str(ipaddress.IPv4Address(peer)), 0))
+        except OSError as exc:
+            return self._send_failed(str(ipaddress.IPv4Address(peer)), exc)
+        self.stats.sent += 1
+        return True
+
     def _send_failed(self, peer: str, exc: OSError) -> bool:
         # A full socket buffer is a drop, as on any datagram path; anything else is an error.
         if isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno == errno.ENOBUFS:
@@ -164,6 +193,9 @@ class GreSocket(GreDemux):
         if sock is None:
             return
         now = self._loop.time()
+        if EXT is not None:
+            self._read_batches(sock, now)
+            return
         view = self._view
         for _ in range(self.max_batch):
             try:
@@ -178,6 +210,29 @@ class GreSocket(GreDemux):
             self.dispatch(view[:n], now)
             if self._sock is None:  # a handler closed us
                 return
+
+    def _read_batches(self, sock: socket.socket, now: float) -> None:
+        fd = sock.fileno()
+        recv_gre = EXT.recv_gre  # type: ignore[union-attr]
+        route = self.route
+        budget = self.max_batch
+        while budget > 0:
+            want = 16 if budget > 16 else budget
+            try:
+                batch: list[tuple[int, bytes]] = recv_gre(fd, want)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.stats.receive_errors += 1
+                log.debug("GRE receive error: %s", exc)
+                return
+            for key, packet in batch:
+                route(key, packet, now)
+                if self._sock is None:  # a handler closed us
+                    return
+            if len(batch) < want:
+                return
+            budget -= want
 
     def close(self) -> None:
         if self._sock is None:

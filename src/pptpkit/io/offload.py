@@ -7,19 +7,23 @@ hands us up to 64 KiB TCP super-segments plus packets whose checksum it left for
 :class:`Coalescer` merges consecutive segments of one TCP flow into one super-segment, so the
 kernel runs its receive path once per batch instead of once per packet.
 
-Checksums use one Python-level trick: a buffer read as one big-endian integer is congruent,
-modulo 0xFFFF, to the sum of its 16-bit words (because 2**16 == 1 mod 0xFFFF), which is what
-the ones-complement Internet checksum needs.  ``int.from_bytes`` and one modulo run in C.
+Checksums need the ones-complement sum of the payload's 16-bit words, modulo 0xFFFF.  The
+compiled path (:mod:`pptpkit.speedups`) sums the words in C; the pure path uses one Python-level
+trick: a buffer read as one big-endian integer is congruent, modulo 0xFFFF, to the sum of its
+16-bit words (because 2**16 == 1 mod 0xFFFF), so ``int.from_bytes`` and one modulo do it.  Both
+give a value congruent to the same sum (:func:`word_sum`), which is all the callers use.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Final
 
 from pptpkit.errors import DecodeError
+from pptpkit.speedups import EXT
 
 __all__ = [
     "MAX_QUEUE",
@@ -36,6 +40,8 @@ __all__ = [
     "internet_checksum",
     "ones_sum",
     "segment",
+    "word_sum",
+    "word_sum_pure",
 ]
 
 
@@ -127,15 +133,24 @@ class OffloadStats:
 # -- checksums ------------------------------------------------------------------------------------
 
 
+def word_sum_pure(data: bytes | bytearray | memoryview) -> int:
+    """A non-negative integer congruent, mod 0xFFFF, to the sum of ``data``'s big-endian 16-bit
+    words (an odd length padded with a zero octet); 0 only when every octet is 0."""
+    v = int.from_bytes(data, "big")
+    return v << 8 if len(data) & 1 else v
+
+
+#: :func:`word_sum_pure`'s contract, in C when the extension is in use (its result is already
+#: folded to 16 bits; the two differ in value, never modulo 0xFFFF or in being 0).
+word_sum: Callable[[bytes | bytearray | memoryview], int] = EXT.csum if EXT is not None else word_sum_pure
+
+
 def ones_sum(data: bytes | bytearray, initial: int = 0) -> int:
     """The folded 16-bit ones-complement sum of ``data`` plus ``initial``, in 0..0xFFFF.
 
     0 only when everything summed is zero; a non-zero total that folds to all ones is 0xFFFF.
     """
-    v = int.from_bytes(data, "big")
-    if len(data) & 1:
-        v <<= 8  # an odd length is padded with one zero octet
-    v += initial
+    v = word_sum(data) + initial
     s = v % 0xFFFF
     return 0xFFFF if s == 0 and v else s
 
@@ -148,11 +163,6 @@ def internet_checksum(data: bytes | bytearray, initial: int = 0) -> int:
 def _fold(v: int) -> int:
     # v is a non-zero sum (every caller's includes a protocol number): 0 mod 0xFFFF is 0xFFFF.
     return v % 0xFFFF or 0xFFFF
-
-
-def _int(data: bytes) -> int:
-    v = int.from_bytes(data, "big")
-    return v << 8 if len(data) & 1 else v
 
 
 def complete_checksum(packet: bytes, csum_start: int, csum_offset: int) -> bytes:
@@ -236,6 +246,18 @@ def segment(hdr: VnetHeader, packet: bytes, stats: OffloadStats | None = None) -
         raise DecodeError(f"GSO packet of {total} octets in {mss}-octet segments: too many")
     if not v6 and len(packet) > 65535:
         raise DecodeError("IPv4 packet longer than 65535 octets")
+    if EXT is not None:
+        # The loop below in C (pptpkit.speedups), segment for segment; the code below is its twin.
+        out: list[bytes] = EXT.tso_split(packet, v6, iphl, hl, mss)
+        if stats is not None:
+            stats.gso_packets_in += 1
+            stats.segments_split += len(out)
+        return out
+    return _split_pure(packet, v6, iphl, hl, mss, total, stats)
+
+
+def _split_pure(packet: bytes, v6: bool, iphl: int, hl: int, mss: int, total: int,
+                stats: OffloadStats | None) -> list[bytes]:
     # Every segment is summed from scratch (the kernel's partial checksum leaves out the
     # length): the sums of the fields that do not change are taken once, the per-segment ones
     # (lengths, IPv4 ID, sequence number, flags, payload) added as integers.
@@ -271,6 +293,7 @@ def segment(hdr: VnetHeader, packet: bytes, stats: OffloadStats | None = None) -
     ack_doff = packet[tcp_off + 8 : tcp_off + 13]
     window = packet[tcp_off + 14 : tcp_off + 16]
     pack = layout.pack
+    wsum = word_sum
     out: list[bytes] = []
     append = out.append
     nseg = (total + mss - 1) // mss
@@ -285,9 +308,7 @@ def segment(hdr: VnetHeader, packet: bytes, stats: OffloadStats | None = None) -
             f = flags if i == 0 else last_flags
         sq = (seq + i * mss) & 0xFFFFFFFF
         tcp_len = tcphl + clen
-        v = int.from_bytes(chunk, "big")
-        if clen & 1:
-            v <<= 8
+        v = wsum(chunk)
         csum = 0xFFFF - ((tcp_const + tcp_len + (sq >> 16) + (sq & 0xFFFF) + f + v) % 0xFFFF or 0xFFFF)
         if v6:
             head = pack(pre, tcp_len, mid, sq, ack_doff, f, window, csum)
@@ -378,10 +399,23 @@ class Coalescer:
     def flush(self) -> list[WriteUnit]:
         queue, self._queue = self._queue, []
         stats = self.stats
+        if EXT is not None:
+            # The same loop in C (pptpkit.speedups), rule for rule; the code below is its twin.
+            units, bad, single, merged, segments = EXT.coalesce(queue, ZERO_VNET_HDR)
+            stats.bad_checksum_unmerged += bad
+            stats.passthrough += single
+            stats.coalesced_packets_out += merged
+            stats.segments_merged += segments
+            out: list[WriteUnit] = units
+            return out
+        return self._flush_pure(queue, stats)
+
+    def _flush_pure(self, queue: list[bytes], stats: OffloadStats) -> list[WriteUnit]:
         slots: list[_Batch | bytes] = []
         add_slot = slots.append
         flows: dict[bytes, _Batch] = {}
         from_bytes = int.from_bytes
+        wsum = word_sum
         unpack32 = _U32.unpack_from
         bad = 0
         for p in queue:
@@ -420,9 +454,7 @@ class Coalescer:
                 continue
             # Checksums.  A valid IPv4 header sums to 0 mod 0xFFFF, so the whole packet's sum is
             # then the TCP part's: one pass over the payload.
-            whole = from_bytes(p, "big")
-            if n & 1:
-                whole <<= 8
+            whole = wsum(p)
             if v6:
                 ok = (whole - from_bytes(p[0:8], "big") + (n - 40) + _PROTO_TCP) % 0xFFFF == 0
             else:

@@ -4,6 +4,7 @@ socket (no root needed)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import socket
 
@@ -92,6 +93,9 @@ class FakeGreSocket:
     def send(self, peer: str, packet: bytes) -> bool:
         self.sent.append((peer, packet))
         return True
+
+    def send_to(self, peer: int, packet: bytes | bytearray | memoryview, pktinfo: bytes | None) -> bool:
+        return self.send(str(ipaddress.IPv4Address(peer)), bytes(packet))
 
 
 def test_gre_channel_sends_receives_acks_and_unregisters() -> None:

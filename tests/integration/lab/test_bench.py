@@ -104,3 +104,22 @@ def test_bench_throughput_offload_side_by_side() -> None:
     assert_sane(data)
     assert sum(1 for k in data["checks"] if "checksum" in k) == 6
     assert code == 0
+
+
+def test_bench_throughput_pure_side_by_side() -> None:
+    """``--pure``: every tunnel row again on the pure-Python path, alternating, with the ratio;
+    the agents report which path they ran, and the compiled rows must not be the pure one."""
+    require_root()
+    code, data = bench("throughput", "--seconds", "1", "--modes", "stateless", "--no-relay", "--pure")
+    figs = figures(data)
+    for way in ("client->server", "server->client"):
+        fast, slow = figs[f"MPPE stateless {way} [Mbit/s]"], figs[f"MPPE stateless {way}, pure [Mbit/s]"]
+        assert fast["pure"] is False and slow["pure"] is True
+        ratio = figs[f"MPPE stateless {way} compiled/pure [x]"]
+        assert ratio["value"] == pytest.approx(fast["value"] / slow["value"])
+    assert "MPPE stateless CPU (TCP sender + receiver) [cores]" in figs
+    assert data["checks"]["tunnel stateless pure per-packet path"]
+    assert data["checks"]["tunnel stateless per-packet path"]
+    assert data["machine"]["path"] == "compiled"  # tools/bootstrap.sh builds the extension
+    assert_sane(data)
+    assert code == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import socket
 import struct
 from collections.abc import Callable, Coroutine
@@ -37,6 +38,9 @@ class MemoryGre(GreDemux):
     def send(self, peer: str, packet: bytes | bytearray | memoryview) -> bool:
         self.sent.append((peer, bytes(packet)))
         return True
+
+    def send_to(self, peer: int, packet: bytes | bytearray | memoryview, pktinfo: bytes | None) -> bool:
+        return self.send(str(ipaddress.IPv4Address(peer)), bytes(packet))
 
     def inject(self, call_id: int, payload: bytes, seq: int) -> bool:
         """Deliver one GRE packet from the server as the raw socket would (IPv4 header on)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,6 +39,9 @@ class _NoGre(GreDemux):
 
     def send(self, peer: str, packet: bytes | bytearray | memoryview) -> bool:
         return True
+
+    def send_to(self, peer: int, packet: bytes | bytearray | memoryview, pktinfo: bytes | None) -> bool:
+        return self.send(str(ipaddress.IPv4Address(peer)), bytes(packet))
 
     def close(self) -> None:
         self.closed = True

@@ -5,6 +5,7 @@ control-stream fuzzer; it raised StateError out of the server's event handler.""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 
 import pytest
@@ -29,6 +30,9 @@ class _FullGre(GreDemux):
 
     def send(self, peer: str, packet: bytes | bytearray | memoryview) -> bool:
         return True
+
+    def send_to(self, peer: int, packet: bytes | bytearray | memoryview, pktinfo: bytes | None) -> bool:
+        return self.send(str(ipaddress.IPv4Address(peer)), bytes(packet))
 
     def close(self) -> None:
         self.closed = True

@@ -49,6 +49,7 @@ from pptpkit.lab.netns import SERVER_ADDRESS, enter
 from pptpkit.ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole
 from pptpkit.pptp.client import PptpClient, PptpClientConfig
 from pptpkit.pptp.server import CallHandler, PptpServer, PptpServerConfig, ServerCall
+from pptpkit.speedups import describe
 
 __all__ = ["EchoPlane", "ProbePlane", "main", "mppe_policy", "session_config"]
 
@@ -315,7 +316,7 @@ async def run_client(args: argparse.Namespace) -> None:
     session = await open_session(args, plane, CallIdAllocator())
     _emit("up", interface=session.link.interface, local=str(session.up.local_address),
           peer=str(session.up.peer_address), mppe=session.up.mppe, mtu=session.up.mtu,
-          setup_ms=session.setup_time * 1000)
+          setup_ms=session.setup_time * 1000, path=describe())
     await _stdin_closed()
     stats = session.link.session.stats
     _emit("stats", tx_packets=stats.tx_packets, rx_packets=stats.rx_packets,
@@ -448,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             cProfile.runctx("run_loop(runner(args))", globals(),
                             {"runner": runner, "args": args, "run_loop": run_loop},
-                            os.path.join(profile_to, f"{args.role}-{args.mppe}-offload-{args.offload}.prof"))
+                            os.path.join(profile_to, f"{args.role}-{args.mppe}-offload-{args.offload}"
+                                                     f"-{describe()}.prof"))
         else:
             run_loop(runner(args))
     except Exception as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import socket
 import statistics
 import struct
@@ -60,6 +61,9 @@ class _MemoryGre(GreDemux):
 
     def send_from(self, peer: str, packet: bytes | bytearray | memoryview, ancillary: Ancillary) -> bool:
         return self.send(peer, packet)
+
+    def send_to(self, peer: int, packet: bytes | bytearray | memoryview, pktinfo: bytes | None) -> bool:
+        return self.send(str(ipaddress.IPv4Address(peer)), packet)
 
     def close(self) -> None:
         self.closed = True

@@ -12,6 +12,7 @@ from pptpkit.crypto.rc4 import RC4_BACKEND
 from pptpkit.errors import ConfigError
 from pptpkit.io.loop import loop_kind
 from pptpkit.lab.bench.runner import Report
+from pptpkit.speedups import describe
 
 __all__ = ["machine", "to_json", "to_table"]
 
@@ -27,7 +28,8 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-            "python": sys.version.split()[0], "rc4": RC4_BACKEND, "loop": _loop_kind()}
+            "python": sys.version.split()[0], "rc4": RC4_BACKEND, "loop": _loop_kind(),
+            "path": describe()}
 
 
 def _loop_kind() -> str:
@@ -50,7 +52,7 @@ def to_table(report: Report) -> str:
     lines = [f"pptpkit bench {report.benchmark}" + (f"   ({report.command})" if report.command else "")]
     m = machine()
     lines.append(f"machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}, "
-                 f"RC4 via {m['rc4']}, event loop {m['loop']}")
+                 f"RC4 via {m['rc4']}, event loop {m['loop']}, per-packet path {m['path']}")
     width = max([len(f.label) for f in report.figures] + [20])
     section = None
     for fig in report.figures:

@@ -21,6 +21,7 @@ from pptpkit.lab.bench.flow import FlowResult, measure_flow
 from pptpkit.lab.bench.procs import Agent, AgentError, Command, pptpkit_argv, private_file, sample_process
 from pptpkit.lab.bench.relay import measure_relay, relay_available
 from pptpkit.lab.netns import CLIENT_ADDRESS, SERVER_ADDRESS, TwoHosts, listening, namespace_exists, two_hosts
+from pptpkit.speedups import EXT, PURE_ENV, REASON, describe
 
 __all__ = ["Figure", "Goal", "Report", "VmTarget", "run_scale", "run_setup", "run_throughput"]
 
@@ -99,11 +100,18 @@ def _flow_pair(net: TwoHosts, c2s_addr: str, s2c_addr: str, seconds: float,
 
 def run_throughput(*, seconds: float = 5.0, repeat: int = 1, modes: Sequence[str] = MPPE_MODES,
                    relay: bool = True, profile_dir: str | None = None,
-                   offloads: Sequence[bool] = (True, False),
+                   offloads: Sequence[bool] = (True, False), pure: bool = False,
                    progress: Progress = _quiet, command: str = "") -> Report:
     """``offloads``: run every mode with the TUN offloads on (True) and/or off (False); the
-    offload-off rows carry the suffix ", no offload" and a ratio section compares them."""
+    offload-off rows carry the suffix ", no offload" and a ratio section compares them.
+
+    ``pure``: run every tunnel measurement a second time with the agents on the pure-Python
+    per-packet path (``PPTPKIT_PURE=1``), alternating with the default path run by run, so the
+    two see the same machine; those rows carry ", pure" and a ratio section compares them."""
     report = Report("throughput", command)
+    paths = (False, True) if pure else (False,)
+    if EXT is None:
+        report.notes.append(f"the per-packet path runs pure Python in every row ({REASON})")
     with _hosts() as net:
         limit_up: list[float] = []
         limit_down: list[float] = []
@@ -117,38 +125,58 @@ def run_throughput(*, seconds: float = 5.0, repeat: int = 1, modes: Sequence[str
 
         for offload in offloads:
             # Labels without a suffix are the default data path (offload on), as before.
-            suffix = "" if offload else ", no offload"
-            tag_suffix = "" if offload else " no-offload"
             for mode in modes:
-                ups: list[float] = []
-                downs: list[float] = []
-                cpu: list[float] = []
+                ups: dict[bool, list[float]] = {p: [] for p in paths}
+                downs: dict[bool, list[float]] = {p: [] for p in paths}
+                cpu: dict[bool, list[float]] = {p: [] for p in paths}
+                # This process runs the TCP sender and receiver (their kernel work included):
+                # what the agents cannot have of the machine's cores.
+                ends: dict[bool, list[float]] = {p: [] for p in paths}
                 for i in range(repeat):
-                    off = "on" if offload else "off"
-                    progress(f"tunnel MPPE {mode}, offload {off}, run {i + 1}/{repeat}")
-                    env = {"PPTPKIT_BENCH_PROFILE": profile_dir} if profile_dir else None
-                    server_args = ["server", "--netns", net.server, "--plane", "tun", "--mppe", mode,
-                                   "--offload", off]
-                    with Agent("server", server_args, env=env) as server:
-                        server.wait_event("ready", 30)
-                        client_args = ["client", "--netns", net.client, "--mppe", mode, "--offload", off]
-                        with Agent("client", client_args, env=env) as client:
-                            info = client.wait_event("up", 30)
-                            s0, c0 = sample_process(server.pid), sample_process(client.pid)
-                            up, down = _flow_pair(net, str(TUNNEL_LOCAL), str(TUNNEL_PEER), seconds,
-                                                  report.checks, f"tunnel {mode}{tag_suffix}")
-                            s1, c1 = sample_process(server.pid), sample_process(client.pid)
-                            cpu.append((s1.cpu - s0.cpu + c1.cpu - c0.cpu) / max(s1.when - s0.when, 1e-9))
-                            client.stop()
-                        server.stop()
-                    report.checks[f"tunnel {mode}{tag_suffix} negotiated {info['mppe']}"] = (
-                        (mode == "none") == (info["mppe"] == "none")
-                        and (mode != "stateful" or "stateful" in info["mppe"]))
-                    ups.append(up.mbit_s)
-                    downs.append(down.mbit_s)
-                report.add("pptpkit", f"MPPE {mode} client->server{suffix}", "Mbit/s", ups, offload=offload)
-                report.add("pptpkit", f"MPPE {mode} server->client{suffix}", "Mbit/s", downs, offload=offload)
-                report.add("pptpkit", f"MPPE {mode} CPU (both agents){suffix}", "cores", cpu, offload=offload)
+                    for is_pure in paths:
+                        tag = f"tunnel {mode}{'' if offload else ' no-offload'}{' pure' if is_pure else ''}"
+                        off = "on" if offload else "off"
+                        progress(f"tunnel MPPE {mode}, offload {off}{', pure' if is_pure else ''}, "
+                                 f"run {i + 1}/{repeat}")
+                        env = {"PPTPKIT_BENCH_PROFILE": profile_dir} if profile_dir else {}
+                        if is_pure:
+                            env[PURE_ENV] = "1"
+                        server_args = ["server", "--netns", net.server, "--plane", "tun", "--mppe", mode,
+                                       "--offload", off]
+                        with Agent("server", server_args, env=env or None) as server:
+                            server.wait_event("ready", 30)
+                            client_args = ["client", "--netns", net.client, "--mppe", mode, "--offload", off]
+                            with Agent("client", client_args, env=env or None) as client:
+                                info = client.wait_event("up", 30)
+                                s0, c0 = sample_process(server.pid), sample_process(client.pid)
+                                e0 = sample_process(os.getpid())
+                                up, down = _flow_pair(net, str(TUNNEL_LOCAL), str(TUNNEL_PEER), seconds,
+                                                      report.checks, tag)
+                                s1, c1 = sample_process(server.pid), sample_process(client.pid)
+                                e1 = sample_process(os.getpid())
+                                cpu[is_pure].append(
+                                    (s1.cpu - s0.cpu + c1.cpu - c0.cpu) / max(s1.when - s0.when, 1e-9))
+                                ends[is_pure].append((e1.cpu - e0.cpu) / max(e1.when - e0.when, 1e-9))
+                                client.stop()
+                            server.stop()
+                        report.checks[f"{tag} negotiated {info['mppe']}"] = (
+                            (mode == "none") == (info["mppe"] == "none")
+                            and (mode != "stateful" or "stateful" in info["mppe"]))
+                        report.checks[f"{tag} per-packet path"] = (
+                            info.get("path") == ("pure" if is_pure else describe()))
+                        ups[is_pure].append(up.mbit_s)
+                        downs[is_pure].append(down.mbit_s)
+                for is_pure in paths:
+                    suffix = ("" if offload else ", no offload") + (", pure" if is_pure else "")
+                    extra = {"offload": offload, "pure": is_pure}
+                    report.add("pptpkit", f"MPPE {mode} client->server{suffix}", "Mbit/s", ups[is_pure],
+                               **extra)
+                    report.add("pptpkit", f"MPPE {mode} server->client{suffix}", "Mbit/s", downs[is_pure],
+                               **extra)
+                    report.add("pptpkit", f"MPPE {mode} CPU (both agents){suffix}", "cores", cpu[is_pure],
+                               **extra)
+                    report.add("pptpkit", f"MPPE {mode} CPU (TCP sender + receiver){suffix}", "cores",
+                               ends[is_pure], **extra)
         if len(offloads) > 1:
             for mode in modes:
                 for way in ("client->server", "server->client"):
@@ -156,6 +184,16 @@ def run_throughput(*, seconds: float = 5.0, repeat: int = 1, modes: Sequence[str
                     off_fig = report.get(f"MPPE {mode} {way}, no offload")
                     if on is not None and off_fig is not None and off_fig.value > 0:
                         report.add("offload", f"MPPE {mode} {way} on/off", "x", [on.value / off_fig.value])
+        if pure:
+            for offload in offloads:
+                suffix = "" if offload else ", no offload"
+                for mode in modes:
+                    for way in ("client->server", "server->client"):
+                        fast = report.get(f"MPPE {mode} {way}{suffix}")
+                        slow = report.get(f"MPPE {mode} {way}{suffix}, pure")
+                        if fast is not None and slow is not None and slow.value > 0:
+                            report.add("compiled", f"MPPE {mode} {way}{suffix} compiled/pure", "x",
+                                       [fast.value / slow.value])
 
         if relay:
             missing = relay_available()
@@ -185,7 +223,7 @@ def run_throughput(*, seconds: float = 5.0, repeat: int = 1, modes: Sequence[str
 
 def _throughput_goals(report: Report) -> None:
     best = [f for f in report.figures if f.section == "pptpkit" and f.label.startswith("MPPE stateless")
-            and f.unit == "Mbit/s"]
+            and f.unit == "Mbit/s" and not f.extra.get("pure")]
     # The goal is judged on the default data path (offload on) whenever it was measured.
     if any(f.extra.get("offload") for f in best):
         best = [f for f in best if f.extra.get("offload")]
