@@ -121,6 +121,8 @@ class PptpServerConfig:
     connect_speed: int = 100_000_000
     echo_interval: float | None = 60.0
     shutdown_timeout: float = 3.0
+    #: ``SO_REUSEPORT`` on the listener: one of several worker processes on the same port.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 0xFFFF:
@@ -249,6 +251,7 @@ class PptpServer:
                 # A burst of clients connecting at once must not overflow the accept queue: a
                 # dropped SYN costs that client a one-second (then longer) retransmit.
                 backlog=listen_backlog(max(128, cfg.max_connections)),
+                reuse_port=cfg.reuse_port,
             )
         except BaseException:
             self._release_gre()
