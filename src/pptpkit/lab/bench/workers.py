@@ -1,0 +1,239 @@
+"""``pptpkit bench workers``: what one more server process (one more core) adds, measured.
+
+Four parts, in one run:
+
+* **aggregate**: M sessions, M/N on each of N server workers (N = 1, then 2, alternating per
+  repetition so drift on a shared machine hits both alike), every packet echoed by the server.
+  The client is the ``blast`` agent: its packets are encrypted before the clock starts and the
+  echoes are only counted, so it costs a few microseconds a packet against the server's tens,
+  and on a 2-core machine the server can have (nearly) both cores.  Reported: the aggregate
+  client->server Mbit/s (the same again flows back), and the servers' CPU seconds per GB of it.
+* **setups**: 200 clients at once (two client processes of 100) against 1 and 2 workers.
+* **scale**: S sessions over 2 workers, each alive and passing a packet at the end; RSS per
+  session is the growth of both workers' RSS over their idle RSS.
+* **socket cost**: the kernel clones every GRE packet to every raw GRE socket before that
+  socket's BPF filter drops it, so each worker adds a per-packet cost to all traffic.  Measured
+  directly: a sender in a namespace of its own sends GRE over loopback (the kernel's receive
+  path runs within the sendto) with 0 and then E extra idle raw sockets whose filter admits
+  nothing; the difference per packet and socket is the cost of one more worker's socket.
+
+The servers are the benchmark agents (:mod:`pptpkit.lab.bench.agent`) run as ``--worker I/N``:
+the data path and the kernel's distribution of ``pptpkit server --workers``, without its
+supervisor (whose ledger costs one socketpair round trip per call setup, not per packet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import statistics
+import struct
+import time
+from collections.abc import Callable, Iterator
+
+from pptpkit.gre.partition import gre_partition_filter, partition
+from pptpkit.io.gresock import attach_filter
+from pptpkit.lab.bench.procs import Agent, sample_process
+from pptpkit.lab.bench.runner import Goal, Report
+from pptpkit.lab.netns import NetnsLab, TwoHosts, inside, two_hosts
+
+__all__ = ["measure_socket_cost", "run_workers"]
+
+Progress = Callable[[str], None]
+_PACKET_OCTETS = 1400
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def _servers(net: TwoHosts, count: int, *extra: str) -> Iterator[list[Agent]]:
+    agents: list[Agent] = []
+    try:
+        for i in range(count):
+            agents.append(Agent(f"server{i}", ["server", "--netns", net.server, "--plane", "echo",
+                                               "--worker", f"{i}/{count}", *extra]))
+        for agent in agents:
+            agent.wait_event("ready", 30)
+        yield agents
+    finally:
+        for agent in agents:
+            with contextlib.suppress(Exception):
+                agent.stop()
+        for agent in agents:
+            agent.kill()
+
+
+def _cpu(agents: list[Agent]) -> float:
+    return sum(sample_process(a.pid).cpu for a in agents)
+
+
+def _aggregate_run(net: TwoHosts, workers: int, sessions: int, packets: int, window: int,
+                   mppe: str) -> tuple[float, float, dict[str, float]]:
+    """(Mbit/s client->server, server CPU seconds per GB, details) of one blast."""
+    with _servers(net, workers, "--mppe", mppe, "--max-sessions", str(sessions * 8 + 16)) as servers:
+        args = ["blast", "--netns", net.client, "--mppe", mppe, "--sessions", str(sessions),
+                "--balance", str(workers), "--packets", str(packets), "--window", str(window),
+                "--echo-interval", "60"]
+        with Agent("blast", args) as client:
+            client.wait_event("ready", 120 + sessions * packets / 5000)
+            c0, s0 = sample_process(client.pid).cpu, _cpu(servers)
+            client.send("go")
+            result = client.wait_event("result", 60)
+            c1, s1 = sample_process(client.pid).cpu, _cpu(servers)
+            client.stop(None)
+    seconds = float(result["seconds"])
+    octets = float(result["octets"])
+    mbit = octets * 8 / seconds / 1e6 if seconds > 0 else 0.0
+    per_gb = (s1 - s0) / (octets / 1e9) if octets else 0.0
+    return mbit, per_gb, {"client_cores": (c1 - c0) / seconds if seconds else 0.0,
+                          "server_cores": (s1 - s0) / seconds if seconds else 0.0,
+                          "stalls": float(result["stalls"]), "echoed": float(result["echoed"]),
+                          "sent": float(result["sent"])}
+
+
+def _setup_run(net: TwoHosts, workers: int, clients: int, mppe: str) -> tuple[float, int]:
+    """(setups/s, failures) of ``clients`` at once from two client processes."""
+    with _servers(net, workers, "--mppe", mppe, "--max-sessions", str(clients * 2 + 16)):
+        halves = [clients // 2, clients - clients // 2]
+        agents = [Agent(f"setup{i}", ["setup", "--netns", net.client, "--mppe", mppe, "--sequential", "0",
+                                      "--concurrent", str(n)]) for i, n in enumerate(halves)]
+        try:
+            results = [a.wait_event("result", 120 + clients) for a in agents]
+        finally:
+            for a in agents:
+                with contextlib.suppress(Exception):
+                    a.stop(None)
+                a.kill()
+    elapsed = max(float(r["concurrent_elapsed"]) for r in results)
+    done = sum(len(r["concurrent"]) for r in results)
+    return (done / elapsed if elapsed > 0 else 0.0), sum(int(r["failed"]) for r in results)
+
+
+def _gre_packet(call_id: int) -> bytes:
+    header = struct.pack("!BBHHHI", 0x30, 0x01, 0x880B, _PACKET_OCTETS, call_id, 1)
+    return header + bytes(_PACKET_OCTETS)
+
+
+def measure_socket_cost(packets: int = 100_000, extra: int = 64, repeat: int = 5) -> tuple[float, float]:
+    """(ns per packet with no extra socket, ns per packet per extra filtered raw GRE socket),
+    medians of ``repeat`` alternating runs, in a namespace of its own."""
+    base: list[float] = []
+    loaded: list[float] = []
+    with NetnsLab("pksk") as lab:
+        ns = lab.add_namespace("k")
+        lab.ip(ns, "link", "set", "lo", "up")
+        with inside(ns):
+            # The worker that owns the traffic (call ID 1): admits and never reads, so its queue
+            # fills and the kernel drops there, the same in both runs.
+            owner = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+            attach_filter(owner, gre_partition_filter(partition(0, 2)))
+            sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+            attach_filter(sender, struct.pack("=HBBI", 0x06, 0, 0, 0))
+            packet = _gre_packet(1)
+            others: list[socket.socket] = []
+            try:
+                for _ in range(repeat):
+                    for sockets, out in ((0, base), (extra, loaded)):
+                        while len(others) > sockets:
+                            others.pop().close()
+                        while len(others) < sockets:
+                            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+                            attach_filter(s, gre_partition_filter(partition(1, 2)))
+                            others.append(s)
+                        send = sender.sendto
+                        t0 = time.perf_counter()
+                        for _ in range(packets):
+                            send(packet, ("127.0.0.1", 0))
+                        out.append((time.perf_counter() - t0) / packets * 1e9)
+            finally:
+                for s in [owner, sender, *others]:
+                    s.close()
+    b, l_ = statistics.median(base), statistics.median(loaded)
+    return b, (l_ - b) / extra
+
+
+def run_workers(*, sessions: int = 8, packets: int = 20000, window: int = 32, repeat: int = 3,
+                setup_clients: int = 200, scale_sessions: int = 20000, socket_extra: int = 64,
+                mppe: str = "stateless", progress: Progress = _quiet, command: str = "") -> Report:
+    report = Report("workers", command)
+    with two_hosts("pkw", server_if="bench-s", client_if="bench-c", mtu=1500) as net:
+        results: dict[int, tuple[list[float], list[float], list[float], list[float]]] = {
+            1: ([], [], [], []), 2: ([], [], [], [])}
+        for i in range(repeat):
+            for n in (1, 2):
+                progress(f"aggregate: {sessions} sessions over {n} worker(s), run {i + 1}/{repeat}")
+                mbit, per_gb, info = _aggregate_run(net, n, sessions, packets, window, mppe)
+                results[n][0].append(mbit)
+                results[n][1].append(per_gb)
+                results[n][2].append(info["server_cores"])
+                results[n][3].append(info["client_cores"])
+                report.checks[f"aggregate {n} worker(s) run {i + 1}: no echo lost"] = info["stalls"] == 0
+                if info["echoed"] < info["sent"] - info["stalls"]:
+                    report.notes.append(f"aggregate {n} run {i + 1}: stopped at the deadline")
+        for n in (1, 2):
+            mbits, per_gbs, cores, client_cores = results[n]
+            report.add("aggregate", f"{sessions} sessions, {n} worker(s), client->server (echoed back)",
+                       "Mbit/s", mbits)
+            report.add("aggregate", f"{n} worker(s): server CPU per GB client->server", "CPU s/GB", per_gbs)
+            report.add("aggregate", f"{n} worker(s): server cores busy", "cores", cores)
+            report.add("aggregate", f"{n} worker(s): client cores busy (its kernel work included)", "cores",
+                       client_cores)
+        ratios = [b / a for a, b in zip(results[1][0], results[2][0], strict=True) if a > 0]
+        report.add("aggregate", "2 workers / 1 worker (side by side, per run)", "x", ratios)
+
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for i in range(repeat):
+            for n in (1, 2):
+                progress(f"setups: {setup_clients} clients at once, {n} worker(s), run {i + 1}/{repeat}")
+                rate, failed = _setup_run(net, n, setup_clients, mppe)
+                rates[n].append(rate)
+                report.checks[f"setups {n} worker(s) run {i + 1}: none failed"] = failed == 0
+        for n in (1, 2):
+            report.add("setups", f"setups/s, {setup_clients} clients at once, {n} worker(s)", "setups/s",
+                       rates[n])
+
+        if scale_sessions:
+            progress(f"scale: {scale_sessions} sessions over 2 workers")
+            _scale(report, net, scale_sessions, mppe)
+
+    progress(f"socket cost: {socket_extra} extra filtered raw GRE sockets")
+    base, per_socket = measure_socket_cost(extra=socket_extra)
+    report.add("socket cost", "GRE packet over loopback, sender's time, no extra socket", "ns/packet", [base])
+    report.add("socket cost", "each extra filtered raw GRE socket", "ns/packet", [per_socket],
+               extra_sockets=socket_extra)
+
+    agg = statistics.median(ratios) if ratios else 0.0
+    report.goals.append(Goal("aggregate, 2 workers vs 1", ">= 1.6x", f"{agg:.2f}x", agg >= 1.6))
+    best = statistics.median(rates[2]) if rates[2] else 0.0
+    report.goals.append(Goal(f"setups/s, {setup_clients} at once, 2 workers", ">= 1000/s",
+                             f"{best:.0f}/s", best >= 1000))
+    return report
+
+
+def _scale(report: Report, net: TwoHosts, sessions: int, mppe: str) -> None:
+    with _servers(net, 2, "--mppe", mppe, "--max-sessions", str(sessions + 16), "--echo-interval",
+                  "10") as servers:
+        base = [sample_process(s.pid).rss for s in servers]
+        args = ["scale", "--netns", net.client, "--mppe", mppe, "--sessions", str(sessions),
+                "--parallel", "100", "--echo-interval", "10"]
+        with Agent("scale", args) as client:
+            est = client.wait_event("established", 120 + sessions * 0.2)
+            time.sleep(5.0)
+            rss = [sample_process(s.pid).rss for s in servers]
+            result = client.stop("result", 120 + sessions * 0.05)
+            assert result is not None
+    n = max(int(est["sessions"]), 1)
+    per = sum(r - b for r, b in zip(rss, base, strict=True)) / n / 1024
+    report.add("scale", f"sessions established over 2 workers (of {sessions})", "sessions",
+               [float(est["sessions"])])
+    report.add("scale", "establish rate", "sessions/s", [est["sessions"] / max(est["seconds"], 1e-9)])
+    report.add("scale", "sessions alive and passing a packet at the end", "sessions",
+               [float(result["passed"])])
+    report.add("scale", "RSS per session (both workers)", "KiB", [per],
+               rss_mib=[r / 2**20 for r in rss], base_mib=[b / 2**20 for b in base])
+    report.checks["scale: every session passed a packet"] = result["passed"] == sessions
+    report.goals.append(Goal(f"{sessions} sessions over 2 workers", "all alive, <= 20 KiB each",
+                             f"{result['passed']}/{sessions}, {per:.1f} KiB",
+                             result["passed"] == sessions and per <= 20))
