@@ -119,6 +119,8 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="sessions over 2 workers in the scale run (default 20000; 0: skip)")
     wk.add_argument("--extra-sockets", type=_positive(int), default=64, metavar="E",
                     help="idle filtered raw GRE sockets for the per-socket cost (default 64)")
+    wk.add_argument("--parts", default="aggregate,setups,scale,sockets,ledger", metavar="LIST",
+                    help="which measurements (default all: aggregate,setups,scale,sockets,ledger)")
 
     dp = kinds.add_parser("datapath", parents=[common_b],
                           help="the built-in server's cost per received packet, in process (no root)")
@@ -221,7 +223,8 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = Non
                              repeat=args.repeat,
                              setup_clients=min(args.clients, 50) if short else args.clients,
                              scale_sessions=min(args.scale_sessions, 300) if short else args.scale_sessions,
-                             socket_extra=args.extra_sockets, mppe=args.mppe, progress=progress,
+                             socket_extra=args.extra_sockets, mppe=args.mppe,
+                             parts=[p.strip() for p in args.parts.split(",") if p.strip()], progress=progress,
                              command=command)
     elif args.bench == "setup":
         sessions, concurrent = (min(args.sessions, 20), min(args.concurrent, 50)) if args.short else (

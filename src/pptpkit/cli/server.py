@@ -603,7 +603,8 @@ def _clamp_pattern(settings: ServerSettings) -> str:
     return (settings.tun_name or "pptpkit%d").replace("%d", "*")
 
 
-async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: list[str]) -> int:
+async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: list[str],
+                         radius: RadiusSetup | None = None) -> int:
     """``--workers N`` (N > 1): the supervisor (:mod:`pptpkit.ops.supervisor`) starts N workers
     running this same command line and keeps what they share."""
     from pptpkit.ops.supervisor import Supervisor
@@ -620,8 +621,13 @@ async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: 
                 await clamp.install()
             except (NftError, OSError) as exc:
                 log.warning("TCP MSS clamping not installed: %s", exc)
+        accounting = None
+        if radius is not None and radius.acct is not None:
+            from pptpkit.ops.accounting import RadiusAccounting
+
+            accounting = RadiusAccounting(radius)
         supervisor = Supervisor(argv, settings.worker_count, ledger, ctl_socket=settings.ctl_socket,
-                                metrics=settings.metrics, pidfile=pidfile.write)
+                                metrics=settings.metrics, pidfile=pidfile.write, accounting=accounting)
         return await supervisor.run()
     except (PptpkitError, OSError) as exc:
         return (not_permitted("server", exc) if is_not_permitted(exc)
@@ -685,10 +691,10 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
         if router is not None:
             await router.open()
         # A worker leaves the control socket to the supervisor and serves no metrics itself.
-        for extension in extensions(settings if worker is None else replace(settings, ctl_socket=None),
-                                    radius):
-            if worker is not None and hasattr(extension, "render"):
-                extension.listen = None  # type: ignore[attr-defined]
+        wanted = extensions(settings if worker is None else replace(settings, ctl_socket=None), radius)
+        if worker is not None:
+            worker.adopt(wanted)
+        for extension in wanted:
             await extension.start(sessions, server)
             started.append(extension)
         if worker is not None:
@@ -762,6 +768,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             return fail("server", ExitStatus.USAGE, str(exc))
         if slot is None and settings.worker_count > 1:
-            return asyncio.run(run_supervisor(settings, config, argv if argv is not None else sys.argv[1:]))
+            return asyncio.run(run_supervisor(settings, config, argv if argv is not None else sys.argv[1:],
+                                              radius))
         return asyncio.run(run_builtin(settings, config, radius, None if slot is None else WorkerSide(slot)))
     return asyncio.run(run_program(settings, program))

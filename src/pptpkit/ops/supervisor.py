@@ -12,6 +12,9 @@ descriptor of their end of a socketpair) - and then:
   counters;
 * owns the metrics endpoint: each scrape asks every worker for its exposition text and sums the
   samples (:func:`merge_metrics`), so Prometheus sees one server;
+* sends RADIUS Accounting-On/Off once for the whole server (workers account their own sessions
+  without them), and the Stop of every session of a worker that died, from the last record the
+  worker reported for it (:func:`pptpkit.ops.accounting.lost_stop_record`);
 * forwards SIGHUP (reload the secrets) to every worker, and on SIGTERM/SIGINT stops them all and
   waits for their sessions to end;
 * restarts a worker that dies, after forgetting everything it held in the ledger - its sessions
@@ -55,6 +58,8 @@ from pptpkit.ops.metrics import MAX_REQUEST_HEAD, REQUEST_TIMEOUT, http_response
 from pptpkit.vpn.workers import Ledger, LedgerClient, Port, PortClosed
 
 if TYPE_CHECKING:
+    from pptpkit.ops import ServerExtension
+    from pptpkit.ops.accounting import RadiusAccounting, Status
     from pptpkit.ops.metrics import Metrics
     from pptpkit.pptp.server import PptpServer
     from pptpkit.vpn.server import BuiltinSessions
@@ -247,6 +252,25 @@ class WorkerSide:
         await self.port.open(socket.socket(fileno=self.slot.fd))
         self.port.closed.add_done_callback(lambda _: stop.set())
 
+    def adopt(self, extensions: list[ServerExtension]) -> None:
+        """The extensions as a worker runs them (before they start): no metrics endpoint of its
+        own, accounting without Accounting-On/Off and every record told to the supervisor."""
+        from pptpkit.ops.accounting import RadiusAccounting, encode_attributes
+        from pptpkit.ops.metrics import Metrics
+
+        for extension in extensions:
+            if isinstance(extension, Metrics):
+                extension.listen = None
+            elif isinstance(extension, RadiusAccounting):
+                extension.nas_records = False
+
+                def told(status: Status, key: str, attributes: list[Any]) -> None:
+                    if self.port is not None:
+                        self.port.notify("acct", key=key, status=status.value,
+                                         attrs=encode_attributes(attributes), at=time.time())
+
+                extension.on_record = told
+
     def pptp_overrides(self) -> tuple[GreSocket, CallIdAllocator]:
         """This worker's raw GRE socket (filtered to its call IDs) and call-ID allocator."""
         part = self.slot.call_ids
@@ -302,6 +326,7 @@ class Supervisor:
 
     def __init__(self, argv: Sequence[str], count: int, ledger: Ledger, *, ctl_socket: str | None,
                  metrics: tuple[str, int] | None, pidfile: Callable[[], None] | None = None,
+                 accounting: RadiusAccounting | None = None,
                  executable: Sequence[str] = (sys.executable, "-m", "pptpkit")) -> None:
         self.argv = list(argv)
         self.count = count
@@ -310,6 +335,9 @@ class Supervisor:
         self.metrics_listen = metrics
         self.executable = list(executable)
         self.write_pidfile = pidfile
+        self.accounting = accounting
+        #: (worker, session ID) -> (the last accounting record reported, when the Start was).
+        self._accounted: dict[tuple[int, str], tuple[list[Any], float]] = {}
         self.workers = [_Worker(i) for i in range(count)]
         self.restarts = 0
         self._stopping = False
@@ -333,6 +361,9 @@ class Supervisor:
                 if worker.ready is not None and not worker.ready.done():
                     worker.ready.set_result(None)
                 return
+            if message.get("op") == "acct":
+                self._acct_told(worker.index, message)
+                return
             self.ledger.handle(worker.index, message)
 
         async def on_request(message: dict[str, Any]) -> dict[str, Any]:
@@ -355,12 +386,37 @@ class Supervisor:
         log.info("worker %d started (pid %d)", worker.index, worker.pid)
         worker.watcher = loop.create_task(self._watch(worker, worker.process))
 
+    def _acct_told(self, index: int, message: dict[str, Any]) -> None:
+        key, status = (index, str(message.get("key"))), message.get("status")
+        if status == "Stop":
+            self._accounted.pop(key, None)
+        elif status == "Start":
+            self._accounted[key] = (list(message.get("attrs", [])), float(message.get("at", time.time())))
+        elif key in self._accounted:
+            self._accounted[key] = (list(message.get("attrs", [])), self._accounted[key][1])
+
+    def _acct_lost(self, index: int) -> int:
+        """Stops for the sessions of worker ``index``, which died before sending them."""
+        from pptpkit.ops.accounting import decode_attributes, lost_stop_record
+
+        keys = [k for k in self._accounted if k[0] == index]
+        now = time.time()
+        for key in keys:
+            attrs, started = self._accounted.pop(key)
+            if self.accounting is not None:
+                try:
+                    self.accounting.submit(lost_stop_record(decode_attributes(attrs), int(now - started)))
+                except (ValueError, TypeError) as exc:
+                    log.error("accounting Stop of %s not sent: %s", key[1], exc)
+        return len(keys)
+
     async def _watch(self, worker: _Worker, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         if worker.port is not None:
             await worker.port.close()
             worker.port = None
         freed = self.ledger.forget_worker(worker.index)
+        self._acct_lost(worker.index)
         if worker.ready is not None and not worker.ready.done():
             worker.ready.set_exception(ChildProcessError(f"worker {worker.index} exited with {code}"))
         if self._stopping:
@@ -444,6 +500,8 @@ class Supervisor:
             if self.ctl_socket is not None:
                 self._ctl = CtlServer(self.ctl_socket)
                 await self._ctl.open_handler(self.ctl_line)
+            if self.accounting is not None:
+                await self.accounting.open_nas(f"{int(time.time()) & 0xFFFFFFFF:08X}00000000")
             for worker in self.workers:
                 await self._spawn(worker)
             ready = [w.ready for w in self.workers if w.ready is not None]
@@ -499,4 +557,9 @@ class Supervisor:
                 await worker.port.close()
         if self._ctl is not None:
             await self._ctl.close()
+        if self.accounting is not None:
+            for worker in self.workers:
+                self._acct_lost(worker.index)  # killed at the end: what they could not send
+            if self.accounting.client is not None:
+                await self.accounting.stop()
         log.info("all workers stopped at %s", time.strftime("%H:%M:%S"))

@@ -297,9 +297,6 @@ class ServerSettings:
         if self.radius_dae_listen is not None:
             raise ConfigError("--radius-dae-listen needs --workers 1: Disconnect/CoA requests are not "
                               "forwarded between worker processes yet")
-        if self.radius_servers or self.radius_acct_servers:
-            raise ConfigError("RADIUS needs --workers 1: Accounting-On/Off would be sent by every worker "
-                              "process")
         if self.ipv6_prefix is not None:
             raise ConfigError("--ipv6-prefix needs --workers 1: the prefix pool is not shared between "
                               "worker processes yet")

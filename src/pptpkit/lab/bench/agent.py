@@ -354,7 +354,11 @@ async def run_setup(args: argparse.Namespace) -> None:
     # Held for the whole run: one socket (and its counters) for every session.
     gre = acquire_gre_socket()
     plane = ProbePlane()
-    call_ids = CallIdAllocator()
+    # Several setup clients in one namespace each see every GRE packet there: their call IDs
+    # must not overlap, or one client's frames reach another's call with the same ID.
+    index, count = (int(x) for x in args.worker.split("/"))
+    part = partition(index, count)
+    call_ids = CallIdAllocator(low=part.allocatable_low, high=part.high)
     sequential: list[float] = []
     for _ in range(args.sequential):
         session = await open_session(args, plane, call_ids)

@@ -11,6 +11,8 @@ Four parts, in one run:
 * **setups**: 200 clients at once (two client processes of 100) against 1 and 2 workers.
 * **scale**: S sessions over 2 workers, each alive and passing a packet at the end; RSS per
   session is the growth of both workers' RSS over their idle RSS.
+* **ledger**: what a call setup costs the supervisor's ledger (admit, authenticated, release
+  over a socketpair), the one thing ``pptpkit server --workers`` adds per setup.
 * **socket cost**: the kernel clones every GRE packet to every raw GRE socket before that
   socket's BPF filter drops it, so each worker adds a per-packet cost to all traffic.  Measured
   directly: a sender in a namespace of its own sends GRE over loopback (the kernel's receive
@@ -29,7 +31,8 @@ import socket
 import statistics
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from pptpkit.gre.partition import gre_partition_filter, partition
 from pptpkit.io.gresock import attach_filter
@@ -37,7 +40,7 @@ from pptpkit.lab.bench.procs import Agent, sample_process
 from pptpkit.lab.bench.runner import Goal, Report
 from pptpkit.lab.netns import NetnsLab, TwoHosts, inside, two_hosts
 
-__all__ = ["measure_socket_cost", "run_workers"]
+__all__ = ["PARTS", "measure_ledger", "measure_socket_cost", "run_workers"]
 
 Progress = Callable[[str], None]
 _PACKET_OCTETS = 1400
@@ -98,7 +101,8 @@ def _setup_run(net: TwoHosts, workers: int, clients: int, mppe: str) -> tuple[fl
     with _servers(net, workers, "--mppe", mppe, "--max-sessions", str(clients * 2 + 16)):
         halves = [clients // 2, clients - clients // 2]
         agents = [Agent(f"setup{i}", ["setup", "--netns", net.client, "--mppe", mppe, "--sequential", "0",
-                                      "--concurrent", str(n)]) for i, n in enumerate(halves)]
+                                      "--concurrent", str(n), "--worker", f"{i}/2"])
+                  for i, n in enumerate(halves)]
         try:
             results = [a.wait_event("result", 120 + clients) for a in agents]
         finally:
@@ -154,62 +158,117 @@ def measure_socket_cost(packets: int = 100_000, extra: int = 64, repeat: int = 5
     return b, (l_ - b) / extra
 
 
+PARTS = ("aggregate", "setups", "scale", "sockets", "ledger")
+
+
 def run_workers(*, sessions: int = 8, packets: int = 20000, window: int = 32, repeat: int = 3,
                 setup_clients: int = 200, scale_sessions: int = 20000, socket_extra: int = 64,
-                mppe: str = "stateless", progress: Progress = _quiet, command: str = "") -> Report:
+                mppe: str = "stateless", parts: Sequence[str] = PARTS, progress: Progress = _quiet,
+                command: str = "") -> Report:
     report = Report("workers", command)
     with two_hosts("pkw", server_if="bench-s", client_if="bench-c", mtu=1500) as net:
-        results: dict[int, tuple[list[float], list[float], list[float], list[float]]] = {
-            1: ([], [], [], []), 2: ([], [], [], [])}
-        for i in range(repeat):
-            for n in (1, 2):
-                progress(f"aggregate: {sessions} sessions over {n} worker(s), run {i + 1}/{repeat}")
-                mbit, per_gb, info = _aggregate_run(net, n, sessions, packets, window, mppe)
-                results[n][0].append(mbit)
-                results[n][1].append(per_gb)
-                results[n][2].append(info["server_cores"])
-                results[n][3].append(info["client_cores"])
-                report.checks[f"aggregate {n} worker(s) run {i + 1}: no echo lost"] = info["stalls"] == 0
-                if info["echoed"] < info["sent"] - info["stalls"]:
-                    report.notes.append(f"aggregate {n} run {i + 1}: stopped at the deadline")
-        for n in (1, 2):
-            mbits, per_gbs, cores, client_cores = results[n]
-            report.add("aggregate", f"{sessions} sessions, {n} worker(s), client->server (echoed back)",
-                       "Mbit/s", mbits)
-            report.add("aggregate", f"{n} worker(s): server CPU per GB client->server", "CPU s/GB", per_gbs)
-            report.add("aggregate", f"{n} worker(s): server cores busy", "cores", cores)
-            report.add("aggregate", f"{n} worker(s): client cores busy (its kernel work included)", "cores",
-                       client_cores)
-        ratios = [b / a for a, b in zip(results[1][0], results[2][0], strict=True) if a > 0]
-        report.add("aggregate", "2 workers / 1 worker (side by side, per run)", "x", ratios)
-
-        rates: dict[int, list[float]] = {1: [], 2: []}
-        for i in range(repeat):
-            for n in (1, 2):
-                progress(f"setups: {setup_clients} clients at once, {n} worker(s), run {i + 1}/{repeat}")
-                rate, failed = _setup_run(net, n, setup_clients, mppe)
-                rates[n].append(rate)
-                report.checks[f"setups {n} worker(s) run {i + 1}: none failed"] = failed == 0
-        for n in (1, 2):
-            report.add("setups", f"setups/s, {setup_clients} clients at once, {n} worker(s)", "setups/s",
-                       rates[n])
-
-        if scale_sessions:
+        if "aggregate" in parts:
+            _aggregate(report, net, sessions, packets, window, repeat, mppe, progress)
+        if "setups" in parts:
+            _setups(report, net, setup_clients, repeat, mppe, progress)
+        if "scale" in parts and scale_sessions:
             progress(f"scale: {scale_sessions} sessions over 2 workers")
             _scale(report, net, scale_sessions, mppe)
+    if "sockets" in parts:
+        progress(f"socket cost: {socket_extra} extra filtered raw GRE sockets")
+        base, per_socket = measure_socket_cost(extra=socket_extra)
+        report.add("socket cost", "GRE packet over loopback, sender's time, no extra socket", "ns/packet",
+                   [base])
+        report.add("socket cost", "each extra filtered raw GRE socket", "ns/packet", [per_socket],
+                   extra_sockets=socket_extra)
+    if "ledger" in parts:
+        progress("ledger: call setups through the supervisor's socketpair")
+        report.add("ledger", "admit + authenticated + release, both ends in one process", "us/session",
+                   [measure_ledger() for _ in range(repeat)])
+    return report
 
-    progress(f"socket cost: {socket_extra} extra filtered raw GRE sockets")
-    base, per_socket = measure_socket_cost(extra=socket_extra)
-    report.add("socket cost", "GRE packet over loopback, sender's time, no extra socket", "ns/packet", [base])
-    report.add("socket cost", "each extra filtered raw GRE socket", "ns/packet", [per_socket],
-               extra_sockets=socket_extra)
 
+def _aggregate(report: Report, net: TwoHosts, sessions: int, packets: int, window: int, repeat: int,
+               mppe: str, progress: Progress) -> None:
+    results: dict[int, tuple[list[float], list[float], list[float], list[float]]] = {
+        1: ([], [], [], []), 2: ([], [], [], [])}
+    for i in range(repeat):
+        for n in (1, 2):
+            progress(f"aggregate: {sessions} sessions over {n} worker(s), run {i + 1}/{repeat}")
+            mbit, per_gb, info = _aggregate_run(net, n, sessions, packets, window, mppe)
+            results[n][0].append(mbit)
+            results[n][1].append(per_gb)
+            results[n][2].append(info["server_cores"])
+            results[n][3].append(info["client_cores"])
+            report.checks[f"aggregate {n} worker(s) run {i + 1}: no echo lost"] = info["stalls"] == 0
+            if info["echoed"] < info["sent"] - info["stalls"]:
+                report.notes.append(f"aggregate {n} run {i + 1}: stopped at the deadline")
+    for n in (1, 2):
+        mbits, per_gbs, cores, client_cores = results[n]
+        report.add("aggregate", f"{sessions} sessions, {n} worker(s), client->server (echoed back)",
+                   "Mbit/s", mbits)
+        report.add("aggregate", f"{n} worker(s): server CPU per GB client->server", "CPU s/GB", per_gbs)
+        report.add("aggregate", f"{n} worker(s): server cores busy", "cores", cores)
+        report.add("aggregate", f"{n} worker(s): client cores busy (its kernel work included)", "cores",
+                   client_cores)
+    ratios = [b / a for a, b in zip(results[1][0], results[2][0], strict=True) if a > 0]
+    report.add("aggregate", "2 workers / 1 worker (side by side, per run)", "x", ratios)
     agg = statistics.median(ratios) if ratios else 0.0
     report.goals.append(Goal("aggregate, 2 workers vs 1", ">= 1.6x", f"{agg:.2f}x", agg >= 1.6))
+
+
+def _setups(report: Report, net: TwoHosts, clients: int, repeat: int, mppe: str, progress: Progress) -> None:
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for i in range(repeat):
+        for n in (1, 2):
+            progress(f"setups: {clients} clients at once, {n} worker(s), run {i + 1}/{repeat}")
+            rate, failed = _setup_run(net, n, clients, mppe)
+            rates[n].append(rate)
+            report.checks[f"setups {n} worker(s) run {i + 1}: none failed"] = failed == 0
+    for n in (1, 2):
+        report.add("setups", f"setups/s, {clients} clients at once, {n} worker(s)", "setups/s", rates[n])
     best = statistics.median(rates[2]) if rates[2] else 0.0
-    report.goals.append(Goal(f"setups/s, {setup_clients} at once, 2 workers", ">= 1000/s",
-                             f"{best:.0f}/s", best >= 1000))
-    return report
+    report.goals.append(Goal(f"setups/s, {clients} at once, 2 workers", ">= 1000/s", f"{best:.0f}/s",
+                             best >= 1000))
+
+
+def measure_ledger(sessions: int = 5000) -> float:
+    """Microseconds per call setup spent on the ledger: admit, authenticated and release over a
+    real socketpair, both ends on one event loop (so both processes' work is counted)."""
+    import asyncio
+
+    from pptpkit.vpn.pool import AddressPool
+    from pptpkit.vpn.workers import Ledger, LedgerClient, LedgerLimits, Port
+
+    async def main() -> float:
+        pool = AddressPool(["192.0.2.1"], [f"198.51.100.{i}" for i in range(1, 255)])
+        ledger = Ledger(pool, LedgerLimits(max_sessions=1000, max_per_source=1000, max_preauth=1000,
+                                           max_preauth_per_source=1000))
+
+        async def on_request(message: dict[str, Any]) -> dict[str, Any]:
+            return ledger.handle(0, message) or {}
+
+        def on_notice(message: dict[str, Any]) -> None:
+            ledger.handle(0, message)
+
+        a, b = socket.socketpair()
+        supervisor, worker = Port(on_request, on_notice), Port()
+        await supervisor.open(a)
+        await worker.open(b)
+        client = LedgerClient(worker)
+        t0 = time.perf_counter()
+        for batch in range(sessions // 100):
+            keys = [f"s{batch}-{i}" for i in range(100)]
+            await asyncio.gather(*(client.admit(k, "203.0.113.1") for k in keys))
+            await asyncio.gather(*(client.authenticated(k) for k in keys))
+            for k in keys:
+                client.release(k)
+        elapsed = time.perf_counter() - t0
+        await supervisor.close()
+        await worker.close()
+        return elapsed / (sessions // 100 * 100) * 1e6
+
+    return asyncio.run(main())
 
 
 def _scale(report: Report, net: TwoHosts, sessions: int, mppe: str) -> None:
@@ -220,6 +279,8 @@ def _scale(report: Report, net: TwoHosts, sessions: int, mppe: str) -> None:
                 "--parallel", "100", "--echo-interval", "10"]
         with Agent("scale", args) as client:
             est = client.wait_event("established", 120 + sessions * 0.2)
+            if est["failed"]:
+                report.notes.append(f"scale: {est['failed']} setups failed: {est['failures']}")
             time.sleep(5.0)
             rss = [sample_process(s.pid).rss for s in servers]
             result = client.stop("result", 120 + sessions * 0.05)
@@ -233,7 +294,8 @@ def _scale(report: Report, net: TwoHosts, sessions: int, mppe: str) -> None:
                [float(result["passed"])])
     report.add("scale", "RSS per session (both workers)", "KiB", [per],
                rss_mib=[r / 2**20 for r in rss], base_mib=[b / 2**20 for b in base])
-    report.checks["scale: every session passed a packet"] = result["passed"] == sessions
+    report.checks["scale: every session passed a packet"] = result["passed"] == est["sessions"]
+    report.checks["scale: every session established"] = est["sessions"] == sessions
     report.goals.append(Goal(f"{sessions} sessions over 2 workers", "all alive, <= 20 KiB each",
                              f"{result['passed']}/{sessions}, {per:.1f} KiB",
                              result["passed"] == sessions and per <= 20))
