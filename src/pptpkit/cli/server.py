@@ -627,7 +627,8 @@ async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: 
 
             accounting = RadiusAccounting(radius)
         supervisor = Supervisor(argv, settings.worker_count, ledger, ctl_socket=settings.ctl_socket,
-                                metrics=settings.metrics, pidfile=pidfile.write, accounting=accounting)
+                                metrics=settings.metrics, pidfile=pidfile.write, accounting=accounting,
+                                dae=radius if radius is not None and radius.dae_listen is not None else None)
         return await supervisor.run()
     except (PptpkitError, OSError) as exc:
         return (not_permitted("server", exc) if is_not_permitted(exc)

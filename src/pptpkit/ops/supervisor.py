@@ -60,8 +60,10 @@ from pptpkit.vpn.workers import Ledger, LedgerClient, Port, PortClosed
 if TYPE_CHECKING:
     from pptpkit.ops import ServerExtension
     from pptpkit.ops.accounting import RadiusAccounting, Status
+    from pptpkit.ops.dae import DaeForwarder, DynamicAuthorization
     from pptpkit.ops.metrics import Metrics
     from pptpkit.pptp.server import PptpServer
+    from pptpkit.radius.settings import RadiusSetup
     from pptpkit.vpn.server import BuiltinSessions
 
 __all__ = [
@@ -241,6 +243,7 @@ class WorkerSide:
         self._sessions: BuiltinSessions | None = None
         self._server: PptpServer | None = None
         self._metrics: Metrics | None = None
+        self._dae: DynamicAuthorization | None = None
         prefix = _Prefix(slot.index)
         for handler in logging.getLogger().handlers:
             handler.addFilter(prefix)
@@ -256,11 +259,15 @@ class WorkerSide:
         """The extensions as a worker runs them (before they start): no metrics endpoint of its
         own, accounting without Accounting-On/Off and every record told to the supervisor."""
         from pptpkit.ops.accounting import RadiusAccounting, encode_attributes
+        from pptpkit.ops.dae import DynamicAuthorization
         from pptpkit.ops.metrics import Metrics
 
         for extension in extensions:
             if isinstance(extension, Metrics):
                 extension.listen = None
+            elif isinstance(extension, DynamicAuthorization):
+                extension.forwarded = True
+                self._dae = extension
             elif isinstance(extension, RadiusAccounting):
                 extension.nas_records = False
 
@@ -297,6 +304,10 @@ class WorkerSide:
         if op == "metrics":
             text = "" if self._metrics is None else self._metrics.render().decode()
             return {"ok": True, "text": text}
+        if op == "dae" and self._dae is not None:
+            source = message.get("source") or ["", 0]
+            return self._dae.decide_datagram(bytes.fromhex(str(message.get("data", ""))),
+                                             (str(source[0]), int(source[1])))
         return {"ok": False, "why": f"not ready for {op!r}"}
 
     async def close(self) -> None:
@@ -326,7 +337,7 @@ class Supervisor:
 
     def __init__(self, argv: Sequence[str], count: int, ledger: Ledger, *, ctl_socket: str | None,
                  metrics: tuple[str, int] | None, pidfile: Callable[[], None] | None = None,
-                 accounting: RadiusAccounting | None = None,
+                 accounting: RadiusAccounting | None = None, dae: RadiusSetup | None = None,
                  executable: Sequence[str] = (sys.executable, "-m", "pptpkit")) -> None:
         self.argv = list(argv)
         self.count = count
@@ -336,6 +347,7 @@ class Supervisor:
         self.executable = list(executable)
         self.write_pidfile = pidfile
         self.accounting = accounting
+        self.dae_setup = dae
         #: (worker, session ID) -> (the last accounting record reported, when the Start was).
         self._accounted: dict[tuple[int, str], tuple[list[Any], float]] = {}
         self.workers = [_Worker(i) for i in range(count)]
@@ -345,6 +357,7 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._ctl: CtlServer | None = None
         self._http: asyncio.Server | None = None
+        self._dae: DaeForwarder | None = None
 
     # -- workers --
 
@@ -511,6 +524,14 @@ class Supervisor:
                 log.error("the workers did not all start: %s", exc or "timed out")
                 code = self._exit_code_of_first_failed()
                 return code
+            if self.dae_setup is not None:
+                from pptpkit.ops.dae import DaeForwarder
+
+                async def ask(data: bytes, source: tuple[str, int]) -> list[dict[str, Any] | None]:
+                    return await self._ask("dae", data=data.hex(), source=list(source))
+
+                self._dae = DaeForwarder(self.dae_setup, ask)
+                await self._dae.start()
             if self.metrics_listen is not None:
                 host, port = self.metrics_listen
                 self._http = await asyncio.start_server(self._scrape, host, port, limit=MAX_REQUEST_HEAD)
@@ -540,6 +561,8 @@ class Supervisor:
         self._stopping = True
         if self._http is not None:
             self._http.close()
+        if self._dae is not None:
+            await self._dae.stop()
         self._signal(signal.SIGTERM)
         processes = [w.process for w in self.workers if w.process is not None]
         if processes:

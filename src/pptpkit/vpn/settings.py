@@ -294,9 +294,6 @@ class ServerSettings:
                               "is a process of its own already")
         if self.worker_count <= 1:
             return
-        if self.radius_dae_listen is not None:
-            raise ConfigError("--radius-dae-listen needs --workers 1: Disconnect/CoA requests are not "
-                              "forwarded between worker processes yet")
         if self.ipv6_prefix is not None:
             raise ConfigError("--ipv6-prefix needs --workers 1: the prefix pool is not shared between "
                               "worker processes yet")

@@ -1,6 +1,7 @@
-"""RADIUS accounting from ``pptpkit server --workers 2`` into the real FreeRADIUS: Accounting-On
-and -Off once for the server, Start and Stop per session from its worker, and the Stop of a
-session whose worker was killed (cause NAS-Error) from the supervisor."""
+"""RADIUS from ``pptpkit server --workers 2`` with the real FreeRADIUS: Accounting-On and -Off
+once for the server, Start and Stop per session from its worker, the Stop of a session whose
+worker was killed (cause NAS-Error) from the supervisor, and Disconnect-Requests answered once
+by the supervisor for whichever worker has the session."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 
 from freeradius import FreeRadius
-from radiuslab import RadiusServer, connect, hang_up, ping_ok
+from radiuslab import SECRET, RadiusServer, connect, hang_up, ping_ok
+from serverlab import CLIENT, SERVER
 
 pytestmark = [pytest.mark.root]
 
@@ -32,7 +34,8 @@ def records(radius: FreeRadius, status: str, n: int = 1, timeout: float = 15) ->
 
 def test_accounting_across_workers(lab: Any, radius: FreeRadius, tmp_path: Path) -> None:
     nl, srv, cli = lab
-    server = RadiusServer(nl, srv, tmp_path, "--workers", "2")
+    server = RadiusServer(nl, srv, tmp_path, "--workers", "2", "--radius-dae-listen", f"{SERVER}:3799",
+                          "--radius-dae-client", CLIENT)
     server.wait_log("2 workers running", 20)
     alice = connect(nl, cli, tmp_path, "alice", "wonderland")
     bob = connect(nl, cli, tmp_path, "bob", "builder")
@@ -45,11 +48,22 @@ def test_accounting_across_workers(lab: Any, radius: FreeRadius, tmp_path: Path)
         listing = nl.run(srv, [sys.executable, "-m", "pptpkit", "ctl", "--socket", str(tmp_path / "ctl.sock"),
                                "--json", "sessions"])
         sessions = {s["user"]: s for s in json.loads(listing.stdout)["sessions"]}
+        # Disconnect: a session no worker has is a NAK (503), bob's an ACK from his worker.
+        none = radius.radclient(cli, f"{SERVER}:3799", "disconnect", 'Acct-Session-Id = "00000000FFFFFFFF"\n',
+                                SECRET)
+        assert "Received Disconnect-NAK" in none.stdout, none.stdout
+        assert "Session-Context-Not-Found" in none.stdout, none.stdout
+        done = radius.radclient(cli, f"{SERVER}:3799", "disconnect",
+                                f'Acct-Session-Id = "{sessions["bob"]["id"]}"\n', SECRET)
+        assert "Received Disconnect-ACK" in done.stdout, done.stdout + done.stderr
+        assert bob.next_event("down", 15)["code"] == 16
+        [bob_stop] = records(radius, "Stop")
+        assert bob_stop["User-Name"] == "bob" and bob_stop["Acct-Terminate-Cause"] == "Admin-Reset"
         victim = sessions["alice"]
         assert victim["address"] == "198.51.100.20"  # RADIUS's Framed-IP-Address, claimed in the ledger
         pids = dict(re.findall(r"worker (\d+) started \(pid (\d+)\)", server.log()))
         os.kill(int(pids[str(victim["worker"])]), signal.SIGKILL)
-        [stop] = records(radius, "Stop")
+        stop = records(radius, "Stop", 2)[-1]
         assert stop["Acct-Session-Id"] == victim["id"] and stop["Acct-Terminate-Cause"] == "NAS-Error", stop
         assert stop["User-Name"] == "alice" and stop["Framed-IP-Address"] == "198.51.100.20"
         server.wait_log(f"worker {victim['worker']}: listening on", timeout=20)

@@ -87,3 +87,15 @@ def test_worker_slot() -> None:
     for bad in ("1/2", "2/2/7", "a/b/c"):
         with pytest.raises(ConfigError):
             worker_slot({WORKER_ENV: bad})
+
+
+def test_dae_verdicts_of_the_workers_make_one_answer() -> None:
+    from pptpkit.ops.dae import merge_verdicts
+    from pptpkit.radius.dae import ErrorCause
+
+    not_found = {"ok": True, "ack": False, "error": int(ErrorCause.SESSION_CONTEXT_NOT_FOUND)}
+    assert merge_verdicts([not_found, {"ok": True, "ack": True, "error": None}]) == (True, None)
+    assert merge_verdicts([not_found, not_found]) == (False, ErrorCause.SESSION_CONTEXT_NOT_FOUND)
+    unsupported = {"ok": True, "ack": False, "error": int(ErrorCause.UNSUPPORTED_ATTRIBUTE)}
+    assert merge_verdicts([not_found, unsupported]) == (False, ErrorCause.UNSUPPORTED_ATTRIBUTE)
+    assert merge_verdicts([]) == (False, ErrorCause.RESOURCES_UNAVAILABLE)

@@ -113,6 +113,11 @@ def _emit(event: str, **fields: Any) -> None:
 
 def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1 << 16:
+        # Root may raise the hard limit too: 20 000 client sessions need more than 20 000 fds.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 16, 1 << 16))
+            return
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
