@@ -665,6 +665,10 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
                                   max_lockout=max(3600.0, settings.auth_lockout),
                                   lock_users=settings.auth_lock_users), time.monotonic)
     config = dataclasses.replace(config, secrets=GuardedSecrets(config.secrets, guard))
+    if worker is not None and config.ipv6_prefixes is not None:
+        # Every worker its own share of the prefixes: no two hand out the same one.
+        config = dataclasses.replace(config, ipv6_prefixes=PrefixPool(
+            str(config.ipv6_prefixes.network), share=(worker.slot.index, worker.slot.count)))
     sessions = BuiltinSessions(config, plane)
     guard.attach(sessions)
     if worker is None:

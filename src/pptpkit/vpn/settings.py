@@ -294,9 +294,6 @@ class ServerSettings:
                               "is a process of its own already")
         if self.worker_count <= 1:
             return
-        if self.ipv6_prefix is not None:
-            raise ConfigError("--ipv6-prefix needs --workers 1: the prefix pool is not shared between "
-                              "worker processes yet")
         if self.port == 0:
             raise ConfigError("--workers needs a fixed port: every worker listens on it (SO_REUSEPORT)")
 

@@ -136,3 +136,19 @@ def test_ports_on_a_socketpair_burst_of_admissions() -> None:
         await worker.close()
 
     asyncio.run(main())
+
+
+def test_prefix_pools_of_workers_never_overlap() -> None:
+    from pptpkit.vpn.pool import PrefixPool
+
+    pools = [PrefixPool("2001:db8:100::/61", share=(i, 3)) for i in range(3)]
+    got = [[p.allocate() for _ in range(4)] for p in pools]
+    assert [pool.size for pool in pools] == [3, 3, 2]
+    handed = [str(x) for g in got for x in g if x is not None]
+    assert len(handed) == 8 and len(set(handed)) == 8  # all eight /64s, each once
+    assert got[2][2] is None and got[0][3] is None
+    first = got[1][0]
+    assert first is not None
+    pools[1].release(first)
+    pools[0].release(first)  # not its own: ignored
+    assert pools[1].allocate() == first and pools[0].allocate() is None

@@ -369,15 +369,15 @@ async def run_setup(args: argparse.Namespace) -> None:
         session = await open_session(args, plane, call_ids)
         sequential.append(session.setup_time)
         await session.close()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     results = await asyncio.gather(*(open_session(args, plane, call_ids) for _ in range(args.concurrent)),
                                    return_exceptions=True)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     sessions = [r for r in results if isinstance(r, Session)]
     failures = [repr(r) for r in results if not isinstance(r, Session)]
     concurrent = [s.setup_time for s in sessions]
     await asyncio.gather(*(s.close() for s in sessions))
-    _emit("result", sequential=sequential, concurrent=concurrent, concurrent_elapsed=elapsed,
+    _emit("result", sequential=sequential, concurrent=concurrent, concurrent_elapsed=elapsed, cpu=cpu,
           failures=failures[:5], failed=len(failures), gre_unknown_call=gre.stats.unknown_call,
           gre_receive_errors=gre.stats.receive_errors)
     release_gre_socket(gre)
@@ -401,7 +401,12 @@ async def _probe(plane: ProbePlane, session: Session, tag: int) -> bool:
 
 async def run_scale(args: argparse.Namespace) -> None:
     plane = ProbePlane()
-    call_ids = CallIdAllocator(max_in_use=min(65535, max(args.sessions + 16, 32767)))
+    # --worker I/N: one of N scale clients in one namespace, each with its own call IDs.
+    index, count = (int(x) for x in args.worker.split("/"))
+    part = partition(index, count)
+    span = part.high - part.allocatable_low + 1
+    call_ids = CallIdAllocator(low=part.allocatable_low, high=part.high,
+                               max_in_use=min(span, max(args.sessions + 16, span // 2)))
     limit = asyncio.Semaphore(args.parallel)
     loop = asyncio.get_running_loop()
 
