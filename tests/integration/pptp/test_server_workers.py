@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,35 @@ def test_what_workers_cannot_do_is_an_error(lab: NetnsLab, tmp_path: Path) -> No
         rc = lab.run(srv, [sys.executable, "-m", "pptpkit", "server", "--local-ip", LOCAL_IP, "--remote-ip",
                            "198.51.100.10-20", "--workers", "2", "--no-ctl", *extra], check=False)
         assert rc.returncode == 2 and words in rc.stderr, rc.stderr
+
+
+def test_a_burst_of_logins_gets_no_address_twice_and_workers_die_with_the_supervisor(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """16 clients at once for 11 pool addresses over 2 workers: 11 sessions, 11 addresses, the
+    rest refused; then SIGKILL to the supervisor takes its workers with it."""
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "--workers", "2", "--no-ctl", secrets=SECRETS)
+    server.wait_log("2 workers running", 20)
+
+    async def main() -> None:
+        results = await asyncio.gather(*(connect(USERS[i % len(USERS)], f"{USERS[i % len(USERS)]} pw",
+                                                 tun=f"pb{i}x%d") for i in range(16)),
+                                       return_exceptions=True)
+        sessions = [r for r in results if isinstance(r, Session)]
+        addresses = [str(s.up.local_address) for s in sessions]
+        assert len(sessions) == 11, results
+        assert sorted(addresses) == sorted(f"198.51.100.{i}" for i in range(10, 21))
+        assert server.log().count("no free address in the remoteip pool") >= 1
+        for s in sessions:
+            s.link.lower_down("test over")
+            await s.client.close()
+
+    run_in(cli, main)
+    workers = worker_pids(server)
+    server.proc.kill()
+    server.proc.wait(10)
+    end = time.monotonic() + 15
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers.values()):
+        assert time.monotonic() < end, "a worker outlived its supervisor"
+        time.sleep(0.1)
+    assert "pptpkit" not in lab.ip(srv, "-o", "link")
