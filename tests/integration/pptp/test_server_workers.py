@@ -91,6 +91,11 @@ def test_two_workers(lab: NetnsLab, tmp_path: Path) -> None:
         with inside(srv):
             text = urllib.request.urlopen("http://192.0.2.1:9477/metrics", timeout=10).read().decode()
         assert "pptpkit_sessions_up 8.0" in text and "pptpkit_workers 2.0" in text, text
+        # ctl reload and SIGHUP reach every worker.
+        assert (await ctl_json(server, "reload"))["reloaded"] is True
+        assert server.log().count("secrets reloaded") == 2
+        server.proc.send_signal(signal.SIGHUP)
+        await server.await_log("secrets reloaded", count=4)
 
         # Kill one session of worker 1 through the supervisor's control socket.
         victim = next(s for s in sessions if by_user[s.link.name.split()[-1]]["worker"] == 1)
