@@ -597,6 +597,13 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
     return found
 
 
+def guard_config(settings: ServerSettings) -> GuardConfig:
+    """The failed-login guard's settings (each worker's and, with workers, the supervisor's)."""
+    return GuardConfig(limit=settings.auth_fail_limit, window=settings.auth_fail_window,
+                       lockout=settings.auth_lockout, max_lockout=max(3600.0, settings.auth_lockout),
+                       lock_users=settings.auth_lock_users)
+
+
 def _clamp_pattern(settings: ServerSettings) -> str:
     if settings.tun_mode == "shared":
         return f"{settings.tun_name or 'pptpkit-srv'}{'*' if settings.worker_count > 1 else ''}"
@@ -628,7 +635,8 @@ async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: 
             accounting = RadiusAccounting(radius)
         supervisor = Supervisor(argv, settings.worker_count, ledger, ctl_socket=settings.ctl_socket,
                                 metrics=settings.metrics, pidfile=pidfile.write, accounting=accounting,
-                                dae=radius if radius is not None and radius.dae_listen is not None else None)
+                                dae=radius if radius is not None and radius.dae_listen is not None else None,
+                                guard=AuthGuard(guard_config(settings), time.monotonic))
         return await supervisor.run()
     except (PptpkitError, OSError) as exc:
         return (not_permitted("server", exc) if is_not_permitted(exc)
@@ -660,10 +668,7 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
         # pppd's mtu: the interface never carries more than --mtu, whatever the MRUs allow.
         plane = TunDataPlane(name, mtu=settings.mtu)
         pattern = name.replace("%d", "*")
-    guard = AuthGuard(GuardConfig(limit=settings.auth_fail_limit, window=settings.auth_fail_window,
-                                  lockout=settings.auth_lockout,
-                                  max_lockout=max(3600.0, settings.auth_lockout),
-                                  lock_users=settings.auth_lock_users), time.monotonic)
+    guard = AuthGuard(guard_config(settings), time.monotonic)
     config = dataclasses.replace(config, secrets=GuardedSecrets(config.secrets, guard))
     if worker is not None and config.ipv6_prefixes is not None:
         # Every worker its own share of the prefixes: no two hand out the same one.
@@ -705,7 +710,8 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
         if worker is not None:
             from pptpkit.ops.metrics import Metrics
 
-            worker.attach(sessions, server, next((e for e in started if isinstance(e, Metrics)), None))
+            worker.attach(sessions, server, next((e for e in started if isinstance(e, Metrics)), None),
+                          guard)
         if clamp is not None:
             try:
                 await clamp.install()

@@ -12,6 +12,8 @@ descriptor of their end of a socketpair) - and then:
   counters;
 * owns the metrics endpoint: each scrape asks every worker for its exposition text and sums the
   samples (:func:`merge_metrics`), so Prometheus sees one server;
+* counts failed logins for the whole server (:class:`~pptpkit.vpn.guard.AuthGuard`, fed by
+  every worker) and sends each lockout it starts to every worker;
 * sends RADIUS Accounting-On/Off once for the whole server (workers account their own sessions
   without them), and the Stop of every session of a worker that died, from the last record the
   worker reported for it (:func:`pptpkit.ops.accounting.lost_stop_record`);
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from pptpkit.ops.metrics import Metrics
     from pptpkit.pptp.server import PptpServer
     from pptpkit.radius.settings import RadiusSetup
+    from pptpkit.vpn.guard import AuthGuard
     from pptpkit.vpn.server import BuiltinSessions
 
 __all__ = [
@@ -244,6 +247,7 @@ class WorkerSide:
         self._server: PptpServer | None = None
         self._metrics: Metrics | None = None
         self._dae: DynamicAuthorization | None = None
+        self._guard: AuthGuard | None = None
         prefix = _Prefix(slot.index)
         for handler in logging.getLogger().handlers:
             handler.addFilter(prefix)
@@ -251,7 +255,7 @@ class WorkerSide:
     async def open(self, stop: asyncio.Event) -> None:
         """Connect to the supervisor; ``stop`` is set when it goes away (a worker never outlives
         its supervisor)."""
-        self.port = Port(self._answer)
+        self.port = Port(self._answer, self._notice)
         await self.port.open(socket.socket(fileno=self.slot.fd))
         self.port.closed.add_done_callback(lambda _: stop.set())
 
@@ -284,10 +288,21 @@ class WorkerSide:
         self.gre = GreSocket(bpf=gre_partition_filter(part))
         return self.gre, CallIdAllocator(low=part.allocatable_low, high=part.high)
 
-    def attach(self, sessions: BuiltinSessions, server: PptpServer, metrics: Metrics | None) -> None:
-        assert self.port is not None
-        sessions.set_worker(self.slot.index, LedgerClient(self.port))
-        self._sessions, self._server, self._metrics = sessions, server, metrics
+    def attach(self, sessions: BuiltinSessions, server: PptpServer, metrics: Metrics | None,
+               guard: AuthGuard | None = None) -> None:
+        """Before the server starts: its sessions ask the ledger; with ``guard``, every login's
+        outcome goes to the supervisor, and the locks it decides come back."""
+        port = self.port
+        assert port is not None
+        sessions.set_worker(self.slot.index, LedgerClient(port))
+        self._sessions, self._server, self._metrics, self._guard = sessions, server, metrics, guard
+        if guard is not None:
+            guard.forward = lambda ok, source, user: port.notify("auth", ok=ok, source=source, user=user)
+
+    def _notice(self, message: dict[str, Any]) -> None:
+        if message.get("op") == "lock" and self._guard is not None:
+            self._guard.impose(str(message.get("what")), str(message.get("key")),
+                               float(message.get("seconds", 0)))
 
     def ready(self) -> None:
         if self.port is not None:
@@ -338,6 +353,7 @@ class Supervisor:
     def __init__(self, argv: Sequence[str], count: int, ledger: Ledger, *, ctl_socket: str | None,
                  metrics: tuple[str, int] | None, pidfile: Callable[[], None] | None = None,
                  accounting: RadiusAccounting | None = None, dae: RadiusSetup | None = None,
+                 guard: AuthGuard | None = None,
                  executable: Sequence[str] = (sys.executable, "-m", "pptpkit")) -> None:
         self.argv = list(argv)
         self.count = count
@@ -348,6 +364,8 @@ class Supervisor:
         self.write_pidfile = pidfile
         self.accounting = accounting
         self.dae_setup = dae
+        #: The failed-login counts of the whole server (each worker reports its logins).
+        self.guard = guard
         #: (worker, session ID) -> (the last accounting record reported, when the Start was).
         self._accounted: dict[tuple[int, str], tuple[list[Any], float]] = {}
         self.workers = [_Worker(i) for i in range(count)]
@@ -377,6 +395,9 @@ class Supervisor:
             if message.get("op") == "acct":
                 self._acct_told(worker.index, message)
                 return
+            if message.get("op") == "auth":
+                self._auth_told(message)
+                return
             self.ledger.handle(worker.index, message)
 
         async def on_request(message: dict[str, Any]) -> dict[str, Any]:
@@ -398,6 +419,19 @@ class Supervisor:
         worker.starts.append(loop.time())
         log.info("worker %d started (pid %d)", worker.index, worker.pid)
         worker.watcher = loop.create_task(self._watch(worker, worker.process))
+
+    def _auth_told(self, message: dict[str, Any]) -> None:
+        guard = self.guard
+        if guard is None or not guard.config.limit:
+            return
+        source, user = str(message.get("source", "")), str(message.get("user", ""))
+        if message.get("ok"):
+            guard.succeeded(source, user)
+            return
+        for what, key, seconds in guard.failed(source, user):
+            for worker in self.workers:
+                if worker.port is not None:
+                    worker.port.notify("lock", what=what, key=key, seconds=seconds)
 
     def _acct_told(self, index: int, message: dict[str, Any]) -> None:
         key, status = (index, str(message.get("key"))), message.get("status")

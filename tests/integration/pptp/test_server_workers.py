@@ -183,3 +183,26 @@ def test_a_burst_of_logins_gets_no_address_twice_and_workers_die_with_the_superv
         assert time.monotonic() < end, "a worker outlived its supervisor"
         time.sleep(0.1)
     assert "pptpkit" not in lab.ip(srv, "-o", "link")
+
+
+def test_failed_logins_lock_out_across_workers(lab: NetnsLab, tmp_path: Path) -> None:
+    """--auth-fail-limit counts the failures of the whole server: 3 wrong passwords, wherever
+    they landed, and every worker refuses the address."""
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "--workers", "2", "--auth-fail-limit", "3", secrets=SECRETS)
+    server.wait_log("2 workers running", 20)
+
+    async def main() -> None:
+        for i in range(3):
+            with pytest.raises(Exception):  # noqa: B017 - the login fails, however it says so
+                await connect("user0", "wrong", tun=f"pf{i}x%d")
+        await server.await_log("address '192.0.2.2' locked out")
+        for i in range(8):
+            with pytest.raises(Exception):  # noqa: B017
+                await connect("user0", "user0 pw", tun=f"pg{i}x%d")
+        stats = (await ctl_json(server, "stats"))["stats"]
+        # SO_REUSEPORT spread 8 connections; every one was refused at admission (locked out).
+        assert stats["refused"]["admission"] == 8, stats
+        assert stats["sessions_up_total"] == 0
+
+    run_in(cli, main)
