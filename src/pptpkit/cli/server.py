@@ -619,7 +619,8 @@ async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: 
 
     ledger = Ledger(config.pool, LedgerLimits(
         max_sessions=config.max_sessions, max_per_source=config.max_per_source,
-        max_preauth=config.max_preauth, max_preauth_per_source=config.max_preauth_per_source))
+        max_preauth=config.max_preauth, max_preauth_per_source=config.max_preauth_per_source,
+        max_connections=settings.connection_limit, max_connections_per_source=settings.max_per_source))
     pidfile = _PidFile(settings.pidfile)
     clamp = MssClamp(_clamp_pattern(settings)) if settings.mss_clamp else None
     try:

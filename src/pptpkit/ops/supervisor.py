@@ -4,7 +4,8 @@ The supervisor runs no PPTP itself.  It starts N workers - ``python -m pptpkit``
 command line, told who they are through :data:`WORKER_ENV` (an index, the count and the file
 descriptor of their end of a socketpair) - and then:
 
-* keeps the :class:`~pptpkit.vpn.workers.Ledger` (limits, pool, static addresses) and answers
+* keeps the :class:`~pptpkit.vpn.workers.Ledger` (limits, connection limits, pool, static
+  addresses) and answers
   the workers' requests on the socketpairs, one at a time;
 * owns the control socket: each request line goes to every worker, which answers it from its own
   sessions as a single server would (:func:`pptpkit.ops.ctl.handle_line`), and the answers are
@@ -294,7 +295,9 @@ class WorkerSide:
         outcome goes to the supervisor, and the locks it decides come back."""
         port = self.port
         assert port is not None
-        sessions.set_worker(self.slot.index, LedgerClient(port))
+        ledger = LedgerClient(port)
+        sessions.set_worker(self.slot.index, ledger)
+        server.connection_gate = ledger
         self._sessions, self._server, self._metrics, self._guard = sessions, server, metrics, guard
         if guard is not None:
             guard.forward = lambda ok, source, user: port.notify("auth", ok=ok, source=source, user=user)

@@ -110,6 +110,9 @@ class LedgerLimits:
     max_per_source: int
     max_preauth: int
     max_preauth_per_source: int
+    #: Control connections in all and from one address (0: no limit here).
+    max_connections: int = 0
+    max_connections_per_source: int = 0
 
 
 @dataclass(slots=True)
@@ -151,6 +154,33 @@ class Ledger:
         self._held: dict[str, int] = {}
         #: Static address -> who has it.
         self._static: dict[str, tuple[int, str]] = {}
+        #: Control connections: (worker, key) -> source, and the count per source.
+        self._connections: dict[tuple[int, str], str] = {}
+        self._connections_per_source: dict[str, int] = {}
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def connect(self, worker: int, key: str, source: str) -> dict[str, Any]:
+        """A control connection a worker accepted: within the limits of the whole server?"""
+        lim = self.limits
+        if (worker, key) in self._connections:
+            return {"ok": True}
+        if lim.max_connections and len(self._connections) >= lim.max_connections:
+            return {"ok": False, "why": f"{lim.max_connections} connections already"}
+        if lim.max_connections_per_source and (
+                self._connections_per_source.get(source, 0) >= lim.max_connections_per_source):
+            return {"ok": False,
+                    "why": f"{lim.max_connections_per_source} connections from that address already"}
+        self._connections[(worker, key)] = source
+        _up(self._connections_per_source, source)
+        return {"ok": True}
+
+    def disconnect(self, worker: int, key: str) -> None:
+        source = self._connections.pop((worker, key), None)
+        if source is not None:
+            _down(self._connections_per_source, source)
 
     @property
     def sessions(self) -> int:
@@ -257,6 +287,8 @@ class Ledger:
         keys = [key for (w, key) in self._entries if w == worker]
         for key in keys:
             self.release(worker, key)
+        for conn in [key for (w, key) in self._connections if w == worker]:
+            self.disconnect(worker, conn)
         return len(keys)
 
     def handle(self, worker: int, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -271,6 +303,11 @@ class Ledger:
             return self.authenticated(worker, key)
         if op == "claim":
             return self.claim(worker, key, str(message.get("address", "")))
+        if op == "connect":
+            return self.connect(worker, key, str(message.get("source", "")))
+        if op == "disconnect":
+            self.disconnect(worker, key)
+            return None
         if op == "unclaim":
             self.unclaim(worker, key)
         elif op == "release":
@@ -420,6 +457,15 @@ class LedgerClient:
 
     def release(self, key: str) -> None:
         self.port.notify("release", key=key)
+
+    async def open(self, key: str, peer: str) -> str | None:
+        """A :class:`~pptpkit.pptp.server.ConnectionGate`: the connection limits of the whole
+        server."""
+        reply = await self.port.request("connect", key=key, source=peer)
+        return None if reply.get("ok") else str(reply.get("why", "refused"))
+
+    def close(self, key: str) -> None:
+        self.port.notify("disconnect", key=key)
 
 
 class LedgerRefusal(PptpkitError):

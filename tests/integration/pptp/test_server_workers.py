@@ -206,3 +206,29 @@ def test_failed_logins_lock_out_across_workers(lab: NetnsLab, tmp_path: Path) ->
         assert stats["sessions_up_total"] == 0
 
     run_in(cli, main)
+
+
+def test_connection_limits_hold_across_workers(lab: NetnsLab, tmp_path: Path) -> None:
+    """--max-per-source 2 with 2 workers: 6 control connections from one address, however
+    SO_REUSEPORT spreads them, leave 2 open."""
+    srv, cli = two_namespaces(lab)
+    server = Server(lab, srv, tmp_path, "--workers", "2", "--max-per-source", "2", secrets=SECRETS)
+    server.wait_log("2 workers running", 20)
+
+    async def main() -> None:
+        from pptpkit.pptp.client import PptpClient, PptpClientConfig
+
+        clients = [PptpClient(PptpClientConfig(server="192.0.2.1")) for _ in range(6)]
+        await asyncio.gather(*(c.connect() for c in clients), return_exceptions=True)
+        end = time.monotonic() + 10
+        while True:
+            stats = (await ctl_json(server, "stats"))["stats"]
+            if stats["connections"] == 2 or time.monotonic() > end:
+                break
+            await asyncio.sleep(0.2)
+        assert stats["connections"] == 2, stats
+        for c in clients:
+            await c.close()
+
+    run_in(cli, main)
+    assert "Traceback" not in server.log()

@@ -152,3 +152,20 @@ def test_prefix_pools_of_workers_never_overlap() -> None:
     pools[1].release(first)
     pools[0].release(first)  # not its own: ignored
     assert pools[1].allocate() == first and pools[0].allocate() is None
+
+
+def test_connection_limits_of_the_whole_server() -> None:
+    pool = AddressPool(["192.0.2.1"], ["198.51.100.10"])
+    ledger = Ledger(pool, LedgerLimits(max_sessions=9, max_per_source=9, max_preauth=9,
+                                       max_preauth_per_source=9, max_connections=3,
+                                       max_connections_per_source=2))
+    assert ledger.connect(0, "a:1", "a") == {"ok": True}
+    assert ledger.connect(1, "a:2", "a") == {"ok": True}
+    assert ledger.connect(1, "a:2", "a") == {"ok": True}  # asked twice: still one
+    assert ledger.connect(0, "a:3", "a")["ok"] is False  # 2 from that address, on any worker
+    assert ledger.connect(0, "b:1", "b") == {"ok": True}
+    assert ledger.connect(1, "c:1", "c")["ok"] is False  # 3 in all
+    ledger.handle(1, {"op": "disconnect", "key": "a:2"})
+    assert ledger.handle(0, {"op": "connect", "q": 1, "key": "a:3", "source": "a"}) == {"ok": True}
+    ledger.forget_worker(0)
+    assert ledger.connections == 0
