@@ -593,7 +593,8 @@ class BuiltinSessions:
             if isinstance(framed, ipaddress.IPv4Address):
                 return framed  # RADIUS's Framed-IP-Address: a static address, claimed like one
             if session.pair is None:
-                session.pair = self._take_pair()
+                # With a ledger the pair was reserved at admission, or the pool was empty then.
+                session.pair = self._take_pair() if self.ledger is None else None
                 if session.pair is None:
                     log.warning("call %d from %s: no free address in the remoteip pool", call.call_id, source)
                     return None

@@ -24,8 +24,9 @@ sessions`` answer of 20 000 sessions is megabytes, more than one datagram may be
 
 Where the ledger differs from a single process's own bookkeeping (:mod:`pptpkit.vpn.server`):
 the pool pair is reserved when the call is admitted (one process takes it when IPCP asks, but
-that question is synchronous and cannot wait for another process), so a call that finds the
-pool empty is refused at once (Busy), and a session given a static address holds its reserved
+that question is synchronous and cannot wait for another process).  A call that finds the pool
+empty is still admitted (it may get a static address from the secrets or RADIUS; without one
+its IPCP fails, as in one process), and a session given a static address holds its reserved
 pair until it ends, as a single process does once IPCP asked.
 
 :class:`Port` is the asyncio adapter of one end of the socketpair.
@@ -216,14 +217,16 @@ class Ledger:
             return {"ok": False, "kind": "preauth",
                     "why": f"{lim.max_preauth_per_source} calls from {source} are authenticating already"}
         pair = self.pool.allocate(exclude=self._held)
-        if pair is None:
+        if pair is None and len(self.pool.local) > 1:
+            # pptpd's pairing: the local address comes with the pair, so no pair, no call.
             return {"ok": False, "kind": "pool", "why": "no free address in the remoteip pool"}
-        _up(self._held, pair[1])
+        if pair is not None:
+            _up(self._held, pair[1])
         self._entries[(worker, key)] = _Entry(source, pair)
         _up(self._per_source, source)
         _up(self._preauth_per_source, source)
         self._preauth += 1
-        return {"ok": True, "pair": list(pair)}
+        return {"ok": True, "pair": None if pair is None else list(pair)}
 
     def authenticated(self, worker: int, key: str) -> dict[str, Any]:
         """The call is through authentication: from the authenticating to the established;
@@ -435,10 +438,14 @@ class LedgerClient:
     def __init__(self, port: Port) -> None:
         self.port = port
 
-    async def admit(self, key: str, source: str) -> tuple[str, str]:
+    async def admit(self, key: str, source: str) -> tuple[str, str] | None:
+        """The pool pair reserved for the call (None: the pool is empty, and the session can
+        only have a static address)."""
         reply = await self.port.request("admit", key=key, source=source)
         if not reply.get("ok"):
             raise LedgerRefusal(str(reply.get("kind", "")), str(reply.get("why", "refused")))
+        if reply.get("pair") is None:
+            return None
         local, remote = reply["pair"]
         return str(local), str(remote)
 

@@ -49,8 +49,11 @@ def test_no_address_twice_across_workers_and_all_back_when_one_dies() -> None:
     pairs = [ledger.admit(w, f"s{w}{i}", f"203.0.113.{i}") for w in (0, 1) for i in range(2)]
     assert all(p["ok"] for p in pairs)
     assert len({p["pair"][1] for p in pairs}) == 4
-    refused = ledger.admit(0, "late", "203.0.113.9")
-    assert refused == {"ok": False, "kind": "pool", "why": "no free address in the remoteip pool"}
+    # The pool is empty: admitted without an address (a static one may come), never a taken one.
+    assert ledger.admit(0, "late", "203.0.113.9") == {"ok": True, "pair": None}
+    assert ledger.claim(0, "late", pairs[0]["pair"][1])["ok"] is False
+    assert ledger.claim(0, "late", "198.51.100.99") == {"ok": True}
+    ledger.release(0, "late")
     assert ledger.forget_worker(1) == 2
     assert ledger.sessions == 2 and ledger.preauth == 2
     again = [ledger.admit(2, f"n{i}", "203.0.113.1") for i in range(2)]
@@ -83,7 +86,8 @@ def test_static_addresses_are_exclusive_and_kept_from_the_pool() -> None:
     # b's peer is given a's reserved address (a static one from the secrets): refused.
     assert ledger.claim(1, "b", a["pair"][1])["ok"] is False
     assert ledger.claim(1, "b", "198.51.100.12") == {"ok": True}  # the last free pool address
-    assert ledger.admit(0, "c", "203.0.113.1")["kind"] == "pool"
+    assert ledger.admit(0, "c", "203.0.113.1") == {"ok": True, "pair": None}
+    ledger.release(0, "c")
     assert ledger.claim(0, "a", "198.51.100.12")["ok"] is False
     ledger.unclaim(1, "b")
     c = ledger.admit(0, "c", "203.0.113.1")
@@ -123,12 +127,14 @@ def test_ports_on_a_socketpair_burst_of_admissions() -> None:
         client = LedgerClient(worker)
         pairs = await asyncio.gather(*(client.admit(f"s{i}", "203.0.113.5") for i in range(50)))
         assert len(set(pairs)) == 50
+        assert await client.admit("s50", "203.0.113.5") is None  # the pool is empty
         with pytest.raises(LedgerRefusal) as refused:
             await client.admit("s50", "203.0.113.5")
-        assert refused.value.kind == "pool"
+        assert refused.value.kind == "duplicate"
+        client.release("s50")
         client.release("s0")
         assert await client.admit("s51", "203.0.113.5") == pairs[0]
-        assert notices == [{"op": "release", "key": "s0"}]
+        assert notices == [{"op": "release", "key": "s50"}, {"op": "release", "key": "s0"}]
         await supervisor.close()
         await asyncio.wait_for(worker.closed, 2)
         with pytest.raises(PortClosed):
@@ -169,3 +175,11 @@ def test_connection_limits_of_the_whole_server() -> None:
     assert ledger.handle(0, {"op": "connect", "q": 1, "key": "a:3", "source": "a"}) == {"ok": True}
     ledger.forget_worker(0)
     assert ledger.connections == 0
+
+
+def test_paired_local_addresses_refuse_a_call_when_the_pool_is_empty() -> None:
+    ledger = Ledger(AddressPool(["192.0.2.1", "192.0.2.2"], ["198.51.100.10", "198.51.100.11"]),
+                    LedgerLimits(max_sessions=9, max_per_source=9, max_preauth=9, max_preauth_per_source=9))
+    assert ledger.admit(0, "a", "s")["pair"] == ["192.0.2.1", "198.51.100.10"]
+    assert ledger.admit(1, "b", "s")["pair"] == ["192.0.2.2", "198.51.100.11"]
+    assert ledger.admit(0, "c", "s")["kind"] == "pool"
