@@ -637,7 +637,8 @@ async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: 
         supervisor = Supervisor(argv, settings.worker_count, ledger, ctl_socket=settings.ctl_socket,
                                 metrics=settings.metrics, pidfile=pidfile.write, accounting=accounting,
                                 dae=radius if radius is not None and radius.dae_listen is not None else None,
-                                guard=AuthGuard(guard_config(settings), time.monotonic))
+                                guard=AuthGuard(guard_config(settings), time.monotonic),
+                                status=f"listening on {settings.listen or '0.0.0.0'}:{settings.port}")
         return await supervisor.run()
     except (PptpkitError, OSError) as exc:
         return (not_permitted("server", exc) if is_not_permitted(exc)

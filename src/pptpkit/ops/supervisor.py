@@ -356,7 +356,7 @@ class Supervisor:
     def __init__(self, argv: Sequence[str], count: int, ledger: Ledger, *, ctl_socket: str | None,
                  metrics: tuple[str, int] | None, pidfile: Callable[[], None] | None = None,
                  accounting: RadiusAccounting | None = None, dae: RadiusSetup | None = None,
-                 guard: AuthGuard | None = None,
+                 guard: AuthGuard | None = None, status: str = "",
                  executable: Sequence[str] = (sys.executable, "-m", "pptpkit")) -> None:
         self.argv = list(argv)
         self.count = count
@@ -369,6 +369,8 @@ class Supervisor:
         self.dae_setup = dae
         #: The failed-login counts of the whole server (each worker reports its logins).
         self.guard = guard
+        #: ``STATUS=`` for systemd once every worker listens (``listening on ADDR:PORT``).
+        self.status = status
         #: (worker, session ID) -> (the last accounting record reported, when the Start was).
         self._accounted: dict[tuple[int, str], tuple[list[Any], float]] = {}
         self.workers = [_Worker(i) for i in range(count)]
@@ -572,10 +574,12 @@ class Supervisor:
             if self.metrics_listen is not None:
                 host, port = self.metrics_listen
                 self._http = await asyncio.start_server(self._scrape, host, port, limit=MAX_REQUEST_HEAD)
+                shown = f"[{host}]" if ":" in host else host
+                log.info("metrics on http://%s:%d/metrics", shown, port)
             if self.write_pidfile is not None:
                 self.write_pidfile()
             log.info("%d workers running (pids %s)", self.count, ", ".join(str(w.pid) for w in self.workers))
-            notify("READY=1", f"STATUS={self.count} workers")
+            notify("READY=1", f"STATUS={self.status or 'running'}, {self.count} workers")
             await self._stop.wait()
             notify("STOPPING=1")
             if self._failed is not None:

@@ -347,9 +347,11 @@ class BuiltinSessions:
             return
         if session.pair is not None and session.pair[1] == str(address):
             return
-        why = await ledger.claim(session.id, str(address))
+        why, released = await ledger.claim(session.id, str(address))
         if why is not None:
             raise RejectCall(why)
+        if released:
+            session.pair = None
 
     @property
     def id_prefix(self) -> str:

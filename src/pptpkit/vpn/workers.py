@@ -259,6 +259,13 @@ class Ledger:
         entry.static = address
         self._static[address] = (worker, key)
         _up(self._held, address)
+        if entry.pair is not None and len(self.pool.local) == 1:
+            # The reserved pair is not needed: back to the pool, so the next call gets the
+            # address a single process would have given it.
+            _down(self._held, entry.pair[1])
+            self.pool.release(entry.pair)
+            entry.pair = None
+            return {"ok": True, "released": True}
         return {"ok": True}
 
     def unclaim(self, worker: int, key: str) -> None:
@@ -454,10 +461,11 @@ class LedgerClient:
         reply = await self.port.request("authenticated", key=key)
         return None if reply.get("ok") else str(reply.get("why", "refused"))
 
-    async def claim(self, key: str, address: str) -> str | None:
-        """None, or why ``address`` cannot be the session's."""
+    async def claim(self, key: str, address: str) -> tuple[str | None, bool]:
+        """(None, or why ``address`` cannot be the session's; whether the session's reserved
+        pool pair went back to the pool)."""
         reply = await self.port.request("claim", key=key, address=address)
-        return None if reply.get("ok") else str(reply.get("why", "refused"))
+        return (None if reply.get("ok") else str(reply.get("why", "refused"))), bool(reply.get("released"))
 
     def unclaim(self, key: str) -> None:
         self.port.notify("unclaim", key=key)

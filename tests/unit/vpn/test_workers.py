@@ -83,16 +83,18 @@ def test_static_addresses_are_exclusive_and_kept_from_the_pool() -> None:
     ledger = _ledger(3)
     a = ledger.admit(0, "a", "203.0.113.1")
     b = ledger.admit(1, "b", "203.0.113.1")
+    assert (a["pair"][1], b["pair"][1]) == ("198.51.100.10", "198.51.100.11")
     # b's peer is given a's reserved address (a static one from the secrets): refused.
     assert ledger.claim(1, "b", a["pair"][1])["ok"] is False
-    assert ledger.claim(1, "b", "198.51.100.12") == {"ok": True}  # the last free pool address
-    assert ledger.admit(0, "c", "203.0.113.1") == {"ok": True, "pair": None}
-    ledger.release(0, "c")
+    # A static address from the pool's range: b's own reserved pair goes back to the pool.
+    assert ledger.claim(1, "b", "198.51.100.12") == {"ok": True, "released": True}
+    c = ledger.admit(0, "c", "203.0.113.1")
+    assert c["pair"][1] == "198.51.100.11"  # .12 is b's now
+    assert ledger.admit(0, "d", "203.0.113.1") == {"ok": True, "pair": None}
     assert ledger.claim(0, "a", "198.51.100.12")["ok"] is False
     ledger.unclaim(1, "b")
-    c = ledger.admit(0, "c", "203.0.113.1")
-    assert c["pair"][1] == "198.51.100.12"
-    assert b["ok"] and ledger.claim(1, "b", b["pair"][1]) == {"ok": True}
+    assert ledger.admit(0, "e", "203.0.113.1")["pair"][1] == "198.51.100.12"
+    assert ledger.claim(0, "a", a["pair"][1]) == {"ok": True}  # its own pair: nothing to do
 
 
 def test_handle_answers_requests_and_ignores_notices() -> None:
