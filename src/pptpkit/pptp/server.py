@@ -402,7 +402,7 @@ class PptpServer:
         self.refused_by_gate += 1
         left_out = self._refusal_log(asyncio.get_running_loop().time())
         if left_out is not None:
-            log.warning("closing connection from %s:%d: %s%s", conn.peer_address, conn.peer_port, why,
+            log.warning("refusing connection from %s:%d: %s%s", conn.peer_address, conn.peer_port, why,
                         left_out_text(left_out))
         if not driver.finished:
             for call in list(conn.calls.values()):
