@@ -4,7 +4,8 @@ A Python process runs on one core, so ``pptpkit server --workers N`` runs N work
 each a whole built-in server (control connections through ``SO_REUSEPORT``, its own raw GRE
 socket filtered to its share of the call IDs, :mod:`pptpkit.gre.partition`).  What must stay one
 across them lives in the supervisor, in a :class:`Ledger`: the session limits (in all and per
-source), the caps on calls still authenticating, the address pool and the static addresses.
+source), the caps on calls still authenticating, the control-connection limits, the address
+pool and the static addresses.
 Workers ask it over a socketpair; the supervisor answers each request before it reads the next,
 so a burst of simultaneous logins on every worker is still served one at a time and no address
 is handed out twice.
@@ -18,8 +19,10 @@ The protocol (sans-IO: :class:`Framer`, :func:`frame`, :class:`Ledger`): each me
 object behind a 4-byte big-endian length.  A request carries ``q`` (its number) and ``op``; its
 reply carries ``r`` (the same number); a message with ``op`` and no ``q`` is a notice, never
 answered.  Either side may ask: a worker asks the ledger (``admit``, ``authenticated``,
-``claim``; notices ``unclaim``, ``release``, ``ready``), the supervisor asks a worker for its
-``ctl`` answer or its ``metrics``.  A stream socketpair and not SOCK_SEQPACKET: a ``ctl
+``claim``, ``connect``; notices ``unclaim``, ``release``, ``disconnect``) and tells the
+supervisor ``ready``, its accounting records (``acct``) and login outcomes (``auth``); the
+supervisor asks a worker for its ``ctl`` answer, its ``metrics`` or its verdict on a ``dae``
+request, and tells it the lockouts it decided (``lock``).  A stream socketpair and not SOCK_SEQPACKET: a ``ctl
 sessions`` answer of 20 000 sessions is megabytes, more than one datagram may be.
 
 Where the ledger differs from a single process's own bookkeeping (:mod:`pptpkit.vpn.server`):
