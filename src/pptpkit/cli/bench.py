@@ -109,6 +109,22 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     sk.add_argument("--pending-calls", type=_non_negative, default=16, metavar="N",
                     help="hostile calls that never authenticate, held at once (default 16)")
 
+    wk = kinds.add_parser("workers", parents=[common_b],
+                          help="what a second server worker (core) adds: aggregate, setups, scale, "
+                               "the kernel's cost per raw GRE socket")
+    wk.add_argument("--sessions", type=_positive(int), default=8, metavar="M",
+                    help="sessions of the aggregate run, spread evenly over the workers (default 8)")
+    wk.add_argument("--packets", type=_positive(int), default=20000, metavar="N",
+                    help="packets per session in the aggregate run (default 20000)")
+    wk.add_argument("--clients", type=_positive(int), default=200, metavar="N",
+                    help="clients at once in the setups run (default 200)")
+    wk.add_argument("--scale-sessions", type=_non_negative, default=20000, metavar="N",
+                    help="sessions over 2 workers in the scale run (default 20000; 0: skip)")
+    wk.add_argument("--extra-sockets", type=_positive(int), default=64, metavar="E",
+                    help="idle filtered raw GRE sockets for the per-socket cost (default 64)")
+    wk.add_argument("--parts", default="aggregate,setups,scale,sockets,ledger", metavar="LIST",
+                    help="which measurements (default all: aggregate,setups,scale,sockets,ledger)")
+
     dp = kinds.add_parser("datapath", parents=[common_b],
                           help="the built-in server's cost per received packet, in process (no root)")
     dp.add_argument("--packets", type=_positive(int), default=20000, metavar="N",
@@ -201,6 +217,18 @@ def run_bench_command(args: argparse.Namespace, argv: Sequence[str] | None = Non
                                 repeat=args.repeat, modes=modes, relay=not args.no_relay,
                                 profile_dir=args.profile, offloads=[o == "on" for o in offloads],
                                 pure=args.pure, progress=progress, command=command)
+    elif args.bench == "workers":
+        from pptpkit.lab.bench.workers import run_workers
+
+        short = args.short
+        report = run_workers(sessions=args.sessions,
+                             packets=min(args.packets, 3000) if short else args.packets,
+                             repeat=args.repeat,
+                             setup_clients=min(args.clients, 50) if short else args.clients,
+                             scale_sessions=min(args.scale_sessions, 300) if short else args.scale_sessions,
+                             socket_extra=args.extra_sockets, mppe=args.mppe,
+                             parts=[p.strip() for p in args.parts.split(",") if p.strip()], progress=progress,
+                             command=command)
     elif args.bench == "setup":
         sessions, concurrent = (min(args.sessions, 20), min(args.concurrent, 50)) if args.short else (
             args.sessions, args.concurrent)

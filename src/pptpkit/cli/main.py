@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.command == "server":
         from pptpkit.cli import server
 
-        return server.main(args)
+        return server.main(args, list(sys.argv[1:] if argv is None else argv))
     if args.command == "connect":
         from pptpkit.cli.connect import run_connect_command
 

@@ -27,9 +27,10 @@ import dataclasses
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import replace
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.secrets import PppSecretsFile, StaticSecrets
@@ -46,6 +47,7 @@ from pptpkit.cli.argtypes import (
 from pptpkit.cli.common import exit_help, fail, install_signals, not_permitted, setup_logging
 from pptpkit.compat.program import PppProgramConfig, ppp_program_factory
 from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitted
+from pptpkit.gre.partition import MAX_WORKERS
 from pptpkit.io.dataplane import SharedTunRouter, TunDataPlane
 from pptpkit.io.link import DataPlane
 from pptpkit.io.sdnotify import notify
@@ -67,6 +69,7 @@ from pptpkit.vpn.settings import (
     DEFAULT_CTL_SOCKET,
     DEFAULT_PROGRAM_CONNECTIONS,
     DEFAULT_SECRETS,
+    DEFAULT_WORKERS,
     SERVER_MPPE_WORDS,
     TUN_MODES,
     ServerChanges,
@@ -88,6 +91,9 @@ __all__ = [
     "radius_setup",
     "server_settings",
 ]
+
+if TYPE_CHECKING:
+    from pptpkit.ops.supervisor import WorkerSide
 
 log = logging.getLogger("pptpkit.server")
 
@@ -155,6 +161,9 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     srv.add_argument("--window", type=int_range(1, 0xFFFF), metavar="N",
                      help=f"packet receive window to advertise (default {_D.window})")
     add_gre_options(srv, peer="each client")
+    srv.add_argument("--workers", type=int_range(1, MAX_WORKERS), metavar="N",
+                     help=f"built-in mode: server processes sharing the sessions, one core each "
+                          f"(default {DEFAULT_WORKERS}); limits and the address pool stay global")
     ctl = srv.add_mutually_exclusive_group()
     ctl.add_argument("--ctl-socket", metavar="PATH",
                      help=f"the control socket for 'pptpkit ctl' (default {DEFAULT_CTL_SOCKET}; "
@@ -313,6 +322,7 @@ _PLAIN: Final = {
     "metrics": "metrics",
     "mru": "mru",
     "shaper": "shaper",
+    "workers": "workers",
 }
 
 
@@ -587,15 +597,72 @@ def extensions(settings: ServerSettings, radius: RadiusSetup | None = None) -> l
     return found
 
 
+def guard_config(settings: ServerSettings) -> GuardConfig:
+    """The failed-login guard's settings (each worker's and, with workers, the supervisor's)."""
+    return GuardConfig(limit=settings.auth_fail_limit, window=settings.auth_fail_window,
+                       lockout=settings.auth_lockout, max_lockout=max(3600.0, settings.auth_lockout),
+                       lock_users=settings.auth_lock_users)
+
+
+def _clamp_pattern(settings: ServerSettings) -> str:
+    if settings.tun_mode == "shared":
+        return f"{settings.tun_name or 'pptpkit-srv'}{'*' if settings.worker_count > 1 else ''}"
+    return (settings.tun_name or "pptpkit%d").replace("%d", "*")
+
+
+async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: list[str],
+                         radius: RadiusSetup | None = None) -> int:
+    """``--workers N`` (N > 1): the supervisor (:mod:`pptpkit.ops.supervisor`) starts N workers
+    running this same command line and keeps what they share."""
+    from pptpkit.ops.supervisor import Supervisor
+    from pptpkit.vpn.workers import Ledger, LedgerLimits
+
+    ledger = Ledger(config.pool, LedgerLimits(
+        max_sessions=config.max_sessions, max_per_source=config.max_per_source,
+        max_preauth=config.max_preauth, max_preauth_per_source=config.max_preauth_per_source,
+        max_connections=settings.connection_limit, max_connections_per_source=settings.max_per_source))
+    pidfile = _PidFile(settings.pidfile)
+    clamp = MssClamp(_clamp_pattern(settings)) if settings.mss_clamp else None
+    try:
+        if clamp is not None:
+            try:
+                await clamp.install()
+            except (NftError, OSError) as exc:
+                log.warning("TCP MSS clamping not installed: %s", exc)
+        accounting = None
+        if radius is not None and radius.acct is not None:
+            from pptpkit.ops.accounting import RadiusAccounting
+
+            accounting = RadiusAccounting(radius)
+        supervisor = Supervisor(argv, settings.worker_count, ledger, ctl_socket=settings.ctl_socket,
+                                metrics=settings.metrics, pidfile=pidfile.write, accounting=accounting,
+                                dae=radius if radius is not None and radius.dae_listen is not None else None,
+                                guard=AuthGuard(guard_config(settings), time.monotonic),
+                                status=f"listening on {settings.listen or '0.0.0.0'}:{settings.port}")
+        return await supervisor.run()
+    except (PptpkitError, OSError) as exc:
+        return (not_permitted("server", exc) if is_not_permitted(exc)
+                else fail("server", ExitStatus.FATAL, str(exc)))
+    finally:
+        if clamp is not None:
+            await clamp.remove()
+        pidfile.remove()
+
+
 async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
-                      radius: RadiusSetup | None = None) -> int:
-    """Built-in mode until SIGINT/SIGTERM (SIGHUP re-reads the secrets)."""
+                      radius: RadiusSetup | None = None, worker: WorkerSide | None = None) -> int:
+    """Built-in mode until SIGINT/SIGTERM (SIGHUP re-reads the secrets); ``worker``: as one
+    worker of a supervisor (``--workers``)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     router: SharedTunRouter | None = None
     plane: DataPlane
     if settings.tun_mode == "shared":
-        router = SharedTunRouter(settings.tun_name or "pptpkit-srv", mtu=settings.mtu)
+        shared_name = settings.tun_name or "pptpkit-srv"
+        if worker is not None:
+            # One shared interface per worker: a TUN device's packets go to whoever reads it.
+            shared_name = f"{shared_name}{worker.slot.index}"
+        router = SharedTunRouter(shared_name, mtu=settings.mtu)
         plane = router
         pattern = router.name
     else:
@@ -603,15 +670,23 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
         # pppd's mtu: the interface never carries more than --mtu, whatever the MRUs allow.
         plane = TunDataPlane(name, mtu=settings.mtu)
         pattern = name.replace("%d", "*")
-    guard = AuthGuard(GuardConfig(limit=settings.auth_fail_limit, window=settings.auth_fail_window,
-                                  lockout=settings.auth_lockout,
-                                  max_lockout=max(3600.0, settings.auth_lockout),
-                                  lock_users=settings.auth_lock_users), time.monotonic)
+    guard = AuthGuard(guard_config(settings), time.monotonic)
     config = dataclasses.replace(config, secrets=GuardedSecrets(config.secrets, guard))
+    if worker is not None and config.ipv6_prefixes is not None:
+        # Every worker its own share of the prefixes: no two hand out the same one.
+        config = dataclasses.replace(config, ipv6_prefixes=PrefixPool(
+            str(config.ipv6_prefixes.network), share=(worker.slot.index, worker.slot.count)))
     sessions = BuiltinSessions(config, plane)
     guard.attach(sessions)
-    server = PptpServer(pptp_server_config(settings), sessions)
-    clamp = MssClamp(pattern) if settings.mss_clamp else None
+    if worker is None:
+        server = PptpServer(pptp_server_config(settings), sessions)
+    else:
+        await worker.open(stop)
+        gre, call_ids = worker.pptp_overrides()
+        server = PptpServer(dataclasses.replace(pptp_server_config(settings), reuse_port=True), sessions,
+                            gre_socket=gre, call_ids=call_ids)
+    # With workers the supervisor installs the clamp once, for every worker's interfaces.
+    clamp = MssClamp(pattern) if settings.mss_clamp and worker is None else None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
@@ -627,9 +702,18 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
     try:
         if router is not None:
             await router.open()
-        for extension in extensions(settings, radius):
+        # A worker leaves the control socket to the supervisor and serves no metrics itself.
+        wanted = extensions(settings if worker is None else replace(settings, ctl_socket=None), radius)
+        if worker is not None:
+            worker.adopt(wanted)
+        for extension in wanted:
             await extension.start(sessions, server)
             started.append(extension)
+        if worker is not None:
+            from pptpkit.ops.metrics import Metrics
+
+            worker.attach(sessions, server, next((e for e in started if isinstance(e, Metrics)), None),
+                          guard)
         if clamp is not None:
             try:
                 await clamp.install()
@@ -640,7 +724,10 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
             return failed
         log.info("built-in PPP: %s, %s, pool %d addresses, tun mode %s, mru %d", config.name,
                  config.mppe.describe(), config.pool.size, settings.tun_mode, config.mru)
-        _ready(server, pidfile)
+        if worker is None:
+            _ready(server, pidfile)
+        else:
+            worker.ready()
         await stop.wait()
         notify("STOPPING=1")
         log.info("shutting down: %d sessions, %d connections", sessions.sessions, server.connections)
@@ -662,15 +749,19 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
             await router.close()
         if clamp is not None:
             await clamp.remove()
+        if worker is not None:
+            await worker.close()
         pidfile.remove()
         log.info("stopped")
     return code
 
 
-def main(args: argparse.Namespace) -> int:
-    """``pptpkit server``: settings (usage errors and unusable files exit 2), then the server."""
+def main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """``pptpkit server``: settings (usage errors and unusable files exit 2), then the server.
+    ``argv``: the whole command line after the program name (what workers are started with)."""
     try:
         settings = server_settings(args)
+        settings.check_workers()
         if settings.verbose > args.verbose or settings.logfile is not None:
             # pptpd.conf's or the options' 'debug', the options' 'logfile'.
             setup_logging(max(settings.verbose, args.verbose), args.quiet, args.log,
@@ -683,5 +774,14 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return fail("server", ExitStatus.USAGE, str(exc))
     if settings.builtin:
-        return asyncio.run(run_builtin(settings, config, radius))
+        from pptpkit.ops.supervisor import WorkerSide, worker_slot
+
+        try:
+            slot = worker_slot()
+        except ConfigError as exc:
+            return fail("server", ExitStatus.USAGE, str(exc))
+        if slot is None and settings.worker_count > 1:
+            return asyncio.run(run_supervisor(settings, config, argv if argv is not None else sys.argv[1:],
+                                              radius))
+        return asyncio.run(run_builtin(settings, config, radius, None if slot is None else WorkerSide(slot)))
     return asyncio.run(run_program(settings, program))

@@ -433,8 +433,11 @@ async def start_tcp_server(
     max_connections: int = 1024,
     backlog: int = 128,
     write_high_water: int = DEFAULT_WRITE_HIGH_WATER,
+    reuse_port: bool = False,
 ) -> EngineServer[E]:
-    """Listen on ``host:port`` (``port`` 0 picks one; see ``EngineServer.sockets``)."""
+    """Listen on ``host:port`` (``port`` 0 picks one; see ``EngineServer.sockets``).
+    ``reuse_port``: ``SO_REUSEPORT``, so the kernel spreads connections over every process
+    listening on the port (the workers of one server)."""
     loop = asyncio.get_running_loop()
     srv: EngineServer[E] = EngineServer(
         engine_factory,
@@ -445,5 +448,6 @@ async def start_tcp_server(
         write_high_water=write_high_water,
     )
 
-    srv.server = await loop.create_server(srv._protocol, host, port, backlog=backlog, reuse_address=True)
+    srv.server = await loop.create_server(srv._protocol, host, port, backlog=backlog, reuse_address=True,
+                                            reuse_port=reuse_port or None)
     return srv

@@ -16,6 +16,7 @@ datagram and :meth:`GreSocket.send` / :meth:`GreSocket.send_from`.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import functools
 import ipaddress
@@ -35,6 +36,7 @@ __all__ = [
     "GreHandler",
     "GreSocket",
     "SocketStats",
+    "attach_filter",
     "source_ancillary",
 ]
 
@@ -48,6 +50,10 @@ _IP_PMTUDISC_DONT: Final = 0
 _IP_PKTINFO: Final = 8
 # struct in_pktinfo { int ipi_ifindex; struct in_addr ipi_spec_dst; struct in_addr ipi_addr; }
 _PKTINFO: Final = struct.Struct("=i4s4s")
+
+_SO_ATTACH_FILTER: Final = 26
+# struct sock_filter is 8 bytes: u16 code, u8 jt, u8 jf, u32 k.
+_SOCK_FILTER_SIZE: Final = 8
 
 #: Ancillary data for :meth:`GreSocket.send_from`, built once per call by :func:`source_ancillary`.
 Ancillary = list[tuple[int, int, bytes]]
@@ -79,6 +85,26 @@ def source_ancillary(source: str) -> Ancillary:
     return [(socket.IPPROTO_IP, _IP_PKTINFO, _PKTINFO.pack(0, packed, bytes(4)))]
 
 
+def attach_filter(sock: socket.socket, program: bytes) -> None:
+    """``SO_ATTACH_FILTER`` with a classic BPF ``program`` (``struct sock_filter`` array, e.g.
+    :func:`pptpkit.gre.partition.gre_partition_filter`), then drop what was queued before it
+    took effect: until then the socket received every GRE packet, including other workers'."""
+    if not program or len(program) % _SOCK_FILTER_SIZE:
+        raise ValueError("a BPF program is a non-empty array of 8-byte instructions")
+    buf = ctypes.create_string_buffer(program, len(program))
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; } (native alignment);
+    # the kernel copies the program during the call, so buf only has to outlive it.
+    fprog = struct.pack("@HP", len(program) // _SOCK_FILTER_SIZE, ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+    while True:
+        try:
+            sock.recv(_MAX_DATAGRAM, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            continue  # a queued ICMP error: keep draining
+
+
 class GreSocket(GreDemux):
     """The raw GRE socket of this network namespace, registered with the running loop.
 
@@ -99,6 +125,7 @@ class GreSocket(GreDemux):
         receive_buffer: int | None = 4 * 1024 * 1024,
         max_batch: int = 512,
         max_calls: int = 65536,
+        bpf: bytes | None = None,
     ) -> None:
         super().__init__(max_calls=max_calls)
         self.stats = SocketStats()
@@ -115,6 +142,8 @@ class GreSocket(GreDemux):
             sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER, _IP_PMTUDISC_DONT)
             if local_address is not None:
                 sock.bind((local_address, 0))
+            if bpf is not None:
+                attach_filter(sock, bpf)
         except BaseException:
             sock.close()
             raise

@@ -25,6 +25,13 @@ second per session.  ``--radius-interim`` enforces the same floor at configurati
 
 Accounting-On goes out when the server starts (so the AAA closes sessions a crash left open),
 Accounting-Off at a clean stop, after every session's Stop.
+
+With ``--workers`` (:mod:`pptpkit.ops.supervisor`) each worker accounts its own sessions with
+``nas_records`` off, and the supervisor sends Accounting-On/Off once for the whole server
+(:meth:`RadiusAccounting.open_nas`).  A worker also tells the supervisor every record it sends
+(``on_record``), so that when a worker dies the supervisor sends the Stop of each session it
+had (:func:`lost_stop_record`, cause NAS-Error): an Accounting-On would close the other
+workers' sessions too.
 """
 
 from __future__ import annotations
@@ -33,10 +40,12 @@ import asyncio
 import collections
 import contextlib
 import enum
+import ipaddress
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pptpkit.io.radius import RadiusUdpClient
 from pptpkit.radius.access import NasInfo
@@ -49,7 +58,7 @@ if TYPE_CHECKING:
     from pptpkit.vpn.server import BuiltinSessions, Session
 
 __all__ = ["MAX_QUEUED", "MIN_INTERIM", "RETRY_INTERVAL", "Counters", "RadiusAccounting", "Status",
-           "session_record"]
+           "decode_attributes", "encode_attributes", "lost_stop_record", "session_record"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +153,50 @@ def nas_record(status: Status, nas: NasInfo, server_id: str, cause: TerminateCau
     return attrs
 
 
+def encode_attributes(attributes: list[AttributeSpec]) -> list[list[Any]]:
+    """JSON-ready (for the supervisor's socketpair): bytes as ``{"hex": ...}``, addresses as
+    ``{"ip": ...}``."""
+    out: list[list[Any]] = []
+    for item in attributes:
+        if not isinstance(item, tuple):
+            continue  # a pre-built attribute object: not something session_record makes
+        name, value = item
+        if isinstance(value, bytes):
+            out.append([name, {"hex": value.hex()}])
+        elif isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            out.append([name, {"ip": str(value)}])
+        else:
+            out.append([name, value])
+    return out
+
+
+def decode_attributes(items: list[Any]) -> list[AttributeSpec]:
+    """:func:`encode_attributes` undone; ``ValueError`` for anything else."""
+    out: list[AttributeSpec] = []
+    for item in items:
+        name, value = item
+        if isinstance(value, dict) and "hex" in value:
+            value = bytes.fromhex(value["hex"])
+        elif isinstance(value, dict) and "ip" in value:
+            value = ipaddress.ip_address(value["ip"])
+        elif not isinstance(value, (int, str)):
+            raise ValueError(f"attribute {name!r}: {value!r}")
+        out.append((str(name), value))
+    return out
+
+
+_STOP_ONLY: Final = frozenset({"Acct-Status-Type", "Acct-Session-Time", "Acct-Terminate-Cause",
+                               "Acct-Delay-Time"})
+
+
+def lost_stop_record(last: list[AttributeSpec], session_time: int) -> list[AttributeSpec]:
+    """The Stop of a session whose worker died, from the last record sent for it (its Start or
+    latest Interim-Update: the counters are those of that record, the last known)."""
+    kept = [a for a in last if not (isinstance(a, tuple) and a[0] in _STOP_ONLY)]
+    return [("Acct-Status-Type", Status.STOP.value), *kept, ("Acct-Session-Time", max(0, session_time)),
+            ("Acct-Terminate-Cause", int(TerminateCause.NAS_ERROR))]
+
+
 @dataclass(slots=True)
 class _Record:
     attributes: list[AttributeSpec]
@@ -170,6 +223,10 @@ class RadiusAccounting:
         self._server_id = ""
         self._raised_interim_logged = False
         self._open = RadiusUdpClient.open  # a test replaces it with a fake AAA
+        #: Accounting-On at start and -Off at stop (off in a worker: the supervisor sends them).
+        self.nas_records = True
+        #: Told of every session record submitted: (status, session ID, attributes).
+        self.on_record: Callable[[Status, str, list[AttributeSpec]], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -181,7 +238,22 @@ class RadiusAccounting:
         sessions.observers.append(self.observe)
         self._retry = asyncio.get_running_loop().create_task(self._retry_loop())
         log.info("RADIUS accounting: %s", ", ".join(s.label for s in self.setup.acct.servers))
+        if self.nas_records:
+            self._submit(nas_record(Status.ON, self.setup.nas, self._server_id))
+
+    async def open_nas(self, server_id: str) -> None:
+        """The supervisor's accounting: no sessions of its own, Accounting-On now, -Off at
+        :meth:`stop`, and :meth:`submit` for the Stops of a dead worker's sessions."""
+        assert self.setup.acct is not None
+        self.client = await self._open(self.setup.acct)
+        self._server_id = server_id
+        self._retry = asyncio.get_running_loop().create_task(self._retry_loop())
+        log.info("RADIUS accounting: %s", ", ".join(s.label for s in self.setup.acct.servers))
         self._submit(nas_record(Status.ON, self.setup.nas, self._server_id))
+
+    def submit(self, attributes: list[AttributeSpec]) -> None:
+        """Send one record (delivered, queued and retried like every other)."""
+        self._submit(attributes)
 
     async def stop(self) -> None:
         """After every session's Stop: Accounting-Off, then what is in flight gets the engine's
@@ -191,7 +263,8 @@ class RadiusAccounting:
         self._interims.clear()
         if self._sessions is not None and self.observe in self._sessions.observers:
             self._sessions.observers.remove(self.observe)
-        self._submit(nas_record(Status.OFF, self.setup.nas, self._server_id, TerminateCause.NAS_REBOOT))
+        if self.nas_records:
+            self._submit(nas_record(Status.OFF, self.setup.nas, self._server_id, TerminateCause.NAS_REBOOT))
         # A shutdown waits for the AAA, but not for ever: a service manager gives a stop only so
         # long, and what is not delivered by then is logged as lost.
         loop = asyncio.get_running_loop()
@@ -231,8 +304,8 @@ class RadiusAccounting:
             if session.id in self._started:
                 return  # IPCP renegotiated: the same session goes on
             self._started.add(session.id)
-            self._submit(session_record(Status.START, session, self.setup.nas, session_time=0,
-                                        counters=Counters()))
+            self._record(Status.START, session.id, session_record(
+                Status.START, session, self.setup.nas, session_time=0, counters=Counters()))
             self._schedule_interim(session)
         elif isinstance(notice, SessionDown):
             session = notice.session
@@ -243,9 +316,17 @@ class RadiusAccounting:
                 return  # never came up: no Start was sent, so no Stop either
             self._started.discard(session.id)
             counters = Counters(notice.octets_in, notice.octets_out, notice.packets_in, notice.packets_out)
-            self._submit(session_record(Status.STOP, session, self.setup.nas,
-                                        session_time=int(notice.duration), counters=counters,
-                                        cause=notice.cause))
+            self._record(Status.STOP, session.id, session_record(
+                Status.STOP, session, self.setup.nas, session_time=int(notice.duration),
+                counters=counters, cause=notice.cause))
+
+    def _record(self, status: Status, session_id: str, attributes: list[AttributeSpec]) -> None:
+        if self.on_record is not None:
+            try:
+                self.on_record(status, session_id, attributes)
+            except Exception:
+                log.exception("[%s] telling the supervisor of an accounting record failed", session_id)
+        self._submit(attributes)
 
     def _interval(self, session: Session) -> float:
         access = session.access
@@ -274,8 +355,8 @@ class RadiusAccounting:
         stats = link.stats
         counters = Counters(stats.octets_in, stats.octets_out, stats.packets_in, stats.packets_out)
         up_for = int(now - link.up_at) if link.up_at is not None else 0
-        self._submit(session_record(Status.INTERIM, session, self.setup.nas, session_time=up_for,
-                                    counters=counters))
+        self._record(Status.INTERIM, session.id, session_record(
+            Status.INTERIM, session, self.setup.nas, session_time=up_for, counters=counters))
         self._schedule_interim(session)
 
     # -- delivery ----------------------------------------------------------------------------

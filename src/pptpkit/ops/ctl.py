@@ -37,7 +37,7 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -425,6 +425,7 @@ class CtlServer:
         self.max_line = max_line
         self.idle_timeout = idle_timeout
         self._backend: CtlBackend | None = None
+        self._handler: Callable[[bytes], Awaitable[bytes]] | None = None
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.StreamWriter] = set()
         self._ident: tuple[int, int] | None = None
@@ -433,6 +434,16 @@ class CtlServer:
 
     async def open(self, backend: CtlBackend) -> None:
         """Bind the socket; :class:`PptpkitError`/``OSError`` when it cannot be had."""
+        self._backend = backend
+
+        async def handle(line: bytes) -> bytes:
+            return handle_line(line, backend)
+
+        await self.open_handler(handle)
+
+    async def open_handler(self, handler: Callable[[bytes], Awaitable[bytes]]) -> None:
+        """:meth:`open` with a handler of request lines of its own (the supervisor of several
+        workers asks them all); it must never raise."""
         _prepare_path(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -444,7 +455,7 @@ class CtlServer:
             os.chmod(self.path, 0o600)
             st = os.stat(self.path)
             self._ident = (st.st_dev, st.st_ino)
-            self._backend = backend
+            self._handler = handler
             # The stream's limit is the line bound: readline raises beyond it.
             self._server = await asyncio.start_unix_server(self._client, sock=sock,
                                                            limit=self.max_line + 1)
@@ -484,8 +495,8 @@ class CtlServer:
         writer.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backend = self._backend
-        if backend is None:
+        handler = self._handler
+        if handler is None:
             writer.close()
             return
         if len(self._clients) >= self.max_clients:
@@ -514,7 +525,7 @@ class CtlServer:
                 if not line:
                     break
                 if line.strip():
-                    writer.write(handle_line(line, backend))
+                    writer.write(await handler(line))
                     await writer.drain()
         except (ConnectionError, OSError):
             pass

@@ -12,6 +12,12 @@ with Error-Cause 401 that changes nothing (RFC 5176 3.4: a CoA is applied whole 
 The protocol checks (clients, authenticators, retransmissions) are the engine's
 (:mod:`pptpkit.radius.dae`); the UDP socket is a thin adapter; wrong-secret floods are counted
 and logged at most once per interval.
+
+With ``--workers`` the supervisor listens (:class:`DaeForwarder`): it checks the request with
+its own engine, hands the datagram to every worker, whose :class:`DynamicAuthorization` (with
+``forwarded`` set, no socket of its own) decides for its own sessions
+(:meth:`DynamicAuthorization.decide_datagram`), and answers once: ACK if any worker had a session
+the request names, else the most telling NAK (another cause before "session not found").
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
 
 from pptpkit.io.throttle import LogThrottle, left_out_text
 from pptpkit.ops.shaper import radius_rate
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
     from pptpkit.pptp.server import PptpServer
     from pptpkit.vpn.server import BuiltinSessions, Session
 
-__all__ = ["DynamicAuthorization"]
+__all__ = ["DaeForwarder", "DynamicAuthorization", "merge_verdicts"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +52,11 @@ _COA_CHANGES: Final = frozenset({"Session-Timeout", "Idle-Timeout", "Filter-Id"}
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: DynamicAuthorization) -> None:
-        self.owner = owner
+    def __init__(self, receive: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self.receive = receive
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.owner.datagram_received(data, (str(addr[0]), int(addr[1])))
+        self.receive(data, (str(addr[0]), int(addr[1])))
 
 
 class DynamicAuthorization:
@@ -64,12 +71,16 @@ class DynamicAuthorization:
         self._drop_log = LogThrottle()
         self._tasks: set[asyncio.Future[bool]] = set()
         self._dropped_seen = 0
+        #: A worker's: the supervisor listens and forwards (:meth:`decide_datagram`).
+        self.forwarded = False
 
     async def start(self, sessions: BuiltinSessions, server: PptpServer) -> None:
         assert self.setup.dae_listen is not None
         self._sessions = sessions
+        if self.forwarded:
+            return
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self),
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self.datagram_received),
                                                            local_addr=self.setup.dae_listen)
         self._transport = transport
         host, port = self.setup.dae_listen
@@ -113,12 +124,28 @@ class DynamicAuthorization:
 
     def handle(self, request: DaeRequest) -> bytes:
         echo: list[tuple[str, AttributeValue]] = [("Proxy-State", v) for v in request.values("Proxy-State")]
+        ack, error = self.decide(request)
+        return self.engine.answer(request, ack=ack, error=error, attributes=echo)
+
+    def decide_datagram(self, data: bytes, source: tuple[str, int]) -> dict[str, Any]:
+        """A worker's part of a forwarded request: applied to its own sessions; the verdict for
+        the supervisor to merge (it answers the AAA)."""
+        request = self.engine.receive(data, source)
+        if not isinstance(request, DaeRequest):
+            return {"ok": False, "why": "not a valid request here"}
+        ack, error = self.decide(request, quiet_not_found=True)
+        return {"ok": True, "ack": ack, "error": None if error is None else int(error)}
+
+    def decide(self, request: DaeRequest, *, quiet_not_found: bool = False) -> tuple[bool, ErrorCause | None]:
+        """(ACK?, the NAK's Error-Cause), with the request applied when ACK.  ``quiet_not_found``:
+        a worker without the session says so without a warning (another worker may have it)."""
         kind = "Disconnect" if request.disconnect else "CoA"
 
-        def nak(error: ErrorCause, why: str) -> bytes:
-            log.warning("RADIUS %s-Request from %s refused (%d): %s", kind, request.source[0], int(error),
-                        why)
-            return self.engine.answer(request, ack=False, error=error, attributes=echo)
+        def nak(error: ErrorCause, why: str) -> tuple[bool, ErrorCause | None]:
+            if not (quiet_not_found and error is ErrorCause.SESSION_CONTEXT_NOT_FOUND):
+                log.warning("RADIUS %s-Request from %s refused (%d): %s", kind, request.source[0],
+                            int(error), why)
+            return False, error
 
         nas = self.setup.nas
         for ident in request.values("NAS-Identifier"):
@@ -150,7 +177,7 @@ class DynamicAuthorization:
                 sessions.kill(session, "disconnected by the RADIUS server", TerminateCause.ADMIN_RESET)
             else:
                 self._change(sessions, session, request)
-        return self.engine.answer(request, ack=True, attributes=echo)
+        return True, None
 
     def _match(self, request: DaeRequest) -> list[Session]:
         sessions = self._sessions
@@ -179,3 +206,80 @@ class DynamicAuthorization:
                                                                                      rate.up))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+
+#: Asks every worker to decide on a forwarded request: their verdicts (None: no answer).
+AskWorkers = Callable[[bytes, tuple[str, int]], Awaitable[list[dict[str, Any] | None]]]
+
+
+class DaeForwarder:
+    """The supervisor's Disconnect/CoA listener (``--workers``): checked here, decided by every
+    worker for its own sessions, answered once."""
+
+    def __init__(self, setup: RadiusSetup, ask: AskWorkers) -> None:
+        assert setup.dae_listen is not None
+        self.setup = setup
+        self.ask = ask
+        self.engine = DaeEngine({c: setup.dae_secret for c in setup.dae_clients})
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drops = DynamicAuthorization(setup)  # its drop log only
+        self._drops.engine = self.engine
+
+    async def start(self) -> None:
+        assert self.setup.dae_listen is not None
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self.datagram_received),
+                                                           local_addr=self.setup.dae_listen)
+        self._transport = transport
+        host, port = self.setup.dae_listen
+        log.info("RADIUS Disconnect/CoA requests accepted on %s:%d from %s, for every worker", host, port,
+                 ", ".join(self.setup.dae_clients))
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
+        data = data[:MAX_PACKET_SIZE]
+        result = self.engine.receive(data, source)
+        if result is None:
+            self._drops._log_drops()
+            return
+        if isinstance(result, bytes):
+            self._send(result, source)
+            return
+        task = asyncio.get_running_loop().create_task(self._decide(result, data, source))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _decide(self, request: DaeRequest, data: bytes, source: tuple[str, int]) -> None:
+        verdicts = [v for v in await self.ask(data, source) if v is not None and v.get("ok")]
+        ack, error = merge_verdicts(verdicts)
+        if not ack:
+            log.warning("RADIUS %s-Request from %s refused (%d) by every worker",
+                        "Disconnect" if request.disconnect else "CoA", source[0], int(error or 0))
+        echo: list[tuple[str, AttributeValue]] = [("Proxy-State", v) for v in request.values("Proxy-State")]
+        self._send(self.engine.answer(request, ack=ack, error=error, attributes=echo), source)
+
+    def _send(self, data: bytes, target: tuple[str, int]) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, target)
+
+
+def merge_verdicts(verdicts: list[dict[str, Any]]) -> tuple[bool, ErrorCause | None]:
+    """ACK if any worker acked; else the first cause that is not "session not found" (a
+    request the workers cannot honour says why), else "session not found"; no worker at all:
+    resources unavailable."""
+    if not verdicts:
+        return False, ErrorCause.RESOURCES_UNAVAILABLE
+    if any(v.get("ack") for v in verdicts):
+        return True, None
+    causes = [ErrorCause(int(v["error"])) for v in verdicts if v.get("error") is not None]
+    telling = [c for c in causes if c is not ErrorCause.SESSION_CONTEXT_NOT_FOUND]
+    if telling:
+        return False, telling[0]
+    return False, ErrorCause.SESSION_CONTEXT_NOT_FOUND

@@ -60,6 +60,7 @@ from pptpkit.io.throttle import LogThrottle, left_out_text
 __all__ = [
     "CallHandler",
     "CallHandlerFactory",
+    "ConnectionGate",
     "PptpServer",
     "PptpServerConfig",
     "RejectCall",
@@ -87,6 +88,17 @@ class CallHandler(Protocol):
 
     async def aclose(self) -> None:
         """The call is over: release everything (stop children, close fds).  Called once."""
+
+
+class ConnectionGate(Protocol):
+    """Limits beyond this process (the workers of one server): asked for every connection
+    this server admitted itself."""
+
+    async def open(self, key: str, peer: str) -> str | None:
+        """None: admitted; else why not (the connection is then stopped)."""
+
+    def close(self, key: str) -> None:
+        """An admitted connection ended."""
 
 
 #: ``await factory(call)`` -> handler, before the call is answered; raise :class:`RejectCall`
@@ -121,6 +133,8 @@ class PptpServerConfig:
     connect_speed: int = 100_000_000
     echo_interval: float | None = 60.0
     shutdown_timeout: float = 3.0
+    #: ``SO_REUSEPORT`` on the listener: one of several worker processes on the same port.
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 0xFFFF:
@@ -210,6 +224,8 @@ class _Conn:
     driver: EngineDriver[ControlConnection] | None = None
     calls: dict[int, ServerCall] = field(default_factory=dict)
     refused: bool = False
+    #: Admitted by the :attr:`PptpServer.connection_gate` (and so to be closed there).
+    gated: bool = False
     #: The peer decides how many violations it commits: one line per interval for them.
     violation_log: LogThrottle = field(default_factory=LogThrottle)
 
@@ -231,9 +247,13 @@ class PptpServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.refused_per_source = 0
+        #: Connections the :attr:`connection_gate` refused.
+        self.refused_by_gate = 0
         self._refusal_log = LogThrottle()
         self._call_refusal_logs: dict[str, LogThrottle] = {}
         self.calls_total = 0
+        #: Asked after this server's own limits (``--workers``: the supervisor's ledger).
+        self.connection_gate: ConnectionGate | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -249,6 +269,7 @@ class PptpServer:
                 # A burst of clients connecting at once must not overflow the accept queue: a
                 # dropped SYN costs that client a one-second (then longer) retransmit.
                 backlog=listen_backlog(max(128, cfg.max_connections)),
+                reuse_port=cfg.reuse_port,
             )
         except BaseException:
             self._release_gre()
@@ -363,11 +384,39 @@ class PptpServer:
             driver.engine.stop(asyncio.get_running_loop().time())
         else:
             log.info("connection from %s:%d", conn.peer_address, conn.peer_port)
+            if self.connection_gate is not None:
+                self._spawn(self._gate(self.connection_gate, conn, driver))
+
+    async def _gate(self, gate: ConnectionGate, conn: _Conn, driver: EngineDriver[ControlConnection]) -> None:
+        key = f"{conn.peer_address}:{conn.peer_port}"
+        try:
+            why = await gate.open(key, conn.peer_address)
+        except PptpkitError as exc:
+            why = f"cannot check the limits: {exc}"
+        if why is None:
+            if driver.finished:
+                gate.close(key)
+            else:
+                conn.gated = True
+            return
+        self.refused_by_gate += 1
+        left_out = self._refusal_log(asyncio.get_running_loop().time())
+        if left_out is not None:
+            log.warning("refusing connection from %s:%d: %s%s", conn.peer_address, conn.peer_port, why,
+                        left_out_text(left_out))
+        if not driver.finished:
+            for call in list(conn.calls.values()):
+                self._clear_call(call, why, DisconnectResult.ADMIN_SHUTDOWN)
+            driver.engine.stop(asyncio.get_running_loop().time(), StopReason.LOCAL_SHUTDOWN)
+            driver.flush()
 
     def _on_closed(self, driver: EngineDriver[ControlConnection]) -> None:
         conn = self._conns.pop(driver.engine, None)
         if conn is None:
             return
+        if conn.gated and self.connection_gate is not None:
+            conn.gated = False
+            self.connection_gate.close(f"{conn.peer_address}:{conn.peer_port}")
         if not conn.refused:
             left = self._per_source.get(conn.peer_address, 1) - 1
             if left > 0:

@@ -11,6 +11,11 @@ tells the guesser nothing).  That is off by default: anyone who knows a user nam
 lock its owner out, which is the worse trade for most operators.  A success resets the user's
 and the address's counts.
 
+With ``--workers`` every worker tells the supervisor its failures and successes
+(``forward``); the supervisor counts them in a guard of its own, so the limit holds for the
+whole server however the kernel spread the guesser's connections, and sends every lock it
+starts to every worker (:meth:`AuthGuard.impose`).
+
 Both tables are capped (``max_tracked``): a guesser rotating addresses or names cannot make
 them grow without bound; the oldest entries go first.  Every refusal is counted; the log gets
 one line when a lock starts and one summary per interval while refusals go on.
@@ -110,6 +115,15 @@ class _Table:
         if record is not None:
             record.failures.clear()
 
+    def impose(self, key: str, until: float) -> None:
+        """A lock decided elsewhere (the supervisor's guard): ``key`` is locked until ``until``."""
+        record = self.records.get(key)
+        if record is None:
+            record = self.records[key] = _Record()
+            if len(self.records) > self.config.max_tracked:
+                self.records.popitem(last=False)
+        record.locked_until = max(record.locked_until, until)
+
 
 class AuthGuard:
     """Attach with :meth:`attach` to a :class:`~pptpkit.vpn.server.BuiltinSessions`; wrap its
@@ -121,6 +135,8 @@ class AuthGuard:
         self.sources = _Table(config, "address")
         self.users = _Table(config, "user")
         self._refusal_log = LogThrottle()
+        #: A worker's: every outcome told on, (authenticated?, source, user), to the supervisor.
+        self.forward: Callable[[bool, str, str], None] | None = None
 
     def admit(self, call: ServerCall) -> str | None:
         """An admission check: a reason to refuse a call from a locked address."""
@@ -143,16 +159,35 @@ class AuthGuard:
     def observe(self, notice: SessionNotice) -> None:
         if not self.config.limit:
             return
-        now = self._clock()
         if isinstance(notice, SessionAuthFailed):
-            for table, key in ((self.sources, notice.session.source), (self.users, notice.user)):
-                length = table.fail(key, now)
-                if length and (table is self.sources or self.config.lock_users):
-                    log.warning("%s %r locked out for %.0f s: %d failed logins within %g s", table.what, key,
-                                length, self.config.limit, self.config.window)
+            if self.forward is not None:
+                self.forward(False, notice.session.source, notice.user)
+            self.failed(notice.session.source, notice.user)
         elif isinstance(notice, SessionAuthenticated):
-            self.sources.succeed(notice.session.source)
-            self.users.succeed(notice.user)
+            if self.forward is not None:
+                self.forward(True, notice.session.source, notice.user)
+            self.succeeded(notice.session.source, notice.user)
+
+    def failed(self, source: str, user: str) -> list[tuple[str, str, float]]:
+        """Count a failed login; the locks it starts: (``address``/``user``, key, seconds)."""
+        now = self._clock()
+        started = []
+        for table, key in ((self.sources, source), (self.users, user)):
+            length = table.fail(key, now)
+            if length and (table is self.sources or self.config.lock_users):
+                log.warning("%s %r locked out for %.0f s: %d failed logins within %g s", table.what, key,
+                            length, self.config.limit, self.config.window)
+                started.append((table.what, key, length))
+        return started
+
+    def succeeded(self, source: str, user: str) -> None:
+        self.sources.succeed(source)
+        self.users.succeed(user)
+
+    def impose(self, what: str, key: str, seconds: float) -> None:
+        """Lock ``key`` of table ``what`` (``address``/``user``) for ``seconds`` from now."""
+        table = self.sources if what == "address" else self.users
+        table.impose(key, self._clock() + seconds)
 
     def attach(self, sessions: BuiltinSessions) -> None:
         sessions.admission.append(self.admit)

@@ -122,9 +122,14 @@ class AddressPool:
 class PrefixPool:
     """IPv6 prefixes of ``length`` carved from ``network`` (``--ipv6-prefix``), one per session,
     lowest free first - the same order after a restart, like the address pool.  Taking and
-    returning one is O(log n); the pool never holds more than the sessions using it."""
+    returning one is O(log n); the pool never holds more than the sessions using it.
 
-    def __init__(self, network: str, length: int = 64) -> None:
+    ``share``: (index, count) - worker ``index`` of ``count`` (``--workers``) takes only every
+    ``count``-th prefix from the ``index``-th on, so workers never hand out the same prefix and
+    need not ask anyone: the prefixes are plenty (65 536 /64s in a /48), unlike IPv4 addresses.
+    """
+
+    def __init__(self, network: str, length: int = 64, *, share: tuple[int, int] = (0, 1)) -> None:
         try:
             self.network = ipaddress.IPv6Network(network)
         except ValueError as exc:
@@ -132,23 +137,29 @@ class PrefixPool:
         if not self.network.prefixlen < length <= 128:
             raise ConfigError(f"--ipv6-prefix {network}: a /{length} per session does not fit in it")
         self.length = length
-        self.size = 1 << (length - self.network.prefixlen)
+        self._offset, self._stride = share
+        if not 0 <= self._offset < self._stride:
+            raise ConfigError(f"prefix pool share {share} is not (index, count)")
+        total = 1 << (length - self.network.prefixlen)
+        #: Prefixes this pool may hand out.
+        self.size = max(0, (total - self._offset + self._stride - 1) // self._stride)
         self._next = 0
         self._free: list[int] = []
 
     def allocate(self) -> ipaddress.IPv6Network | None:
         if self._free:
-            index = heapq.heappop(self._free)
+            slot = heapq.heappop(self._free)
         elif self._next < self.size:
-            index, self._next = self._next, self._next + 1
+            slot, self._next = self._next, self._next + 1
         else:
             return None
-        return self._prefix(index)
+        return self._prefix(self._offset + slot * self._stride)
 
     def release(self, prefix: ipaddress.IPv6Network) -> None:
         index = (int(prefix.network_address) - int(self.network.network_address)) >> (128 - self.length)
-        if 0 <= index < self._next and index not in self._free:
-            heapq.heappush(self._free, index)
+        slot, rest = divmod(index - self._offset, self._stride)
+        if rest == 0 and 0 <= slot < self._next and slot not in self._free:
+            heapq.heappush(self._free, slot)
 
     def _prefix(self, index: int) -> ipaddress.IPv6Network:
         base = int(self.network.network_address) + (index << (128 - self.length))

@@ -32,7 +32,7 @@ from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import SecretsProvider
 from pptpkit.control import GeneralError, OutgoingCallResult
-from pptpkit.errors import ConfigError
+from pptpkit.errors import ConfigError, PptpkitError
 from pptpkit.io.dataplane import link_local
 from pptpkit.io.link import DataPlane, PacketSink, PppLink, outcome_text
 from pptpkit.io.netconfig import NetConfig, NetConfigError
@@ -66,6 +66,7 @@ from pptpkit.vpn.notices import (
     terminate_cause,
 )
 from pptpkit.vpn.pool import AddressPool, PrefixPool
+from pptpkit.vpn.workers import LedgerClient, LedgerRefusal
 
 __all__ = [
     "DEFAULT_AUTH_TIMEOUT",
@@ -246,6 +247,7 @@ class _CheckedPlane:
 
     async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
         owner = self._owner
+        await owner.claim_shared(link, up.peer_address)
         owner.claim_address(link, up.peer_address)
         try:
             sink = await self._inner.attach(link, up)
@@ -312,6 +314,10 @@ class BuiltinSessions:
         #: Changes a live session's rate limit (kbit/s down, up); set by the shaper, used by
         #: RADIUS CoA.  None: no shaping runs.
         self.rate_setter: Callable[[Session, int, int], Awaitable[bool]] | None = None
+        #: ``--workers``: the supervisor's ledger decides the limits, the pool pairs and the
+        #: static addresses across every worker (:mod:`pptpkit.vpn.workers`); None: this
+        #: process alone does.
+        self.ledger: LedgerClient | None = None
         self.refused_max_sessions = 0
         self.refused_per_source = 0
         self.refused_by_admission = 0
@@ -324,6 +330,28 @@ class BuiltinSessions:
     @property
     def sessions(self) -> int:
         return len(self._sessions)
+
+    def set_worker(self, index: int, ledger: LedgerClient) -> None:
+        """Run as worker ``index`` of a server of several processes: the limits, pool and
+        static addresses are the ``ledger``'s, and session IDs carry the index in the top bits
+        of their counter, so no two workers started in one second hand out the same ID."""
+        self.ledger = ledger
+        self._id_counter = itertools.count((index << 26) + 1)
+
+    async def claim_shared(self, link: PppLink, address: ipaddress.IPv4Address | None) -> None:
+        """With a ledger: a static address (not the session's reserved pair) is claimed across
+        workers first; :class:`RejectCall` if another worker's session has it."""
+        session = self._by_link.get(link)
+        ledger = self.ledger
+        if ledger is None or session is None or address is None:
+            return
+        if session.pair is not None and session.pair[1] == str(address):
+            return
+        why, released = await ledger.claim(session.id, str(address))
+        if why is not None:
+            raise RejectCall(why)
+        if released:
+            session.pair = None
 
     @property
     def id_prefix(self) -> str:
@@ -476,6 +504,8 @@ class BuiltinSessions:
             del self._by_address[address]
         if session.pair is None or session.pair[1] != str(address):
             self._unhold(str(address))
+            if self.ledger is not None:
+                self.ledger.unclaim(session.id)
 
     def _hold(self, address: str) -> None:
         _count_up(self._held, address)
@@ -494,6 +524,8 @@ class BuiltinSessions:
         source = call.peer_address
         if self._closing:
             raise RejectCall("shutting down", result=OutgoingCallResult.GENERAL_ERROR)
+        if self.ledger is not None:
+            return await self._admit_shared(call)
         if self._established >= cfg.max_sessions:
             self.refused_max_sessions += 1
             raise RejectCall(f"{cfg.max_sessions} sessions already (max sessions)",
@@ -514,7 +546,6 @@ class BuiltinSessions:
                    else f"{cfg.max_preauth_per_source} calls from {source} are authenticating already")
             raise RejectCall(why, result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
         pair: tuple[str, str] | None = None
-        local: str | None = None
         if len(cfg.pool.local) > 1:
             # Several local addresses are paired with remote ones in order (pptpd), so the
             # pair is taken now; with one local address the peer's is picked only if the
@@ -522,7 +553,40 @@ class BuiltinSessions:
             pair = self._take_pair()
             if pair is None:
                 raise RejectCall("no free address in the remoteip pool")
-            local = pair[0]
+        return self._open(call, f"{self._id_prefix}{next(self._id_counter):08X}", pair)
+
+    async def _admit_shared(self, call: ServerCall) -> CallHandler:
+        """Admission with a ledger: this worker's own checks, then the ledger's limits, which
+        also reserve the pool pair (see :mod:`pptpkit.vpn.workers`)."""
+        assert self.ledger is not None
+        for check in self.admission:
+            refusal = check(call)
+            if refusal is not None:
+                self.refused_by_admission += 1
+                raise RejectCall(refusal, result=OutgoingCallResult.BUSY, error=GeneralError.NO_RESOURCE)
+        session_id = f"{self._id_prefix}{next(self._id_counter):08X}"
+        try:
+            pair = await self.ledger.admit(session_id, call.peer_address)
+        except LedgerRefusal as exc:
+            if exc.kind == "max_sessions":
+                self.refused_max_sessions += 1
+            elif exc.kind == "per_source":
+                self.refused_per_source += 1
+            elif exc.kind == "preauth":
+                self.refused_preauth += 1
+            if exc.kind == "pool":
+                raise RejectCall(str(exc)) from None
+            raise RejectCall(str(exc), result=OutgoingCallResult.BUSY,
+                             error=GeneralError.NO_RESOURCE) from None
+        if self._closing or call.ended:
+            self.ledger.release(session_id)
+            raise RejectCall("call ended while it was admitted", result=OutgoingCallResult.GENERAL_ERROR)
+        return self._open(call, session_id, pair)
+
+    def _open(self, call: ServerCall, session_id: str, pair: tuple[str, str] | None) -> CallHandler:
+        cfg = self.config
+        source = call.peer_address
+        local = pair[0] if pair is not None else None
         session: Session | None = None
 
         def peer_address() -> ipaddress.IPv4Address | None:
@@ -531,7 +595,8 @@ class BuiltinSessions:
             if isinstance(framed, ipaddress.IPv4Address):
                 return framed  # RADIUS's Framed-IP-Address: a static address, claimed like one
             if session.pair is None:
-                session.pair = self._take_pair()
+                # With a ledger the pair was reserved at admission, or the pool was empty then.
+                session.pair = self._take_pair() if self.ledger is None else None
                 if session.pair is None:
                     log.warning("call %d from %s: no free address in the remoteip pool", call.call_id, source)
                     return None
@@ -544,7 +609,7 @@ class BuiltinSessions:
 
         link = PppLink(cfg.session_config(peer_address, local), call, self._plane, on_event=on_event,
                        name=f"call {call.call_id} from {source}", source_check=cfg.source_check)
-        session = Session(f"{self._id_prefix}{next(self._id_counter):08X}", call, link, source, pair)
+        session = Session(session_id, call, link, source, pair)
         self._by_link[link] = session
         self._by_id[session.id] = session
         # From here the call's GRE channel calls the link directly (frames wait for start()).
@@ -578,10 +643,30 @@ class BuiltinSessions:
             return
         self._end_preauth(session)
         self._established += 1
+        if self.ledger is not None:
+            self._spawn_check(session)
+            return
         if self._established > self.config.max_sessions:
             # Several calls authenticated at once for the last place.
             self.kill(session, f"{self.config.max_sessions} sessions already (max sessions)",
                       TerminateCause.SERVICE_UNAVAILABLE)
+
+    def _spawn_check(self, session: Session) -> None:
+        """Tell the ledger; end the session if that was one more than max sessions in all."""
+        ledger = self.ledger
+        assert ledger is not None
+
+        async def check() -> None:
+            try:
+                why = await ledger.authenticated(session.id)
+            except PptpkitError as exc:
+                why = f"the supervisor did not answer: {exc}"
+            if why is not None and not session.link.finished:
+                self.kill(session, why, TerminateCause.SERVICE_UNAVAILABLE)
+
+        task = asyncio.get_running_loop().create_task(check())
+        self._verifying.add(task)
+        task.add_done_callback(self._verifying.discard)
 
     def _auth_expired(self, session: Session) -> None:
         session.auth_deadline = None
@@ -608,7 +693,10 @@ class BuiltinSessions:
         del self._by_link[session.link]
         self._by_id.pop(session.id, None)
         _count_down(self._per_source, session.source)
-        if session.pair is not None:
+        if self.ledger is not None:
+            self.ledger.release(session.id)
+            session.pair = None
+        elif session.pair is not None:
             self._unhold(session.pair[1])
             self.config.pool.release(session.pair)
             session.pair = None

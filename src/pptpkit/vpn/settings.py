@@ -167,8 +167,11 @@ class ServerChanges(TypedDict, total=False):
     logfile: str | None
     mschap_strip_domain: bool
     shaper: RateLimit | None
+    workers: int | None
 
 
+#: Worker processes of the built-in server without ``--workers``.
+DEFAULT_WORKERS: Final = 1
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
 DEFAULT_PROGRAM_CONNECTIONS: Final = 100
 #: Built-in mode without ``connections``: control connections beyond ``max_sessions``.
@@ -273,6 +276,26 @@ class ServerSettings:
     mschap_strip_domain: bool = False
     #: ``--shaper``: the rate of users without one of their own (built-in mode; None: none).
     shaper: RateLimit | None = None
+    #: ``--workers``: server processes (built-in mode, :mod:`pptpkit.vpn.workers`); None: the
+    #: default, :data:`DEFAULT_WORKERS`.
+    workers: int | None = None
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes run the built-in sessions (program mode: always one)."""
+        if not self.builtin:
+            return 1
+        return self.workers if self.workers is not None else DEFAULT_WORKERS
+
+    def check_workers(self) -> None:
+        """What a server of several processes cannot do (yet): an error, never silently wrong."""
+        if self.workers is not None and self.workers > 1 and not self.builtin:
+            raise ConfigError("--workers applies to the built-in mode: with --ppp-program every call "
+                              "is a process of its own already")
+        if self.worker_count <= 1:
+            return
+        if self.port == 0:
+            raise ConfigError("--workers needs a fixed port: every worker listens on it (SO_REUSEPORT)")
 
     @property
     def builtin(self) -> bool:

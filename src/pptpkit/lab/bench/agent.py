@@ -18,6 +18,15 @@ Roles:
   the time from TCP connect to IPCP opened of each.
 * ``scale``: ``--sessions N`` sessions held open at once with echo keepalives running, then one
   packet through each and back.
+* ``blast``: ``--sessions M`` sessions, as many on each of ``--balance N`` server workers (told
+  apart by the server's call ID, :mod:`pptpkit.gre.partition`); each gets ``--packets P``
+  packets of 1400 octets encrypted ahead of time; on a ``go`` line they are sent through one
+  raw socket, at most ``--window W`` per session unechoed, the echoes only counted (never
+  decrypted), so the client costs a few microseconds a packet and the server is what is measured.
+
+A server started with ``--worker I/N`` is worker I of N (``pptpkit server --workers``'s
+mechanism without its supervisor, which the echo plane does not need): ``SO_REUSEPORT``, a raw
+GRE socket filtered to its call-ID partition, call IDs from that partition.
 """
 
 from __future__ import annotations
@@ -41,8 +50,10 @@ from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.control import CallIdAllocator
+from pptpkit.gre.partition import gre_partition_filter, partition
 from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.grechannel import acquire_gre_socket, release_gre_socket
+from pptpkit.io.gresock import GreSocket
 from pptpkit.io.link import PacketSink, PppLink
 from pptpkit.io.loop import run as run_on_loop
 from pptpkit.lab.netns import SERVER_ADDRESS, enter
@@ -103,6 +114,11 @@ def _emit(event: str, **fields: Any) -> None:
 
 def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1 << 16:
+        # Root may raise the hard limit too: 20 000 client sessions need more than 20 000 fds.
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 16, 1 << 16))
+            return
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
@@ -240,10 +256,16 @@ async def run_server(args: argparse.Namespace) -> None:
         return handler
 
     n = args.max_sessions
+    index, count = (int(x) for x in args.worker.split("/"))
+    part = partition(index, count)
+    gre = None if count == 1 else GreSocket(bpf=gre_partition_filter(part))
+    span = part.high - part.allocatable_low + 1
     server = PptpServer(PptpServerConfig(
         listen=SERVER_ADDRESS, max_connections=n, max_per_source=n, max_calls=4,
         respect_peer_window=False, echo_interval=args.echo_interval, start_timeout=30.0,
-    ), factory, call_ids=CallIdAllocator(max_in_use=min(65535, max(n + 16, 32767))))
+        reuse_port=count > 1,
+    ), factory, gre_socket=gre, call_ids=CallIdAllocator(
+        low=part.allocatable_low, high=part.high, max_in_use=min(span, max(n + 16, span // 2))))
     await server.start()
     trace_to = os.environ.get("PPTPKIT_BENCH_TRACEMALLOC")
     if trace_to:
@@ -260,6 +282,8 @@ async def run_server(args: argparse.Namespace) -> None:
           alive=sum(1 for link in links if not link.finished),
           echoed=getattr(plane, "echoed", 0))
     await server.close()
+    if gre is not None:
+        gre.close()
 
 
 # -- clients -----------------------------------------------------------------------------------
@@ -336,21 +360,25 @@ async def run_setup(args: argparse.Namespace) -> None:
     # Held for the whole run: one socket (and its counters) for every session.
     gre = acquire_gre_socket()
     plane = ProbePlane()
-    call_ids = CallIdAllocator()
+    # Several setup clients in one namespace each see every GRE packet there: their call IDs
+    # must not overlap, or one client's frames reach another's call with the same ID.
+    index, count = (int(x) for x in args.worker.split("/"))
+    part = partition(index, count)
+    call_ids = CallIdAllocator(low=part.allocatable_low, high=part.high)
     sequential: list[float] = []
     for _ in range(args.sequential):
         session = await open_session(args, plane, call_ids)
         sequential.append(session.setup_time)
         await session.close()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     results = await asyncio.gather(*(open_session(args, plane, call_ids) for _ in range(args.concurrent)),
                                    return_exceptions=True)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     sessions = [r for r in results if isinstance(r, Session)]
     failures = [repr(r) for r in results if not isinstance(r, Session)]
     concurrent = [s.setup_time for s in sessions]
     await asyncio.gather(*(s.close() for s in sessions))
-    _emit("result", sequential=sequential, concurrent=concurrent, concurrent_elapsed=elapsed,
+    _emit("result", sequential=sequential, concurrent=concurrent, concurrent_elapsed=elapsed, cpu=cpu,
           failures=failures[:5], failed=len(failures), gre_unknown_call=gre.stats.unknown_call,
           gre_receive_errors=gre.stats.receive_errors)
     release_gre_socket(gre)
@@ -374,7 +402,12 @@ async def _probe(plane: ProbePlane, session: Session, tag: int) -> bool:
 
 async def run_scale(args: argparse.Namespace) -> None:
     plane = ProbePlane()
-    call_ids = CallIdAllocator(max_in_use=min(65535, max(args.sessions + 16, 32767)))
+    # --worker I/N: one of N scale clients in one namespace, each with its own call IDs.
+    index, count = (int(x) for x in args.worker.split("/"))
+    part = partition(index, count)
+    span = part.high - part.allocatable_low + 1
+    call_ids = CallIdAllocator(low=part.allocatable_low, high=part.high,
+                               max_in_use=min(span, max(args.sessions + 16, span // 2)))
     limit = asyncio.Semaphore(args.parallel)
     loop = asyncio.get_running_loop()
 
@@ -406,9 +439,127 @@ async def run_scale(args: argparse.Namespace) -> None:
         await asyncio.wait_for(asyncio.gather(*closers), 60.0)
 
 
+async def run_blast(args: argparse.Namespace) -> None:
+    import select
+    import socket
+
+    plane = ProbePlane()
+    gre = acquire_gre_socket()
+    call_ids = CallIdAllocator()
+    workers = args.balance
+    want = args.sessions // workers
+    per_worker: list[list[Session]] = [[] for _ in range(workers)]
+    extra: list[Session] = []
+    for _ in range(args.sessions * 8):
+        if all(len(w) >= want for w in per_worker):
+            break
+        session = await open_session(args, plane, call_ids)
+        worker = session.client.calls[0].peer_call_id * workers >> 16
+        (per_worker[worker] if len(per_worker[worker]) < want else extra).append(session)
+    sessions = [s for w in per_worker for s in w]
+    if len(sessions) < want * workers:
+        raise RuntimeError(f"could not balance {args.sessions} sessions over {workers} workers")
+    # Encrypt every packet now: capture what the GRE channel would send.
+    captured: list[list[tuple[str, bytes]]] = []
+    real_send, real_send_from = gre.send, gre.send_from
+    out: list[tuple[str, bytes]] = []
+
+    def capture(peer: str, packet: bytes | bytearray | memoryview) -> bool:
+        out.append((peer, bytes(packet)))
+        return True
+
+    def capture_from(peer: str, packet: bytes | bytearray | memoryview, _ancillary: object) -> bool:
+        return capture(peer, packet)
+
+    gre.send, gre.send_from = capture, capture_from  # type: ignore[method-assign, assignment]
+    for i, session in enumerate(sessions):
+        for tag in range(args.packets):
+            session.link.send_ip(probe_packet(session.up, tag + (i << 32), 1400))
+        captured.append(out)
+        out = []
+    gre.send, gre.send_from = real_send, real_send_from  # type: ignore[method-assign]
+    # Our call ID (in the echoes' key) -> session index.
+    ours = {s.client.calls[0].call_id: i for i, s in enumerate(sessions)}
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(fileno=os.dup(gre.fileno()))
+    sock.setblocking(False)
+    _emit("ready", sessions=len(sessions), packets=sum(len(c) for c in captured))
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    if line.strip() != "go":
+        return
+    loop.remove_reader(gre.fileno())  # the echoes are counted here, never decrypted
+    # The loop is the client's whole cost: locals, slices of sends per session, one receive
+    # buffer, so that the cores go to the server being measured.
+    window = args.window
+    count = len(sessions)
+    pkts = [[packet for _, packet in c] for c in captured]
+    addrs = [(c[0][0] if c else "0.0.0.0", 0) for c in captured]
+    lens = [len(c) for c in pkts]
+    outstanding = [0] * count
+    sent_at = [0.0] * count
+    nxt = [0] * count
+    echoed = stalls = sent = 0
+    buf = bytearray(2048)
+    recv_into, send = sock.recv_into, sock.sendto
+    call_id_of = struct.Struct("!H").unpack_from
+    total = sum(lens)
+    t0 = time.perf_counter()
+    deadline = t0 + args.seconds
+    while echoed + stalls < total:
+        now = time.perf_counter()
+        if now > deadline:
+            break
+        progress = False
+        for i in range(count):
+            o = outstanding[i]
+            if o and now - sent_at[i] > 0.2:
+                stalls += o  # echoes lost: reopen the window
+                o = outstanding[i] = 0
+            k = nxt[i]
+            if o < window and k < lens[i]:
+                end = min(k + window - o, lens[i])
+                pk, addr = pkts[i], addrs[i]
+                j = k
+                try:
+                    while j < end:
+                        send(pk[j], addr)
+                        j += 1
+                except OSError:
+                    pass
+                nxt[i] = j
+                outstanding[i] = o + j - k
+                sent += j - k
+                sent_at[i] = now
+                progress = True
+        while True:
+            try:
+                n = recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                break
+            ihl = (buf[0] & 0x0F) * 4
+            if n < ihl + 12 or not buf[ihl] & 0x10:
+                continue  # ack-only: no sequence number, no payload
+            i = ours.get(call_id_of(buf, ihl + 6)[0], -1)
+            if i >= 0 and outstanding[i]:
+                outstanding[i] -= 1
+                echoed += 1
+                progress = True
+        if not progress:
+            select.select([sock], [], [], 0.005)
+    echoed_octets = echoed * 1400
+    elapsed = time.perf_counter() - t0
+    loop.add_reader(gre.fileno(), gre._on_readable)
+    _emit("result", sessions=len(sessions), sent=sent, echoed=echoed, stalls=stalls,
+          octets=echoed_octets, seconds=elapsed)
+    sock.close()
+    await asyncio.gather(*(s.close() for s in sessions + extra))
+    release_gre_socket(gre)
+    await _stdin_closed()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pptpkit.lab.bench.agent")
-    p.add_argument("role", choices=("server", "client", "setup", "scale"))
+    p.add_argument("role", choices=("server", "client", "setup", "scale", "blast"))
     p.add_argument("--netns", required=True)
     p.add_argument("--mppe", choices=MPPE_MODES, default="stateless")
     p.add_argument("--plane", choices=("tun", "echo"), default="echo")
@@ -420,6 +571,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrent", type=int, default=50)
     p.add_argument("--sessions", type=int, default=100)
     p.add_argument("--parallel", type=int, default=200)
+    p.add_argument("--worker", default="0/1", help="server: worker I of N")
+    p.add_argument("--balance", type=int, default=1, help="blast: sessions spread over N workers")
+    p.add_argument("--packets", type=int, default=10000, help="blast: packets per session")
+    p.add_argument("--window", type=int, default=32, help="blast: unechoed packets per session")
+    p.add_argument("--seconds", type=float, default=30.0, help="blast: at most this long")
     return p
 
 
@@ -432,7 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import tracemalloc
 
         tracemalloc.start(4)
-    runner = {"server": run_server, "client": run_client, "setup": run_setup, "scale": run_scale}[args.role]
+    runner = {"server": run_server, "client": run_client, "setup": run_setup, "scale": run_scale,
+              "blast": run_blast}[args.role]
     # uvloop cannot carry pyroute2's netlink socket (AsyncIPRoute), which configures the TUNs:
     # the agents with a TUN stay on the standard loop, the others take uvloop when installed.
     uses_tun = args.role == "client" or (args.role == "server" and args.plane == "tun")
