@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,9 +95,11 @@ def parse_datagram(datagram: bytes | bytearray | memoryview) -> tuple[int, int]:
 
 def address_key(address: str) -> int:
     """An IPv4 address as the integer the table is keyed on (``ValueError`` if not IPv4)."""
+    # inet_pton takes exactly the dotted quad that IPv4Address takes (no short forms, no
+    # leading zeros) at a tenth of its cost; registering a call looks up its key twice.
     try:
-        return int(ipaddress.IPv4Address(address))
-    except ValueError as exc:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, address), "big")
+    except (OSError, TypeError, ValueError) as exc:
         raise ValueError(f"not an IPv4 address: {address!r}") from exc
 
 

@@ -113,11 +113,6 @@ class LinkInfoSink(Protocol):
     def set_link_info(self, send_accm: int, receive_accm: int) -> None: ...
 
 
-@runtime_checkable
-class _AccmSink(Protocol):
-    def set_accm(self, accm: int) -> None: ...
-
-
 class DataPlane(Protocol):
     """Where a link's IP packets go once it is up.
 
@@ -478,11 +473,15 @@ class PppLink:
 
     def _accm_changed(self, event: AccmChanged) -> None:
         transport: Any = self._transport
+        # The same test isinstance() makes against the runtime-checkable protocols (is the
+        # method there), without typing's protocol machinery, which costs more than the call.
+        set_link_info = getattr(transport, "set_link_info", None)
+        set_accm = getattr(transport, "set_accm", None)
         try:
-            if isinstance(transport, LinkInfoSink):
-                transport.set_link_info(event.send_accm, event.recv_accm)
-            elif isinstance(transport, _AccmSink):
-                transport.set_accm(event.send_accm)
+            if set_link_info is not None:
+                set_link_info(event.send_accm, event.recv_accm)
+            elif set_accm is not None:
+                set_accm(event.send_accm)
         except (PptpkitError, ValueError) as exc:
             log.debug("%s: cannot pass the ACCM on: %s", self.name, exc)
 

@@ -602,12 +602,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if profile_to:
             # cProfile of the whole agent, one file per role (the benchmark's --profile DIR).
+            # Timed in the process's CPU time, not wall time: on shared cores a wall-clock
+            # profile charges whatever function was running when the scheduler preempted the
+            # agent (most often a send that woke the peer), which hides the real costs.  The
+            # pid keeps two agents of one role (the setup clients) from sharing a file.
             import cProfile
 
-            cProfile.runctx("run_loop(runner(args))", globals(),
-                            {"runner": runner, "args": args, "run_loop": run_loop},
-                            os.path.join(profile_to, f"{args.role}-{args.mppe}-offload-{args.offload}"
-                                                     f"-{describe()}.prof"))
+            profiler = cProfile.Profile(time.process_time)
+            try:
+                profiler.runcall(run_loop, runner(args))
+            finally:
+                profiler.dump_stats(os.path.join(
+                    profile_to, f"{args.role}-{args.mppe}-offload-{args.offload}-{describe()}"
+                                f"-{os.getpid()}.prof"))
         else:
             run_loop(runner(args))
     except Exception as exc:
