@@ -312,7 +312,8 @@ class PppLink:
         if not self.session.finished:
             self.close(reason)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self.closed)
             if not self.session.finished:
                 self.lower_down("no Terminate-Ack")
         return await asyncio.shield(self.closed)
