@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from grepackets import collector, gre, ipv4
 from pptpkit.gre import GreDemux
+from pptpkit.gre.demux import address_key
 
 
 def test_demux_thousands_of_calls_same_source() -> None:
@@ -151,3 +153,18 @@ def test_fuzz_truncated_and_mutated(cut: int, flips: list[tuple[int, int]]) -> N
         assert packet[1] & 7 == 1 and packet[0] & 0x20 and packet[2:4] == b"\x88\x0b"
         assert packet[6:8] == b"\x00\x07"
         assert bytes(data[12:16]) == bytes([192, 0, 2, 2])
+
+
+@pytest.mark.parametrize("text", ["192.0.2.1", "0.0.0.0", "255.255.255.255", "198.51.100.7"])
+def test_address_key_matches_ipaddress(text: str) -> None:
+    assert address_key(text) == int(ipaddress.IPv4Address(text))
+
+
+@pytest.mark.parametrize("text", ["192.0.2", "192.0.2.01", "192.0.2.256", "0x7f.0.0.1", "1.2.3.4 ",
+                                  "2001:db8::1", "", "192.0.2.1\x00", "3221225985"])
+def test_address_key_refuses_what_ipaddress_refuses(text: str) -> None:
+    # address_key uses inet_pton for speed: it must refuse every spelling IPv4Address refuses.
+    with pytest.raises(ValueError):
+        ipaddress.IPv4Address(text)
+    with pytest.raises(ValueError, match="not an IPv4 address"):
+        address_key(text)
