@@ -384,6 +384,7 @@ class AuthCounters:
     retransmitted: int = 0
     dropped_output: int = 0  # packets dropped because the owner did not drain the queue
     dropped_events: int = 0
+    inferred_success: int = 0  # a lost Success taken as read from the peer's network traffic
 
 
 def read_header(data: bytes) -> tuple[int, int, Reader]:
@@ -495,6 +496,14 @@ class AuthEngine(abc.ABC):
         self._timer = None
         self._on_timer(now)
 
+    def network_packet_seen(self, now: float) -> bool:
+        """The authenticator sent a network-phase packet (an NCP's) while we still wait for its
+        verdict: it has concluded, and its Success may have been lost.  True when this engine
+        takes that as its Success; only a method whose rules allow it does (EAP)."""
+        if not self._started or self._stopped:
+            return False
+        return self._infer_success(now)
+
     def complete_verification(self, verdict: ExternalVerdict, now: float) -> None:
         """The answer to the last :class:`VerifyRequest`.  Ignored when none is outstanding:
         the engine gave up waiting, or was stopped, and a late answer must change nothing."""
@@ -511,6 +520,12 @@ class AuthEngine(abc.ABC):
 
     @abc.abstractmethod
     def _on_timer(self, now: float) -> None: ...
+
+    def _infer_success(self, now: float) -> bool:
+        """CHAP and PAP peers repeat their own packet until the verdict comes instead: an MS-CHAPv2
+        Success carries the proof that the authenticator knows the secret, which no NCP packet
+        can replace."""
+        return False
 
     def _complete(self, verdict: ExternalVerdict, now: float) -> None:
         """Engines that never ask (peers, EAP) have nothing outstanding to complete."""

@@ -21,7 +21,12 @@ EAP-MD5 (type 4) is CHAP-MD5 over the EAP Identifier.
 
 The peer answers a repeated Request (same Identifier) with its previous Response unchanged, and
 accepts EAP-Success only after a method finished to its satisfaction (for MS-CHAPv2: the
-server's authenticator response checked out) - a server cannot skip authentication.
+server's authenticator response checked out) - a server cannot skip authentication.  Responses
+are never repeated on a timer (RFC 2284 2.2.1), and the authenticator does not repeat its
+Success, so a lost Success would leave the peer discarding the authenticator's NCP packets until
+it gave up.  Once the method is satisfied, the session hands the first such packet to
+:meth:`~pptpkit.auth.base.AuthEngine.network_packet_seen`, which takes it as the Success (RFC
+2284 2.2.2 allows exactly this).
 """
 
 from __future__ import annotations
@@ -588,6 +593,16 @@ class EapPeer(AuthEngine):
             self._give_up(PeerFailure(FailureKind.REJECTED, "the authenticator sent EAP-Failure"))
         else:
             self.counters.ignored += 1
+
+    def _infer_success(self, now: float) -> bool:
+        # RFC 2284 2.2.2: EAP-Success is never retransmitted, and a network-layer packet from the
+        # authenticator may stand in for a lost one.  Only once our method is satisfied (for
+        # EAP-MS-CHAPv2: the server's proof checked), so this skips nothing a Success would not.
+        if self._state is not _PeerState.RUNNING or not self._method_done:
+            return False
+        self.counters.inferred_success += 1
+        self._on_success()
+        return True
 
     def _on_success(self) -> None:
         if self._state is not _PeerState.RUNNING:

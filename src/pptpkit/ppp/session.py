@@ -503,9 +503,15 @@ class PppSession:
             engine.receive(bytes(info), now)
             return
         if is_network_control(protocol) and phase is not Phase.NETWORK:
-            # RFC 1661 3.5: NCP packets before the network phase are silently discarded.
-            self.stats.dropped["ncp_before_network"] += 1
-            return
+            peer = self._auth_peer_engine
+            if phase is Phase.AUTHENTICATE and peer is not None and peer.network_packet_seen(now):
+                # The authenticator is in its network phase: our method took that as its lost
+                # Success.  If that ends our authentication phase, this packet is the NCP's.
+                self._process(now)
+            if self._phase is not Phase.NETWORK:
+                # RFC 1661 3.5: NCP packets before the network phase are silently discarded.
+                self.stats.dropped["ncp_before_network"] += 1
+                return
         ncp: ControlProtocol | None = None
         if protocol == _IPCP:
             ncp = self._ipcp

@@ -4,6 +4,7 @@ Protocol-Reject, IPV6CP, CCP refusal, the first frames pppd sees, and fuzzing.""
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,7 @@ from session_harness import (
 from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.errors import ConfigError
-from pptpkit.ppp.frame import decode_frame
+from pptpkit.ppp.frame import decode_frame, frame_header
 from pptpkit.ppp.packet import Code, Packet, decode_options
 from pptpkit.ppp.session import PppSession
 from pptpkit.ppp.session_config import (
@@ -541,3 +542,57 @@ def test_lost_chap_success_costs_one_restart_interval_not_the_setup() -> None:
     assert pair.client.stats.dropped["ncp_before_network"] >= 1
     pair.run(until=6.5)  # the Response repeated at 3 s, then CCP and IPCP (one restart each at most)
     assert pair.link_up("client") is not None and pair.link_up("server") is not None
+
+
+
+def _eap_server(eap_type: int, mppe: MppePolicy) -> SessionConfig:
+    base = server_config(AuthMethod.EAP, mppe=mppe)
+    assert base.authenticator is not None
+    return replace(base, authenticator=replace(base.authenticator, eap_methods=(eap_type,)))
+
+
+@pytest.mark.parametrize("eap_type", [26, 4], ids=["eap-mschapv2", "eap-md5"])
+def test_lost_eap_success_is_inferred_from_the_servers_ncp_packets(eap_type: int) -> None:
+    # EAP-Success is never repeated and the peer never repeats a Response on a timer (RFC 2284
+    # 2.2.1), so only the server's NCP packets can tell the client it is in (RFC 2284 2.2.2).
+    lost: list[bytes] = []
+
+    def lose_success(direction: str, frame: bytes) -> bytes | None:
+        proto, info = decode_frame(frame)
+        if direction == "sc" and proto == 0xC227 and info[0] == 3 and not lost:
+            lost.append(frame)
+            return None
+        return frame
+
+    mppe = MppePolicy(required=True) if eap_type == 26 else MppePolicy()  # MD5 derives no keys
+    pair = SessionPair(client_config(mppe=mppe), _eap_server(eap_type, mppe), tamper=lose_success)
+    pair.start()
+    pair.run(until=1.0)  # within the first restart interval: nothing had to be retransmitted
+    assert lost
+    assert pair.link_up("client") is not None and pair.link_up("server") is not None
+    assert pair.client.stats.dropped["ncp_before_network"] == 0
+    # And the tunnel carries data, under the keys both sides derived.
+    pair.send("client", ipv4_packet(7))
+    pair.send("server", ipv4_packet(8))
+    pair.pump()
+    assert pair.wires["cs"].delivered == [ipv4_packet(7)]
+    assert pair.wires["sc"].delivered == [ipv4_packet(8)]
+
+
+def test_an_ncp_packet_before_the_eap_method_finished_is_no_success() -> None:
+    # Before the client has checked the server's proof, an NCP packet says nothing: discarded,
+    # the client stays in the authentication phase.
+    def hold_challenge(direction: str, frame: bytes) -> bytes | None:
+        proto, info = decode_frame(frame)
+        if direction == "sc" and proto == 0xC227 and info[0] == 1 and len(info) > 4 and info[4] == 26:
+            return None
+        return frame
+
+    pair = SessionPair(client_config(), _eap_server(26, MppePolicy()), tamper=hold_challenge)
+    pair.start()
+    pair.run(until=1.0)
+    assert pair.client.phase is Phase.AUTHENTICATE
+    ccp_request = frame_header(0x80FD) + Packet(code=Code.CONFIGURE_REQUEST, identifier=1).encode()
+    pair.client.receive_frame(ccp_request, pair.now)
+    assert pair.client.phase is Phase.AUTHENTICATE and pair.link_up("client") is None
+    assert pair.client.stats.dropped["ncp_before_network"] == 1
