@@ -10,6 +10,7 @@ something else happens.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import textwrap
@@ -65,6 +66,25 @@ TCP_PEER = textwrap.dedent('''
 ''')
 
 
+def server_ready(log: str) -> bool:
+    """Does a ``pptpkit server`` log say it serves?  A single process once it listens; a
+    supervisor (``--workers``, by default one per CPU) once every worker does: the first
+    worker's ``listening on`` comes before the others listen, and before the supervisor's
+    control socket answers for them and its metrics endpoint is open."""
+    if "listening on" not in log:
+        return False
+    return re.search(r"starting \d+ workers \(", log) is None or " workers running (pids " in log
+
+
+def wait_until_ready(log: Callable[[], str], alive: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait for :func:`server_ready`; fail at once if the server exits first."""
+    end = time.monotonic() + timeout
+    while not server_ready(text := log()):
+        assert alive(), text
+        assert time.monotonic() < end, f"the server is not ready:\n{text}"
+        time.sleep(0.05)
+
+
 class Server:
     """The CLI server process in ``ns`` with its log file."""
 
@@ -93,7 +113,7 @@ class Server:
             self.proc = lab.popen(ns, [
                 sys.executable, "-m", "pptpkit", "server", "--listen", SERVER, *base, *extra,
             ], stdout=subprocess.DEVNULL, stderr=log, env=env)
-        self.wait_log("listening on", 15)
+        wait_until_ready(self.log, lambda: self.proc.poll() is None)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

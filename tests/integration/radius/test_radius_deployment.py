@@ -28,6 +28,7 @@ from conftest import require_binary, require_root
 from e2e_support import Client
 from freeradius import FreeRadius, User
 from netns import NetnsLab
+from serverlab import server_ready
 
 pytestmark = [pytest.mark.root]
 
@@ -117,7 +118,7 @@ class Deployment:
         with open(log, "ab") as f:
             self.servers[name] = self.lab.popen(ns, argv, stdout=subprocess.DEVNULL, stderr=f)
         self.logs[name] = log
-        wait_for(lambda: "listening on" in log.read_text(errors="replace"), 15, f"{name} to listen")
+        wait_for(lambda: server_ready(log.read_text(errors="replace")), 30, f"{name} to listen")
 
     def connect(self, user: str, source: str) -> Client:
         pw = self.tmp / f"{user}.pw"
