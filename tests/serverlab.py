@@ -118,6 +118,30 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def workers(self) -> int:
+        """Worker processes (``--workers``, by default one per CPU): 1 without a supervisor."""
+        found = re.search(r"starting (\d+) workers \(", self.log())
+        return 1 if found is None else int(found.group(1))
+
+    def pid_of(self, log_text: str) -> int:
+        """The pid of the process that logged ``log_text``: the server's own, or with workers
+        the worker's (the latest start of that worker)."""
+        line = next((ln for ln in self.log().splitlines() if log_text in ln), None)
+        assert line is not None, f"no {log_text!r} in the log:\n{self.log()}"
+        worker = re.search(r"worker (\d+): ", line)
+        if worker is None:
+            return self.proc.pid
+        starts = re.findall(rf"worker {worker.group(1)} started \(pid (\d+)\)", self.log())
+        assert starts, self.log()
+        return int(starts[-1])
+
+    def shared_tuns(self, name: str = "pptpkit-srv") -> list[str]:
+        """The shared interfaces of ``--tun-mode shared``: ``name``, or with workers ``name``
+        and each worker's index."""
+        count = self.workers
+        return [name] if count == 1 else [f"{name}{i}" for i in range(count)]
+
     def wait_log(self, text: str, timeout: float = 10, count: int = 1) -> None:
         end = time.monotonic() + timeout
         while self.log().count(text) < count:

@@ -385,6 +385,9 @@ class PptpServer:
         else:
             log.info("connection from %s:%d", conn.peer_address, conn.peer_port)
             if self.connection_gate is not None:
+                # Nothing is answered until the gate says yes: a connection one too many is
+                # closed before its Start-Control-Connection-Reply, as by our own limits.
+                driver.hold()
                 self._spawn(self._gate(self.connection_gate, conn, driver))
 
     async def _gate(self, gate: ConnectionGate, conn: _Conn, driver: EngineDriver[ControlConnection]) -> None:
@@ -398,6 +401,7 @@ class PptpServer:
                 gate.close(key)
             else:
                 conn.gated = True
+                driver.release()
             return
         self.refused_by_gate += 1
         left_out = self._refusal_log(asyncio.get_running_loop().time())
@@ -405,8 +409,7 @@ class PptpServer:
             log.warning("refusing connection from %s:%d: %s%s", conn.peer_address, conn.peer_port, why,
                         left_out_text(left_out))
         if not driver.finished:
-            for call in list(conn.calls.values()):
-                self._clear_call(call, why, DisconnectResult.ADMIN_SHUTDOWN)
+            # Held, so the engine has seen nothing: not established, it closes without a word.
             driver.engine.stop(asyncio.get_running_loop().time(), StopReason.LOCAL_SHUTDOWN)
             driver.flush()
 
