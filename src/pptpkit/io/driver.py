@@ -98,7 +98,7 @@ class EngineDriver(Generic[E]):
 
     __slots__ = (
         '_again', '_close', '_deadline', '_finished', '_flushing', '_held', '_loop', '_on_closed',
-        '_on_event', '_write', 'closed_future', 'engine',
+        '_on_event', '_on_overflow', '_write', 'closed_future', 'engine',
     )
 
     def __init__(
@@ -123,6 +123,7 @@ class EngineDriver(Generic[E]):
         self._finished = False
         #: What arrived while held (:meth:`hold`); None: not held.
         self._held: bytearray | None = None
+        self._on_overflow: Callable[[int], object] | None = None
         self.closed_future: asyncio.Future[None] = loop.create_future()
 
     @property
@@ -135,8 +136,10 @@ class EngineDriver(Generic[E]):
             return
         if self._held is not None:
             if len(self._held) + len(data) > MAX_HELD:
-                log.debug("closing: %d octets sent before the connection was admitted",
-                          len(self._held) + len(data))
+                total, self._held = len(self._held) + len(data), None
+                # The engine never sees any of it; whoever held the stream says why it ends.
+                if self._on_overflow is not None:
+                    self._on_overflow(total)
                 self.close()
                 return
             self._held += data
@@ -144,15 +147,17 @@ class EngineDriver(Generic[E]):
         self.engine.receive_data(data, self._loop.time())
         self.flush()
 
-    def hold(self) -> None:
+    def hold(self, on_overflow: Callable[[int], object] | None = None) -> None:
         """Keep what arrives from now on from the engine until :meth:`release` (the engine's
-        timers still run)."""
+        timers still run).  More than :data:`MAX_HELD` octets end the stream, after
+        ``on_overflow(octets)`` (which may stop the engine itself)."""
         if self._held is None and not self._finished:
             self._held = bytearray()
+            self._on_overflow = on_overflow
 
     def release(self) -> None:
         """Give the engine what arrived while held, and everything after it."""
-        held, self._held = self._held, None
+        held, self._held, self._on_overflow = self._held, None, None
         if held and not self._finished:
             self.engine.receive_data(bytes(held), self._loop.time())
             self.flush()

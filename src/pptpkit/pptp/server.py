@@ -387,8 +387,18 @@ class PptpServer:
             if self.connection_gate is not None:
                 # Nothing is answered until the gate says yes: a connection one too many is
                 # closed before its Start-Control-Connection-Reply, as by our own limits.
-                driver.hold()
+                driver.hold(lambda octets: self._flooded_while_held(conn, driver, octets))
                 self._spawn(self._gate(self.connection_gate, conn, driver))
+
+    def _flooded_while_held(self, conn: _Conn, driver: EngineDriver[ControlConnection], octets: int) -> None:
+        # A client waits for the Start-Control-Connection-Reply after its 156-octet request.
+        left_out = conn.violation_log(asyncio.get_running_loop().time())
+        if left_out is not None:
+            log.warning("protocol violation by %s: peer floods us: %d octets before the connection "
+                        "was admitted; closing%s", conn.peer_address, octets, left_out_text(left_out))
+        # Not established (the engine has seen nothing), so it closes without a word.
+        driver.engine.stop(asyncio.get_running_loop().time(), StopReason.LOCAL_SHUTDOWN)
+        driver.flush()
 
     async def _gate(self, gate: ConnectionGate, conn: _Conn, driver: EngineDriver[ControlConnection]) -> None:
         key = f"{conn.peer_address}:{conn.peer_port}"

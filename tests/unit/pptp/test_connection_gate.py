@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+
+import pytest
 
 from pptpkit.control.messages import (
     StartControlConnectionReply,
@@ -110,7 +113,7 @@ def test_an_admitted_connection_gets_what_it_sent_while_held() -> None:
     asyncio.run(main())
 
 
-def test_a_peer_that_floods_while_held_is_cut_off() -> None:
+def test_a_peer_that_floods_while_held_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         gate = _Gate()
         server = await _serve(gate)
@@ -130,4 +133,6 @@ def test_a_peer_that_floods_while_held_is_cut_off() -> None:
         finally:
             await server.close()
 
-    asyncio.run(main())
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert f"peer floods us: {MAX_HELD + 1} octets before the connection was admitted" in caplog.text
