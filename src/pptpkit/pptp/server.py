@@ -92,7 +92,9 @@ class CallHandler(Protocol):
 
 class ConnectionGate(Protocol):
     """Limits beyond this process (the workers of one server): asked for every connection
-    this server admitted itself."""
+    this server admitted itself, before the engine sees a byte of it (the stream is held, at
+    most :data:`~pptpkit.io.driver.MAX_HELD` octets, and the start timeout still runs), so a
+    refused connection is closed before any reply, as one refused by our own limits."""
 
     async def open(self, key: str, peer: str) -> str | None:
         """None: admitted; else why not (the connection is then stopped)."""
