@@ -10,7 +10,9 @@ something else happens.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netns import NetnsLab, inside
+from netns import NetnsLab, inside, pids_in
 from pptpkit.auth.base import PeerConfig
 from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.link import PppLink
@@ -123,6 +125,16 @@ class Server:
         """Worker processes (``--workers``, by default one per CPU): 1 without a supervisor."""
         found = re.search(r"starting (\d+) workers \(", self.log())
         return 1 if found is None else int(found.group(1))
+
+    def crash(self) -> None:
+        """Every process of the server killed at once (a supervisor killed alone takes its
+        workers down cleanly): its session's process group, as systemd kills a cgroup."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        end = time.monotonic() + 10
+        while [p for p in pids_in(self.ns) if p != os.getpid()]:
+            assert time.monotonic() < end, "server processes outlived SIGKILL"
+            time.sleep(0.05)
 
     def pid_of(self, log_text: str) -> int:
         """The pid of the process that logged ``log_text``: the server's own, or with workers
