@@ -164,8 +164,9 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
     srv.add_argument("--workers", type=int_range(1, MAX_WORKERS), metavar="N",
                      help="built-in mode: server processes sharing the sessions, one core each "
                           "(default: the CPUs this process may run on, at most "
-                          f"{MAX_WORKERS}; 1 with --ppp-program); limits and the "
-                          "address pool stay global")
+                          f"{MAX_WORKERS}; 1 with --ppp-program, or a shared --tun-name with "
+                          "no room for the worker's index); limits and the address pool stay "
+                          "global")
     ctl = srv.add_mutually_exclusive_group()
     ctl.add_argument("--ctl-socket", metavar="PATH",
                      help=f"the control socket for 'pptpkit ctl' (default {DEFAULT_CTL_SOCKET}; "

@@ -232,6 +232,16 @@ class _Conn:
     violation_log: LogThrottle = field(default_factory=LogThrottle)
 
 
+def _throttled(throttles: dict[str, LogThrottle], reason: str, now: float) -> int | None:
+    """:class:`LogThrottle` per reason, at most :data:`_MAX_REFUSAL_REASONS` of them."""
+    throttle = throttles.get(reason)
+    if throttle is None:
+        if len(throttles) >= _MAX_REFUSAL_REASONS:
+            throttles.clear()
+        throttle = throttles[reason] = LogThrottle()
+    return throttle(now)
+
+
 class PptpServer:
     """``await start()``, then serve until :meth:`close`.  ``handler_factory`` makes every
     call's data plane.  ``gre_socket``/``call_ids`` override the process-wide ones (tests)."""
@@ -253,6 +263,9 @@ class PptpServer:
         self.refused_by_gate = 0
         self._refusal_log = LogThrottle()
         self._call_refusal_logs: dict[str, LogThrottle] = {}
+        # Apart from our own refusals, one throttle per reason (per source, in all), as our
+        # own limits have: one limit's refusals never hide the other's.
+        self._gate_refusal_logs: dict[str, LogThrottle] = {}
         self.calls_total = 0
         #: Asked after this server's own limits (``--workers``: the supervisor's ledger).
         self.connection_gate: ConnectionGate | None = None
@@ -416,7 +429,7 @@ class PptpServer:
                 driver.release()
             return
         self.refused_by_gate += 1
-        left_out = self._refusal_log(asyncio.get_running_loop().time())
+        left_out = _throttled(self._gate_refusal_logs, why, asyncio.get_running_loop().time())
         if left_out is not None:
             log.warning("refusing connection from %s:%d: %s%s", conn.peer_address, conn.peer_port, why,
                         left_out_text(left_out))
@@ -541,13 +554,7 @@ class PptpServer:
     def _log_refusal(self, conn: _Conn, reason: str) -> None:
         """One line per reason per interval: a peer that keeps calling into a limit decides
         how often this happens, not how much we log."""
-        throttles = self._call_refusal_logs
-        throttle = throttles.get(reason)
-        if throttle is None:
-            if len(throttles) >= _MAX_REFUSAL_REASONS:
-                throttles.clear()
-            throttle = throttles[reason] = LogThrottle()
-        left_out = throttle(asyncio.get_running_loop().time())
+        left_out = _throttled(self._call_refusal_logs, reason, asyncio.get_running_loop().time())
         if left_out is not None:
             log.warning("refusing call from %s: %s%s", conn.peer_address, reason, left_out_text(left_out))
 

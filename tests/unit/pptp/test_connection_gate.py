@@ -136,3 +136,30 @@ def test_a_peer_that_floods_while_held_is_cut_off(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING):
         asyncio.run(main())
     assert f"peer floods us: {MAX_HELD + 1} octets before the connection was admitted" in caplog.text
+
+
+def test_each_reason_of_the_gate_is_logged_apart_from_our_own(caplog: pytest.LogCaptureFixture) -> None:
+    """A per-source refusal (ours or the gate's) must not hide the whole server's limit in the
+    log, and the same reason again within the interval is counted, not logged."""
+    reasons = ["2 connections from that address already", "3 connections already (the limit)",
+               "3 connections already (the limit)"]
+
+    async def main() -> None:
+        gate = _Gate()
+        server = await _serve(gate)
+        try:
+            for why in reasons:
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(StartControlConnectionRequest(host_name="h", vendor="v").encode())
+                (await asyncio.wait_for(gate.asked.get(), 5)).set_result(why)
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+                writer.close()
+            assert server.refused_by_gate == 3
+        finally:
+            await server.close()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    refusals = [r.getMessage() for r in caplog.records if "refusing connection" in r.getMessage()]
+    assert len(refusals) == 2, refusals
+    assert reasons[0] in refusals[0] and reasons[1] in refusals[1]
