@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from pptpkit.cli.common import exit_help, fail
 from pptpkit.errors import ExitStatus
-from pptpkit.vpn.settings import DEFAULT_CTL_SOCKET
+from pptpkit.vpn.paths import DEFAULT_CTL_SOCKET
 
 __all__ = ["add_ctl_parser", "build_request", "format_answer", "run_ctl_command", "status_of"]
 

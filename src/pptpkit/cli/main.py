@@ -3,9 +3,9 @@
 One module per command (:mod:`.pty`, :mod:`.server`, :mod:`.connect`, :mod:`.ppp`, :mod:`.demo`,
 :mod:`.bench`, :mod:`.ctl`, :mod:`.probe`); this one only knows their names.  Imports go one
 way: main imports the command modules, they import :mod:`.argtypes` and :mod:`.common`, never
-main or each other.  The command modules are imported when their command runs (``pptpkit ppp``
-on a pptpd server should not pay for loading the server), except that building the parser needs
-every ``add_*_parser``.
+main or each other.  Only the command being run is imported, for its parser and its run
+(``pptpkit ppp`` on a pptpd server, or ``pptpkit ctl`` in a monitoring loop, should not pay for
+loading the server); the top-level ``--help`` imports them all, for their summaries.
 
 Exit statuses: one table for every command, :class:`pptpkit.errors.ExitStatus` (docs/cli.md).
 """
@@ -13,8 +13,10 @@ Exit statuses: one table for every command, :class:`pptpkit.errors.ExitStatus` (
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Final
 
 from pptpkit import __version__
 from pptpkit.cli.common import fail, not_permitted, setup_logging
@@ -23,17 +25,24 @@ from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitt
 __all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``pptpkit`` command line."""
-    from pptpkit.cli.bench import add_bench_parser
-    from pptpkit.cli.connect import add_connect_parser
-    from pptpkit.cli.ctl import add_ctl_parser
-    from pptpkit.cli.demo import add_demo_parser
-    from pptpkit.cli.ppp import add_ppp_parser
-    from pptpkit.cli.probe import add_probe_parser
-    from pptpkit.cli.pty import add_pty_parser
-    from pptpkit.cli.server import add_server_parser
+#: Every command, in the order of ``--help``: its module and the function adding its parser.
+_COMMANDS: Final[dict[str, tuple[str, str]]] = {
+    "pty": ("pptpkit.cli.pty", "add_pty_parser"),
+    "server": ("pptpkit.cli.server", "add_server_parser"),
+    "demo": ("pptpkit.cli.demo", "add_demo_parser"),
+    "connect": ("pptpkit.cli.connect", "add_connect_parser"),
+    "ppp": ("pptpkit.cli.ppp", "add_ppp_parser"),
+    "bench": ("pptpkit.cli.bench", "add_bench_parser"),
+    "ctl": ("pptpkit.cli.ctl", "add_ctl_parser"),
+    "probe": ("pptpkit.cli.probe", "add_probe_parser"),
+}
 
+
+def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``pptpkit`` command line.  ``load``: the commands whose own parser is built (None:
+    all).  The others only take their place among the choices: a command module imports what
+    its command runs on (``server`` the whole server), and ``pptpkit ctl`` or ``--version``
+    should not wait for that."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="-v: protocol debugging; -vv: also one line per PPP frame")
@@ -50,15 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pptpkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_pty_parser(sub, common)
-    add_server_parser(sub, common)
-    add_demo_parser(sub, common)
-    add_connect_parser(sub, common)
-    add_ppp_parser(sub, common)
-    add_bench_parser(sub, common)
-    add_ctl_parser(sub, common)
-    add_probe_parser(sub, common)
+    for name, (module, function) in _COMMANDS.items():
+        if load is None or name in load:
+            getattr(importlib.import_module(module), function)(sub, common)
+        else:
+            sub.add_parser(name, add_help=False)
     return parser
+
+
+def _commands_to_load(words: Sequence[str]) -> set[str] | None:
+    """What :func:`build_parser` must build for ``words``: the command they name (the top level
+    has only ``--help`` and ``--version`` of its own), nothing for ``--version``, else all (the
+    top-level help lists every command with its summary)."""
+    first = words[0] if words else None
+    if first in _COMMANDS:
+        return {first}
+    if first == "--version":
+        return set()
+    return None
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
@@ -106,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pptpkit.compat.pppd_launch import main as pppd_main
 
         return pppd_main(words[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(_commands_to_load(words)).parse_args(words)
     try:
         setup_logging(args.verbose, args.quiet, args.log)
     except ConfigError as exc:

@@ -56,7 +56,7 @@ from pptpkit.errors import (
     is_not_permitted,
     os_error_text,
 )
-from pptpkit.io.dataplane import TunDataPlane
+from pptpkit.io.dataplane import TunDataPlane, link_local
 from pptpkit.io.hdlcstream import HdlcStreamBridge
 from pptpkit.io.link import PppLink, outcome_text
 from pptpkit.io.netconfig import NetConfig, NetConfigError
@@ -64,6 +64,7 @@ from pptpkit.io.pty import FdStream, set_raw
 from pptpkit.ppp.session_config import (
     Authenticated,
     AuthenticationFailed,
+    Ipv6Down,
     LinkDown,
     LinkParameters,
     LinkUp,
@@ -182,6 +183,8 @@ class _HostSetup:
         self.resolv: str | None = None
         self.replaced: tuple[str | None, int | None] | None = None
         self.pidfiles: list[str] = []
+        #: The link-local pair ipv6-up ran with (None: IPV6CP is not up, or no script ran).
+        self._ipv6: tuple[str, str] | None = None
 
     async def hook(self, ifname: str, up: LinkUp, nc: NetConfig) -> None:
         opts = self.run.options
@@ -215,6 +218,22 @@ class _HostSetup:
         self._write_pidfiles(ifname)
         self._up = (ifname, up, asyncio.get_running_loop().time())
         self._script(HookKind.IP_UP, ifname, up)
+        if up.local_ipv6_id is not None and up.peer_ipv6_id is not None:
+            # IPV6CP came up before IPCP: its addresses went on with the interface.
+            await self.ipv6_up(ifname, up.local_ipv6_id, up.peer_ipv6_id)
+
+    async def ipv6_up(self, ifname: str, local_id: bytes, peer_id: bytes) -> None:
+        """pppd's ipv6-up: IPV6CP is up and the link-local addresses are on the interface."""
+        if self._up is None or self._ipv6 is not None:
+            return
+        self._ipv6 = (link_local(local_id), link_local(peer_id))
+        self._script(HookKind.IPV6_UP, ifname, self._up[1], addresses=self._ipv6)
+
+    def ipv6_down(self) -> None:
+        """pppd's ipv6-down: IPV6CP went down, alone or with the link."""
+        addresses, self._ipv6 = self._ipv6, None
+        if addresses is not None and self._up is not None:
+            self._script(HookKind.IPV6_DOWN, self._up[0], self._up[1], addresses=addresses)
 
     async def pre_up(self, ifname: str, up: LinkUp, nc: NetConfig) -> None:
         """pppd's ip-pre-up: the interface has its addresses and is not up yet; pppd waits for
@@ -223,8 +242,9 @@ class _HostSetup:
         if self.runner is None or not runnable(path):
             return
         assert path is not None
-        task = self.runner.submit("pre", "ppp", HookKind.IP_UP, hook_argv(path, self._context(ifname, up)),
-                                  self._env(HookKind.IP_UP, ifname, up))
+        ctx = self._context(ifname, up)
+        task = self.runner.submit("pre", "ppp", HookKind.IP_UP, hook_argv(path, ctx),
+                                  self._env(HookKind.IP_UP, ctx, up))
         if task is not None:
             await task
 
@@ -243,20 +263,24 @@ class _HostSetup:
             dns=tuple(str(d) for d in up.dns_servers) if opts.usepeerdns else (),
             connect_time=connect_time, bytes_sent=bytes_sent, bytes_rcvd=bytes_rcvd)
 
-    def _env(self, kind: HookKind, ifname: str, up: LinkUp, *, down: bool = False) -> dict[str, str]:
-        env = hook_env(kind, self._context(ifname, up, down=down))
+    def _env(self, kind: HookKind, ctx: HookContext, up: LinkUp) -> dict[str, str]:
+        env = hook_env(kind, ctx)
         if self.run.options.usepeerdns and up.dns_servers:
             env["USEPEERDNS"] = "1"  # pppd's: the scripts that install resolv.conf look for it
         return env
 
-    def _script(self, kind: HookKind, ifname: str, up: LinkUp) -> None:
+    def _script(self, kind: HookKind, ifname: str, up: LinkUp, *,
+                addresses: tuple[str, str] | None = None) -> None:
+        """``addresses``: the link-local pair of the ``ipv6-*`` scripts (else IPCP's)."""
         path = _script_path(self.run, kind.value)
         if self.runner is None or not runnable(path):
             return
         assert path is not None
-        down = kind.down
-        self.runner.submit("ip", "ppp", kind, hook_argv(path, self._context(ifname, up, down=down)),
-                           self._env(kind, ifname, up, down=down))
+        ctx = self._context(ifname, up, down=kind.down)
+        if addresses is not None:
+            ctx = replace(ctx, local=addresses[0], remote=addresses[1])
+        # One chain: pppd runs its scripts one after the other.
+        self.runner.submit("ip", "ppp", kind, hook_argv(path, ctx), self._env(kind, ctx, up))
 
     async def _proxyarp(self, nc: NetConfig, ifname: str, peer: str) -> None:
         # pppd publishes the peer's address on the Ethernet interface whose subnet holds it,
@@ -296,6 +320,7 @@ class _HostSetup:
             # script still gets the addresses, the counters and the connect time.
             up_ifname, up, _ = self._up
             self._script(HookKind.IP_DOWN, up_ifname, up)
+            self.ipv6_down()
             self._up = None
         for path in self.pidfiles:
             with contextlib.suppress(OSError):
@@ -367,7 +392,8 @@ async def _run_link(ppp: PppRun, line: FdStream, stop: asyncio.Event,
         return None, False
     host = _HostSetup(ppp, runner)
     ifname = opts.ifname or (f"ppp{opts.unit}" if opts.unit is not None else "ppp%d")
-    plane = TunDataPlane(ifname, mtu=opts.mtu, hook=host.hook, on_detach=host.undo, pre_hook=host.pre_up)
+    plane = TunDataPlane(ifname, mtu=opts.mtu, hook=host.hook, on_detach=host.undo, pre_hook=host.pre_up,
+                         ipv6_hook=host.ipv6_up)
     link_box: list[PppLink] = []
 
     def frame_in(frame: bytes) -> None:
@@ -382,6 +408,8 @@ async def _run_link(ppp: PppRun, line: FdStream, stop: asyncio.Event,
     mppe_seen: list[str] = []
     def on_event(lk: PppLink, event: SessionEvent) -> None:
         _log_event(lk, event, mppe_seen)
+        if isinstance(event, Ipv6Down):
+            host.ipv6_down()
         if isinstance(event, LinkUp) and on_up is not None:
             on_up()  # updetach: after the link's lines were said on the terminal
 

@@ -54,8 +54,12 @@ class TunDataPlane:
         max_batch: int = 64,
         offload: bool = True,
         pre_hook: TunHook | None = None,
+        ipv6_hook: Callable[[str, bytes, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.name = name
+        #: Called once IPV6CP's link-local addresses are on the interface (pppd's ipv6-up
+        #: moment), with the interface and both identifiers, when IPV6CP came up after IPCP.
+        self.ipv6_hook = ipv6_hook
         #: Called with the interface addressed but not up yet (pppd's ip-pre-up moment).
         self.pre_hook = pre_hook
         self.routes = tuple(routes)
@@ -112,6 +116,8 @@ class TunDataPlane:
             await _add_link_locals(nc, tun.name, local_id, peer_id)
         finally:
             await nc.close()
+        if self.ipv6_hook is not None:
+            await self.ipv6_hook(tun.name, local_id, peer_id)
 
     async def detach(self, link: PppLink) -> None:
         tun = self._tuns.pop(link, None)

@@ -46,7 +46,7 @@ from pptpkit.control import DisconnectResult
 from pptpkit.errors import PptpkitError
 from pptpkit.io.throttle import LogThrottle, left_out_text
 from pptpkit.vpn.notices import TerminateCause
-from pptpkit.vpn.settings import DEFAULT_CTL_SOCKET
+from pptpkit.vpn.paths import DEFAULT_CTL_SOCKET
 
 if TYPE_CHECKING:
     from pptpkit.gre import GreStats

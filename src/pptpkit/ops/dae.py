@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -95,7 +96,7 @@ class DynamicAuthorization:
     def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
         if len(data) > MAX_PACKET_SIZE:
             data = data[:MAX_PACKET_SIZE]
-        result = self.engine.receive(data, source)
+        result = self.engine.receive(data, source, wall=time.time())
         if result is None:
             self._log_drops()
             return
@@ -112,13 +113,15 @@ class DynamicAuthorization:
         s = self.engine.stats
         dropped = (s.dropped_unknown_client + s.dropped_malformed + s.dropped_bad_code
                    + s.dropped_bad_authenticator + s.dropped_bad_message_authenticator
-                   + s.dropped_missing_message_authenticator)
+                   + s.dropped_missing_message_authenticator + s.dropped_stale)
         left_out = self._drop_log(asyncio.get_running_loop().time())
         if left_out is not None:
             log.warning("RADIUS Disconnect/CoA: %d requests dropped so far (unknown client %d, wrong "
-                        "secret %d, malformed %d)%s", dropped, s.dropped_unknown_client,
+                        "secret %d, malformed %d, Event-Timestamp not within %g s of our clock %d)%s",
+                        dropped, s.dropped_unknown_client,
                         s.dropped_bad_authenticator + s.dropped_bad_message_authenticator,
-                        s.dropped_malformed, left_out_text(left_out))
+                        s.dropped_malformed, self.engine.event_window, s.dropped_stale,
+                        left_out_text(left_out))
 
     # -- the decision ----------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class DynamicAuthorization:
     def decide_datagram(self, data: bytes, source: tuple[str, int]) -> dict[str, Any]:
         """A worker's part of a forwarded request: applied to its own sessions; the verdict for
         the supervisor to merge (it answers the AAA)."""
-        request = self.engine.receive(data, source)
+        request = self.engine.receive(data, source, wall=time.time())
         if not isinstance(request, DaeRequest):
             return {"ok": False, "why": "not a valid request here"}
         ack, error = self.decide(request, quiet_not_found=True)
@@ -245,7 +248,7 @@ class DaeForwarder:
 
     def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
         data = data[:MAX_PACKET_SIZE]
-        result = self.engine.receive(data, source)
+        result = self.engine.receive(data, source, wall=time.time())
         if result is None:
             self._drops._log_drops()
             return

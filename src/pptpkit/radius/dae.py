@@ -18,6 +18,11 @@ What is checked, and where the rule comes from:
   is already keyed MD5 over the whole packet, so the attribute would add no integrity;
 * the same request again (source, Identifier and Authenticator) gets the same answer without
   being acted on twice (RFC 5176 2.3: the server retransmits after a lost answer);
+* an ``Event-Timestamp``, when present, must be within ``event_window`` (300 s) of our wall
+  clock, else the request is dropped silently (RFC 5176 3.5, replay protection).  A request
+  recorded and replayed later is signed correctly, so only the time tells it apart; a server
+  that retransmits sets a fresh timestamp, hence a new Authenticator.  The clock comes in as
+  ``wall``, like ``now`` everywhere else;
 * answers carry the Response Authenticator over the Request Authenticator (RFC 5176 2.3) and a
   Message-Authenticator when the request had one.
 
@@ -94,6 +99,7 @@ class DaeStats:
     dropped_bad_authenticator: int = 0
     dropped_bad_message_authenticator: int = 0
     dropped_missing_message_authenticator: int = 0
+    dropped_stale: int = 0  # Event-Timestamp outside the window: a replay, or a clock far off
     acks: int = 0
     naks: int = 0
 
@@ -105,11 +111,13 @@ class DaeEngine:
     clients: Mapping[str, bytes]
     require_message_authenticator: bool = False
     max_cached: int = 256
+    event_window: float = 300.0
     stats: DaeStats = field(default_factory=DaeStats)
     _answered: collections.OrderedDict[tuple[str, int, bytes], bytes] = field(
         default_factory=collections.OrderedDict)
 
-    def receive(self, data: bytes, source: tuple[str, int]) -> DaeRequest | bytes | None:
+    def receive(self, data: bytes, source: tuple[str, int], *, wall: float) -> DaeRequest | bytes | None:
+        """``wall``: the time now, in seconds since the epoch (what Event-Timestamp counts)."""
         self.stats.received += 1
         secret = self.clients.get(source[0])
         if secret is None:
@@ -150,6 +158,12 @@ class DaeEngine:
         except PptpkitError:
             self.stats.dropped_malformed += 1
             return None
+        for attribute in attributes:
+            if attribute.name == "Event-Timestamp":
+                stamp = attribute.value
+                if attribute.malformed or not isinstance(stamp, int) or abs(stamp - wall) > self.event_window:
+                    self.stats.dropped_stale += 1
+                    return None
         self.stats.requests += 1
         return DaeRequest(code=Code(packet.code), identifier=packet.identifier,
                           authenticator=packet.authenticator, source=source, attributes=attributes,

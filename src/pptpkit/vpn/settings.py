@@ -24,7 +24,6 @@ not depend on where those classes live.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, TypedDict
@@ -36,6 +35,7 @@ from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError
 from pptpkit.gre.partition import MAX_WORKERS
 from pptpkit.ppp.session_config import MppePolicy
+from pptpkit.vpn.paths import DEFAULT_CTL_SOCKET
 from pptpkit.vpn.server import (
     DEFAULT_AUTH_TIMEOUT,
     DEFAULT_BUILTIN_MRU,
@@ -64,10 +64,6 @@ __all__ = [
 ]
 
 DEFAULT_SECRETS: Final = "/etc/ppp/chap-secrets"
-#: ``pptpkit ctl``'s socket (:mod:`pptpkit.ops.ctl`); both sides default to it.
-#: The control socket of ``pptpkit server`` and ``pptpkit ctl``; ``$PPTPKIT_CTL_SOCKET`` moves
-#: both (a second server on one machine, or a test suite whose servers must not meet).
-DEFAULT_CTL_SOCKET: Final = os.environ.get("PPTPKIT_CTL_SOCKET") or "/run/pptpkit/ctl.sock"
 TunMode = Literal["per-session", "shared"]
 TUN_MODES: Final[tuple[TunMode, ...]] = ("per-session", "shared")
 

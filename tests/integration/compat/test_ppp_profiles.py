@@ -222,3 +222,44 @@ def test_scripts_get_pppds_arguments_and_environment(lab: tuple[NetnsLab, str, s
     down_env = dict(line.split("=", 1) for line in down_text.splitlines())
     assert int(down_env["BYTES_SENT"]) >= 168 and int(down_env["BYTES_RCVD"]) >= 168
     assert int(down_env["CONNECT_TIME"]) >= 0
+
+
+def test_ipv6_scripts_run_with_ipv6cp(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
+    # pppd's ipv6-up/ipv6-down: the link-local pair as arguments 4 and 5 and LLLOCAL/LLREMOTE.
+    nl, srv, cli = lab
+    Server(nl, srv, tmp_path, "--ipv6", secrets=f'{USER} pptpd "{PASSWORD}" *\n')
+    out = tmp_path / "hooks"
+    out.mkdir()
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    names = ("ip-up", "ipv6-up", "ipv6-down")
+    for name in names:
+        (scripts / name).write_text(SCRIPT.format(out=out))
+        (scripts / name).chmod(0o755)
+    install = "; ".join(f"cp {scripts}/{n} /etc/ppp/{n}" for n in names)
+    script = profile_script(tmp_path, "nodetach", "+ipv6").replace("pptpsetup --create",
+                                                                    f"{install}; pptpsetup --create")
+    log = tmp_path / "ppp.log"
+    with log.open("wb") as f:
+        proc = nl.popen(cli, ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=f,
+                        stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (out / "ipv6-up.txt").exists(), 30, "ipv6-up")
+        args, env_text = (out / "ipv6-up.txt").read_text().split("---\n")
+        ifname, tty, speed, local, remote, ipparam = args.split()
+        # The addresses were on the interface before the script ran.
+        shown = nl.run(cli, ["ip", "-6", "addr", "show", "dev", ifname]).stdout
+        assert f"inet6 {local} peer {remote}/128" in shown, shown
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 5, log.read_text(errors="replace")
+    assert local.startswith("fe80::") and remote.startswith("fe80::") and local != remote
+    assert tty.startswith("/dev/pts/") and speed == "115200" and ipparam == "vpn"
+    env = dict(line.split("=", 1) for line in env_text.splitlines())
+    assert (env["LLLOCAL"], env["LLREMOTE"], env["IFNAME"]) == (local, remote, ifname)
+    assert "IPLOCAL" not in env
+    assert (out / "ip-up.txt").exists()
+    down_args, down_text = (out / "ipv6-down.txt").read_text().split("---\n")
+    assert down_args == args
+    down_env = dict(line.split("=", 1) for line in down_text.splitlines())
+    assert down_env["LLLOCAL"] == local and int(down_env["CONNECT_TIME"]) >= 0

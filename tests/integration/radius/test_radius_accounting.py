@@ -142,6 +142,12 @@ def test_disconnect_request_ends_the_session(lab: Any, radius: FreeRadius, tmp_p
         wrong = radius.radclient(cli, f"{SERVER}:3799", "disconnect", f'Acct-Session-Id = "{sid}"\n',
                                  "not-the-secret", timeout=15)
         assert "Disconnect-ACK" not in wrong.stdout  # a wrong secret gets no answer at all
+        # Signed right, but recorded an hour ago and replayed: dropped (RFC 5176 3.5).
+        old = int(time.time()) - 3600
+        replayed = radius.radclient(cli, f"{SERVER}:3799", "disconnect",
+                                    f'Acct-Session-Id = "{sid}"\nEvent-Timestamp = {old}\n', SECRET,
+                                    timeout=15)
+        assert "Disconnect-ACK" not in replayed.stdout and "Event-Timestamp" in replayed.stdout
         assert client.proc.poll() is None and ping_ok(nl, cli)
         done = radius.radclient(cli, f"{SERVER}:3799", "disconnect", f'Acct-Session-Id = "{sid}"\n', SECRET)
         assert "Received Disconnect-ACK" in done.stdout, done.stdout + done.stderr

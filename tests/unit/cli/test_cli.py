@@ -332,3 +332,38 @@ def test_log_file_lines_are_timestamped(tmp_path: Path) -> None:
         root.setLevel(level)
     line = log.read_text().strip()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} pptpkit\[\d+\]: session up", line), line
+
+
+def _modules_after(*words: str) -> set[str]:
+    code = ("import sys\nfrom pptpkit.cli.main import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('\\n'.join(m for m in sys.modules if m.startswith('pptpkit')))")
+    done = subprocess.run([sys.executable, "-c", code, *words], capture_output=True, text=True,
+                          timeout=60, check=True)
+    return set(done.stdout.split())
+
+
+def test_ctl_and_version_do_not_load_the_server() -> None:
+    # A monitoring loop runs `pptpkit ctl` every few seconds: it must not import the whole server.
+    heavy = {"pptpkit.vpn.server", "pptpkit.io.dataplane", "pptpkit.cli.server"}
+    assert not heavy & _modules_after("ctl", "--socket", "/nonexistent/ctl.sock", "stats")
+    assert not heavy & _modules_after("--version")
+    # The top-level help lists every command's summary, so it builds them all.
+    assert "pptpkit.cli.server" in _modules_after("--help")
+
+
+def _help(parser: argparse.ArgumentParser, name: str, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args([name, "--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_a_command_alone_parses_as_in_the_full_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    from pptpkit.cli.main import _COMMANDS
+
+    full = build_parser()
+    for name in _COMMANDS.keys() - {"ppp"}:  # pppd's options: main hands them over untouched
+        assert _help(build_parser({name}), name, capsys) == _help(full, name, capsys)
+    sample = ["ctl", "--socket", "/x", "--json", "stats"]
+    assert vars(build_parser({"ctl"}).parse_args(sample)) == vars(full.parse_args(sample))

@@ -22,6 +22,7 @@ from pptpkit.vpn.notices import TerminateCause
 
 SECRET = b"dae-secret"
 AAA = ("192.0.2.10", 40000)
+WALL = 1_796_000_000.0
 #: Mikrotik-Rate-Limit (vendor 14988, type 8): a rate limit the shaper will handle, not yet.
 RATE_LIMIT = RawAttribute(26, (14988).to_bytes(4, "big") + bytes([8, 2 + 7]) + b"10M/10M")
 
@@ -79,7 +80,7 @@ def dae() -> tuple[DynamicAuthorization, FakeTable]:
 
 def ask(d: DynamicAuthorization, data: bytes) -> tuple[int, dict[str, list[Any]]]:
     """The answer's code and attributes, after checking it is signed for this request."""
-    request = d.engine.receive(data, AAA)
+    request = d.engine.receive(data, AAA, wall=WALL)
     assert isinstance(request, DaeRequest)
     answer = d.handle(request)
     assert crypto.verify_response_authenticator(answer, request.authenticator, SECRET)
@@ -160,13 +161,13 @@ def test_a_disconnect_that_also_asks_for_a_change_is_401() -> None:
 def test_a_retransmission_gets_the_same_answer_and_is_acted_on_once() -> None:
     d, table = dae()
     data = packet(Code.DISCONNECT_REQUEST, [("User-Name", "bob")])
-    first = d.engine.receive(data, AAA)
+    first = d.engine.receive(data, AAA, wall=WALL)
     assert isinstance(first, DaeRequest)
     answer = d.handle(first)
-    assert d.engine.receive(data, AAA) == answer
+    assert d.engine.receive(data, AAA, wall=WALL) == answer
     assert len(table.killed) == 1 and d.engine.stats.duplicates == 1
     # The same Identifier with a new request is a new request.
-    other = d.engine.receive(packet(Code.DISCONNECT_REQUEST, [("User-Name", "alice")]), AAA)
+    other = d.engine.receive(packet(Code.DISCONNECT_REQUEST, [("User-Name", "alice")]), AAA, wall=WALL)
     assert isinstance(other, DaeRequest)
 
 
@@ -191,7 +192,7 @@ def test_fuzzed_signed_requests_get_a_signed_answer_or_are_dropped(code: Code, t
     counted, or answered with a signed ACK/NAK."""
     d, _ = dae()
     body = b"".join(bytes([t, min(len(v) + 2, 255)]) + v for t, v in tlvs) + tail
-    got = d.engine.receive(signed(code, body), AAA)
+    got = d.engine.receive(signed(code, body), AAA, wall=WALL)
     if isinstance(got, DaeRequest):
         answer = d.handle(got)
         assert RawPacket.decode(answer).code in (code + 1, code + 2)
