@@ -24,6 +24,7 @@ not depend on where those classes live.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, TypedDict
@@ -184,6 +185,8 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # no affinity call on this platform
         return max(1, os.cpu_count() or 1)
+
+
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
 DEFAULT_PROGRAM_CONNECTIONS: Final = 100
 #: Built-in mode without ``connections``: control connections beyond ``max_sessions``.
