@@ -474,6 +474,9 @@ def test_service_readiness_and_pid_file(lab: NetnsLab, tmp_path: Path,
         server = Server(lab, srv, tmp_path, "--pidfile", str(pidfile))
         ready = sock.recv(4096).decode()
         assert ready.startswith("READY=1\nSTATUS=listening on 192.0.2.1:1723"), ready
+        if server.workers > 1:
+            # Said once, by the supervisor, when every worker listens (workers say nothing).
+            assert ready.endswith(f", {server.workers} workers"), ready
         pid = int(pidfile.read_text())
         # ip netns exec execs the server in place: the pid in the file is the process we started.
         assert pid == server.proc.pid
