@@ -42,6 +42,11 @@ class State(IntEnum):
 class Event(Enum):
     """Automaton events; the value is the RFC's spelling."""
 
+    # Every transition looks up (state, event) in TRANSITIONS: the identity hash, in C, instead
+    # of Enum's, a Python call hashing the member's name.  Members are singletons, so equality
+    # (identity) and hash still agree.
+    __hash__ = object.__hash__
+
     UP = "Up"
     DOWN = "Down"
     OPEN = "Open"
