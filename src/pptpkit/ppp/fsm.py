@@ -507,8 +507,15 @@ class ControlProtocol(OptionHandler):
             self._transition(Event.UP)
 
     def _do(self, action: Action, cell: Transition, old: State) -> None:
+        # The branches exclude each other; the actions of a negotiation come first.
         cfg = self.fsm_config
-        if action is Action.TLU:
+        if action is Action.SCR:
+            self._send_configure_request(fresh=old not in _NEGOTIATING)
+        elif action is Action.SCA or action is Action.SCN:
+            self._send_reply()
+        elif action is Action.IRC:
+            self._restart_count = cfg.max_terminate if Action.STR in cell.actions else cfg.max_configure
+        elif action is Action.TLU:
             self.layer_up()
             self.emit(LayerUp(protocol=self.protocol))
         elif action is Action.TLD:
@@ -518,15 +525,9 @@ class ControlProtocol(OptionHandler):
             self.emit(LayerStarted(protocol=self.protocol))
         elif action is Action.TLF:
             self.emit(LayerFinished(protocol=self.protocol))
-        elif action is Action.IRC:
-            self._restart_count = cfg.max_terminate if Action.STR in cell.actions else cfg.max_configure
         elif action is Action.ZRC:
             self._restart_count = 0
             self._deadline = self._now + cfg.restart_interval
-        elif action is Action.SCR:
-            self._send_configure_request(fresh=old not in _NEGOTIATING)
-        elif action in (Action.SCA, Action.SCN):
-            self._send_reply()
         elif action is Action.STR:
             if self._term_id is None:
                 self._term_id = self.new_identifier()

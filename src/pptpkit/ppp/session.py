@@ -170,6 +170,7 @@ class PppSession:
 
     __slots__ = (
         '_addresses', '_auth_method', '_auth_peer_engine', '_auth_pending', '_authenticator', '_auths',
+        '_beyond_lcp',
         '_ccp',
         '_ccp_settled', '_ctl_acfc', '_events', '_finished', '_ipcp',
         '_ipv6_up', '_ipv6cp', '_keys', '_keys_are_server', '_last_data', '_lcp', '_link_up_sent',
@@ -213,6 +214,7 @@ class PppSession:
         # get_timer) walk only live engines instead of testing six attributes each time.
         self._auths: tuple[AuthEngine, ...] = ()
         self._ncps: tuple[ControlProtocol, ...] = ()
+        self._beyond_lcp: tuple[AuthEngine | ControlProtocol, ...] = ()
         self._ccp_settled = False
         self._mppe_required = False
         self._ncps_held = False
@@ -450,12 +452,13 @@ class PppSession:
     # --- sub-engines ---------------------------------------------------------------------------
 
     def _engines(self) -> list[ControlProtocol | AuthEngine]:
-        return [self._lcp, *self._auths, *self._ncps]
+        return [self._lcp, *self._beyond_lcp]
 
     def _engines_changed(self) -> None:
         """After any of the auth or NCP engine attributes was set: the live engines again."""
         self._auths = tuple(e for e in (self._authenticator, self._auth_peer_engine) if e is not None)
         self._ncps = tuple(e for e in (self._ipcp, self._ipv6cp, self._ccp) if e is not None)
+        self._beyond_lcp = (*self._auths, *self._ncps)
 
     def _queue_frame(self, frame: bytes) -> None:
         if len(self._out) >= self.config.max_queued_frames:
@@ -472,8 +475,7 @@ class PppSession:
         if packets:
             for packet in packets:
                 self._queue_frame(_LCP_HEADER + packet)
-        engines: tuple[AuthEngine | ControlProtocol, ...] = (*self._auths, *self._ncps)
-        for engine in engines:
+        for engine in self._beyond_lcp:
             packets = engine.packets_to_send()
             if packets:
                 header = frame_header(engine.protocol, acfc=self._ctl_acfc)
