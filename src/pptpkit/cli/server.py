@@ -788,6 +788,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             slot = worker_slot()
         except ConfigError as exc:
             return fail("server", ExitStatus.USAGE, str(exc))
+        from pptpkit.io.loop import freeze_startup_heap
+
+        freeze_startup_heap()
         if slot is None and settings.worker_count > 1:
             return asyncio.run(run_supervisor(settings, config, argv if argv is not None else sys.argv[1:],
                                               radius))
