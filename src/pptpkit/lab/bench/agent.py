@@ -56,7 +56,15 @@ from pptpkit.io.grechannel import acquire_gre_socket, release_gre_socket
 from pptpkit.io.gresock import GreSocket
 from pptpkit.io.link import PacketSink, PppLink
 from pptpkit.io.loop import run as run_on_loop
-from pptpkit.lab.bench.blastio import Batches, EchoCheck, detach_filter, sample_filter, set_filter
+from pptpkit.lab.bench.blastio import (
+    Batches,
+    EchoCheck,
+    PacketPath,
+    detach_filter,
+    inet_name,
+    sample_filter,
+    set_filter,
+)
 from pptpkit.lab.netns import SERVER_ADDRESS, enter
 from pptpkit.ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole
 from pptpkit.pptp.client import PptpClient, PptpClientConfig
@@ -495,7 +503,12 @@ async def run_blast(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     sock = socket.socket(fileno=os.dup(gre.fileno()))
     sock.setblocking(False)
-    batches = [Batches([packet for _, packet in c], c[0][0] if c else "0.0.0.0") for c in captured]
+    path = PacketPath(str(SERVER_ADDRESS)) if args.tx == "packet" else None
+    if path is not None:
+        batches = [Batches([path.ip_packet(packet) for _, packet in c], path.name) for c in captured]
+    else:
+        batches = [Batches([packet for _, packet in c], inet_name(c[0][0] if c else "0.0.0.0"))
+                   for c in captured]
     del captured
     checks = [_echo_check(s, i, b.count) for i, (s, b) in enumerate(zip(sessions, batches, strict=True))]
     _emit("ready", sessions=len(sessions), packets=sum(b.count for b in batches))
@@ -506,7 +519,10 @@ async def run_blast(args: argparse.Namespace) -> None:
     # The last number the server sent on each call: the blast's echoes follow it, one each.
     base = [s.client.calls[0].channel.engine.last_delivered or 0 for s in sessions]
     set_filter(sock, sample_filter(args.sample))
-    stats = _blast(sock, batches, ours, base, checks, args.window, args.sample, args.verify, args.seconds)
+    stats = _blast(sock, path.sock.fileno() if path is not None else sock.fileno(), batches, ours, base,
+                   checks, args.window, args.sample, args.verify, args.seconds)
+    if path is not None:
+        path.close()
     detach_filter(sock)
     loop.add_reader(gre.fileno(), gre._on_readable)
     _emit("result", sessions=len(sessions), octets=stats["echoed"] * 1400, **stats)
@@ -525,7 +541,7 @@ def _echo_check(session: Session, index: int, count: int) -> EchoCheck:
     return EchoCheck(decryptor, lambda tag: probe_packet(up, tag + (index << 32), 1400), count)
 
 
-def _blast(sock: Any, batches: list[Batches], ours: dict[int, int], base: list[int],
+def _blast(sock: Any, tx: int, batches: list[Batches], ours: dict[int, int], base: list[int],
            checks: list[EchoCheck], window: int, shift: int, verify: int,
            seconds: float) -> dict[str, Any]:
     """The measured loop: keep ``window`` packets of each session unechoed, count the echoes
@@ -561,7 +577,7 @@ def _blast(sock: Any, batches: list[Batches], ours: dict[int, int], base: list[i
                 written_off[i] += o
                 o = 0
             if o < window and k < lens[i]:
-                j = k + sends[i](fd, k, min(k + window - o, lens[i]))
+                j = k + sends[i](tx, k, min(k + window - o, lens[i]))
                 nxt[i] = j
                 sent_at[i] = now
                 progress = True
@@ -647,6 +663,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=30.0, help="blast: at most this long")
     p.add_argument("--sample", type=int, default=3, choices=range(0, 9),
                    help="blast: admit (count from) one echo in 2**N, by GRE sequence number")
+    p.add_argument("--tx", choices=("packet", "raw"), default="packet",
+                   help="blast: send through a packet socket (IPv4 headers built ahead) or a raw IP socket")
     p.add_argument("--verify", type=int, default=512,
                    help="blast: decrypt and check the sampled echoes among each session's first N")
     return p
