@@ -661,7 +661,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--packets", type=int, default=10000, help="blast: packets per session")
     p.add_argument("--window", type=int, default=32, help="blast: unechoed packets per session")
     p.add_argument("--seconds", type=float, default=30.0, help="blast: at most this long")
-    p.add_argument("--sample", type=int, default=3, choices=range(0, 9),
+    p.add_argument("--sample", type=int, default=4, choices=range(0, 9),
                    help="blast: admit (count from) one echo in 2**N, by GRE sequence number")
     p.add_argument("--tx", choices=("packet", "raw"), default="packet",
                    help="blast: send through a packet socket (IPv4 headers built ahead) or a raw IP socket")

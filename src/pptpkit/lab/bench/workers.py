@@ -111,7 +111,8 @@ def _aggregate_run(net: TwoHosts, workers: int, sessions: int, packets: int, win
     octets = float(result["octets"])
     mbit = octets * 8 / seconds / 1e6 if seconds > 0 else 0.0
     per_gb = (s1 - s0) / (octets / 1e9) if octets else 0.0
-    return mbit, per_gb, {"client_cores": (c1 - c0) / seconds if seconds else 0.0,
+    return mbit, per_gb, {"client_per_gb": (c1 - c0) / (octets / 1e9) if octets else 0.0,
+                          "client_cores": (c1 - c0) / seconds if seconds else 0.0,
                           "server_cores": (s1 - s0) / seconds if seconds else 0.0,
                           "machine_cores": (m1[0] - m0[0]) / seconds if seconds else 0.0,
                           "softirq_cores": (m1[1] - m0[1]) / seconds if seconds else 0.0,
@@ -191,7 +192,7 @@ def measure_socket_cost(packets: int = 100_000, extra: int = 64, repeat: int = 5
 PARTS = ("aggregate", "setups", "scale", "sockets", "ledger")
 
 
-def run_workers(*, sessions: int = 8, packets: int = 20000, window: int = 32, repeat: int = 3,
+def run_workers(*, sessions: int = 8, packets: int = 20000, window: int = 64, repeat: int = 3,
                 setup_clients: int = 200, scale_sessions: int = 20000, socket_extra: int = 64,
                 mppe: str = "stateless", parts: Sequence[str] = PARTS, progress: Progress = _quiet,
                 command: str = "") -> Report:
@@ -220,8 +221,7 @@ def run_workers(*, sessions: int = 8, packets: int = 20000, window: int = 32, re
 
 def _aggregate(report: Report, net: TwoHosts, sessions: int, packets: int, window: int, repeat: int,
                mppe: str, progress: Progress) -> None:
-    results: dict[int, tuple[list[float], list[float], list[float], list[float], list[float],
-                             list[float]]] = {1: ([], [], [], [], [], []), 2: ([], [], [], [], [], [])}
+    results: dict[int, tuple[list[float], ...]] = {n: ([], [], [], [], [], [], []) for n in (1, 2)}
     for i in range(repeat):
         for n in (1, 2):
             progress(f"aggregate: {sessions} sessions over {n} worker(s), run {i + 1}/{repeat}")
@@ -232,6 +232,7 @@ def _aggregate(report: Report, net: TwoHosts, sessions: int, packets: int, windo
             results[n][3].append(info["client_cores"])
             results[n][4].append(info["softirq_cores"])
             results[n][5].append(info["machine_cores"])
+            results[n][6].append(info["client_per_gb"])
             report.checks[f"aggregate {n} worker(s) run {i + 1}: no echo lost"] = (
                 info["stalls"] == 0 and info["sample_missing"] == 0)
             report.checks[f"aggregate {n} worker(s) run {i + 1}: sampled echoes decrypt to what was sent"] = (
@@ -239,16 +240,21 @@ def _aggregate(report: Report, net: TwoHosts, sessions: int, packets: int, windo
             if info["echoed"] < info["sent"] - info["stalls"]:
                 report.notes.append(f"aggregate {n} run {i + 1}: stopped at the deadline")
     for n in (1, 2):
-        mbits, per_gbs, cores, client_cores, softirq, machine = results[n]
+        mbits, per_gbs, cores, client_cores, softirq, machine, client_gbs = results[n]
         report.add("aggregate", f"{sessions} sessions, {n} worker(s), client->server (echoed back)",
                    "Mbit/s", mbits)
         report.add("aggregate", f"{n} worker(s): server CPU per GB client->server", "CPU s/GB", per_gbs)
         report.add("aggregate", f"{n} worker(s): server cores busy", "cores", cores)
         report.add("aggregate", f"{n} worker(s): client cores busy (its kernel work included)", "cores",
                    client_cores)
+        report.add("aggregate", f"{n} worker(s): client CPU per GB client->server (kernel work included)",
+                   "CPU s/GB", client_gbs)
         report.add("aggregate", f"{n} worker(s): softirq, machine-wide (within the above)", "cores",
                    softirq)
         report.add("aggregate", f"{n} worker(s): machine cores busy (every process)", "cores", machine)
+        # Other jobs on shared cores show here: what the machine did beyond the bench's own.
+        report.add("aggregate", f"{n} worker(s): other processes (machine - servers - client)", "cores",
+                   [m - s - c for m, s, c in zip(machine, cores, client_cores, strict=True)])
     ratios = [b / a for a, b in zip(results[1][0], results[2][0], strict=True) if a > 0]
     report.add("aggregate", "2 workers / 1 worker (side by side, per run)", "x", ratios)
     agg = statistics.median(ratios) if ratios else 0.0
