@@ -20,9 +20,11 @@ Roles:
   packet through each and back.
 * ``blast``: ``--sessions M`` sessions, as many on each of ``--balance N`` server workers (told
   apart by the server's call ID, :mod:`pptpkit.gre.partition`); each gets ``--packets P``
-  packets of 1400 octets encrypted ahead of time; on a ``go`` line they are sent through one
-  raw socket, at most ``--window W`` per session unechoed, the echoes only counted (never
-  decrypted), so the client costs a few microseconds a packet and the server is what is measured.
+  packets of 1400 octets encrypted ahead of time; on a ``go`` line they are sent in
+  ``sendmmsg`` batches through a packet socket, at most ``--window W`` per session unechoed,
+  the echoes counted from the GRE sequence numbers of one in ``2**--sample`` and the first
+  few hundred of each session decrypted and checked, so the client costs a few microseconds
+  a packet and the server is what is measured (:mod:`pptpkit.lab.bench.blastio`).
 
 A server started with ``--worker I/N`` is worker I of N (``pptpkit server --workers``'s
 mechanism without its supervisor, which the echo plane does not need): ``SO_REUSEPORT``, a raw

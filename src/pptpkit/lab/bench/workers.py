@@ -4,10 +4,12 @@ Four parts, in one run:
 
 * **aggregate**: M sessions, M/N on each of N server workers (N = 1, then 2, alternating per
   repetition so drift on a shared machine hits both alike), every packet echoed by the server.
-  The client is the ``blast`` agent: its packets are encrypted before the clock starts and the
-  echoes are only counted, so it costs a few microseconds a packet against the server's tens,
-  and on a 2-core machine the server can have (nearly) both cores.  Reported: the aggregate
-  client->server Mbit/s (the same again flows back), and the servers' CPU seconds per GB of it.
+  The client is the ``blast`` agent: its packets are encrypted before the clock starts, sent
+  in batches below IP, and the echoes counted from a sample's sequence numbers
+  (:mod:`pptpkit.lab.bench.blastio`), so it costs a few microseconds a packet against the
+  server's tens, and on a 2-core machine the servers can have most of both cores.  Reported:
+  the aggregate client->server Mbit/s (the same again flows back), the servers' and the
+  client's CPU seconds per GB of it, and the machine's CPU split (/proc/stat).
 * **setups**: 200 clients at once (two client processes of 100) against 1 and 2 workers.
 * **scale**: S sessions over 2 workers, each alive and passing a packet at the end; RSS per
   session is the growth of both workers' RSS over their idle RSS.
