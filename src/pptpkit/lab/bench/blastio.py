@@ -64,7 +64,7 @@ def sample_filter(shift: int) -> bytes:
     prog = [
         (_LDX_MSH, 0, 0, 0),                  # X = IPv4 header length
         (_LD_B_IND, 0, 0, 0),                 # GRE flags: C R K S s Recur
-        (_JSET_K, 0, 3, 0x10),                # S: a sequence number follows the call ID
+        (_JSET_K, 0, 4, 0x10),                # S: a sequence number follows the call ID
         (_LD_W_IND, 0, 0, 8),                 # the sequence number
         (_ALU_AND_K, 0, 0, (1 << shift) - 1),
         (_JEQ_K, 0, 1, 0),
