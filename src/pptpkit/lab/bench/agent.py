@@ -522,7 +522,7 @@ async def run_blast(args: argparse.Namespace) -> None:
     base = [s.client.calls[0].channel.engine.last_delivered or 0 for s in sessions]
     set_filter(sock, sample_filter(args.sample))
     stats = _blast(sock, path.sock.fileno() if path is not None else sock.fileno(), batches, ours, base,
-                   checks, args.window, args.sample, args.verify, args.seconds)
+                   checks, args.window, args.sample, args.verify, args.seconds, args.nap)
     if path is not None:
         path.close()
     detach_filter(sock)
@@ -545,7 +545,7 @@ def _echo_check(session: Session, index: int, count: int) -> EchoCheck:
 
 def _blast(sock: Any, tx: int, batches: list[Batches], ours: dict[int, int], base: list[int],
            checks: list[EchoCheck], window: int, shift: int, verify: int,
-           seconds: float) -> dict[str, Any]:
+           seconds: float, nap: float) -> dict[str, Any]:
     """The measured loop: keep ``window`` packets of each session unechoed, count the echoes
     from the sampled ones' sequence numbers (:mod:`pptpkit.lab.bench.blastio`)."""
     import select
@@ -622,7 +622,10 @@ def _blast(sock: Any, tx: int, batches: list[Batches], ours: dict[int, int], bas
             if len(batch) < 16:
                 break
         if not progress:
-            select.select([sock], [], [], 0.005)
+            if nap > 0:
+                time.sleep(nap)
+            else:
+                select.select([sock], [], [], 0.005)
     elapsed = time.perf_counter() - t0
     return {"sent": sum(nxt), "echoed": echoed, "stalls": stalls, "seconds": elapsed, "sampled": sampled,
             "sample_missing": missing, "checked": sum(c.checked for c in checks),
@@ -665,6 +668,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=30.0, help="blast: at most this long")
     p.add_argument("--sample", type=int, default=4, choices=range(0, 9),
                    help="blast: admit (count from) one echo in 2**N, by GRE sequence number")
+    p.add_argument("--nap", type=float, default=0.0005,
+                   help="blast: with every window full, sleep this long (0: wait for an echo)")
     p.add_argument("--tx", choices=("packet", "raw"), default="packet",
                    help="blast: send through a packet socket (IPv4 headers built ahead) or a raw IP socket")
     p.add_argument("--verify", type=int, default=512,
