@@ -564,6 +564,7 @@ def _blast(sock: Any, tx: int, batches: list[Batches], ours: dict[int, int], bas
     recv_batch = EXT.recv_gre if EXT is not None else None
     fd = sock.fileno()
     seq_of = struct.Struct("!I").unpack_from
+    mark: tuple[float, int] | None = None
     t0 = time.perf_counter()
     deadline = t0 + seconds
     while echoed + stalls < total:
@@ -588,6 +589,15 @@ def _blast(sock: Any, tx: int, batches: list[Batches], ours: dict[int, int], bas
                     # is admitted, so each session's final echo is seen whatever its number.
                     set_filter(sock, sample_filter(0))
                     tail = True
+                if mark is None and j == lens[i]:
+                    # The measured interval ends here, when the first session has sent its
+                    # last packet: until now every session kept a full window in flight, so
+                    # every worker had work.  After it the workers finish one by one and the
+                    # first to finish idles while the others still work: the end of a finite
+                    # transfer, which a fixed count of packets per session would otherwise
+                    # charge to the aggregate.
+                    mark = (now - t0, echoed)
+                    _emit("mark", seconds=mark[0], echoed=mark[1])
         while True:
             if recv_batch is not None:
                 try:
@@ -627,7 +637,11 @@ def _blast(sock: Any, tx: int, batches: list[Batches], ours: dict[int, int], bas
             else:
                 select.select([sock], [], [], 0.005)
     elapsed = time.perf_counter() - t0
-    return {"sent": sum(nxt), "echoed": echoed, "stalls": stalls, "seconds": elapsed, "sampled": sampled,
+    if mark is None:
+        mark = (elapsed, echoed)
+        _emit("mark", seconds=elapsed, echoed=echoed)
+    return {"sent": sum(nxt), "echoed_all": echoed, "seconds_all": elapsed, "stalls": stalls,
+            "seconds": mark[0], "echoed": mark[1], "sampled": sampled,
             "sample_missing": missing, "checked": sum(c.checked for c in checks),
             "check_failed": sum(c.failed for c in checks)}
 

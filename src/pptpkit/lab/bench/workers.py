@@ -106,8 +106,11 @@ def _aggregate_run(net: TwoHosts, workers: int, sessions: int, packets: int, win
             client.wait_event("ready", 120 + sessions * packets / 5000)
             c0, s0, m0 = sample_process(client.pid).cpu, _cpu(servers), _machine()
             client.send("go")
-            result = client.wait_event("result", 60)
+            # The measured interval ends at the client's mark (its first session done), the
+            # CPU figures with it.
+            client.wait_event("mark", 60)
             c1, s1, m1 = sample_process(client.pid).cpu, _cpu(servers), _machine()
+            result = client.wait_event("result", 60)
             client.stop(None)
     seconds = float(result["seconds"])
     octets = float(result["octets"])
@@ -118,7 +121,7 @@ def _aggregate_run(net: TwoHosts, workers: int, sessions: int, packets: int, win
                           "server_cores": (s1 - s0) / seconds if seconds else 0.0,
                           "machine_cores": (m1[0] - m0[0]) / seconds if seconds else 0.0,
                           "softirq_cores": (m1[1] - m0[1]) / seconds if seconds else 0.0,
-                          "stalls": float(result["stalls"]), "echoed": float(result["echoed"]),
+                          "stalls": float(result["stalls"]), "echoed": float(result["echoed_all"]),
                           "sent": float(result["sent"]), "checked": float(result["checked"]),
                           "check_failed": float(result["check_failed"]),
                           "sample_missing": float(result["sample_missing"])}
@@ -259,6 +262,14 @@ def _aggregate(report: Report, net: TwoHosts, sessions: int, packets: int, windo
                    [m - s - c for m, s, c in zip(machine, cores, client_cores, strict=True)])
     ratios = [b / a for a, b in zip(results[1][0], results[2][0], strict=True) if a > 0]
     report.add("aggregate", "2 workers / 1 worker (side by side, per run)", "x", ratios)
+    # The same, only the pairs where other jobs took under a tenth of a core in both runs: on
+    # shared cores the median above mixes in whatever else ran.  Reported beside it, never
+    # instead of it (the goal is judged on every run).
+    others = [[m - s - c for m, s, c in zip(results[n][5], results[n][2], results[n][3], strict=True)]
+              for n in (1, 2)]
+    quiet = [r for r, o1, o2 in zip(ratios, others[0], others[1], strict=False) if o1 < 0.1 and o2 < 0.1]
+    if quiet:
+        report.add("aggregate", "2 workers / 1 worker, pairs undisturbed by other jobs", "x", quiet)
     agg = statistics.median(ratios) if ratios else 0.0
     report.goals.append(Goal("aggregate, 2 workers vs 1", ">= 1.6x", f"{agg:.2f}x", agg >= 1.6))
 
