@@ -509,6 +509,68 @@ done:
     return result;
 }
 
+/* rekey_unseal_frame(start, salt, key, frame, count) -> (new key, protocol, payload) or None:
+ * the stateless receiver's common packet, from the PPP frame (address/control and protocol
+ * 0x00FD, either compressed or not) through the MPPE header checks to rekey_unseal, in one
+ * call.  None for anything else - another protocol, a header that is not encrypted + flushed
+ * without compression, a coherency count other than ``count``, a bad protocol after decryption
+ * - and nothing is committed: the caller takes its general path, which decides and counts. */
+static PyObject *Rc4_rekey_unseal_frame(Rc4Object *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b[4]; /* start, salt, key, frame */
+    static const char *names[4] = {"start", "salt", "key", "frame"};
+    uint8_t next[16];
+    const uint8_t *f;
+    Py_ssize_t n, pos = 0;
+    unsigned int count;
+    PyObject *key = NULL, *opened = NULL, *result = NULL;
+    int got = 0;
+    if (check_nargs("rekey_unseal_frame", nargs, 5) < 0 || get_u16(args[4], &count, "count") < 0)
+        return NULL;
+    if (count > 0x0FFF) {
+        PyErr_SetString(PyExc_ValueError, "count must be 0..4095");
+        return NULL;
+    }
+    for (; got < 4; got++)
+        if (get_buf(args[got], &b[got], names[got]) < 0)
+            goto done;
+    f = b[3].buf;
+    n = b[3].len;
+    if (n >= 2 && f[0] == 0xFF && f[1] == 0x03)
+        pos = 2;
+    if (pos < n && f[pos] == 0xFD)
+        pos += 1;
+    else if (pos + 1 < n && f[pos] == 0x00 && f[pos + 1] == 0xFD)
+        pos += 2;
+    else
+        goto none;
+    /* MPPE header: A (flushed) and D (encrypted) set, C (compressed) clear, the count asked. */
+    if (n - pos < 3 || (f[pos] & 0xB0) != 0x90 || ((unsigned int)(f[pos] & 0x0F) << 8 | f[pos + 1]) != count)
+        goto none;
+    if (change_key(&self->st, b[0].buf, b[0].len, b[2].buf, b[2].len, b[1].buf, b[1].len, next) < 0)
+        goto done;
+    rc4_setup(&self->st, next, b[0].len);
+    opened = unseal_from(&self->st, f + pos, n - pos);
+    if (!opened)
+        goto done;
+    if (opened == Py_None)
+        goto none;
+    key = PyBytes_FromStringAndSize((const char *)next, b[0].len);
+    if (!key)
+        goto done;
+    result = PyTuple_Pack(3, key, PyTuple_GET_ITEM(opened, 0), PyTuple_GET_ITEM(opened, 1));
+    goto done;
+none:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(opened);
+    while (got-- > 0)
+        PyBuffer_Release(&b[got]);
+    return result;
+}
+
 static PyMethodDef Rc4_methods[] = {
     {"set_key", (PyCFunction)Rc4_set_key, METH_O, "Key the stream (RC4 key schedule)."},
     {"crypt", (PyCFunction)Rc4_crypt, METH_O, "Continue the stream over data."},
@@ -522,6 +584,8 @@ static PyMethodDef Rc4_methods[] = {
      "rekey_seal(start, salt, key, prefix, head, protocol, payload) -> (new key, frame)."},
     {"rekey_unseal", (PyCFunction)(void (*)(void))Rc4_rekey_unseal, METH_FASTCALL,
      "rekey_unseal(start, salt, key, body) -> (new key, protocol, payload) or None."},
+    {"rekey_unseal_frame", (PyCFunction)(void (*)(void))Rc4_rekey_unseal_frame, METH_FASTCALL,
+     "rekey_unseal_frame(start, salt, key, frame, count) -> (new key, protocol, payload) or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -19,6 +19,9 @@ class Rc4:
     def rekey_unseal(
         self, start: Buffer, salt: Buffer, key: Buffer, body: Buffer, /
     ) -> tuple[bytes, int, bytes] | None: ...
+    def rekey_unseal_frame(
+        self, start: Buffer, salt: Buffer, key: Buffer, frame: Buffer, count: int, /
+    ) -> tuple[bytes, int, bytes] | None: ...
 
 def csum(data: Buffer, /) -> int: ...
 def coalesce(
