@@ -587,3 +587,59 @@ def test_send_gre_sends_from_the_given_source(ext: ModuleType) -> None:
         ext.send_gre(0, b"x", 1, b"short")
     with pytest.raises(OSError):
         ext.send_gre(-1, b"x", 1, None)
+
+
+def test_send_gre_gathers_header_and_payload(ext: ModuleType) -> None:
+    """The two-part form: the kernel joins header and payload; the datagram is the same."""
+    import socket as s
+
+    from conftest import require_root
+
+    require_root()
+    with s.socket(s.AF_INET, s.SOCK_RAW, 253) as raw:
+        raw.settimeout(5)
+        ext.send_gre(raw.fileno(), b"head", 0x7F000001, None, memoryview(b"-and-payload"))
+        ext.send_gre(raw.fileno(), b"", 0x7F000001, None, b"only")
+        got = [raw.recv(2048)[20:], raw.recv(2048)[20:]]
+    assert got == [b"head-and-payload", b"only"]
+    with pytest.raises(TypeError):
+        ext.send_gre(0, b"x", 1, None, "text")
+    with pytest.raises(TypeError):
+        ext.send_gre(0, b"x", 1, None, b"y", b"z")
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+def test_gre_socket_send_parts_is_one_datagram_on_both_paths(compiled: bool, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    import asyncio
+    import socket as s
+
+    from conftest import require_root
+
+    require_root()
+    from pptpkit.io import gresock
+
+    if compiled:
+        monkeypatch.setattr(gresock, "EXT", _ext())
+    else:
+        monkeypatch.setattr(gresock, "EXT", None)
+    marker = os.urandom(8)
+
+    async def run() -> list[bytes]:
+        sock = gresock.GreSocket(receive_buffer=None)
+        try:
+            with s.socket(s.AF_INET, s.SOCK_RAW, 47) as raw:
+                raw.settimeout(5)
+                pktinfo = gresock.source_ancillary("127.0.0.1")[0][2]
+                assert sock.send_parts(0x7F000001, b"\x20\x01\x88\x0b", marker, None)
+                assert sock.send_parts(0x7F000001, b"\x20\x01\x88\x0b", marker[::-1], pktinfo)
+                got = []
+                while len(got) < 2:
+                    d = raw.recv(4096)[20:]
+                    if d[4:] in (marker, marker[::-1]):
+                        got.append(d)
+                return got
+        finally:
+            sock.close()
+
+    assert asyncio.run(run()) == [b"\x20\x01\x88\x0b" + marker, b"\x20\x01\x88\x0b" + marker[::-1]]

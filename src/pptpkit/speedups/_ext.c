@@ -1099,25 +1099,27 @@ static PyObject *fast_recv_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     return out;
 }
 
-/* send_gre(fd, datagram, peer, pktinfo): one sendmsg to IPv4 address `peer` (an int), from the
- * source address in `pktinfo` (a packed struct in_pktinfo, or None).  Raises OSError as
+/* send_gre(fd, datagram, peer, pktinfo[, payload]): one sendmsg to IPv4 address `peer` (an
+ * int), from the source address in `pktinfo` (a packed struct in_pktinfo, or None).  With
+ * `payload`, the datagram is `datagram + payload` gathered by the kernel (two iovecs): a GRE
+ * header and the PPP frame behind it, never joined in memory.  Raises OSError as
  * socket.sendmsg does (BlockingIOError for a full buffer). */
 static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_buffer data, info;
+    Py_buffer data, info, tail;
     unsigned long peer;
     long fd;
     struct sockaddr_in to;
-    struct iovec iov;
+    struct iovec iov[2];
     struct msghdr msg;
     union {
         char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
         struct cmsghdr align;
     } control;
     ssize_t rc;
-    int have_info;
+    int have_info, have_tail = nargs == 5;
     (void)mod;
-    if (check_nargs("send_gre", nargs, 4) < 0)
+    if (!have_tail && check_nargs("send_gre", nargs, 4) < 0)
         return NULL;
     have_info = args[3] != Py_None;
     fd = PyLong_AsLong(args[0]);
@@ -1130,24 +1132,36 @@ static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     }
     if (get_buf(args[1], &data, "datagram") < 0)
         return NULL;
+    if (have_tail && get_buf(args[4], &tail, "payload") < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
     memset(&msg, 0, sizeof msg);
     memset(&to, 0, sizeof to);
     to.sin_family = AF_INET;
     to.sin_addr.s_addr = htonl((uint32_t)peer);
-    iov.iov_base = data.buf;
-    iov.iov_len = (size_t)data.len;
+    iov[0].iov_base = data.buf;
+    iov[0].iov_len = (size_t)data.len;
+    if (have_tail) {
+        iov[1].iov_base = tail.buf;
+        iov[1].iov_len = (size_t)tail.len;
+    }
     msg.msg_name = &to;
     msg.msg_namelen = sizeof to;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = have_tail ? 2 : 1;
     if (have_info) {
         struct cmsghdr *c;
         if (get_buf(args[3], &info, "pktinfo") < 0) {
+            if (have_tail)
+                PyBuffer_Release(&tail);
             PyBuffer_Release(&data);
             return NULL;
         }
         if (info.len != (Py_ssize_t)sizeof(struct in_pktinfo)) {
             PyBuffer_Release(&info);
+            if (have_tail)
+                PyBuffer_Release(&tail);
             PyBuffer_Release(&data);
             PyErr_SetString(PyExc_ValueError, "send_gre: pktinfo must be a packed struct in_pktinfo");
             return NULL;
@@ -1165,6 +1179,8 @@ static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     Py_BEGIN_ALLOW_THREADS
     rc = sendmsg((int)fd, &msg, MSG_DONTWAIT);
     Py_END_ALLOW_THREADS
+    if (have_tail)
+        PyBuffer_Release(&tail);
     PyBuffer_Release(&data);
     if (rc < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
