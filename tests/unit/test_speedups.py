@@ -238,6 +238,21 @@ def test_libcrypto_rc4_is_used_when_this_machine_has_it(ext: ModuleType) -> None
     assert ext.Rc4(builtin=True).impl == "builtin"
 
 
+def test_libcrypto_sha1_is_used_when_this_machine_has_it(ext: ModuleType) -> None:
+    """The key change's SHA-1 comes from libcrypto when it exports one (every OpenSSL does);
+    both SHA-1s meet the Python composition in the change_key/rekey tests above (``builtin``
+    forces the built-in one)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("crypto")
+    has = name is not None and hasattr(ctypes.CDLL(name), "SHA1")
+    assert ("openssl" if has else "builtin") == ext.SHA1_IMPL
+    start, key = bytes(range(16)), bytes(range(16, 32))
+    want = rc4.change_key(rc4.PyCryptodomeRc4(), start, key, b"")
+    assert ext.Rc4().change_key(start, key, b"") == ext.Rc4(builtin=True).change_key(start, key, b"") == want
+
+
 # -- MPPE through the engines ------------------------------------------------------------------
 
 

@@ -2,8 +2,10 @@
  *
  * Primitives only, no protocol state: RC4 with the whole-packet MPPE operations (the same
  * interface as the Python backends in pptpkit.crypto.rc4), the RFC 3079 key change with its
- * SHA-1, and the Internet checksum sum.  The engines decide what to call; every function here
- * has a pure-Python twin that the tests compare it with (tests/unit/test_speedups.py).
+ * SHA-1, the stateless receiver's whole frame (PPP header, MPPE header checks, key change,
+ * decryption: rekey_unseal_frame), the Internet checksum sum and the GRE socket's batched
+ * receive and gathered send.  The engines decide what to call; every function here has a
+ * pure-Python twin that the tests compare it with (tests/unit/test_speedups.py).
  *
  * Written for CPython's stable-enough C API (3.11+); no third-party library, so building needs
  * only a C compiler and the Python headers.
@@ -29,16 +31,21 @@
 
 typedef void (*ossl_set_key_fn)(void *key, int len, const unsigned char *data);
 typedef void (*ossl_rc4_fn)(void *key, size_t len, const unsigned char *in, unsigned char *out);
+typedef unsigned char *(*ossl_sha1_fn)(const unsigned char *d, size_t n, unsigned char *md);
 static ossl_set_key_fn ossl_set_key;
 static ossl_rc4_fn ossl_rc4;
+static ossl_sha1_fn ossl_sha1;
 
 typedef struct {
     uint8_t s[256];
     uint8_t i, j;
 } own_state;
 
+#define USE_OSSL_RC4 1
+#define USE_OSSL_SHA1 2
+
 typedef struct {
-    int ossl; /* keyed through libcrypto */
+    int ossl; /* USE_OSSL_*: RC4 keyed through libcrypto, the key change's SHA-1 from libcrypto */
     union {
         own_state own;
         uint32_t ossl_key[258]; /* RC4_KEY: {RC4_INT x, y, data[256]}, RC4_INT at most 32 bits */
@@ -103,7 +110,7 @@ static void own_run(own_state *st, const uint8_t *in, uint8_t *out, Py_ssize_t n
 
 static void rc4_setup(rc4_state *st, const uint8_t *key, Py_ssize_t n)
 {
-    if (st->ossl)
+    if (st->ossl & USE_OSSL_RC4)
         ossl_set_key(st->u.ossl_key, (int)n, key);
     else
         own_setup(&st->u.own, key, n);
@@ -122,14 +129,15 @@ static void rc4_run(rc4_state *st, const uint8_t *in, uint8_t *out, Py_ssize_t n
         }
         return;
     }
-    if (st->ossl)
+    if (st->ossl & USE_OSSL_RC4)
         ossl_rc4(st->u.ossl_key, (size_t)n, in, out);
     else
         own_run(&st->u.own, in, out, n);
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* SHA-1 (FIPS 180-4), for the MPPE key change: a 112-octet message, two blocks. */
+/* SHA-1 (FIPS 180-4), for the MPPE key change: a 112-octet message, two blocks.  The fallback
+ * (and the reference at import) for libcrypto's SHA1, found like its RC4 (below). */
 
 #define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
 
@@ -199,7 +207,10 @@ static int change_key(rc4_state *st, const uint8_t *start, Py_ssize_t n, const u
     memset(msg + n, 0x00, 40);
     memcpy(msg + n + 40, key, (size_t)n);
     memset(msg + 2 * n + 40, 0xF2, 40);
-    sha1(msg, (size_t)(2 * n + 80), digest);
+    if (st->ossl & USE_OSSL_SHA1)
+        ossl_sha1(msg, (size_t)(2 * n + 80), digest);
+    else
+        sha1(msg, (size_t)(2 * n + 80), digest);
     rc4_setup(st, digest, n);
     rc4_run(st, digest, out, n);
     memcpy(out, salt, (size_t)saltlen);
@@ -255,7 +266,7 @@ static int Rc4_init(Rc4Object *self, PyObject *args, PyObject *kwds)
     int builtin = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:Rc4", kwlist, &builtin))
         return -1;
-    self->st.ossl = ossl_rc4 != NULL && !builtin;
+    self->st.ossl = builtin ? 0 : (ossl_rc4 ? USE_OSSL_RC4 : 0) | (ossl_sha1 ? USE_OSSL_SHA1 : 0);
     rc4_setup(&self->st, zero, 16);
     return 0;
 }
@@ -263,7 +274,7 @@ static int Rc4_init(Rc4Object *self, PyObject *args, PyObject *kwds)
 static PyObject *Rc4_get_impl(Rc4Object *self, void *closure)
 {
     (void)closure;
-    return PyUnicode_FromString(self->st.ossl ? "openssl" : "builtin");
+    return PyUnicode_FromString(self->st.ossl & USE_OSSL_RC4 ? "openssl" : "builtin");
 }
 
 static PyGetSetDef Rc4_getset[] = {
@@ -1234,11 +1245,23 @@ static void find_openssl_rc4(void)
         lib = dlopen(names[k], RTLD_NOW | RTLD_LOCAL);
     if (!lib)
         return;
+    /* SHA-1 of the key change: libcrypto's uses the CPU's SHA instructions where there are
+     * some (several times faster than the portable one below, about a tenth of a stateless
+     * packet's cost); checked against the built-in one on a two-block message first. */
+    ossl_sha1 = (ossl_sha1_fn)dlsym(lib, "SHA1");
+    if (ossl_sha1) {
+        uint8_t msg[112], a[20], b[20];
+        for (int k = 0; k < (int)sizeof msg; k++)
+            msg[k] = (uint8_t)(k * 7 + 1);
+        sha1(msg, sizeof msg, a);
+        if (ossl_sha1(msg, sizeof msg, b) != b || memcmp(a, b, sizeof a) != 0)
+            ossl_sha1 = NULL;
+    }
     ossl_set_key = (ossl_set_key_fn)dlsym(lib, "RC4_set_key");
     ossl_rc4 = (ossl_rc4_fn)dlsym(lib, "RC4");
     if (ossl_set_key && ossl_rc4) {
         own.ossl = 0;
-        ossl.ossl = 1;
+        ossl.ossl = USE_OSSL_RC4;
         rc4_setup(&own, key, 5);
         rc4_setup(&ossl, key, 5);
         rc4_run(&own, zeros, want, 16);
@@ -1250,7 +1273,8 @@ static void find_openssl_rc4(void)
     }
     ossl_set_key = NULL;
     ossl_rc4 = NULL;
-    dlclose(lib);
+    if (!ossl_sha1)
+        dlclose(lib);
 }
 
 PyMODINIT_FUNC PyInit__ext(void)
@@ -1269,6 +1293,10 @@ PyMODINIT_FUNC PyInit__ext(void)
         return NULL;
     }
     if (PyModule_AddStringConstant(m, "RC4_IMPL", ossl_rc4 ? "openssl" : "builtin") < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddStringConstant(m, "SHA1_IMPL", ossl_sha1 ? "openssl" : "builtin") < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,6 +1,7 @@
 Buffer = bytes | bytearray | memoryview
 
 RC4_IMPL: str
+SHA1_IMPL: str
 
 class Rc4:
     def __init__(self, *, builtin: bool = False) -> None: ...
