@@ -145,6 +145,63 @@ def test_rekey_seal_and_rekey_unseal_match_the_composed_python(
     assert fast.rekey_unseal(start, salt, wrong, body) == pure.rekey_unseal(start, salt, wrong, body)
 
 
+_PPP_MPPE_HEADERS = [b"\xff\x03\x00\xfd", b"\x00\xfd", b"\xfd", b"\xff\x03\xfd"]
+
+
+@st.composite
+def _mppe_frames(draw: st.DrawFn) -> tuple[bytes, int]:
+    """A frame near the stateless common case (and a count), mutated now and then: other PPP
+    headers, header bits, counts, truncation, arbitrary octets."""
+    count = draw(st.integers(0, 0x0FFF))
+    header = draw(st.sampled_from([*_PPP_MPPE_HEADERS, b"\xff\x03\x00\x21", b"\xff\x05\x00\xfd",
+                                   b"\x00\xfb", b""]))
+    bits = draw(st.sampled_from([0x90, 0x90, 0xD0, 0x80, 0x10, 0xB0, 0x00]))
+    cc = draw(st.sampled_from([count, count, (count + 1) & 0x0FFF, (count - 1) & 0x0FFF]))
+    body = bytes([bits | cc >> 8, cc & 0xFF]) + draw(st.binary(max_size=40))
+    frame = header + body
+    if draw(st.booleans()):
+        frame = frame[: draw(st.integers(0, len(frame)))]
+    return frame, count
+
+
+@settings(max_examples=500, deadline=None)
+@given(impl=impls, start=start_keys, data=st.data(), case=_mppe_frames())
+def test_rekey_unseal_frame_matches_the_pure_twin(impl: str, start: bytes, data: st.DataObject,
+                                                  case: tuple[bytes, int]) -> None:
+    """Compiled and pure agree on which frames are the common case and on what they open to;
+    a frame that is, opens exactly as decode_frame + rekey_unseal would open it."""
+    frame, count = case
+    key = data.draw(st.binary(min_size=len(start), max_size=len(start)))
+    salt = data.draw(st.sampled_from([b"", b"\xd1\x26\x9e"]))
+    fast, pure = _rc4(impl), rc4.PyCryptodomeRc4()
+    got = fast.rekey_unseal_frame(start, salt, key, memoryview(frame), count)
+    assert got == pure.rekey_unseal_frame(start, salt, key, frame, count)
+    at = rc4.mppe_body_at(frame, count)
+    if at < 0:
+        assert got is None
+    else:
+        assert got == rc4.PyCryptodomeRc4().rekey_unseal(start, salt, key, frame[at:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(impl=impls, start=start_keys, data=st.data(), header=st.sampled_from(_PPP_MPPE_HEADERS),
+       count=st.integers(0, 0x0FFF), protocol=st.integers(0x21, 0xFA), payload=st.binary(max_size=1500))
+def test_rekey_unseal_frame_opens_what_rekey_seal_sealed(impl: str, start: bytes, data: st.DataObject,
+                                                         header: bytes, count: int, protocol: int,
+                                                         payload: bytes) -> None:
+    key = data.draw(st.binary(min_size=len(start), max_size=len(start)))
+    fast, pure = _rc4(impl), rc4.PyCryptodomeRc4()
+    new_key, frame = fast.rekey_seal(start, b"", key, header, 0x9000 | count, protocol, payload)
+    want = (new_key, protocol, payload) if protocol & 1 else None
+    assert fast.rekey_unseal_frame(start, b"", key, frame, count) == want
+    assert pure.rekey_unseal_frame(start, b"", key, frame, count) == want
+    assert fast.rekey_unseal_frame(start, b"", key, frame, (count + 1) & 0x0FFF) is None
+    with pytest.raises(ValueError):
+        fast.rekey_unseal_frame(start, b"", key, frame, 0x1000)
+    with pytest.raises(ValueError):
+        pure.rekey_unseal_frame(start, b"", key, frame, 0x1000)
+
+
 def test_bad_arguments_raise_instead_of_reading_out_of_bounds(ext: ModuleType) -> None:
     cipher = ext.Rc4()
     with pytest.raises(ValueError):
@@ -179,6 +236,21 @@ def test_libcrypto_rc4_is_used_when_this_machine_has_it(ext: ModuleType) -> None
     assert ("openssl" if "openssl" in rc4.BACKENDS else "builtin") == ext.RC4_IMPL
     assert ext.Rc4().impl == ext.RC4_IMPL
     assert ext.Rc4(builtin=True).impl == "builtin"
+
+
+def test_libcrypto_sha1_is_used_when_this_machine_has_it(ext: ModuleType) -> None:
+    """The key change's SHA-1 comes from libcrypto when it exports one (every OpenSSL does);
+    both SHA-1s meet the Python composition in the change_key/rekey tests above (``builtin``
+    forces the built-in one)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("crypto")
+    has = name is not None and hasattr(ctypes.CDLL(name), "SHA1")
+    assert ("openssl" if has else "builtin") == ext.SHA1_IMPL
+    start, key = bytes(range(16)), bytes(range(16, 32))
+    want = rc4.change_key(rc4.PyCryptodomeRc4(), start, key, b"")
+    assert ext.Rc4().change_key(start, key, b"") == ext.Rc4(builtin=True).change_key(start, key, b"") == want
 
 
 # -- MPPE through the engines ------------------------------------------------------------------
@@ -530,3 +602,59 @@ def test_send_gre_sends_from_the_given_source(ext: ModuleType) -> None:
         ext.send_gre(0, b"x", 1, b"short")
     with pytest.raises(OSError):
         ext.send_gre(-1, b"x", 1, None)
+
+
+def test_send_gre_gathers_header_and_payload(ext: ModuleType) -> None:
+    """The two-part form: the kernel joins header and payload; the datagram is the same."""
+    import socket as s
+
+    from conftest import require_root
+
+    require_root()
+    with s.socket(s.AF_INET, s.SOCK_RAW, 253) as raw:
+        raw.settimeout(5)
+        ext.send_gre(raw.fileno(), b"head", 0x7F000001, None, memoryview(b"-and-payload"))
+        ext.send_gre(raw.fileno(), b"", 0x7F000001, None, b"only")
+        got = [raw.recv(2048)[20:], raw.recv(2048)[20:]]
+    assert got == [b"head-and-payload", b"only"]
+    with pytest.raises(TypeError):
+        ext.send_gre(0, b"x", 1, None, "text")
+    with pytest.raises(TypeError):
+        ext.send_gre(0, b"x", 1, None, b"y", b"z")
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+def test_gre_socket_send_parts_is_one_datagram_on_both_paths(compiled: bool, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    import asyncio
+    import socket as s
+
+    from conftest import require_root
+
+    require_root()
+    from pptpkit.io import gresock
+
+    if compiled:
+        monkeypatch.setattr(gresock, "EXT", _ext())
+    else:
+        monkeypatch.setattr(gresock, "EXT", None)
+    marker = os.urandom(8)
+
+    async def run() -> list[bytes]:
+        sock = gresock.GreSocket(receive_buffer=None)
+        try:
+            with s.socket(s.AF_INET, s.SOCK_RAW, 47) as raw:
+                raw.settimeout(5)
+                pktinfo = gresock.source_ancillary("127.0.0.1")[0][2]
+                assert sock.send_parts(0x7F000001, b"\x20\x01\x88\x0b", marker, None)
+                assert sock.send_parts(0x7F000001, b"\x20\x01\x88\x0b", marker[::-1], pktinfo)
+                got = []
+                while len(got) < 2:
+                    d = raw.recv(4096)[20:]
+                    if d[4:] in (marker, marker[::-1]):
+                        got.append(d)
+                return got
+        finally:
+            sock.close()
+
+    assert asyncio.run(run()) == [b"\x20\x01\x88\x0b" + marker, b"\x20\x01\x88\x0b" + marker[::-1]]

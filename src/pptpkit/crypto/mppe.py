@@ -523,6 +523,32 @@ class MppeDecryptor:
         else:
             stats.malformed += 1
 
+    @property
+    def stateless(self) -> bool:
+        return self._stateless
+
+    def open_frame(self, frame: bytes | bytearray | memoryview) -> tuple[int, bytes] | None:
+        """The stateless receiver's common case straight from the whole PPP frame: protocol
+        0x00FD, FLUSHED + ENCRYPTED, the count expected next, a valid protocol inside.  One
+        backend call (``rekey_unseal_frame``) parses, changes key and decrypts; the result and
+        every counter are what :func:`~pptpkit.ppp.frame.decode_frame` + :meth:`decrypt` give.
+        None for anything else, with nothing changed: the caller then takes that general path,
+        which decides (and counts) the packet.  Stateful receivers always get None."""
+        if not self._stateless:
+            return None
+        keys = self._keys
+        opened = keys.rc4.rekey_unseal_frame(keys.start, keys.salt, keys.key, frame, self._expected)
+        if opened is None:
+            return None
+        keys.key, protocol, payload = opened
+        stats = self.stats
+        stats.rekeys += 1
+        stats.flushed += 1
+        stats.packets += 1
+        stats.octets += len(payload)
+        self._expected = (self._expected + 1) & _CC_MASK
+        return protocol, payload
+
     def decrypt(self, body: bytes | bytearray | memoryview) -> tuple[int, bytes] | None:
         if len(body) < 3:
             self._drop(DropReason.SHORT)

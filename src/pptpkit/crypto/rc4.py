@@ -42,6 +42,7 @@ __all__ = [
     "Rc4",
     "Rc4Factory",
     "change_key",
+    "mppe_body_at",
     "new_rc4",
     "split_protocol",
 ]
@@ -85,6 +86,9 @@ class Rc4(Protocol):
     def rekey_unseal(self, start: bytes, salt: bytes, key: bytes, body: Buffer, /
                      ) -> tuple[bytes, int, bytes] | None: ...
 
+    def rekey_unseal_frame(self, start: bytes, salt: bytes, key: bytes, frame: Buffer, count: int, /
+                           ) -> tuple[bytes, int, bytes] | None: ...
+
 
 _SHA_PAD1: Final = b"\x00" * 40
 _SHA_PAD2: Final = b"\xf2" * 40
@@ -123,6 +127,15 @@ class PacketOps:
         self.set_key(key)
         opened = self.unseal(body)
         return None if opened is None else (key, opened[0], opened[1])
+
+    def rekey_unseal_frame(self: Rc4, start: bytes, salt: bytes, key: bytes, frame: Buffer, count: int, /
+                           ) -> tuple[bytes, int, bytes] | None:
+        if not 0 <= count <= 0x0FFF:
+            raise ValueError("count must be 0..4095")
+        at = mppe_body_at(frame, count)
+        if at < 0:
+            return None
+        return self.rekey_unseal(start, salt, key, memoryview(frame)[at:])
 
 
 #: What makes a fresh, unkeyed :class:`Rc4` (a backend class).
@@ -327,6 +340,25 @@ def new_rc4() -> Rc4:
     return BACKENDS[RC4_BACKEND]()
 
 
+
+
+def mppe_body_at(frame: Buffer, count: int) -> int:
+    """Where the MPPE body of ``frame`` starts when it is the stateless receiver's common case,
+    else -1: a PPP frame of protocol 0x00FD (address and control optional, protocol compressed
+    or not) whose MPPE header has FLUSHED and ENCRYPTED set, COMPRESSED clear, coherency count
+    ``count``, and at least one octet after it.  The twin of the compiled ``rekey_unseal_frame``'s
+    checks; anything else is for the general path (PPP decode, then the MPPE decryptor)."""
+    n = len(frame)
+    pos = 2 if n >= 2 and frame[0] == 0xFF and frame[1] == 0x03 else 0
+    if pos < n and frame[pos] == 0xFD:
+        pos += 1
+    elif pos + 1 < n and frame[pos] == 0x00 and frame[pos + 1] == 0xFD:
+        pos += 2
+    else:
+        return -1
+    if n - pos < 3 or frame[pos] & 0xB0 != 0x90 or ((frame[pos] & 0x0F) << 8 | frame[pos + 1]) != count:
+        return -1
+    return pos
 
 
 def split_protocol(plain: bytes) -> tuple[int, bytes] | None:

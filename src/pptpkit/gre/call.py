@@ -260,7 +260,23 @@ class GreCall:
             return []
         return [self._transmit(payload, now)]
 
+    def send_header(self, payload: Buffer, now: float) -> bytes | None:
+        """:meth:`send` for the common case, without joining the datagram: the GRE header of
+        the one datagram ``header + payload`` that :meth:`send` would return, with the same
+        state changes (the adapter hands both parts to the kernel, which gathers them).  None,
+        with nothing changed, whenever :meth:`send` would not transmit at once (the window is
+        closed, packets are queued) or would raise: then :meth:`send` decides."""
+        n = len(payload)
+        if n > MAX_PAYLOAD or (self.config.respect_peer_window and (
+                self._queue or (self._tx_next - 1 - self._tx_acked) & _MASK >= self._window)):
+            return None
+        return self._header(n, now)
+
     def _transmit(self, payload: bytes, now: float) -> bytes:
+        return self._header(len(payload), now) + payload
+
+    def _header(self, n: int, now: float) -> bytes:
+        """The header of the next data packet (``n`` octets of payload), and its bookkeeping."""
         seq = self._tx_next
         if seq == (self._tx_acked + 1) & _MASK:
             # The window was empty: the ack timeout counts from the first packet in flight.
@@ -271,12 +287,11 @@ class GreCall:
             self._rtt_time = now
         self.stats.sent += 1
         if self._rx_started:
-            ack: int | None = self._rx_highest
+            ack = self._rx_highest
             self._ack_sent = ack
             self._ack_deadline = None
-        else:
-            ack = None
-        return encode_gre(self.config.peer_call_id, payload, seq, ack)
+            return HDR_SEQ_ACK.pack(W_DATA_ACK, GRE_PROTOCOL_PPP, n, self.config.peer_call_id, seq, ack)
+        return HDR_ONE.pack(W_DATA, GRE_PROTOCOL_PPP, n, self.config.peer_call_id, seq)
 
     @property
     def has_datagrams(self) -> bool:
@@ -293,29 +308,9 @@ class GreCall:
 
     def receive_datagram(self, data: Buffer, now: float) -> list[bytes]:
         """Decode and process one GRE packet; a malformed one is counted and dropped."""
-        # Fast path: the next in-order data packet for this call, nothing held for reordering.
-        # One unpack of the header, no GrePacket; anything else (first packet, gap, duplicate,
-        # ack-only, malformed, another call) takes the general path below, which is the spec.
-        n = len(data)
-        if n > 16 and not self._held and self._rx_started:
-            word = data[0] << 8 | data[1]
-            if word == W_DATA_ACK:
-                _w, proto, length, call_id, seq, ack = HDR_SEQ_ACK.unpack_from(data)
-                hdr = 16
-            elif word == W_DATA:
-                _w, proto, length, call_id, seq = HDR_ONE.unpack_from(data)
-                ack = None
-                hdr = 12
-            else:
-                proto = 0
-            if (
-                proto == GRE_PROTOCOL_PPP
-                and length == n - hdr
-                and call_id == self.config.call_id
-                and seq == (self._rx_last + 1) & _MASK
-                and self._rx_last == self._rx_highest
-            ):
-                return self._receive_next(seq, ack, bytes(data[hdr:]), now)
+        payload = self.receive_next(data, now)
+        if payload is not None:
+            return [payload]
         try:
             packet = GrePacket.decode(data)
         except PptpkitError:
@@ -323,8 +318,36 @@ class GreCall:
             return []
         return self.receive(packet, now)
 
-    def _receive_next(self, seq: int, ack: int | None, payload: bytes, now: float) -> list[bytes]:
-        """:meth:`receive` + :meth:`_on_data` for the packet right after the last delivered."""
+    def receive_next(self, data: Buffer, now: float) -> bytes | None:
+        """:meth:`receive_datagram` for the common case: the data packet right after the last
+        delivered, for this call, nothing held for reordering.  Returns its payload (a copy:
+        ``data`` may be a reused buffer), with exactly the state changes and counters of the
+        general path; None, with nothing changed, for anything else (first packet, gap,
+        duplicate, ack-only, malformed, another call), which :meth:`receive_datagram` then
+        decodes and takes through :meth:`receive`, the spec.  One header unpack, no
+        :class:`GrePacket`."""
+        n = len(data)
+        if n <= 16 or self._held or not self._rx_started:
+            return None
+        word = data[0] << 8 | data[1]
+        if word == W_DATA_ACK:
+            _w, proto, length, call_id, seq, ack = HDR_SEQ_ACK.unpack_from(data)
+            hdr = 16
+        elif word == W_DATA:
+            _w, proto, length, call_id, seq = HDR_ONE.unpack_from(data)
+            ack = None
+            hdr = 12
+        else:
+            return None
+        rx_last = self._rx_last
+        if (
+            proto != GRE_PROTOCOL_PPP
+            or length != n - hdr
+            or call_id != self.config.call_id
+            or seq != (rx_last + 1) & _MASK
+            or rx_last != self._rx_highest
+        ):
+            return None
         stats = self.stats
         stats.received += 1
         self._rx_last = self._rx_highest = seq
@@ -342,7 +365,7 @@ class GreCall:
                 self._ack_deadline = now + self.config.ack_delay
             else:
                 self._send_ack_only()
-        return [payload]
+        return bytes(data[hdr:])
 
     def count_malformed(self) -> None:
         """Count a packet for this call that the adapter could not decode."""

@@ -101,7 +101,8 @@ class TunDataPlane:
             raise
         tun.on_lost = lambda exc, name=tun.name: link.data_plane_lost(
             f"interface {name} disappeared ({exc.strerror or exc})")
-        tun.start(link.packet_from_data_plane, loop=link.loop, max_batch=self.max_batch)
+        # send_ip itself (its result ignored): no hop per packet in between.
+        tun.start(link.send_ip, loop=link.loop, max_batch=self.max_batch)
         self._tuns[link] = tun
         link.interface = tun.name
         return tun.write

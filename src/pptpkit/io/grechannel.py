@@ -200,8 +200,8 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_peer', '_sock',
-        'adapter_stats', 'engine', 'local_address', 'peer_address',
+        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_parts', '_peer',
+        '_pktinfo', '_sock', 'adapter_stats', 'engine', 'local_address', 'peer_address',
     )
 
     def __init__(
@@ -222,6 +222,11 @@ class GreChannel:
             None if local_address is None else source_ancillary(local_address))
         # What the compiled GreSocket.send_to takes, prepared once here, not per packet.
         self._peer = int(ipaddress.IPv4Address(peer_address))
+        self._pktinfo = None if self._ancillary is None else self._ancillary[0][2]
+        # Header and frame handed to the kernel as two parts (no joined copy); a stand-in
+        # socket without send_parts gets whole datagrams from the general path.
+        self._parts: Callable[[int, bytes, bytes, bytes | None], bool] | None = getattr(
+            gre_socket, "send_parts", None)
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._inlet = FrameInlet()
@@ -267,6 +272,17 @@ class GreChannel:
             self.adapter_stats.oversized_frames += 1
             return False
         engine = self.engine
+        parts = self._parts
+        if parts is not None:
+            header = engine.send_header(frame, self._loop.time())
+            if header is not None:
+                # The per-packet case: the window is open, one datagram goes out now.
+                parts(self._peer, header, frame, self._pktinfo)
+                if engine.has_datagrams:
+                    self._flush()
+                else:
+                    self._deadline.arm(engine.get_timer())
+                return True
         out = engine.send(frame, self._loop.time())
         for datagram in out:
             self._transmit(datagram)
@@ -297,6 +313,16 @@ class GreChannel:
         if self._closed:
             return
         engine = self.engine
+        payload = engine.receive_next(data, now)
+        if payload is not None:
+            # The per-packet case: the next in-order data packet, one frame.
+            if engine.has_datagrams:
+                self._flush()
+            else:
+                self._deadline.arm(engine.get_timer())
+            if not self._closed:
+                self._on_frame(payload)
+            return
         frames = engine.receive_datagram(data, now)
         if engine.has_datagrams:
             self._flush()

@@ -208,6 +208,27 @@ class GreSocket(GreDemux):
         self.stats.sent += 1
         return True
 
+    def send_parts(self, peer: int, header: bytes, payload: bytes | bytearray | memoryview,
+                   pktinfo: bytes | None) -> bool:
+        """:meth:`send_to` of the datagram ``header + payload``, gathered by the kernel from the
+        two parts (one ``sendmsg`` with two buffers): the GRE header and the PPP frame are never
+        joined in memory."""
+        sock = self._sock
+        if sock is None:
+            self.stats.send_errors += 1
+            return False
+        try:
+            if EXT is not None:
+                EXT.send_gre(sock.fileno(), header, peer, pktinfo, payload)
+            else:
+                sock.sendmsg([header, payload],
+                             [] if pktinfo is None else [(socket.IPPROTO_IP, _IP_PKTINFO, pktinfo)], 0,
+                             (socket.inet_ntoa(peer.to_bytes(4, "big")), 0))
+        except OSError as exc:
+            return self._send_failed(str(ipaddress.IPv4Address(peer)), exc)
+        self.stats.sent += 1
+        return True
+
     def _send_failed(self, peer: str, exc: OSError) -> bool:
         # A full socket buffer is a drop, as on any datagram path; anything else is an error.
         if isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno == errno.ENOBUFS:

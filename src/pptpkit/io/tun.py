@@ -80,7 +80,7 @@ class TunDevice:
         self.stats = TunStats()
         self.offload_stats = OffloadStats()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_packet: Callable[[bytes], None] | None = None
+        self._on_packet: Callable[[bytes], object] | None = None
         self._max_batch = 64
         self._buf = bytearray(_MAX_OFFLOAD_READ if offload else _MAX_PACKET)
         self._coalescer = Coalescer(self.offload_stats)
@@ -130,7 +130,7 @@ class TunDevice:
 
     def start(
         self,
-        on_packet: Callable[[bytes], None],
+        on_packet: Callable[[bytes], object],
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         max_batch: int = 64,

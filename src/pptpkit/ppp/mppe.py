@@ -72,7 +72,7 @@ class MppeChannel:
 
     __slots__ = (
         "_ccp", "_dropped", "_policy", "_reset_id", "_reset_stamp", "_reset_tokens", "_reset_tries",
-        "decryptor", "encryptor", "reset_deadline", "text",
+        "decryptor", "encryptor", "fast_rx", "reset_deadline", "text",
     )
 
     def __init__(self, ccp: CcpEngine, policy: MppePolicy, dropped: Counter[str],
@@ -82,6 +82,9 @@ class MppeChannel:
         self._dropped = dropped
         self.encryptor = encryptor
         self.decryptor = decryptor
+        #: The decryptor when it is stateless: the session tries its one-call common case
+        #: (:meth:`MppeDecryptor.open_frame`) before decoding the frame.
+        self.fast_rx = decryptor if decryptor is not None and decryptor.stateless else None
         self.text = text
         #: When the outstanding Reset-Request is retransmitted (None: none outstanding).
         self.reset_deadline: float | None = None

@@ -323,6 +323,21 @@ class PppSession:
         if self._finished:
             stats.dropped["finished"] += 1
             return None
+        mppe = self._mppe
+        if mppe is not None and (fast := mppe.fast_rx) is not None:
+            # The stateless common case in one backend call (frame decode, key change,
+            # decryption); None changed nothing and means the general path below decides.
+            opened = fast.open_frame(frame)
+            if opened is not None:
+                protocol, payload = opened
+                if (protocol == _IP and self._rx4) or (protocol == _IPV6 and self._rx6):
+                    self._last_data = now
+                    self._rx_alive = True
+                    stats.rx_packets += 1
+                    stats.rx_packet_octets += len(payload)
+                    return payload
+                stats.dropped["mppe_inner_protocol"] += 1
+                return None
         try:
             protocol, info = decode_frame(frame)
         except DecodeError:

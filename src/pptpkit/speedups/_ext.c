@@ -2,8 +2,10 @@
  *
  * Primitives only, no protocol state: RC4 with the whole-packet MPPE operations (the same
  * interface as the Python backends in pptpkit.crypto.rc4), the RFC 3079 key change with its
- * SHA-1, and the Internet checksum sum.  The engines decide what to call; every function here
- * has a pure-Python twin that the tests compare it with (tests/unit/test_speedups.py).
+ * SHA-1, the stateless receiver's whole frame (PPP header, MPPE header checks, key change,
+ * decryption: rekey_unseal_frame), the Internet checksum sum and the GRE socket's batched
+ * receive and gathered send.  The engines decide what to call; every function here has a
+ * pure-Python twin that the tests compare it with (tests/unit/test_speedups.py).
  *
  * Written for CPython's stable-enough C API (3.11+); no third-party library, so building needs
  * only a C compiler and the Python headers.
@@ -29,16 +31,21 @@
 
 typedef void (*ossl_set_key_fn)(void *key, int len, const unsigned char *data);
 typedef void (*ossl_rc4_fn)(void *key, size_t len, const unsigned char *in, unsigned char *out);
+typedef unsigned char *(*ossl_sha1_fn)(const unsigned char *d, size_t n, unsigned char *md);
 static ossl_set_key_fn ossl_set_key;
 static ossl_rc4_fn ossl_rc4;
+static ossl_sha1_fn ossl_sha1;
 
 typedef struct {
     uint8_t s[256];
     uint8_t i, j;
 } own_state;
 
+#define USE_OSSL_RC4 1
+#define USE_OSSL_SHA1 2
+
 typedef struct {
-    int ossl; /* keyed through libcrypto */
+    int ossl; /* USE_OSSL_*: RC4 keyed through libcrypto, the key change's SHA-1 from libcrypto */
     union {
         own_state own;
         uint32_t ossl_key[258]; /* RC4_KEY: {RC4_INT x, y, data[256]}, RC4_INT at most 32 bits */
@@ -103,7 +110,7 @@ static void own_run(own_state *st, const uint8_t *in, uint8_t *out, Py_ssize_t n
 
 static void rc4_setup(rc4_state *st, const uint8_t *key, Py_ssize_t n)
 {
-    if (st->ossl)
+    if (st->ossl & USE_OSSL_RC4)
         ossl_set_key(st->u.ossl_key, (int)n, key);
     else
         own_setup(&st->u.own, key, n);
@@ -122,14 +129,15 @@ static void rc4_run(rc4_state *st, const uint8_t *in, uint8_t *out, Py_ssize_t n
         }
         return;
     }
-    if (st->ossl)
+    if (st->ossl & USE_OSSL_RC4)
         ossl_rc4(st->u.ossl_key, (size_t)n, in, out);
     else
         own_run(&st->u.own, in, out, n);
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* SHA-1 (FIPS 180-4), for the MPPE key change: a 112-octet message, two blocks. */
+/* SHA-1 (FIPS 180-4), for the MPPE key change: a 112-octet message, two blocks.  The fallback
+ * (and the reference at import) for libcrypto's SHA1, found like its RC4 (below). */
 
 #define ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
 
@@ -199,7 +207,10 @@ static int change_key(rc4_state *st, const uint8_t *start, Py_ssize_t n, const u
     memset(msg + n, 0x00, 40);
     memcpy(msg + n + 40, key, (size_t)n);
     memset(msg + 2 * n + 40, 0xF2, 40);
-    sha1(msg, (size_t)(2 * n + 80), digest);
+    if (st->ossl & USE_OSSL_SHA1)
+        ossl_sha1(msg, (size_t)(2 * n + 80), digest);
+    else
+        sha1(msg, (size_t)(2 * n + 80), digest);
     rc4_setup(st, digest, n);
     rc4_run(st, digest, out, n);
     memcpy(out, salt, (size_t)saltlen);
@@ -255,7 +266,7 @@ static int Rc4_init(Rc4Object *self, PyObject *args, PyObject *kwds)
     int builtin = 0;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:Rc4", kwlist, &builtin))
         return -1;
-    self->st.ossl = ossl_rc4 != NULL && !builtin;
+    self->st.ossl = builtin ? 0 : (ossl_rc4 ? USE_OSSL_RC4 : 0) | (ossl_sha1 ? USE_OSSL_SHA1 : 0);
     rc4_setup(&self->st, zero, 16);
     return 0;
 }
@@ -263,7 +274,7 @@ static int Rc4_init(Rc4Object *self, PyObject *args, PyObject *kwds)
 static PyObject *Rc4_get_impl(Rc4Object *self, void *closure)
 {
     (void)closure;
-    return PyUnicode_FromString(self->st.ossl ? "openssl" : "builtin");
+    return PyUnicode_FromString(self->st.ossl & USE_OSSL_RC4 ? "openssl" : "builtin");
 }
 
 static PyGetSetDef Rc4_getset[] = {
@@ -509,6 +520,68 @@ done:
     return result;
 }
 
+/* rekey_unseal_frame(start, salt, key, frame, count) -> (new key, protocol, payload) or None:
+ * the stateless receiver's common packet, from the PPP frame (address/control and protocol
+ * 0x00FD, either compressed or not) through the MPPE header checks to rekey_unseal, in one
+ * call.  None for anything else - another protocol, a header that is not encrypted + flushed
+ * without compression, a coherency count other than ``count``, a bad protocol after decryption
+ * - and nothing is committed: the caller takes its general path, which decides and counts. */
+static PyObject *Rc4_rekey_unseal_frame(Rc4Object *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b[4]; /* start, salt, key, frame */
+    static const char *names[4] = {"start", "salt", "key", "frame"};
+    uint8_t next[16];
+    const uint8_t *f;
+    Py_ssize_t n, pos = 0;
+    unsigned int count;
+    PyObject *key = NULL, *opened = NULL, *result = NULL;
+    int got = 0;
+    if (check_nargs("rekey_unseal_frame", nargs, 5) < 0 || get_u16(args[4], &count, "count") < 0)
+        return NULL;
+    if (count > 0x0FFF) {
+        PyErr_SetString(PyExc_ValueError, "count must be 0..4095");
+        return NULL;
+    }
+    for (; got < 4; got++)
+        if (get_buf(args[got], &b[got], names[got]) < 0)
+            goto done;
+    f = b[3].buf;
+    n = b[3].len;
+    if (n >= 2 && f[0] == 0xFF && f[1] == 0x03)
+        pos = 2;
+    if (pos < n && f[pos] == 0xFD)
+        pos += 1;
+    else if (pos + 1 < n && f[pos] == 0x00 && f[pos + 1] == 0xFD)
+        pos += 2;
+    else
+        goto none;
+    /* MPPE header: A (flushed) and D (encrypted) set, C (compressed) clear, the count asked. */
+    if (n - pos < 3 || (f[pos] & 0xB0) != 0x90 || ((unsigned int)(f[pos] & 0x0F) << 8 | f[pos + 1]) != count)
+        goto none;
+    if (change_key(&self->st, b[0].buf, b[0].len, b[2].buf, b[2].len, b[1].buf, b[1].len, next) < 0)
+        goto done;
+    rc4_setup(&self->st, next, b[0].len);
+    opened = unseal_from(&self->st, f + pos, n - pos);
+    if (!opened)
+        goto done;
+    if (opened == Py_None)
+        goto none;
+    key = PyBytes_FromStringAndSize((const char *)next, b[0].len);
+    if (!key)
+        goto done;
+    result = PyTuple_Pack(3, key, PyTuple_GET_ITEM(opened, 0), PyTuple_GET_ITEM(opened, 1));
+    goto done;
+none:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(opened);
+    while (got-- > 0)
+        PyBuffer_Release(&b[got]);
+    return result;
+}
+
 static PyMethodDef Rc4_methods[] = {
     {"set_key", (PyCFunction)Rc4_set_key, METH_O, "Key the stream (RC4 key schedule)."},
     {"crypt", (PyCFunction)Rc4_crypt, METH_O, "Continue the stream over data."},
@@ -522,6 +595,8 @@ static PyMethodDef Rc4_methods[] = {
      "rekey_seal(start, salt, key, prefix, head, protocol, payload) -> (new key, frame)."},
     {"rekey_unseal", (PyCFunction)(void (*)(void))Rc4_rekey_unseal, METH_FASTCALL,
      "rekey_unseal(start, salt, key, body) -> (new key, protocol, payload) or None."},
+    {"rekey_unseal_frame", (PyCFunction)(void (*)(void))Rc4_rekey_unseal_frame, METH_FASTCALL,
+     "rekey_unseal_frame(start, salt, key, frame, count) -> (new key, protocol, payload) or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1035,25 +1110,27 @@ static PyObject *fast_recv_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     return out;
 }
 
-/* send_gre(fd, datagram, peer, pktinfo): one sendmsg to IPv4 address `peer` (an int), from the
- * source address in `pktinfo` (a packed struct in_pktinfo, or None).  Raises OSError as
+/* send_gre(fd, datagram, peer, pktinfo[, payload]): one sendmsg to IPv4 address `peer` (an
+ * int), from the source address in `pktinfo` (a packed struct in_pktinfo, or None).  With
+ * `payload`, the datagram is `datagram + payload` gathered by the kernel (two iovecs): a GRE
+ * header and the PPP frame behind it, never joined in memory.  Raises OSError as
  * socket.sendmsg does (BlockingIOError for a full buffer). */
 static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_buffer data, info;
+    Py_buffer data, info, tail;
     unsigned long peer;
     long fd;
     struct sockaddr_in to;
-    struct iovec iov;
+    struct iovec iov[2];
     struct msghdr msg;
     union {
         char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
         struct cmsghdr align;
     } control;
     ssize_t rc;
-    int have_info;
+    int have_info, have_tail = nargs == 5;
     (void)mod;
-    if (check_nargs("send_gre", nargs, 4) < 0)
+    if (!have_tail && check_nargs("send_gre", nargs, 4) < 0)
         return NULL;
     have_info = args[3] != Py_None;
     fd = PyLong_AsLong(args[0]);
@@ -1066,24 +1143,36 @@ static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     }
     if (get_buf(args[1], &data, "datagram") < 0)
         return NULL;
+    if (have_tail && get_buf(args[4], &tail, "payload") < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
     memset(&msg, 0, sizeof msg);
     memset(&to, 0, sizeof to);
     to.sin_family = AF_INET;
     to.sin_addr.s_addr = htonl((uint32_t)peer);
-    iov.iov_base = data.buf;
-    iov.iov_len = (size_t)data.len;
+    iov[0].iov_base = data.buf;
+    iov[0].iov_len = (size_t)data.len;
+    if (have_tail) {
+        iov[1].iov_base = tail.buf;
+        iov[1].iov_len = (size_t)tail.len;
+    }
     msg.msg_name = &to;
     msg.msg_namelen = sizeof to;
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = have_tail ? 2 : 1;
     if (have_info) {
         struct cmsghdr *c;
         if (get_buf(args[3], &info, "pktinfo") < 0) {
+            if (have_tail)
+                PyBuffer_Release(&tail);
             PyBuffer_Release(&data);
             return NULL;
         }
         if (info.len != (Py_ssize_t)sizeof(struct in_pktinfo)) {
             PyBuffer_Release(&info);
+            if (have_tail)
+                PyBuffer_Release(&tail);
             PyBuffer_Release(&data);
             PyErr_SetString(PyExc_ValueError, "send_gre: pktinfo must be a packed struct in_pktinfo");
             return NULL;
@@ -1101,6 +1190,8 @@ static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     Py_BEGIN_ALLOW_THREADS
     rc = sendmsg((int)fd, &msg, MSG_DONTWAIT);
     Py_END_ALLOW_THREADS
+    if (have_tail)
+        PyBuffer_Release(&tail);
     PyBuffer_Release(&data);
     if (rc < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -1154,11 +1245,23 @@ static void find_openssl_rc4(void)
         lib = dlopen(names[k], RTLD_NOW | RTLD_LOCAL);
     if (!lib)
         return;
+    /* SHA-1 of the key change: libcrypto's uses the CPU's SHA instructions where there are
+     * some (several times faster than the portable one below, about a tenth of a stateless
+     * packet's cost); checked against the built-in one on a two-block message first. */
+    ossl_sha1 = (ossl_sha1_fn)dlsym(lib, "SHA1");
+    if (ossl_sha1) {
+        uint8_t msg[112], a[20], b[20];
+        for (int k = 0; k < (int)sizeof msg; k++)
+            msg[k] = (uint8_t)(k * 7 + 1);
+        sha1(msg, sizeof msg, a);
+        if (ossl_sha1(msg, sizeof msg, b) != b || memcmp(a, b, sizeof a) != 0)
+            ossl_sha1 = NULL;
+    }
     ossl_set_key = (ossl_set_key_fn)dlsym(lib, "RC4_set_key");
     ossl_rc4 = (ossl_rc4_fn)dlsym(lib, "RC4");
     if (ossl_set_key && ossl_rc4) {
         own.ossl = 0;
-        ossl.ossl = 1;
+        ossl.ossl = USE_OSSL_RC4;
         rc4_setup(&own, key, 5);
         rc4_setup(&ossl, key, 5);
         rc4_run(&own, zeros, want, 16);
@@ -1170,7 +1273,8 @@ static void find_openssl_rc4(void)
     }
     ossl_set_key = NULL;
     ossl_rc4 = NULL;
-    dlclose(lib);
+    if (!ossl_sha1)
+        dlclose(lib);
 }
 
 PyMODINIT_FUNC PyInit__ext(void)
@@ -1189,6 +1293,10 @@ PyMODINIT_FUNC PyInit__ext(void)
         return NULL;
     }
     if (PyModule_AddStringConstant(m, "RC4_IMPL", ossl_rc4 ? "openssl" : "builtin") < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddStringConstant(m, "SHA1_IMPL", ossl_sha1 ? "openssl" : "builtin") < 0) {
         Py_DECREF(m);
         return NULL;
     }

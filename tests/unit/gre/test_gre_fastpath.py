@@ -1,8 +1,10 @@
-"""The in-order fast path of ``GreCall.receive_datagram`` against the general path.
+"""The in-order fast paths of ``GreCall`` against the general path.
 
 Two engines get the same packets, one through ``receive_datagram`` (fast path where it applies)
-and one through ``GrePacket.decode`` + ``receive`` (always the general path); every output,
-counter, timer and the state the next packet depends on must stay identical.
+or, as ``GreChannel`` does, ``receive_next`` first, and one through ``GrePacket.decode`` +
+``receive`` (always the general path); one sends through ``send`` or ``send_header`` first,
+the other through ``send``, read back with ``GrePacket.decode``.  Every output, counter, timer
+and the state the next packet depends on must stay identical.
 """
 
 from __future__ import annotations
@@ -45,19 +47,33 @@ step = st.tuples(
 
 @settings(max_examples=300, deadline=None)
 @given(steps=st.lists(step, max_size=60), first=st.integers(0, MASK), ack_delay=st.sampled_from([0.0, 0.1]),
-       sends=st.lists(st.booleans(), max_size=60), window=st.integers(1, 4))
+       sends=st.lists(st.booleans(), max_size=60), window=st.integers(1, 4), channel=st.booleans(),
+       respect=st.booleans())
 def test_fast_path_matches_general_path(
-    steps: list[tuple[str, int, int, int]], first: int, ack_delay: float, sends: list[bool], window: int
+    steps: list[tuple[str, int, int, int]], first: int, ack_delay: float, sends: list[bool], window: int,
+    channel: bool, respect: bool,
 ) -> None:
     cfg = GreCallConfig(call_id=7, peer_call_id=9, ack_delay=ack_delay, peer_window=window, our_window=2,
-                        reorder_buffer=3)
+                        reorder_buffer=3, send_queue=2, respect_peer_window=respect)
     fast, slow = GreCall(cfg), GreCall(cfg)
     seq = first
     now = 0.0
     for i, (kind, dseq, dack, size) in enumerate(steps):
         now += 0.03
         if i < len(sends) and sends[i]:
-            assert fast.send(b"x" * 5, now) == slow.send(b"x" * 5, now)
+            frame = bytes([i & 0xFF]) * (i % 7 + 1)
+            seq_before, started = slow.next_seq, slow.last_delivered is not None
+            want = slow.send(frame, now)
+            if want:  # what the spec says, read back independently of the engine's header code
+                sent = GrePacket.decode(want[0])
+                assert (sent.call_id, sent.seq, sent.payload, sent.ack is not None) == (
+                    9, seq_before, frame, started)
+            header = fast.send_header(frame, now) if channel else None
+            if header is not None:
+                assert [header + frame] == want
+            else:
+                assert fast.send(frame, now) == want
+            assert snapshot(fast) == snapshot(slow)
         last = fast.last_delivered
         seq = ((last if last is not None else first) + dseq) & MASK
         ack = (fast.next_seq - 1 + dack) & MASK
@@ -73,7 +89,11 @@ def test_fast_path_matches_general_path(
             raw = encode_gre(call_id, payload, seq, ack)
         if kind == "mangle":
             raw = raw[:-1] if size % 2 else raw[:4] + struct.pack("!H", len(raw)) + raw[6:]
-        assert fast.receive_datagram(raw, now) == general(slow, raw, now)
+        got = fast.receive_next(raw, now) if channel else None
+        if got is not None:
+            assert [got] == general(slow, raw, now)
+        else:
+            assert fast.receive_datagram(raw, now) == general(slow, raw, now)
         assert snapshot(fast) == snapshot(slow)
         if (t := fast.get_timer()) is not None and size % 5 == 0:
             assert fast.handle_timer(t) == slow.handle_timer(t)
@@ -91,3 +111,11 @@ def test_fast_path_counts_like_the_general_path_on_a_long_in_order_run() -> None
     assert call.stats.window_overruns == 0  # nothing acked yet: no window to overrun
     assert call.get_timer() == 0.1  # armed by the first packet, not pushed back by the others
     assert call.last_delivered == (MASK - 50 + 99) & MASK
+
+
+def test_send_header_declines_what_send_would_queue_or_refuse() -> None:
+    call = GreCall(GreCallConfig(call_id=7, peer_call_id=9, peer_window=1))
+    assert call.send_header(b"a", 0.0) == encode_gre(9, b"a", 0, None)[:12]
+    assert call.send_header(b"b", 0.0) is None  # the window (1) is full: send() queues it
+    assert call.stats.sent == 1 and call.queued == 0
+    assert GreCall(GreCallConfig(call_id=7, peer_call_id=9)).send_header(bytes(0x10000), 0.0) is None

@@ -65,6 +65,12 @@ class _MemoryGre(GreDemux):
     def send_to(self, peer: int, packet: bytes | bytearray | memoryview, pktinfo: bytes | None) -> bool:
         return self.send(str(ipaddress.IPv4Address(peer)), packet)
 
+    def send_parts(self, peer: int, header: bytes, payload: bytes | bytearray | memoryview,
+                   pktinfo: bytes | None) -> bool:
+        if self.out is not None:
+            self.out(header + payload)
+        return True
+
     def close(self) -> None:
         self.closed = True
 
