@@ -149,9 +149,12 @@ class VpnLab:
         return self.server_log.read_text(errors="replace") if self.server_log.exists() else ""
 
     def kill_server(self) -> None:
+        """A crash: every process of the server at once (with workers, by default one per CPU,
+        a supervisor killed alone takes its workers down cleanly, LCP Terminate and all)."""
         if self.server is not None and self.server.poll() is None:
-            self.server.kill()
+            os.killpg(self.server.pid, signal.SIGKILL)
             self.server.wait(10)
+            wait_for(lambda: not self.processes(self.server_ns), 10, "every server process to be gone")
 
     def stop_server(self) -> int:
         assert self.server is not None

@@ -17,7 +17,7 @@ from conftest import require_binary, require_root
 from e2e_support import Client
 from freeradius import FreeRadius, User
 from netns import NetnsLab
-from serverlab import LOCAL_IP, SERVER, two_namespaces
+from serverlab import LOCAL_IP, SERVER, two_namespaces, wait_until_ready
 
 RADIUS = "192.0.2.10"
 SECRET = "radius-secret-7"
@@ -45,7 +45,7 @@ class RadiusServer:
                 "--auth-fail-limit", "0", "--ctl-socket", str(tmp / "ctl.sock"), *extra]
         with open(self.log_path, "wb") as log:
             self.proc = lab.popen(ns, argv, stdout=subprocess.DEVNULL, stderr=log)
-        self.wait_log("listening on", 15)
+        wait_until_ready(self.log, lambda: self.proc.poll() is None)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -10,6 +10,9 @@ something else happens.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from netns import NetnsLab, inside
+from netns import NetnsLab, inside, pids_in
 from pptpkit.auth.base import PeerConfig
 from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.link import PppLink
@@ -65,6 +68,25 @@ TCP_PEER = textwrap.dedent('''
 ''')
 
 
+def server_ready(log: str) -> bool:
+    """Does a ``pptpkit server`` log say it serves?  A single process once it listens; a
+    supervisor (``--workers``, by default one per CPU) once every worker does: the first
+    worker's ``listening on`` comes before the others listen, and before the supervisor's
+    control socket answers for them and its metrics endpoint is open."""
+    if "listening on" not in log:
+        return False
+    return re.search(r"starting \d+ workers \(", log) is None or " workers running (pids " in log
+
+
+def wait_until_ready(log: Callable[[], str], alive: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait for :func:`server_ready`; fail at once if the server exits first."""
+    end = time.monotonic() + timeout
+    while not server_ready(text := log()):
+        assert alive(), text
+        assert time.monotonic() < end, f"the server is not ready:\n{text}"
+        time.sleep(0.05)
+
+
 class Server:
     """The CLI server process in ``ns`` with its log file."""
 
@@ -93,10 +115,44 @@ class Server:
             self.proc = lab.popen(ns, [
                 sys.executable, "-m", "pptpkit", "server", "--listen", SERVER, *base, *extra,
             ], stdout=subprocess.DEVNULL, stderr=log, env=env)
-        self.wait_log("listening on", 15)
+        wait_until_ready(self.log, lambda: self.proc.poll() is None)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def workers(self) -> int:
+        """Worker processes (``--workers``, by default one per CPU): 1 without a supervisor."""
+        found = re.search(r"starting (\d+) workers \(", self.log())
+        return 1 if found is None else int(found.group(1))
+
+    def crash(self) -> None:
+        """Every process of the server killed at once (a supervisor killed alone takes its
+        workers down cleanly): its session's process group, as systemd kills a cgroup."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        end = time.monotonic() + 10
+        while [p for p in pids_in(self.ns) if p != os.getpid()]:
+            assert time.monotonic() < end, "server processes outlived SIGKILL"
+            time.sleep(0.05)
+
+    def pid_of(self, log_text: str) -> int:
+        """The pid of the process that logged ``log_text``: the server's own, or with workers
+        the worker's (the latest start of that worker)."""
+        line = next((ln for ln in self.log().splitlines() if log_text in ln), None)
+        assert line is not None, f"no {log_text!r} in the log:\n{self.log()}"
+        worker = re.search(r"worker (\d+): ", line)
+        if worker is None:
+            return self.proc.pid
+        starts = re.findall(rf"worker {worker.group(1)} started \(pid (\d+)\)", self.log())
+        assert starts, self.log()
+        return int(starts[-1])
+
+    def shared_tuns(self, name: str = "pptpkit-srv") -> list[str]:
+        """The shared interfaces of ``--tun-mode shared``: ``name``, or with workers ``name``
+        and each worker's index."""
+        count = self.workers
+        return [name] if count == 1 else [f"{name}{i}" for i in range(count)]
 
     def wait_log(self, text: str, timeout: float = 10, count: int = 1) -> None:
         end = time.monotonic() + timeout

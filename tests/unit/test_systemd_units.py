@@ -80,3 +80,10 @@ def test_notify_abstract_socket(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
         assert notify("STOPPING=1")
         assert sock.recv(64) == b"STOPPING=1"
+
+
+def test_the_server_unit_lets_the_supervisor_stop_its_workers() -> None:
+    """SIGTERM to the main process alone: the supervisor stops the workers (one per CPU by
+    default) and the ip-down scripts run to their end, instead of every process at once."""
+    text = (UNITS / "pptpkit-server.service").read_text()
+    assert "\nKillMode=mixed\n" in text and "\nKillSignal=SIGTERM\n" in text

@@ -70,7 +70,7 @@ from pptpkit.vpn.settings import (
     DEFAULT_CTL_SOCKET,
     DEFAULT_PROGRAM_CONNECTIONS,
     DEFAULT_SECRETS,
-    DEFAULT_WORKERS,
+    DEFAULT_SHARED_TUN,
     SERVER_MPPE_WORDS,
     TUN_MODES,
     ServerChanges,
@@ -163,8 +163,11 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                      help=f"packet receive window to advertise (default {_D.window})")
     add_gre_options(srv, peer="each client")
     srv.add_argument("--workers", type=int_range(1, MAX_WORKERS), metavar="N",
-                     help=f"built-in mode: server processes sharing the sessions, one core each "
-                          f"(default {DEFAULT_WORKERS}); limits and the address pool stay global")
+                     help="built-in mode: server processes sharing the sessions, one core each "
+                          "(default: the CPUs this process may run on, at most "
+                          f"{MAX_WORKERS}; 1 with --ppp-program, or a shared --tun-name with "
+                          "no room for the worker's index); limits and the address pool stay "
+                          "global")
     ctl = srv.add_mutually_exclusive_group()
     ctl.add_argument("--ctl-socket", metavar="PATH",
                      help=f"the control socket for 'pptpkit ctl' (default {DEFAULT_CTL_SOCKET}; "
@@ -229,7 +232,8 @@ def add_server_parser(sub: Any, common: argparse.ArgumentParser) -> argparse.Arg
                             "interface for all sessions, routed by address (scales to thousands)")
     group.add_argument("--tun-name", metavar="NAME",
                        help="interface name: per-session template (default pptpkit%%d) or the shared "
-                            "interface (default pptpkit-srv)")
+                            "interface (default pptpkit-srv; with several workers each adds its index: "
+                            "pptpkit-srv0, pptpkit-srv1, ...)")
     group.add_argument("--mtu", type=int_range(576, 1500), metavar="N",
                        help=f"the most we send in one packet (pppd's mtu) and, unless --mru, our MRU; "
                             f"the tunnel MTU is the smaller MRU less MPPE's 4 octets, at most N (default "
@@ -607,7 +611,7 @@ def guard_config(settings: ServerSettings) -> GuardConfig:
 
 def _clamp_pattern(settings: ServerSettings) -> str:
     if settings.tun_mode == "shared":
-        return f"{settings.tun_name or 'pptpkit-srv'}{'*' if settings.worker_count > 1 else ''}"
+        return f"{settings.tun_name or DEFAULT_SHARED_TUN}{'*' if settings.worker_count > 1 else ''}"
     return (settings.tun_name or "pptpkit%d").replace("%d", "*")
 
 
@@ -635,6 +639,10 @@ async def run_supervisor(settings: ServerSettings, config: BuiltinConfig, argv: 
             from pptpkit.ops.accounting import RadiusAccounting
 
             accounting = RadiusAccounting(radius)
+        # Said before any worker starts: whoever reads the log knows to wait for all of them.
+        log.info("starting %d workers (%s)", settings.worker_count,
+                 "--workers" if settings.workers is not None
+                 else "one per CPU this process may run on; --workers 1 for a single process")
         supervisor = Supervisor(argv, settings.worker_count, ledger, ctl_socket=settings.ctl_socket,
                                 metrics=settings.metrics, pidfile=pidfile.write, accounting=accounting,
                                 dae=radius if radius is not None and radius.dae_listen is not None else None,
@@ -659,7 +667,7 @@ async def run_builtin(settings: ServerSettings, config: BuiltinConfig,
     router: SharedTunRouter | None = None
     plane: DataPlane
     if settings.tun_mode == "shared":
-        shared_name = settings.tun_name or "pptpkit-srv"
+        shared_name = settings.tun_name or DEFAULT_SHARED_TUN
         if worker is not None:
             # One shared interface per worker: a TUN device's packets go to whoever reads it.
             shared_name = f"{shared_name}{worker.slot.index}"
@@ -781,6 +789,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             slot = worker_slot()
         except ConfigError as exc:
             return fail("server", ExitStatus.USAGE, str(exc))
+        from pptpkit.io.loop import freeze_startup_heap
+
+        freeze_startup_heap()
         if slot is None and settings.worker_count > 1:
             return run_on_loop(run_supervisor(settings, config, argv if argv is not None else sys.argv[1:],
                                               radius))

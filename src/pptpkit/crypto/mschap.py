@@ -11,6 +11,15 @@ User names and passwords:
 * passwords are ``str`` and are hashed as UTF-16LE, which is what Windows and pppd do (pppd
   zero-extends each byte, identical for ASCII and Latin-1 secrets).
 
+MD4 and single-block DES, which a call setup needs a few of on each side, come from OpenSSL's
+one-shot ``MD4()`` and ``DES_set_key_unchecked``/``DES_ecb_encrypt`` through ctypes when
+libcrypto exports them and they pass a known-answer check at import (as RC4 does in
+:mod:`pptpkit.crypto.rc4`), and from pycryptodome otherwise (:data:`HASH_BACKEND` says which).
+The work is tiny; what a call costs is the wrapper around it: pycryptodome's ``DES.new`` and
+``MD4.new`` build cipher and hash objects through several layers of Python glue (~7 and ~4 us
+here), the direct calls take under 1 us each.  OpenSSL 3 keeps MD4 out of its default provider,
+so ``hashlib`` has no MD4; the low-level functions are still exported.
+
 Wrong-sized inputs raise :class:`CryptoInputError`, which is both a ``ValueError`` (it is a
 caller bug when the caller validated the packet) and a :class:`~pptpkit.errors.DecodeError`
 (so an engine that forgot to check a peer's field length still catches it at its input).
@@ -18,9 +27,12 @@ caller bug when the caller validated the packet) and a :class:`~pptpkit.errors.D
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import hmac
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from Crypto.Cipher import ARC4, DES
 from Crypto.Hash import MD4
@@ -28,6 +40,7 @@ from Crypto.Hash import MD4
 from pptpkit.errors import DecodeError
 
 __all__ = [
+    "HASH_BACKEND",
     "MAX_PASSWORD_CHARS",
     "PW_BLOCK_SIZE",
     "CryptoInputError",
@@ -97,37 +110,113 @@ def strip_domain(username: str | bytes) -> bytes:
 # DES and hashes
 
 
+def _pycryptodome_md4(data: bytes) -> bytes:
+    return bytes(MD4.new(data).digest())
+
+
+def _pycryptodome_des(key8: bytes, clear: bytes) -> bytes:
+    return bytes(DES.new(key8, DES.MODE_ECB).encrypt(clear))
+
+
+def _load_openssl() -> tuple[Any, Any, Any] | None:
+    names = [n for n in (ctypes.util.find_library("crypto"),) if n] + ["libcrypto.so.3", "libcrypto.so"]
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+            md4, set_key, ecb = lib.MD4, lib.DES_set_key_unchecked, lib.DES_ecb_encrypt
+        except (OSError, AttributeError):
+            continue
+        # No argtypes, as in pptpkit.crypto.rc4: the call sites pass bytes for const pointers,
+        # ctypes buffers for the others and a c_size_t for the one length.
+        md4.restype = ctypes.c_void_p
+        set_key.restype = None
+        ecb.restype = None
+        return md4, set_key, ecb
+    return None
+
+
+_OPENSSL_FUNCTIONS = _load_openssl()
+# DES_key_schedule: 16 round keys of 8 octets.
+_DES_SCHEDULE_SIZE: Final = 128
+
+
+def _openssl_md4(data: bytes) -> bytes:
+    assert _OPENSSL_FUNCTIONS is not None
+    # Buffers per call, not per module: ctypes releases the GIL during the foreign call.
+    digest = ctypes.create_string_buffer(16)
+    _OPENSSL_FUNCTIONS[0](data, ctypes.c_size_t(len(data)), digest)
+    return digest.raw
+
+
+def _openssl_des(key8: bytes, clear: bytes) -> bytes:
+    assert _OPENSSL_FUNCTIONS is not None
+    _, set_key, ecb = _OPENSSL_FUNCTIONS
+    schedule = ctypes.create_string_buffer(_DES_SCHEDULE_SIZE)
+    out = ctypes.create_string_buffer(8)
+    set_key(key8, schedule)
+    ecb(clear, out, schedule, 1)  # 1: DES_ENCRYPT
+    return out.raw
+
+
+def _openssl_works() -> bool:
+    """Known answers, checked against pycryptodome: MD4 of a few lengths (the empty input, an
+    NT hash's 16 octets, more than one 64-octet block), DES under keys with and without parity."""
+    if _OPENSSL_FUNCTIONS is None:
+        return False
+    try:
+        for data in (b"", bytes(range(16)), "password".encode("utf-16-le") * 9):
+            if _openssl_md4(data) != _pycryptodome_md4(data):
+                return False
+        for key8, clear in ((b"\x01\x23\x45\x67\x89\xab\xcd\xef", b"Now is t"),
+                            (bytes(range(8)), bytes(8)), (b"\xff" * 8, b"\x80" * 8)):
+            if _openssl_des(key8, clear) != _pycryptodome_des(key8, clear):
+                return False
+    except (OSError, ctypes.ArgumentError, ValueError, TypeError):
+        return False
+    return True
+
+
+_OPENSSL: Final = _openssl_works()
+#: Where MD4 and DES come from: ``"openssl"`` or ``"pycryptodome"``.
+HASH_BACKEND: Final = "openssl" if _OPENSSL else "pycryptodome"
+_md4: Final[Callable[[bytes], bytes]] = _openssl_md4 if _OPENSSL else _pycryptodome_md4
+_des: Final[Callable[[bytes, bytes], bytes]] = _openssl_des if _OPENSSL else _pycryptodome_des
+
+
+# Each 7-bit septet of a key shifted left, with the low bit set when the seven hold an even
+# number of ones (odd parity).
+_WITH_PARITY: Final = bytes((septet << 1) | ((septet.bit_count() & 1) ^ 1) for septet in range(128))
+
+
 def des_key_with_parity(key7: bytes) -> bytes:
     """Spread a 7-octet (56-bit) key over 8 octets with odd parity in each low bit (RFC 2759 9.3).
 
-    pycryptodome's DES ignores the parity bits, but setting them keeps the key a valid DES key
+    Both DES backends ignore the parity bits, but setting them keeps the key a valid DES key
     for strict engines and lets the RFC's key-generation example be checked directly.
     """
     _need("DES key", key7, 7)
     bits = int.from_bytes(key7, "big")
-    out = bytearray(8)
-    for i in range(8):
-        septet = (bits >> (49 - 7 * i)) & 0x7F
-        # Odd parity: set the low bit when the seven key bits hold an even number of ones.
-        out[i] = (septet << 1) | ((septet.bit_count() & 1) ^ 1)
-    return bytes(out)
+    t = _WITH_PARITY
+    # Unrolled: three of these per MS-CHAP response, and a loop costs twice as much.
+    return bytes((t[bits >> 49 & 0x7F], t[bits >> 42 & 0x7F], t[bits >> 35 & 0x7F], t[bits >> 28 & 0x7F],
+                  t[bits >> 21 & 0x7F], t[bits >> 14 & 0x7F], t[bits >> 7 & 0x7F], t[bits & 0x7F]))
 
 
 def des_encrypt(clear: bytes, key7: bytes) -> bytes:
     """RFC 2759 8.6 DesEncrypt(): one DES-ECB block under a 7-octet key."""
     _need("DES clear text", clear, 8)
-    return bytes(DES.new(des_key_with_parity(key7), DES.MODE_ECB).encrypt(clear))
+    return _des(des_key_with_parity(key7), bytes(clear))
 
 
 def nt_password_hash(password: str) -> bytes:
     """RFC 2759 8.3 NtPasswordHash(): MD4 of the UTF-16LE password, no terminator (16 octets)."""
-    return bytes(MD4.new(password.encode("utf-16-le")).digest())
+    return _md4(password.encode("utf-16-le"))
 
 
 def hash_nt_password_hash(password_hash: bytes) -> bytes:
     """RFC 2759 8.4 HashNtPasswordHash(): MD4 of the 16-octet NT hash."""
     _need("password hash", password_hash, 16)
-    return bytes(MD4.new(password_hash).digest())
+    return _md4(bytes(password_hash))
 
 
 def lm_password_hash(password: str) -> bytes:

@@ -5,6 +5,9 @@ The engine owns all protocol logic; this module only moves bytes, the clock and 
 * :class:`EngineDriver` is transport-agnostic: it feeds bytes with ``loop.time()``, writes what
   the engine queued, keeps exactly one ``loop.call_at`` handle armed at ``engine.get_timer()``,
   hands events to a callback and closes the byte stream when the engine reports ``closed``.
+  It can :meth:`~EngineDriver.hold` what arrives until the application decides whether the
+  engine may see it at all (a server that must ask someone else before it admits a
+  connection answers nothing until then; at most :data:`MAX_HELD` octets are kept).
 * :class:`EngineConnection` is an :class:`asyncio.Protocol` around a driver (TCP and any other
   asyncio stream transport).
 * :func:`open_tcp_connection` / :func:`start_tcp_server` open a TCP client / listener with it.
@@ -21,12 +24,13 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Final, Generic, Protocol, TypeVar, cast
 
 from pptpkit.io.deadline import Deadline
 from pptpkit.io.throttle import LogThrottle, left_out_text
 
 __all__ = [
+    "MAX_HELD",
     "ConnectionInfo",
     "EngineConnection",
     "EngineDriver",
@@ -38,6 +42,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Octets :meth:`EngineDriver.hold` keeps; a peer that sends more while held is cut off.  A
+#: PPTP client sends 156 (Start-Control-Connection-Request) before it hears anything.
+MAX_HELD: Final = 4096
 
 
 class StreamEngine(Protocol):
@@ -89,8 +97,8 @@ class EngineDriver(Generic[E]):
     """
 
     __slots__ = (
-        '_again', '_close', '_deadline', '_finished', '_flushing', '_loop', '_on_closed', '_on_event',
-        '_write', 'closed_future', 'engine',
+        '_again', '_close', '_deadline', '_finished', '_flushing', '_held', '_loop', '_on_closed',
+        '_on_event', '_on_overflow', '_write', 'closed_future', 'engine',
     )
 
     def __init__(
@@ -113,6 +121,9 @@ class EngineDriver(Generic[E]):
         self._flushing = False
         self._again = False
         self._finished = False
+        #: What arrived while held (:meth:`hold`); None: not held.
+        self._held: bytearray | None = None
+        self._on_overflow: Callable[[int], object] | None = None
         self.closed_future: asyncio.Future[None] = loop.create_future()
 
     @property
@@ -123,8 +134,33 @@ class EngineDriver(Generic[E]):
     def data_received(self, data: bytes) -> None:
         if self._finished:
             return
+        if self._held is not None:
+            if len(self._held) + len(data) > MAX_HELD:
+                total, self._held = len(self._held) + len(data), None
+                # The engine never sees any of it; whoever held the stream says why it ends.
+                if self._on_overflow is not None:
+                    self._on_overflow(total)
+                self.close()
+                return
+            self._held += data
+            return
         self.engine.receive_data(data, self._loop.time())
         self.flush()
+
+    def hold(self, on_overflow: Callable[[int], object] | None = None) -> None:
+        """Keep what arrives from now on from the engine until :meth:`release` (the engine's
+        timers still run).  More than :data:`MAX_HELD` octets end the stream, after
+        ``on_overflow(octets)`` (which may stop the engine itself)."""
+        if self._held is None and not self._finished:
+            self._held = bytearray()
+            self._on_overflow = on_overflow
+
+    def release(self) -> None:
+        """Give the engine what arrived while held, and everything after it."""
+        held, self._held, self._on_overflow = self._held, None, None
+        if held and not self._finished:
+            self.engine.receive_data(bytes(held), self._loop.time())
+            self.flush()
 
     def stream_lost(self) -> None:
         """The byte stream ended underneath the engine (EOF, reset, local close)."""

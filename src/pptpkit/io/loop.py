@@ -14,6 +14,7 @@ the benchmarks measure the loop users get.  uvloop has no netlink transport:
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import os
 from collections.abc import Coroutine
@@ -21,7 +22,7 @@ from typing import Any, Final, TypeVar
 
 from pptpkit.errors import ConfigError
 
-__all__ = ["ENV_VAR", "loop_kind", "run"]
+__all__ = ["ENV_VAR", "freeze_startup_heap", "loop_kind", "run"]
 
 ENV_VAR: Final = "PPTPKIT_LOOP"
 _KINDS: Final = ("auto", "asyncio", "uvloop")
@@ -64,3 +65,19 @@ def run(main: Coroutine[Any, Any, T], *, choice: str | None = None) -> T:
     # asyncio.Runner takes a loop factory (Python 3.11+); no global policy is changed.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def freeze_startup_heap() -> None:
+    """Move every object alive now (modules, classes, functions, settings: what start-up built,
+    and what lives as long as the process) out of the cyclic garbage collector's reach.
+
+    Called once by the long-running processes before they serve.  The collector's oldest
+    generation is scanned in full when it has grown by a quarter; in a fresh process the first
+    such scan walks all of start-up's objects (about 10 ms of CPU here, measured with
+    ``gc.callbacks``), and it fell inside the first burst of call setups.  Frozen, those objects
+    are never scanned again, and each later full scan walks only what the sessions built.  They
+    are never freed either, which changes nothing for objects that live as long as the process
+    anyway.  Collections still run as before for everything created afterwards.
+    """
+    gc.collect()
+    gc.freeze()

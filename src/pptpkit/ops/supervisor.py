@@ -20,6 +20,9 @@ descriptor of their end of a socketpair) - and then:
   worker reported for it (:func:`pptpkit.ops.accounting.lost_stop_record`);
 * forwards SIGHUP (reload the secrets) to every worker, and on SIGTERM/SIGINT stops them all and
   waits for their sessions to end;
+* starts worker 0 alone and the others once it is ready, so that what keeps the server from
+  starting (no privileges, the port taken) is said once, by one worker, and the server exits
+  with that worker's status; a worker that exits before all are ready is not restarted;
 * restarts a worker that dies, after forgetting everything it held in the ledger - its sessions
   died with it, so their addresses return to the pool at once.  A worker that keeps dying (more
   than :data:`MAX_RESTARTS` within :data:`RESTART_WINDOW` seconds) stops the server: a crash
@@ -376,6 +379,8 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(count)]
         self.restarts = 0
         self._stopping = False
+        #: Every worker has been ready once: from then on a worker that dies is restarted.
+        self._started = False
         self._failed: str | None = None
         self._stop = asyncio.Event()
         self._ctl: CtlServer | None = None
@@ -471,7 +476,8 @@ class Supervisor:
         self._acct_lost(worker.index)
         if worker.ready is not None and not worker.ready.done():
             worker.ready.set_exception(ChildProcessError(f"worker {worker.index} exited with {code}"))
-        if self._stopping:
+        if self._stopping or not self._started:
+            # At startup a worker that exits is the server failing to start: run() says so once.
             return
         log.error("worker %d (pid %d) died (exit status %s); %d sessions lost, their addresses back in "
                   "the pool; restarting it", worker.index, process.pid, code, freed)
@@ -554,15 +560,20 @@ class Supervisor:
                 await self._ctl.open_handler(self.ctl_line)
             if self.accounting is not None:
                 await self.accounting.open_nas(f"{int(time.time()) & 0xFFFFFFFF:08X}00000000")
-            for worker in self.workers:
-                await self._spawn(worker)
-            ready = [w.ready for w in self.workers if w.ready is not None]
-            try:
-                await asyncio.wait_for(asyncio.gather(*ready), READY_TIMEOUT)
-            except (ChildProcessError, TimeoutError) as exc:
-                log.error("the workers did not all start: %s", exc or "timed out")
-                code = self._exit_code_of_first_failed()
-                return code
+            # Worker 0 alone first: what stops one worker from starting (no privileges, the port
+            # taken, a bad file) stops them all, and the user should read it once, not once per
+            # CPU.  The others then start together.
+            for batch in (self.workers[:1], self.workers[1:]):
+                for worker in batch:
+                    await self._spawn(worker)
+                ready = [w.ready for w in batch if w.ready is not None]
+                try:
+                    await asyncio.wait_for(asyncio.gather(*ready), READY_TIMEOUT)
+                except (ChildProcessError, TimeoutError) as exc:
+                    log.error("the workers did not all start: %s", exc or "timed out")
+                    code = self._exit_code_of_first_failed()
+                    return code
+            self._started = True
             if self.dae_setup is not None:
                 from pptpkit.ops.dae import DaeForwarder
 

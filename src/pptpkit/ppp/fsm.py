@@ -42,6 +42,11 @@ class State(IntEnum):
 class Event(Enum):
     """Automaton events; the value is the RFC's spelling."""
 
+    # Every transition looks up (state, event) in TRANSITIONS: the identity hash, in C, instead
+    # of Enum's, a Python call hashing the member's name.  Members are singletons, so equality
+    # (identity) and hash still agree.
+    __hash__ = object.__hash__
+
     UP = "Up"
     DOWN = "Down"
     OPEN = "Open"
@@ -502,8 +507,15 @@ class ControlProtocol(OptionHandler):
             self._transition(Event.UP)
 
     def _do(self, action: Action, cell: Transition, old: State) -> None:
+        # The branches exclude each other; the actions of a negotiation come first.
         cfg = self.fsm_config
-        if action is Action.TLU:
+        if action is Action.SCR:
+            self._send_configure_request(fresh=old not in _NEGOTIATING)
+        elif action is Action.SCA or action is Action.SCN:
+            self._send_reply()
+        elif action is Action.IRC:
+            self._restart_count = cfg.max_terminate if Action.STR in cell.actions else cfg.max_configure
+        elif action is Action.TLU:
             self.layer_up()
             self.emit(LayerUp(protocol=self.protocol))
         elif action is Action.TLD:
@@ -513,15 +525,9 @@ class ControlProtocol(OptionHandler):
             self.emit(LayerStarted(protocol=self.protocol))
         elif action is Action.TLF:
             self.emit(LayerFinished(protocol=self.protocol))
-        elif action is Action.IRC:
-            self._restart_count = cfg.max_terminate if Action.STR in cell.actions else cfg.max_configure
         elif action is Action.ZRC:
             self._restart_count = 0
             self._deadline = self._now + cfg.restart_interval
-        elif action is Action.SCR:
-            self._send_configure_request(fresh=old not in _NEGOTIATING)
-        elif action in (Action.SCA, Action.SCN):
-            self._send_reply()
         elif action is Action.STR:
             if self._term_id is None:
                 self._term_id = self.new_identifier()

@@ -101,13 +101,23 @@ class MppeChannel:
             return None
         rekey = policy.flushed_means_rekey
         encryptor = decryptor = None
+        # The start keys depend only on the key length: both directions at one length (the
+        # usual case) share one derivation.
+        derived: dict[int, tuple[bytes, bytes]] = {}
+
+        def start_keys(params: MppeParams) -> tuple[bytes, bytes]:
+            pair = derived.get(params.key_bits)
+            if pair is None:
+                pair = derived[params.key_bits] = _start_keys(keys, params, is_server)
+            return pair
+
         if result.tx is not None:
             encryptor = MppeEncryptor(MppeConfig(
-                start_key=_start_keys(keys, result.tx, is_server)[0], key_bits=result.tx.key_bits,
+                start_key=start_keys(result.tx)[0], key_bits=result.tx.key_bits,
                 stateless=result.tx.stateless, flushed_means_rekey=rekey))
         if result.rx is not None:
             decryptor = MppeDecryptor(MppeConfig(
-                start_key=_start_keys(keys, result.rx, is_server)[1], key_bits=result.rx.key_bits,
+                start_key=start_keys(result.rx)[1], key_bits=result.rx.key_bits,
                 stateless=result.rx.stateless, flushed_means_rekey=rekey))
         return cls(ccp, policy, dropped, encryptor, decryptor, describe(result))
 

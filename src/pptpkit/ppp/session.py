@@ -93,6 +93,7 @@ _IP: Final = int(PppProtocol.IP)
 _IPV6: Final = int(PppProtocol.IPV6)
 _MPPE: Final = int(PppProtocol.COMPRESSED_DATAGRAM)
 _LCP: Final = int(PppProtocol.LCP)
+_LCP_HEADER: Final = frame_header(_LCP)
 _IPCP: Final = int(PppProtocol.IPCP)
 _IPV6CP: Final = int(PppProtocol.IPV6CP)
 _CCP: Final = int(PppProtocol.CCP)
@@ -168,10 +169,12 @@ class PppSession:
     """A PPP session in either role, sans-IO.  See the module docstring and docs/engine-api.md."""
 
     __slots__ = (
-        '_addresses', '_auth_method', '_auth_peer_engine', '_auth_pending', '_authenticator', '_ccp',
+        '_addresses', '_auth_method', '_auth_peer_engine', '_auth_pending', '_authenticator', '_auths',
+        '_beyond_lcp',
+        '_ccp',
         '_ccp_settled', '_ctl_acfc', '_events', '_finished', '_ipcp',
         '_ipv6_up', '_ipv6cp', '_keys', '_keys_are_server', '_last_data', '_lcp', '_link_up_sent',
-        '_mppe', '_mppe_required', '_ncp_early', '_ncps_gone', '_ncps_held', '_network_reached',
+        '_mppe', '_mppe_required', '_ncp_early', '_ncps', '_ncps_gone', '_ncps_held', '_network_reached',
         '_now', '_opened',
         '_out', '_outcome', '_phase', '_reason', '_rx4',
         '_rx6', '_rx_alive', '_rx_clear', '_tx4', '_tx6', '_username', 'config', 'idle_timeout',
@@ -205,6 +208,13 @@ class PppSession:
         self._ipcp: IpcpEngine | None = None
         self._ipv6cp: Ipv6cpEngine | None = None
         self._ccp: CcpEngine | None = None
+        # The sub-engines that exist, in the order their output and events are taken (the
+        # authenticator, then the peer; IPCP, IPV6CP, CCP): rebuilt by _engines_changed()
+        # whenever one comes or goes, so that the per-input passes (_step, _collect,
+        # get_timer) walk only live engines instead of testing six attributes each time.
+        self._auths: tuple[AuthEngine, ...] = ()
+        self._ncps: tuple[ControlProtocol, ...] = ()
+        self._beyond_lcp: tuple[AuthEngine | ControlProtocol, ...] = ()
         self._ccp_settled = False
         self._mppe_required = False
         self._ncps_held = False
@@ -442,14 +452,13 @@ class PppSession:
     # --- sub-engines ---------------------------------------------------------------------------
 
     def _engines(self) -> list[ControlProtocol | AuthEngine]:
-        engines: list[ControlProtocol | AuthEngine] = [self._lcp]
-        for auth in (self._authenticator, self._auth_peer_engine):
-            if auth is not None:
-                engines.append(auth)
-        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
-            if ncp is not None:
-                engines.append(ncp)
-        return engines
+        return [self._lcp, *self._beyond_lcp]
+
+    def _engines_changed(self) -> None:
+        """After any of the auth or NCP engine attributes was set: the live engines again."""
+        self._auths = tuple(e for e in (self._authenticator, self._auth_peer_engine) if e is not None)
+        self._ncps = tuple(e for e in (self._ipcp, self._ipv6cp, self._ccp) if e is not None)
+        self._beyond_lcp = (*self._auths, *self._ncps)
 
     def _queue_frame(self, frame: bytes) -> None:
         if len(self._out) >= self.config.max_queued_frames:
@@ -462,17 +471,16 @@ class PppSession:
 
     def _collect(self) -> None:
         """Move every sub-engine's packets into our queue, framed, in causal order."""
-        acfc = self._ctl_acfc
-        for packet in self._lcp.packets_to_send():
-            self._queue_frame(frame_header(_LCP) + packet)
-        for auth in (self._authenticator, self._auth_peer_engine):
-            if auth is not None:
-                for packet in auth.packets_to_send():
-                    self._queue_frame(frame_header(auth.protocol, acfc=acfc) + packet)
-        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
-            if ncp is not None:
-                for packet in ncp.packets_to_send():
-                    self._queue_frame(frame_header(ncp.protocol, acfc=acfc) + packet)
+        packets = self._lcp.packets_to_send()
+        if packets:
+            for packet in packets:
+                self._queue_frame(_LCP_HEADER + packet)
+        for engine in self._beyond_lcp:
+            packets = engine.packets_to_send()
+            if packets:
+                header = frame_header(engine.protocol, acfc=self._ctl_acfc)
+                for packet in packets:
+                    self._queue_frame(header + packet)
 
     def _emit(self, event: SessionEvent) -> None:
         if len(self._events) >= self.config.max_queued_events and not isinstance(event, LinkDown):
@@ -555,20 +563,18 @@ class PppSession:
             self._collect()
             self._on_lcp_event(event, now)
             return True
-        for auth in (self._authenticator, self._auth_peer_engine):
-            if auth is not None:
-                auth_event = auth.next_event()
-                if auth_event is not None:
-                    self._collect()
-                    self._on_auth_event(auth, auth_event, now)
-                    return True
-        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
-            if ncp is not None:
-                event = ncp.next_event()
-                if event is not None:
-                    self._collect()
-                    self._on_ncp_event(ncp, event, now)
-                    return True
+        for auth in self._auths:
+            auth_event = auth.next_event()
+            if auth_event is not None:
+                self._collect()
+                self._on_auth_event(auth, auth_event, now)
+                return True
+        for ncp in self._ncps:
+            event = ncp.next_event()
+            if event is not None:
+                self._collect()
+                self._on_ncp_event(ncp, event, now)
+                return True
         return False
 
     def _drain_engine_events_silently(self) -> None:
@@ -647,6 +653,7 @@ class PppSession:
             assert cfg.peer is not None  # LCP only agrees when we have a PeerConfig
             self._auth_peer_engine = create_engine(result.auth_self, Role.PEER, cfg.peer, now)
             self._auth_pending += 1
+        self._engines_changed()
         if not self._auth_pending:
             self._network_phase(now)
             return
@@ -661,6 +668,7 @@ class PppSession:
                 engine.stop()
                 engine.packets_to_send()
         self._authenticator = self._auth_peer_engine = None
+        self._engines_changed()
 
     def _on_auth_event(self, engine: AuthEngine, event: object, now: float) -> None:
         checked_peer = engine is self._authenticator
@@ -755,12 +763,12 @@ class PppSession:
         # only once CCP is up: a pppd peer in that mode answers earlier Configure-Requests with
         # Terminate-Ack, so sending them costs a whole restart interval before the link is up.
         self._ncps_held = self._mppe_required and self._ccp is not None
-        for ncp in (self._ipcp, self._ipv6cp, self._ccp):
-            if ncp is not None:
-                ncp.peer_mru = self._lcp.peer_mru
-                if not self._ncps_held or ncp is self._ccp:
-                    ncp.open(now)
-                ncp.up(now)
+        self._engines_changed()
+        for ncp in self._ncps:
+            ncp.peer_mru = self._lcp.peer_mru
+            if not self._ncps_held or ncp is self._ccp:
+                ncp.open(now)
+            ncp.up(now)
 
     def _network_down(self, reason: str, now: float) -> None:
         """Leave the network phase: every NCP down, MPPE forgotten, data stopped."""
@@ -771,6 +779,7 @@ class PppSession:
                 self._drain(ncp)
         self._ipcp = self._ipv6cp = None
         self._ccp = None
+        self._engines_changed()
         self._ncp_early = None
         self._mppe_off()
         if self._ipv6_up:

@@ -92,7 +92,9 @@ class CallHandler(Protocol):
 
 class ConnectionGate(Protocol):
     """Limits beyond this process (the workers of one server): asked for every connection
-    this server admitted itself."""
+    this server admitted itself, before the engine sees a byte of it (the stream is held, at
+    most :data:`~pptpkit.io.driver.MAX_HELD` octets, and the start timeout still runs), so a
+    refused connection is closed before any reply, as one refused by our own limits."""
 
     async def open(self, key: str, peer: str) -> str | None:
         """None: admitted; else why not (the connection is then stopped)."""
@@ -230,6 +232,16 @@ class _Conn:
     violation_log: LogThrottle = field(default_factory=LogThrottle)
 
 
+def _throttled(throttles: dict[str, LogThrottle], reason: str, now: float) -> int | None:
+    """:class:`LogThrottle` per reason, at most :data:`_MAX_REFUSAL_REASONS` of them."""
+    throttle = throttles.get(reason)
+    if throttle is None:
+        if len(throttles) >= _MAX_REFUSAL_REASONS:
+            throttles.clear()
+        throttle = throttles[reason] = LogThrottle()
+    return throttle(now)
+
+
 class PptpServer:
     """``await start()``, then serve until :meth:`close`.  ``handler_factory`` makes every
     call's data plane.  ``gre_socket``/``call_ids`` override the process-wide ones (tests)."""
@@ -251,6 +263,9 @@ class PptpServer:
         self.refused_by_gate = 0
         self._refusal_log = LogThrottle()
         self._call_refusal_logs: dict[str, LogThrottle] = {}
+        # Apart from our own refusals, one throttle per reason (per source, in all), as our
+        # own limits have: one limit's refusals never hide the other's.
+        self._gate_refusal_logs: dict[str, LogThrottle] = {}
         self.calls_total = 0
         #: Asked after this server's own limits (``--workers``: the supervisor's ledger).
         self.connection_gate: ConnectionGate | None = None
@@ -385,7 +400,20 @@ class PptpServer:
         else:
             log.info("connection from %s:%d", conn.peer_address, conn.peer_port)
             if self.connection_gate is not None:
+                # Nothing is answered until the gate says yes: a connection one too many is
+                # closed before its Start-Control-Connection-Reply, as by our own limits.
+                driver.hold(lambda octets: self._flooded_while_held(conn, driver, octets))
                 self._spawn(self._gate(self.connection_gate, conn, driver))
+
+    def _flooded_while_held(self, conn: _Conn, driver: EngineDriver[ControlConnection], octets: int) -> None:
+        # A client waits for the Start-Control-Connection-Reply after its 156-octet request.
+        left_out = conn.violation_log(asyncio.get_running_loop().time())
+        if left_out is not None:
+            log.warning("protocol violation by %s: peer floods us: %d octets before the connection "
+                        "was admitted; closing%s", conn.peer_address, octets, left_out_text(left_out))
+        # Not established (the engine has seen nothing), so it closes without a word.
+        driver.engine.stop(asyncio.get_running_loop().time(), StopReason.LOCAL_SHUTDOWN)
+        driver.flush()
 
     async def _gate(self, gate: ConnectionGate, conn: _Conn, driver: EngineDriver[ControlConnection]) -> None:
         key = f"{conn.peer_address}:{conn.peer_port}"
@@ -398,15 +426,15 @@ class PptpServer:
                 gate.close(key)
             else:
                 conn.gated = True
+                driver.release()
             return
         self.refused_by_gate += 1
-        left_out = self._refusal_log(asyncio.get_running_loop().time())
+        left_out = _throttled(self._gate_refusal_logs, why, asyncio.get_running_loop().time())
         if left_out is not None:
             log.warning("refusing connection from %s:%d: %s%s", conn.peer_address, conn.peer_port, why,
                         left_out_text(left_out))
         if not driver.finished:
-            for call in list(conn.calls.values()):
-                self._clear_call(call, why, DisconnectResult.ADMIN_SHUTDOWN)
+            # Held, so the engine has seen nothing: not established, it closes without a word.
             driver.engine.stop(asyncio.get_running_loop().time(), StopReason.LOCAL_SHUTDOWN)
             driver.flush()
 
@@ -526,13 +554,7 @@ class PptpServer:
     def _log_refusal(self, conn: _Conn, reason: str) -> None:
         """One line per reason per interval: a peer that keeps calling into a limit decides
         how often this happens, not how much we log."""
-        throttles = self._call_refusal_logs
-        throttle = throttles.get(reason)
-        if throttle is None:
-            if len(throttles) >= _MAX_REFUSAL_REASONS:
-                throttles.clear()
-            throttle = throttles[reason] = LogThrottle()
-        left_out = throttle(asyncio.get_running_loop().time())
+        left_out = _throttled(self._call_refusal_logs, reason, asyncio.get_running_loop().time())
         if left_out is not None:
             log.warning("refusing call from %s: %s%s", conn.peer_address, reason, left_out_text(left_out))
 

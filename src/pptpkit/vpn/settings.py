@@ -24,6 +24,7 @@ not depend on where those classes live.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, TypedDict
@@ -33,6 +34,7 @@ from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import RateLimit
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError
+from pptpkit.gre.partition import MAX_WORKERS
 from pptpkit.ppp.session_config import MppePolicy
 from pptpkit.vpn.paths import DEFAULT_CTL_SOCKET
 from pptpkit.vpn.server import (
@@ -49,6 +51,8 @@ __all__ = [
     "DEFAULT_MPPE_WORDS",
     "DEFAULT_PROGRAM_CONNECTIONS",
     "DEFAULT_SECRETS",
+    "DEFAULT_SHARED_TUN",
+    "MAX_IFNAME",
     "SERVER_MPPE_WORDS",
     "TUN_MODES",
     "ServerChanges",
@@ -56,6 +60,7 @@ __all__ = [
     "TunMode",
     "auth_policy",
     "auth_words",
+    "available_cpus",
     "mppe_policy",
 ]
 
@@ -166,8 +171,22 @@ class ServerChanges(TypedDict, total=False):
     workers: int | None
 
 
-#: Worker processes of the built-in server without ``--workers``.
-DEFAULT_WORKERS: Final = 1
+#: The shared interface's name without ``--tun-name``; with workers, each adds its index.
+DEFAULT_SHARED_TUN: Final = "pptpkit-srv"
+#: The longest interface name Linux takes (IFNAMSIZ less the NUL).
+MAX_IFNAME: Final = 15
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: what ``taskset``, a cgroup's cpuset
+    or systemd's ``CPUAffinity=`` leave it), not the machine's count: a worker per CPU it can
+    never be scheduled on would only make the workers take turns on the ones it can."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 #: Control connections in program mode unless ``connections`` says otherwise (pptpd's default).
 DEFAULT_PROGRAM_CONNECTIONS: Final = 100
 #: Built-in mode without ``connections``: control connections beyond ``max_sessions``.
@@ -273,15 +292,38 @@ class ServerSettings:
     #: ``--shaper``: the rate of users without one of their own (built-in mode; None: none).
     shaper: RateLimit | None = None
     #: ``--workers``: server processes (built-in mode, :mod:`pptpkit.vpn.workers`); None: the
-    #: default, :data:`DEFAULT_WORKERS`.
+    #: default, :attr:`worker_count`.
     workers: int | None = None
 
     @property
     def worker_count(self) -> int:
-        """How many worker processes run the built-in sessions (program mode: always one)."""
+        """How many worker processes run the built-in sessions: ``workers`` when it was set,
+        else a worker per CPU this process may run on (:func:`available_cpus`, at most
+        :data:`~pptpkit.gre.partition.MAX_WORKERS`) where several can run at all.
+
+        The default is one where several cannot work, so that what runs today without
+        ``--workers`` keeps running: program mode (every call is a program of its own already),
+        an ephemeral port (``--listen ADDR:0``: every worker must bind the same port, and each
+        would get one of its own), and a shared ``--tun-name`` with no room for the worker's
+        index.  An explicit ``--workers`` above 1 there is an error (:meth:`check_workers`), never
+        quietly one.  The default is read when the server starts, so it follows the affinity
+        the service manager gives it, and it is the value after every layer (a pptpd.conf
+        ``ppp`` line makes program mode, and so a default of one)."""
         if not self.builtin:
             return 1
-        return self.workers if self.workers is not None else DEFAULT_WORKERS
+        if self.workers is not None:
+            return self.workers
+        if self.port == 0:
+            return 1
+        count = min(available_cpus(), MAX_WORKERS)
+        if count > 1 and self._worker_tun_too_long(count):
+            return 1
+        return count
+
+    def _worker_tun_too_long(self, count: int) -> bool:
+        if self.tun_mode != "shared":
+            return False
+        return len(f"{self.tun_name or DEFAULT_SHARED_TUN}{count - 1}") > MAX_IFNAME
 
     def check_workers(self) -> None:
         """What a server of several processes cannot do (yet): an error, never silently wrong."""
@@ -292,6 +334,10 @@ class ServerSettings:
             return
         if self.port == 0:
             raise ConfigError("--workers needs a fixed port: every worker listens on it (SO_REUSEPORT)")
+        if self._worker_tun_too_long(self.worker_count):
+            raise ConfigError(f"--workers {self.worker_count} with --tun-mode shared: the interface names "
+                              f"{self.tun_name or DEFAULT_SHARED_TUN}0.. would be longer than "
+                              f"{MAX_IFNAME} characters (each worker adds its index); a shorter --tun-name")
 
     @property
     def builtin(self) -> bool:

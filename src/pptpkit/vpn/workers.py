@@ -172,7 +172,8 @@ class Ledger:
         if (worker, key) in self._connections:
             return {"ok": True}
         if lim.max_connections and len(self._connections) >= lim.max_connections:
-            return {"ok": False, "why": f"{lim.max_connections} connections already"}
+            # A single server's words for the same refusal.
+            return {"ok": False, "why": f"{lim.max_connections} connections already (the limit)"}
         if lim.max_connections_per_source and (
                 self._connections_per_source.get(source, 0) >= lim.max_connections_per_source):
             return {"ok": False,

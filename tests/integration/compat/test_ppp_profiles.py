@@ -105,8 +105,7 @@ def test_persist_redials_after_a_server_restart(lab: tuple[NetnsLab, str, str], 
                         stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: log.read_text(errors="replace").count("remote IP address") >= 1, 30, "the link")
-        server.proc.kill()
-        server.proc.wait(10)
+        server.crash()
         wait_for(lambda: "waiting 1 s before dialling again" in log.read_text(errors="replace"), 30,
                  "the redial")
         again = tmp_path / "again"

@@ -134,6 +134,8 @@ def test_bench_workers_short() -> None:
     for n in ("1 worker(s)", "2 worker(s)"):
         assert figs[f"8 sessions, {n}, client->server (echoed back) [Mbit/s]"]["value"] > 0
         assert figs[f"{n}: server CPU per GB client->server [CPU s/GB]"]["value"] > 0
+        assert figs[f"{n}: client CPU per GB client->server (kernel work included) [CPU s/GB]"]["value"] > 0
+        assert figs[f"{n}: machine cores busy (every process) [cores]"]["value"] > 0
         assert figs[f"setups/s, 20 clients at once, {n} [setups/s]"]["value"] > 0
     assert figs["2 workers / 1 worker (side by side, per run) [x]"]["value"] > 0
     assert figs["sessions passing a packet at the end [sessions]"]["value"] == 100
@@ -141,6 +143,8 @@ def test_bench_workers_short() -> None:
     assert figs["admit + authenticated + release, both ends in one process [us/session]"]["value"] > 0
     assert figs["GRE packet over loopback, sender's time, no extra socket [ns/packet]"]["value"] > 0
     assert "each extra filtered raw GRE socket [ns/packet]" in figs
+    # Among them: no echo lost, and the sampled echoes decrypt to the packets sent.
+    assert any("sampled echoes decrypt" in k for k in data["checks"]), data["checks"]
     assert data["checks"] and all(data["checks"].values()), data["checks"]
     # Exit 1 only when a check failed: the goals (2 cores shared with the load) decide nothing.
     assert code == 0

@@ -86,7 +86,12 @@ def test_ip_up_and_down_get_pppds_arguments_and_environment(lab: NetnsLab, tmp_p
             "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "IFNAME": "pptpkit0",
             "DEVICE": "", "SPEED": "57600", "IPLOCAL": LOCAL_IP, "IPREMOTE": "198.51.100.10",
             "PEERNAME": "alice", "LINKNAME": sid, "ORIG_UID": "0", "PPPLOGNAME": "root",
-            "PPPD_PID": str(server.proc.pid)}
+            # The process that holds the session: the server, or with workers (by default one
+            # per CPU) the worker whose session it is.
+            "PPPD_PID": str(server.pid_of("session up: user 'alice'"))}
+        if server.workers > 1:
+            status = Path(f"/proc/{env['PPPD_PID']}/status").read_text()
+            assert f"\nPPid:\t{server.proc.pid}\n" in status, status
         for _ in range(3):
             rc, text = await ping(cli, LOCAL_IP)
             assert rc == 0, text

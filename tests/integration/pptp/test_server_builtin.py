@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -220,6 +221,16 @@ def test_connection_limits_are_exact_and_refusals_logged(lab: NetnsLab, tmp_path
     assert "Traceback" not in server.log()
 
 
+async def shared_routes(ns: str, interfaces: list[str]) -> str:
+    """The routes through every one of ``interfaces``."""
+    found = []
+    for name in interfaces:
+        rc, routes = await in_ns(ns, "ip", "route", "show", "dev", name)
+        assert rc == 0, routes
+        found.append(routes)
+    return "".join(found)
+
+
 def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
     require_binary("ping")
     srv, cli = two_namespaces(lab)
@@ -237,7 +248,9 @@ def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
             lab.ip(cli, "rule", "add", "from", str(s.up.local_address), "table", str(100 + i))
             lab.ip(cli, "route", "add", f"{LOCAL_IP}/32", "dev", s.link.interface, "table", str(100 + i))
         _, links = await in_ns(srv, "ip", "-o", "link")
-        assert "pptpkit-srv" in links and "pptpkit0" not in links
+        # One shared interface per process (several with workers, by default one per CPU).
+        shared = server.shared_tuns()
+        assert sorted(re.findall(r"^\d+: (pptpkit[^:@]*)", links, re.M)) == shared, links
         await server.await_log("session up: user 'alice'", count=3)
         for address in addresses:
             rc, out = await ping(srv, address)
@@ -248,12 +261,12 @@ def test_shared_tun_several_sessions(lab: NetnsLab, tmp_path: Path) -> None:
             rc, out = await in_ns(cli, "ping", "-n", "-q", "-c", "1", "-W", "3", "-I",
                                   s.link.interface, LOCAL_IP)
             assert rc == 0, out
-        _, routes = await in_ns(srv, "ip", "route", "show", "dev", "pptpkit-srv")
+        routes = await shared_routes(srv, shared)
         assert routes.count("mtu 1396") == 3, routes
         await tcp_transfer(cli, addresses[1], srv, "send", 5_000_000, tmp_path, 5003)
         await sessions[0].close()
         await server.await_log("session down")
-        _, routes = await in_ns(srv, "ip", "route", "show", "dev", "pptpkit-srv")
+        routes = await shared_routes(srv, shared)
         assert addresses[0] not in routes and addresses[1] in routes
         rc, out = await ping(srv, addresses[1])
         assert rc == 0, out
@@ -461,6 +474,9 @@ def test_service_readiness_and_pid_file(lab: NetnsLab, tmp_path: Path,
         server = Server(lab, srv, tmp_path, "--pidfile", str(pidfile))
         ready = sock.recv(4096).decode()
         assert ready.startswith("READY=1\nSTATUS=listening on 192.0.2.1:1723"), ready
+        if server.workers > 1:
+            # Said once, by the supervisor, when every worker listens (workers say nothing).
+            assert ready.endswith(f", {server.workers} workers"), ready
         pid = int(pidfile.read_text())
         # ip netns exec execs the server in place: the pid in the file is the process we started.
         assert pid == server.proc.pid

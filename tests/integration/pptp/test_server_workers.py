@@ -147,7 +147,9 @@ def test_two_workers(lab: NetnsLab, tmp_path: Path) -> None:
 
 def test_what_workers_cannot_do_is_an_error(lab: NetnsLab, tmp_path: Path) -> None:
     srv, _ = two_namespaces(lab)
-    for extra, words in ((["--ppp-program", "/bin/cat"], "--workers applies to the built-in mode"),):
+    for extra, words in ((["--ppp-program", "/bin/cat"], "--workers applies to the built-in mode"),
+                         (["--tun-mode", "shared", "--tun-name", "vpn-concentrator"],
+                          "would be longer than 15 characters")):
         rc = lab.run(srv, [sys.executable, "-m", "pptpkit", "server", "--local-ip", LOCAL_IP, "--remote-ip",
                            "198.51.100.10-20", "--workers", "2", "--no-ctl", *extra], check=False)
         assert rc.returncode == 2 and words in rc.stderr, rc.stderr

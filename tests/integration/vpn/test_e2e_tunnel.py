@@ -9,6 +9,7 @@ routing-loop refusal, and 20 concurrent clients.
 from __future__ import annotations
 
 import ipaddress
+import re
 import signal
 import subprocess
 import textwrap
@@ -405,11 +406,19 @@ def test_ipv6_prefix_routed_to_the_client(vpn: VpnLab) -> None:
     vpn.start_server("--ipv6", "--ipv6-prefix", "2001:db8:100::/48")
     client = vpn.connect("--ipv6")
     up = client.wait_up()
-    wait_for(lambda: "IPv6 prefix 2001:db8:100::/64 routed" in vpn.server_text(), 10, "the prefix route")
+    wait_for(lambda: " routed to " in vpn.server_text(), 10, "the prefix route")
+    routed = re.search(r"(?:worker (\d+): )?\[[0-9A-F]{16}\] IPv6 prefix (\S+) routed", vpn.server_text())
+    assert routed is not None, vpn.server_text()
+    # The first prefix of the process that holds the session: with workers (by default one per
+    # CPU) worker i hands out every N-th /64 from the i-th on.
+    worker = int(routed.group(1) or 0)
+    prefix = ipaddress.IPv6Network(routed.group(2))
+    assert prefix == ipaddress.IPv6Network(f"2001:db8:100:{worker:x}::/64"), vpn.server_text()
     # What a client does with its prefix is its own business: here, one address on its loopback.
-    vpn.lab.ip(vpn.client_ns, "-6", "addr", "add", "2001:db8:100::1/128", "dev", "lo")
+    address = str(prefix[1])
+    vpn.lab.ip(vpn.client_ns, "-6", "addr", "add", f"{address}/128", "dev", "lo")
     done = vpn.lab.run(vpn.server_ns, ["ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "2",
-                                       "2001:db8:100::1"], check=False)
+                                       address], check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert up["interface"]
     assert client.stop() == 0

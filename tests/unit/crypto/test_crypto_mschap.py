@@ -134,6 +134,32 @@ def test_des_encrypt_round_trips(key7: bytes, clear: bytes) -> None:
     assert DES.new(mschap.des_key_with_parity(key7), DES.MODE_ECB).decrypt(cypher) == clear
 
 
+needs_openssl = pytest.mark.skipif(mschap._OPENSSL_FUNCTIONS is None,
+                                   reason="libcrypto without MD4()/DES_ecb_encrypt")
+
+
+@needs_openssl
+def test_openssl_backend_is_used_when_libcrypto_has_it() -> None:
+    assert mschap.HASH_BACKEND == "openssl"
+
+
+@needs_openssl
+@FUZZ
+@given(st.binary(max_size=600), st.binary(min_size=8, max_size=8), st.binary(min_size=8, max_size=8))
+def test_openssl_md4_and_des_match_pycryptodome(data: bytes, key8: bytes, clear: bytes) -> None:
+    assert mschap._openssl_md4(data) == MD4.new(data).digest()
+    assert mschap._openssl_des(key8, clear) == DES.new(key8, DES.MODE_ECB).encrypt(clear)
+
+
+def test_rfc2759_chain_on_the_pycryptodome_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fallback where libcrypto lacks the functions: the whole chain, RFC vectors.
+    monkeypatch.setattr(mschap, "_md4", mschap._pycryptodome_md4)
+    monkeypatch.setattr(mschap, "_des", mschap._pycryptodome_des)
+    test_rfc2759_hash_example_chain()
+    test_rfc2759_des_key_example()
+    test_rfc2433_hash_example()
+
+
 # ---------------------------------------------------------------------------------------------
 # User names, authenticator response checks
 

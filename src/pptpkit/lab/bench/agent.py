@@ -20,9 +20,11 @@ Roles:
   packet through each and back.
 * ``blast``: ``--sessions M`` sessions, as many on each of ``--balance N`` server workers (told
   apart by the server's call ID, :mod:`pptpkit.gre.partition`); each gets ``--packets P``
-  packets of 1400 octets encrypted ahead of time; on a ``go`` line they are sent through one
-  raw socket, at most ``--window W`` per session unechoed, the echoes only counted (never
-  decrypted), so the client costs a few microseconds a packet and the server is what is measured.
+  packets of 1400 octets encrypted ahead of time; on a ``go`` line they are sent in
+  ``sendmmsg`` batches through a packet socket, at most ``--window W`` per session unechoed,
+  the echoes counted from the GRE sequence numbers of one in ``2**--sample`` and the first
+  few hundred of each session decrypted and checked, so the client costs a few microseconds
+  a packet and the server is what is measured (:mod:`pptpkit.lab.bench.blastio`).
 
 A server started with ``--worker I/N`` is worker I of N (``pptpkit server --workers``'s
 mechanism without its supervisor, which the echo plane does not need): ``SO_REUSEPORT``, a raw
@@ -55,7 +57,17 @@ from pptpkit.io.dataplane import TunDataPlane
 from pptpkit.io.grechannel import acquire_gre_socket, release_gre_socket
 from pptpkit.io.gresock import GreSocket
 from pptpkit.io.link import PacketSink, PppLink
+from pptpkit.io.loop import freeze_startup_heap
 from pptpkit.io.loop import run as run_on_loop
+from pptpkit.lab.bench.blastio import (
+    Batches,
+    EchoCheck,
+    PacketPath,
+    detach_filter,
+    inet_name,
+    sample_filter,
+    set_filter,
+)
 from pptpkit.lab.netns import SERVER_ADDRESS, enter
 from pptpkit.ppp.session_config import LinkUp, MppePolicy, SessionConfig, SessionRole
 from pptpkit.pptp.client import PptpClient, PptpClientConfig
@@ -445,7 +457,6 @@ async def run_scale(args: argparse.Namespace) -> None:
 
 
 async def run_blast(args: argparse.Namespace) -> None:
-    import select
     import socket
 
     plane = ProbePlane()
@@ -495,101 +506,160 @@ async def run_blast(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     sock = socket.socket(fileno=os.dup(gre.fileno()))
     sock.setblocking(False)
-    _emit("ready", sessions=len(sessions), packets=sum(len(c) for c in captured))
+    path = PacketPath(str(SERVER_ADDRESS)) if args.tx == "packet" else None
+    if path is not None:
+        batches = [Batches([path.ip_packet(packet) for _, packet in c], path.name) for c in captured]
+    else:
+        batches = [Batches([packet for _, packet in c], inet_name(c[0][0] if c else "0.0.0.0"))
+                   for c in captured]
+    del captured
+    checks = [_echo_check(s, i, b.count) for i, (s, b) in enumerate(zip(sessions, batches, strict=True))]
+    _emit("ready", sessions=len(sessions), packets=sum(b.count for b in batches))
     line = await loop.run_in_executor(None, sys.stdin.readline)
     if line.strip() != "go":
         return
-    loop.remove_reader(gre.fileno())  # the echoes are counted here, never decrypted
-    # The loop is the client's whole cost: locals, slices of sends per session, one receive
-    # buffer, so that the cores go to the server being measured.
-    window = args.window
-    count = len(sessions)
-    pkts = [[packet for _, packet in c] for c in captured]
-    addrs = [(c[0][0] if c else "0.0.0.0", 0) for c in captured]
-    lens = [len(c) for c in pkts]
-    outstanding = [0] * count
+    loop.remove_reader(gre.fileno())  # from here the echoes are counted (and sampled) below
+    # The last number the server sent on each call: the blast's echoes follow it, one each.
+    base = [s.client.calls[0].channel.engine.last_delivered or 0 for s in sessions]
+    set_filter(sock, sample_filter(args.sample))
+    stats = _blast(sock, path.sock.fileno() if path is not None else sock.fileno(), batches, ours, base,
+                   checks, args.window, args.sample, args.verify, args.seconds, args.nap)
+    if path is not None:
+        path.close()
+    detach_filter(sock)
+    loop.add_reader(gre.fileno(), gre._on_readable)
+    _emit("result", sessions=len(sessions), octets=stats["echoed"] * 1400, **stats)
+    sock.close()
+    await asyncio.gather(*(s.close() for s in sessions + extra))
+    release_gre_socket(gre)
+    await _stdin_closed()
+
+
+def _echo_check(session: Session, index: int, count: int) -> EchoCheck:
+    channel = session.link.session.mppe_channel
+    decryptor = channel.decryptor if channel is not None else None
+    if decryptor is None:
+        raise RuntimeError("blast: the session has no MPPE receiver to check the echoes with")
+    up = session.up
+    return EchoCheck(decryptor, lambda tag: probe_packet(up, tag + (index << 32), 1400), count)
+
+
+def _blast(sock: Any, tx: int, batches: list[Batches], ours: dict[int, int], base: list[int],
+           checks: list[EchoCheck], window: int, shift: int, verify: int,
+           seconds: float, nap: float) -> dict[str, Any]:
+    """The measured loop: keep ``window`` packets of each session unechoed, count the echoes
+    from the sampled ones' sequence numbers (:mod:`pptpkit.lab.bench.blastio`)."""
+    import select
+
+    count = len(batches)
+    lens = [b.count for b in batches]
+    sends = [b.send for b in batches]
+    nxt = [0] * count           # packets sent
+    counted = [0] * count       # echoes counted (from the latest sampled echo's number)
+    written_off = [0] * count   # unechoed for 0.2 s: lost
     sent_at = [0.0] * count
-    nxt = [0] * count
-    echoed = stalls = sent = 0
-    buf = bytearray(2048)
-    recv_into, send = sock.recv_into, sock.sendto
-    call_id_of = struct.Struct("!H").unpack_from
+    sampled = missing = stalls = echoed = 0
+    step = 1 << shift
+    total = sum(lens)
+    tail = shift == 0
     recv_batch = EXT.recv_gre if EXT is not None else None
     fd = sock.fileno()
-    total = sum(lens)
+    seq_of = struct.Struct("!I").unpack_from
+    mark: tuple[float, int] | None = None
     t0 = time.perf_counter()
-    deadline = t0 + args.seconds
+    deadline = t0 + seconds
     while echoed + stalls < total:
         now = time.perf_counter()
         if now > deadline:
             break
         progress = False
         for i in range(count):
-            o = outstanding[i]
-            if o and now - sent_at[i] > 0.2:
-                stalls += o  # echoes lost: reopen the window
-                o = outstanding[i] = 0
             k = nxt[i]
+            o = k - counted[i] - written_off[i]
+            if o > 0 and now - sent_at[i] > 0.2:
+                stalls += o  # echoes lost: reopen the window
+                written_off[i] += o
+                o = 0
             if o < window and k < lens[i]:
-                end = min(k + window - o, lens[i])
-                pk, addr = pkts[i], addrs[i]
-                j = k
-                try:
-                    while j < end:
-                        send(pk[j], addr)
-                        j += 1
-                except OSError:
-                    pass
+                j = k + sends[i](tx, k, min(k + window - o, lens[i]))
                 nxt[i] = j
-                outstanding[i] = o + j - k
-                sent += j - k
                 sent_at[i] = now
                 progress = True
-        if recv_batch is not None:
-            # The compiled reader: up to 16 echoes per recvmmsg instead of a recv each, so
-            # the load generator leaves more of the shared cores to the workers measured.
-            while True:
+                if not tail and lens[i] - j <= 2 * window:
+                    # Before any session's last two windows: from now on every numbered echo
+                    # is admitted, so each session's final echo is seen whatever its number.
+                    set_filter(sock, sample_filter(0))
+                    tail = True
+                if mark is None and j == lens[i]:
+                    # The measured interval ends here, when the first session has sent its
+                    # last packet: until now every session kept a full window in flight, so
+                    # every worker had work.  After it the workers finish one by one and the
+                    # first to finish idles while the others still work: the end of a finite
+                    # transfer, which a fixed count of packets per session would otherwise
+                    # charge to the aggregate.
+                    mark = (now - t0, echoed)
+                    _emit("mark", seconds=mark[0], echoed=mark[1])
+        while True:
+            if recv_batch is not None:
                 try:
                     batch = recv_batch(fd, 16)
                 except InterruptedError:
                     break
-                for key, gre_packet in batch:
-                    if key < 0 or len(gre_packet) < 12 or not gre_packet[0] & 0x10:
-                        continue  # not ours, or ack-only: no sequence number, no payload
-                    i = ours.get(key & 0xFFFF, -1)
-                    if i >= 0 and outstanding[i]:
-                        outstanding[i] -= 1
-                        echoed += 1
-                        progress = True
-                if len(batch) < 16:
-                    break
-            if not progress:
-                select.select([sock], [], [], 0.005)
-            continue
-        while True:
-            try:
-                n = recv_into(buf)
-            except (BlockingIOError, InterruptedError):
-                break
-            ihl = (buf[0] & 0x0F) * 4
-            if n < ihl + 12 or not buf[ihl] & 0x10:
-                continue  # ack-only: no sequence number, no payload
-            i = ours.get(call_id_of(buf, ihl + 6)[0], -1)
-            if i >= 0 and outstanding[i]:
-                outstanding[i] -= 1
-                echoed += 1
+            else:
+                batch = _recv_pure(sock, 16)
+            for key, gre_packet in batch:
+                if key < 0:
+                    continue
+                i = ours.get(key & 0xFFFF, -1)
+                if i < 0 or len(gre_packet) < 12 or not gre_packet[0] & 0x10:
+                    continue
+                seq = seq_of(gre_packet, 8)[0]
+                c = (seq - base[i]) & 0xFFFFFFFF
+                gap = c - counted[i]
+                if gap <= 0 or c > nxt[i]:
+                    continue  # not an echo of this blast (late, or numbered before it)
+                sampled += 1
+                if gap > step:
+                    missing += 1  # an admitted echo never arrived (or came out of order)
+                echoed += gap
+                counted[i] = c
+                sent_at[i] = now
                 progress = True
+                if c <= verify:
+                    # Only the first echoes: each check steps the session's stateless MPPE
+                    # receiver to the echo's coherency count, one RC4 key change per packet
+                    # in between, so checking all along would cost a key change per echo.
+                    checks[i].check(gre_packet, c - 1)
+            if len(batch) < 16:
+                break
         if not progress:
-            select.select([sock], [], [], 0.005)
-    echoed_octets = echoed * 1400
+            if nap > 0:
+                time.sleep(nap)
+            else:
+                select.select([sock], [], [], 0.005)
     elapsed = time.perf_counter() - t0
-    loop.add_reader(gre.fileno(), gre._on_readable)
-    _emit("result", sessions=len(sessions), sent=sent, echoed=echoed, stalls=stalls,
-          octets=echoed_octets, seconds=elapsed)
-    sock.close()
-    await asyncio.gather(*(s.close() for s in sessions + extra))
-    release_gre_socket(gre)
-    await _stdin_closed()
+    if mark is None:
+        mark = (elapsed, echoed)
+        _emit("mark", seconds=elapsed, echoed=echoed)
+    return {"sent": sum(nxt), "echoed_all": echoed, "seconds_all": elapsed, "stalls": stalls,
+            "seconds": mark[0], "echoed": mark[1], "sampled": sampled,
+            "sample_missing": missing, "checked": sum(c.checked for c in checks),
+            "check_failed": sum(c.failed for c in checks)}
+
+
+def _recv_pure(sock: Any, most: int) -> list[tuple[int, bytes]]:
+    """recv_gre's answer without the extension: (our call ID, GRE packet) of each datagram."""
+    out: list[tuple[int, bytes]] = []
+    for _ in range(most):
+        try:
+            data = sock.recv(2048)
+        except (BlockingIOError, InterruptedError):
+            break
+        ihl = (data[0] & 0x0F) * 4
+        if len(data) < ihl + 8:
+            continue
+        out.append((int.from_bytes(data[ihl + 6:ihl + 8], "big"), data[ihl:]))
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -611,6 +681,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--packets", type=int, default=10000, help="blast: packets per session")
     p.add_argument("--window", type=int, default=32, help="blast: unechoed packets per session")
     p.add_argument("--seconds", type=float, default=30.0, help="blast: at most this long")
+    p.add_argument("--sample", type=int, default=4, choices=range(0, 9),
+                   help="blast: admit (count from) one echo in 2**N, by GRE sequence number")
+    p.add_argument("--nap", type=float, default=0.0005,
+                   help="blast: with every window full, sleep this long (0: wait for an echo)")
+    p.add_argument("--tx", choices=("packet", "raw"), default="packet",
+                   help="blast: send through a packet socket (IPv4 headers built ahead) or a raw IP socket")
+    p.add_argument("--verify", type=int, default=512,
+                   help="blast: decrypt and check the sampled echoes among each session's first N")
     return p
 
 
@@ -629,6 +707,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def run_loop(main: Coroutine[Any, Any, None]) -> None:
         run_on_loop(main)
 
+    # As ``pptpkit server`` does before it serves: start-up's objects out of the collector's
+    # full scans, which otherwise walk them once in the first burst of setups.
+    freeze_startup_heap()
     profile_to = os.environ.get("PPTPKIT_BENCH_PROFILE")
     try:
         if profile_to:

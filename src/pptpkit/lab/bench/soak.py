@@ -312,6 +312,9 @@ def run_soak(plan: SoakPlan, *, progress: Progress = lambda _: None, command: st
         server_argv = pptpkit_argv("server", "--no-ctl", "--no-hooks", "--listen", SERVER_ADDRESS,
                                "--local-ip", LOCAL_IP, "--remote-ip", POOL, "--secrets", secrets,
                                "--tun-mode", "shared",
+                               # One process: the RSS, descriptors and CPU sampled are the
+                               # server's pid, which with workers would be the supervisor's only.
+                               "--workers", "1",
                                "--max-sessions", str(cap), "--max-per-source", str(cap),
                                # Every legitimate client comes from one address here, as 500
                                # users behind one NAT would: they reconnect together after the
