@@ -26,7 +26,6 @@ from pptpkit.cli.argtypes import add_gre_options, float_range, int_range, ipv4_a
 from pptpkit.cli.common import exit_help, fail, not_permitted
 from pptpkit.control import PPTP_PORT
 from pptpkit.errors import ConfigError, ExitStatus
-from pptpkit.io.loop import run as run_on_loop
 from pptpkit.io.sdnotify import notify
 from pptpkit.ppp.session_config import MppePolicy
 from pptpkit.vpn.connect import DEFAULT_BACKOFF_CAP, ConnectConfig, Connector, describe_up
@@ -401,6 +400,6 @@ def run_connect_command(args: argparse.Namespace) -> int:
     except ConnectUsageError as exc:
         return fail("connect", ExitStatus.USAGE, str(exc))
     try:
-        return run_on_loop(_run(config, args.json, args.verbose))
+        return asyncio.run(_run(config, args.json, args.verbose))
     except PermissionError as exc:
         return not_permitted("connect", exc)

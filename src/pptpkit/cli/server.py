@@ -50,7 +50,6 @@ from pptpkit.errors import ConfigError, ExitStatus, PptpkitError, is_not_permitt
 from pptpkit.gre.partition import MAX_WORKERS
 from pptpkit.io.dataplane import SharedTunRouter, TunDataPlane
 from pptpkit.io.link import DataPlane
-from pptpkit.io.loop import run as run_on_loop
 from pptpkit.io.sdnotify import notify
 from pptpkit.ops import ServerExtension
 from pptpkit.pptp.server import PptpServer, PptpServerConfig
@@ -793,7 +792,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
         freeze_startup_heap()
         if slot is None and settings.worker_count > 1:
-            return run_on_loop(run_supervisor(settings, config, argv if argv is not None else sys.argv[1:],
+            return asyncio.run(run_supervisor(settings, config, argv if argv is not None else sys.argv[1:],
                                               radius))
-        return run_on_loop(run_builtin(settings, config, radius, None if slot is None else WorkerSide(slot)))
-    return run_on_loop(run_program(settings, program))
+        return asyncio.run(run_builtin(settings, config, radius, None if slot is None else WorkerSide(slot)))
+    return asyncio.run(run_program(settings, program))

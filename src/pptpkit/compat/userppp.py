@@ -59,7 +59,6 @@ from pptpkit.errors import (
 from pptpkit.io.dataplane import TunDataPlane, link_local
 from pptpkit.io.hdlcstream import HdlcStreamBridge
 from pptpkit.io.link import PppLink, outcome_text
-from pptpkit.io.loop import run as run_on_loop
 from pptpkit.io.netconfig import NetConfig, NetConfigError
 from pptpkit.io.pty import FdStream, set_raw
 from pptpkit.ppp.session_config import (
@@ -735,7 +734,7 @@ def main(argv: Sequence[str]) -> int:
     if mode is not None:
         on_up = _detach(mode)
     try:
-        return run_on_loop(run(ppp, on_up=on_up))
+        return asyncio.run(run(ppp, on_up=on_up))
     except KeyboardInterrupt:
         return EXIT_USER_REQUEST
     except (PptpkitError, NetConfigError, OSError) as exc:

@@ -6,9 +6,9 @@ see the loop, are unchanged.  ``PPTPKIT_LOOP`` chooses explicitly: ``asyncio`` (
 loop even when uvloop is installed), ``uvloop`` (required: an error when it is missing), or
 unset / ``auto`` (uvloop when importable).
 
-``pptpkit server``, ``connect`` and ``ppp`` run on it, and so do the benchmark agents, so that
-the benchmarks measure the loop users get.  uvloop has no netlink transport:
-:mod:`pptpkit.io.netconfig` then runs pyroute2 on a standard loop in a thread of its own.
+uvloop does not support netlink sockets, so a process that configures interfaces through
+:mod:`pptpkit.io.netconfig` (pyroute2's ``AsyncIPRoute``) must run on the standard loop
+(``choice="asyncio"``).
 """
 
 from __future__ import annotations

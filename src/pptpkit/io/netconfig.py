@@ -7,25 +7,18 @@ settings it changed are restored.  Things that are already gone (the TUN interfa
 taking its addresses and routes with it) are not an error during cleanup.
 
 Everything is asynchronous (``AsyncIPRoute``): the synchronous pyroute2 API runs its own event
-loop and cannot be used from inside a running one.  pyroute2 opens its netlink socket as a
-datagram endpoint of the running loop, which uvloop cannot do (it knows no ``AF_NETLINK``), so
-under any loop other than the standard one the requests run on a standard loop in a thread of
-their own: one per network namespace (a thread stays in the namespace it was created in),
-started on first use.  The messages come back as plain data; a dump is collected there.
+loop and cannot be used from inside a running one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import ipaddress
 import logging
-import os
 import socket
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -64,74 +57,6 @@ class RouteInfo:
     is_local: bool
 
 
-class _NetlinkThread:
-    """A standard asyncio loop in a daemon thread, for pyroute2 under another loop."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="pptpkit-netlink", daemon=True).start()
-
-    def call(self, factory: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
-        """``factory()`` awaited on this thread's loop, as a future of the caller's loop."""
-        async def run() -> Any:
-            return await factory()
-
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self.loop))
-
-
-_THREADS: Final[dict[tuple[int, int], _NetlinkThread]] = {}
-_THREADS_LOCK: Final = threading.Lock()
-
-
-def _netlink_thread() -> _NetlinkThread | None:
-    """None under the standard loop (pyroute2 runs on it directly), else the thread of the
-    caller's network namespace."""
-    if isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
-        return None
-    st = os.stat("/proc/thread-self/ns/net")
-    key = (st.st_dev, st.st_ino)
-    with _THREADS_LOCK:
-        thread = _THREADS.get(key)
-        if thread is None:
-            thread = _THREADS[key] = _NetlinkThread()
-        return thread
-
-
-class _ThreadedIPRoute:
-    """An ``AsyncIPRoute`` living on a :class:`_NetlinkThread`, with the same awaitable calls."""
-
-    def __init__(self, thread: _NetlinkThread, ipr: Any) -> None:
-        self._thread, self._ipr = thread, ipr
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self._ipr, name)
-
-        async def run(*args: Any, **kwargs: Any) -> Any:
-            result = await method(*args, **kwargs)
-            # An async iterator cannot be read from another loop: collected here.
-            return [x async for x in result] if hasattr(result, "__aiter__") else result
-
-        return lambda *args, **kwargs: self._thread.call(lambda: run(*args, **kwargs))
-
-    def close(self) -> None:
-        async def close() -> None:
-            self._ipr.close()
-
-        # Nobody waits for it: the caller's loop may be closing.
-        asyncio.run_coroutine_threadsafe(close(), self._thread.loop)
-
-
-async def _open_iproute() -> Any:
-    thread = _netlink_thread()
-    if thread is None:
-        return AsyncIPRoute()
-
-    async def create() -> Any:
-        return AsyncIPRoute()
-
-    return _ThreadedIPRoute(thread, await thread.call(create))
-
-
 def _split(dst: str) -> tuple[str, int]:
     net = ipaddress.ip_network(dst, strict=False)
     return str(net.network_address), net.prefixlen
@@ -147,7 +72,7 @@ class NetConfig:
     async def open(self) -> NetConfig:
         if self._ipr is None:
             # The netlink socket is bound to the namespace current at construction.
-            self._ipr = await _open_iproute()
+            self._ipr = AsyncIPRoute()
         return self
 
     async def __aenter__(self) -> NetConfig:

@@ -12,7 +12,6 @@ import pytest
 
 from conftest import require, require_root
 from netns import NetnsLab, inside
-from pptpkit.io.loop import run as run_on_loop
 from pptpkit.io.netconfig import NetConfig, NetConfigError
 from pptpkit.io.tun import TunDevice
 
@@ -67,12 +66,7 @@ async def _wait_for(packets: list[bytes], pred: Callable[[bytes], bool], timeout
     raise AssertionError(f"no matching packet among {len(packets)}")
 
 
-# uvloop has no netlink transport: NetConfig then runs pyroute2 on a thread's standard loop.
-LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-
-
-@LOOPS
-def test_tun_traffic_addresses_routes_and_cleanup(ns: str, loop: str) -> None:
+def test_tun_traffic_addresses_routes_and_cleanup(ns: str) -> None:
     async def main() -> None:
         tun = TunDevice.open("pkt%d")
         assert tun.name.startswith("pkt")
@@ -137,13 +131,12 @@ def test_tun_traffic_addresses_routes_and_cleanup(ns: str, loop: str) -> None:
         assert not tun.write(b"x")
 
     with inside(ns):
-        run_on_loop(main(), choice=loop)
+        asyncio.run(main())
     # Nothing of this reached the root namespace.
     assert not any(n.startswith("pkt") for n in os.listdir("/sys/class/net"))
 
 
-@LOOPS
-def test_host_route_via_current_path_and_default_through_tunnel(ns: str, loop: str) -> None:
+def test_host_route_via_current_path_and_default_through_tunnel(ns: str) -> None:
     async def main() -> None:
         with TunDevice.open() as tun:
             assert tun.name.startswith("pptp")
@@ -184,7 +177,7 @@ def test_host_route_via_current_path_and_default_through_tunnel(ns: str, loop: s
                 assert ("203.0.113.10/32", "192.0.2.254", info.oif) not in after
 
     with inside(ns):
-        run_on_loop(main(), choice=loop)
+        asyncio.run(main())
 
 
 def test_tun_batch_read_and_stop(ns: str) -> None:

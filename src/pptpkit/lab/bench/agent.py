@@ -703,9 +703,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         tracemalloc.start(4)
     runner = {"server": run_server, "client": run_client, "setup": run_setup, "scale": run_scale,
               "blast": run_blast}[args.role]
-    # The loop the commands run on (uvloop when installed; PPTPKIT_LOOP to choose).
+    # uvloop cannot carry pyroute2's netlink socket (AsyncIPRoute), which configures the TUNs:
+    # the agents with a TUN stay on the standard loop, the others take uvloop when installed.
+    uses_tun = args.role == "client" or (args.role == "server" and args.plane == "tun")
+    choice = "asyncio" if uses_tun else None
+
     def run_loop(main: Coroutine[Any, Any, None]) -> None:
-        run_on_loop(main)
+        run_on_loop(main, choice=choice)
 
     # As ``pptpkit server`` does before it serves: start-up's objects out of the collector's
     # full scans, which otherwise walk them once in the first burst of setups.
