@@ -92,6 +92,9 @@ PacketSink = Callable[[bytes], object]
 DEFAULT_CLOSE_TIMEOUT: Final = 3.0
 #: Frames kept from a peer that speaks before :meth:`PppLink.start` (a handful of LCP packets).
 MAX_EARLY_FRAMES: Final = 16
+#: IP packets from the peer held while the data plane is being attached (LinkUp until the TUN
+#: is configured: a few milliseconds, longer with netlink on a thread or many setups at once).
+MAX_HELD_PACKETS: Final = 32
 
 
 class FrameTransport(Protocol):
@@ -142,8 +145,9 @@ class LinkStats:
 
     ``packets_in``/``octets_in``: IP packets from the peer handed to the data plane;
     ``packets_out``/``octets_out``: IP packets from the data plane accepted by the transport.
-    ``dropped_no_data_plane``: packets from the peer while no data plane was attached (the
-    short window between IPCP up and the TUN being configured, or after a failure);
+    ``dropped_no_data_plane``: packets from the peer while no data plane was attached (after a
+    failure, or beyond :data:`MAX_HELD_PACKETS` while the TUN was being configured after IPCP
+    came up: those are held and delivered once it is);
     ``early_frames_dropped``: frames beyond :data:`MAX_EARLY_FRAMES` that came before
     :meth:`PppLink.start`; ``refused_by_session``: packets the session would not send (link
     not up, MPPE required but off, not IP); ``refused_by_transport``: frames the transport
@@ -178,7 +182,7 @@ class PppLink:
     """
 
     __slots__ = (
-        '_attached', '_close_transport', '_data_plane', '_deadline', '_early', '_loop', '_on_event',
+        '_attached', '_close_transport', '_data_plane', '_deadline', '_early', '_held', '_loop', '_on_event',
         '_plane_chain', '_police_in', '_police_out', '_prefix6', '_sink', '_source_check', '_src4',
         '_src6', '_started', '_tasks', '_transport',
         '_up_waiter', 'closed', 'config', 'down_event', 'interface', 'name', 'plane_lost', 'session',
@@ -219,6 +223,8 @@ class PppLink:
         self._deadline = Deadline(self._loop, self._on_deadline)
         self._started = False
         self._early: list[bytes] | None = None
+        #: Packets from the peer while the data plane is attached (None: not attaching).
+        self._held: list[bytes] | None = None
         # Created with the first data-plane task: most of a link's life has none running.
         self._tasks: set[asyncio.Task[None]] | None = None
         # Data-plane changes run one after the other, in event order (up, down, up, end).
@@ -351,26 +357,33 @@ class PppLink:
         now = self._loop.time()
         packet = self.session.receive_frame(frame, now)
         if packet is not None:
-            sink = self._sink
-            if sink is None:
-                self.stats.dropped_no_data_plane += 1
-                return
-            src4 = self._src4
-            if src4 is not None and (len(packet) < 20 or (packet[12:16] != src4 if packet[0] >> 4 == 4
-                                                          else not self._ipv6_source_ok(packet))):
-                self._refuse_source(packet)
-                return
-            police = self._police_in
-            if police is not None and not police.allow(len(packet), now):
-                return
-            stats = self.stats
-            stats.packets_in += 1
-            stats.octets_in += len(packet)
-            sink(packet)
+            self._deliver(packet, now)
             return
         # A control frame (or a dropped one, which may have asked for an MPPE reset): it may
         # have produced frames, events and a new deadline.
         self._pump(now)
+
+    def _deliver(self, packet: bytes, now: float) -> None:
+        sink = self._sink
+        if sink is None:
+            held = self._held
+            if held is not None and len(held) < MAX_HELD_PACKETS:
+                held.append(packet)
+            else:
+                self.stats.dropped_no_data_plane += 1
+            return
+        src4 = self._src4
+        if src4 is not None and (len(packet) < 20 or (packet[12:16] != src4 if packet[0] >> 4 == 4
+                                                      else not self._ipv6_source_ok(packet))):
+            self._refuse_source(packet)
+            return
+        police = self._police_in
+        if police is not None and not police.allow(len(packet), now):
+            return
+        stats = self.stats
+        stats.packets_in += 1
+        stats.octets_in += len(packet)
+        sink(packet)
 
     def _ipv6_source_ok(self, packet: bytes) -> bool:
         """The client's link-local address, or any address of the /64 routed to it."""
@@ -443,12 +456,17 @@ class PppLink:
 
     def _handle_event(self, event: SessionEvent) -> None:
         if isinstance(event, LinkUp):
+            if self._data_plane is not None and self._sink is None and self._held is None:
+                # The peer is up now and may send at once, while the data plane is still being
+                # configured: its first packets are held for it, not dropped.
+                self._held = []
             self._chain(self._link_up(event))
             return
         if isinstance(event, LinkDown):
             self.down_event = event
             self._deadline.cancel()
             self._sink = None
+            self._held = None
             self.up = None
             self._chain(self._link_down(event))
             return
@@ -536,6 +554,11 @@ class PppLink:
             if up.peer_ipv6_id is not None:
                 self._src6 = link_local_bytes(up.peer_ipv6_id)
         self.up = up
+        held, self._held = self._held, None
+        if held and self._sink is not None:
+            now = self._loop.time()
+            for packet in held:
+                self._deliver(packet, now)
         if self.up_at is None:
             self.up_at = self._loop.time()
         if not self._up_waiter.done():

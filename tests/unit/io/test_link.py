@@ -15,7 +15,7 @@ from pptpkit.auth.methods import AuthMethod
 from pptpkit.auth.policy import AuthPolicy
 from pptpkit.auth.secrets import StaticSecrets
 from pptpkit.errors import PptpkitError
-from pptpkit.io.link import MAX_EARLY_FRAMES, LinkDownError, PacketSink, PppLink
+from pptpkit.io.link import MAX_EARLY_FRAMES, MAX_HELD_PACKETS, LinkDownError, PacketSink, PppLink
 from pptpkit.io.ratelimit import TokenBucket
 from pptpkit.ppp.fsm import FsmConfig
 from pptpkit.ppp.session_config import (
@@ -365,5 +365,51 @@ def test_policers_drop_over_the_rate_each_way_and_can_be_lifted() -> None:
             await asyncio.sleep(0.01)
         assert (len(sp.received), len(cp.received)) == (3, 3)
         await client.aclose("bye")
+
+    run(main())
+
+
+class SlowPlane(MemoryPlane):
+    """A data plane whose attach (the TUN's configuration) waits until ``ready`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = asyncio.Event()
+
+    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
+        await self.ready.wait()
+        return await super().attach(link, up)
+
+
+@pytest.mark.parametrize("mppe", [True, False])
+def test_packets_while_the_data_plane_attaches_are_held_not_dropped(mppe: bool) -> None:
+    # The client is up as soon as IPCP is, and may send before the server's TUN is configured.
+    async def main() -> None:
+        plane = SlowPlane()
+        server, client, *_ = pair(*configs(mppe=mppe), server_plane=plane, client_plane=MemoryPlane())
+        server.start()
+        client.start()
+        await client.wait_up()
+        sent = MAX_HELD_PACKETS + 5
+        for _ in range(sent):
+            client.send_ip(PING)
+        for _ in range(200):
+            if server.session.stats.rx_packets == sent:
+                break
+            await asyncio.sleep(0.01)
+        assert server.session.stats.rx_packets == sent
+        assert plane.received == [] and server.up is None
+        plane.ready.set()
+        await server.wait_up()
+        # As many as the cap, in order; the rest counted.
+        assert plane.received == [PING] * MAX_HELD_PACKETS
+        assert server.stats.dropped_no_data_plane == 5
+        client.send_ip(PING)
+        for _ in range(100):
+            if len(plane.received) > MAX_HELD_PACKETS:
+                break
+            await asyncio.sleep(0.01)
+        assert len(plane.received) == MAX_HELD_PACKETS + 1
+        await client.aclose()
 
     run(main())
