@@ -43,7 +43,7 @@ import resource
 import struct
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from ipaddress import IPv4Address
 from typing import Any, Final
 
@@ -461,6 +461,19 @@ async def run_blast(args: argparse.Namespace) -> None:
 
     plane = ProbePlane()
     gre = acquire_gre_socket()
+    # Every GRE channel binds the socket's two-part send when it opens, so the capture below
+    # must be behind a send_parts that the channels already hold: this one, switched by
+    # ``parts_capture``.
+    parts_capture: list[Callable[[int, bytes, bytes | bytearray | memoryview, bytes | None], bool]] = []
+    real_send_parts = gre.send_parts
+
+    def send_parts(peer: int, header: bytes, payload: bytes | bytearray | memoryview,
+                   pktinfo: bytes | None) -> bool:
+        if parts_capture:
+            return parts_capture[0](peer, header, payload, pktinfo)
+        return real_send_parts(peer, header, payload, pktinfo)
+
+    gre.send_parts = send_parts  # type: ignore[method-assign]
     call_ids = CallIdAllocator()
     workers = args.balance
     want = args.sessions // workers
@@ -492,8 +505,14 @@ async def run_blast(args: argparse.Namespace) -> None:
         # without it nothing was captured and the blast sent nothing at all.
         return capture(str(IPv4Address(peer)), packet)
 
+    def capture_parts(peer: int, header: bytes, payload: bytes | bytearray | memoryview,
+                      _pktinfo: bytes | None) -> bool:
+        # The in-order send of the fast path: header and PPP frame as two parts.
+        return capture(str(IPv4Address(peer)), header + bytes(payload))
+
     gre.send, gre.send_from = capture, capture_from  # type: ignore[method-assign, assignment]
     gre.send_to = capture_to  # type: ignore[method-assign, assignment]
+    parts_capture.append(capture_parts)
     for i, session in enumerate(sessions):
         for tag in range(args.packets):
             session.link.send_ip(probe_packet(session.up, tag + (i << 32), 1400))
@@ -501,6 +520,7 @@ async def run_blast(args: argparse.Namespace) -> None:
         out = []
     gre.send, gre.send_from = real_send, real_send_from  # type: ignore[method-assign]
     gre.send_to = real_send_to  # type: ignore[method-assign]
+    parts_capture.clear()
     # Our call ID (in the echoes' key) -> session index.
     ours = {s.client.calls[0].call_id: i for i, s in enumerate(sessions)}
     loop = asyncio.get_running_loop()
