@@ -324,61 +324,50 @@ class PppSession:
             stats.dropped["finished"] += 1
             return None
         mppe = self._mppe
-        if mppe is not None and (fast := mppe.fast_rx) is not None:
-            # The stateless common case in one backend call (frame decode, key change,
-            # decryption); None changed nothing and means the general path below decides.
-            opened = fast.open_frame(frame)
-            if opened is not None:
-                protocol, payload = opened
-                if (protocol == _IP and self._rx4) or (protocol == _IPV6 and self._rx6):
+        # The stateless common case in one backend call (frame decode, key change, decryption);
+        # None changed nothing and means the general path below decides.
+        opened = fast.open_frame(frame) if mppe is not None and (fast := mppe.fast_rx) is not None else None
+        if opened is None:
+            try:
+                protocol, info = decode_frame(frame)
+            except DecodeError:
+                stats.dropped["malformed_frame"] += 1
+                return None
+            if protocol != _MPPE:
+                if protocol not in (_IP, _IPV6):
+                    stats.control_frames_in += 1
+                    self._now = now
+                    self._control(protocol, info, now)
+                    self._process(now)
+                    return None
+                if not self._rx_clear:
+                    # MPPE required or in force: a clear datagram is never delivered.
+                    stats.dropped["clear_data_refused"] += 1
+                    return None
+                if (self._rx4 if protocol == _IP else self._rx6) and len(info):
                     self._last_data = now
                     self._rx_alive = True
                     stats.rx_packets += 1
-                    stats.rx_packet_octets += len(payload)
-                    return payload
-                stats.dropped["mppe_inner_protocol"] += 1
+                    stats.rx_packet_octets += len(info)
+                    return bytes(info)
+                stats.dropped["data_not_open"] += 1
                 return None
-        try:
-            protocol, info = decode_frame(frame)
-        except DecodeError:
-            stats.dropped["malformed_frame"] += 1
-            return None
-        if protocol == _MPPE:
-            mppe = self._mppe
             if mppe is None:
                 stats.dropped["mppe_not_negotiated"] += 1
                 return None
-            result = mppe.unseal(info, now)
-            if result is None:
+            opened = mppe.unseal(info, now)
+            if opened is None:
                 # A lost packet may have queued a CCP Reset-Request: collect it now.
                 self._collect()
                 return None
-            protocol, payload = result
-            if (protocol == _IP and self._rx4) or (protocol == _IPV6 and self._rx6):
-                self._last_data = now
-                self._rx_alive = True
-                stats.rx_packets += 1
-                stats.rx_packet_octets += len(payload)
-                return payload
-            stats.dropped["mppe_inner_protocol"] += 1
-            return None
-        if protocol in (_IP, _IPV6):
-            if not self._rx_clear:
-                # MPPE required or in force: a clear datagram is never delivered.
-                stats.dropped["clear_data_refused"] += 1
-                return None
-            if (self._rx4 if protocol == _IP else self._rx6) and len(info):
-                self._last_data = now
-                self._rx_alive = True
-                stats.rx_packets += 1
-                stats.rx_packet_octets += len(info)
-                return bytes(info)
-            stats.dropped["data_not_open"] += 1
-            return None
-        stats.control_frames_in += 1
-        self._now = now
-        self._control(protocol, info, now)
-        self._process(now)
+        protocol, payload = opened
+        if (protocol == _IP and self._rx4) or (protocol == _IPV6 and self._rx6):
+            self._last_data = now
+            self._rx_alive = True
+            stats.rx_packets += 1
+            stats.rx_packet_octets += len(payload)
+            return payload
+        stats.dropped["mppe_inner_protocol"] += 1
         return None
 
     def send_packet(self, packet: bytes | bytearray | memoryview, now: float) -> bytes | None:
