@@ -185,23 +185,32 @@ SCRIPT = """#!/bin/sh
 """
 
 
-def test_scripts_get_pppds_arguments_and_environment(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
-    nl, srv, cli = lab
-    Server(nl, srv, tmp_path, secrets=f'{USER} pptpd "{PASSWORD}" *\n')  # pushes DNS 203.0.113.53
+def run_with_scripts(nl: NetnsLab, cli: str, tmp_path: Path, names: tuple[str, ...],
+                     *options: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """The profile run with ``names`` installed in its /etc/ppp as :data:`SCRIPT`: (the process,
+    where the scripts write, its log)."""
     out = tmp_path / "hooks"
     out.mkdir()
     scripts = tmp_path / "scripts"
     scripts.mkdir()
-    for name in ("ip-pre-up", "ip-up", "ip-down"):
+    for name in names:
         (scripts / name).write_text(SCRIPT.format(out=out))
         (scripts / name).chmod(0o755)
-    install = "; ".join(f"cp {scripts}/{n} /etc/ppp/{n}" for n in ("ip-pre-up", "ip-up", "ip-down"))
-    script = profile_script(tmp_path, "nodetach", "usepeerdns").replace("pptpsetup --create",
-                                                                         f"{install}; pptpsetup --create")
+    install = "; ".join(f"cp {scripts}/{n} /etc/ppp/{n}" for n in names)
+    script = profile_script(tmp_path, *options).replace("pptpsetup --create",
+                                                        f"{install}; pptpsetup --create")
     log = tmp_path / "ppp.log"
     with log.open("wb") as f:
         proc = nl.popen(cli, ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=f,
                         stderr=subprocess.STDOUT)
+    return proc, out, log
+
+
+def test_scripts_get_pppds_arguments_and_environment(lab: tuple[NetnsLab, str, str], tmp_path: Path) -> None:
+    nl, srv, cli = lab
+    Server(nl, srv, tmp_path, secrets=f'{USER} pptpd "{PASSWORD}" *\n')  # pushes DNS 203.0.113.53
+    proc, out, log = run_with_scripts(nl, cli, tmp_path, ("ip-pre-up", "ip-up", "ip-down"), "nodetach",
+                                      "usepeerdns")
     try:
         wait_for(lambda: (out / "ip-up.txt").exists(), 30, "ip-up")
         assert ping(nl, cli)
@@ -228,21 +237,8 @@ def test_ipv6_scripts_run_with_ipv6cp(lab: tuple[NetnsLab, str, str], tmp_path: 
     # pppd's ipv6-up/ipv6-down: the link-local pair as arguments 4 and 5 and LLLOCAL/LLREMOTE.
     nl, srv, cli = lab
     Server(nl, srv, tmp_path, "--ipv6", secrets=f'{USER} pptpd "{PASSWORD}" *\n')
-    out = tmp_path / "hooks"
-    out.mkdir()
-    scripts = tmp_path / "scripts"
-    scripts.mkdir()
-    names = ("ip-up", "ipv6-up", "ipv6-down")
-    for name in names:
-        (scripts / name).write_text(SCRIPT.format(out=out))
-        (scripts / name).chmod(0o755)
-    install = "; ".join(f"cp {scripts}/{n} /etc/ppp/{n}" for n in names)
-    script = profile_script(tmp_path, "nodetach", "+ipv6").replace("pptpsetup --create",
-                                                                    f"{install}; pptpsetup --create")
-    log = tmp_path / "ppp.log"
-    with log.open("wb") as f:
-        proc = nl.popen(cli, ["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=f,
-                        stderr=subprocess.STDOUT)
+    proc, out, log = run_with_scripts(nl, cli, tmp_path, ("ip-up", "ipv6-up", "ipv6-down"), "nodetach",
+                                      "+ipv6")
     try:
         wait_for(lambda: (out / "ipv6-up.txt").exists(), 30, "ipv6-up")
         args, env_text = (out / "ipv6-up.txt").read_text().split("---\n")
