@@ -202,6 +202,50 @@ def test_rekey_unseal_frame_opens_what_rekey_seal_sealed(impl: str, start: bytes
         pure.rekey_unseal_frame(start, b"", key, frame, 0x1000)
 
 
+@settings(max_examples=300, deadline=None)
+@given(impl=impls, start=start_keys, data=st.data(), count=st.integers(0, 0x0FFF),
+       header=st.sampled_from(_PPP_MPPE_HEADERS), n=st.integers(0, 8), views=st.booleans())
+def test_rekey_unseal_frames_matches_the_pure_twin_and_the_frames_one_by_one(
+        impl: str, start: bytes, data: st.DataObject, count: int, header: bytes, n: int, views: bool) -> None:
+    """A run of stateless frames as a sender seals them (counts wrapping at 4095), with now and
+    then one of _mppe_frames' near misses, or a bad protocol inside, put in: the compiled run,
+    the pure one and rekey_unseal_frame frame by frame agree on the prefix and everything else."""
+    key = data.draw(st.binary(min_size=len(start), max_size=len(start)))
+    salt = data.draw(st.sampled_from([b"", b"\xd1\x26\x9e"]))
+    sender = rc4.PyCryptodomeRc4()
+    frames: list[bytes] = []
+    k = key
+    for i in range(n):
+        protocol = data.draw(st.sampled_from([0x21, 0x57, 0x21, 0xFD, 0x20]))  # 0x20: not valid
+        payload = data.draw(st.binary(max_size=300))
+        k, frame = sender.rekey_seal(start, salt, k, header, 0x9000 | (count + i) & 0x0FFF, protocol & 0xFF,
+                                     payload)
+        if data.draw(st.integers(0, 9)) == 0:
+            frame = data.draw(_mppe_frames())[0]
+        frames.append(frame)
+    run = [memoryview(b"x" + f)[1:] for f in frames] if views else frames
+    fast, pure = _rc4(impl), rc4.PyCryptodomeRc4()
+    got = fast.rekey_unseal_frames(start, salt, key, run, count)
+    assert got == pure.rekey_unseal_frames(start, salt, key, frames, count)
+    want_key, payloads, protocols, frame_octets, payload_octets = key, [], [], 0, 0
+    c = count
+    for frame in frames:
+        opened = rc4.PyCryptodomeRc4().rekey_unseal_frame(start, salt, want_key, frame, c)
+        if opened is None:
+            break
+        want_key = opened[0]
+        protocols.append(opened[1])
+        payloads.append(opened[2])
+        frame_octets += len(frame)
+        payload_octets += len(opened[2])
+        c = (c + 1) & 0x0FFF
+    assert got == (want_key, payloads, protocols, frame_octets, payload_octets)
+    with pytest.raises(ValueError):
+        fast.rekey_unseal_frames(start, salt, key, frames, 0x1000)
+    with pytest.raises(ValueError):
+        pure.rekey_unseal_frames(start, salt, key, frames, 0x1000)
+
+
 def test_bad_arguments_raise_instead_of_reading_out_of_bounds(ext: ModuleType) -> None:
     cipher = ext.Rc4()
     with pytest.raises(ValueError):

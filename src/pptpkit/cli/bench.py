@@ -131,6 +131,9 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="packets per timed pass (default 20000)")
     dp.add_argument("--size", type=int, default=1400, metavar="OCTETS",
                     help="IP packet size, 28..1400 (default 1400)")
+    dp.add_argument("--batch", type=_positive(int), default=64, metavar="N",
+                    help="datagrams per batch handed to the reader path, as one recvmmsg "
+                         "(default 64; 1: one at a time)")
 
 
 def _run_datapath(args: argparse.Namespace) -> int:
@@ -145,7 +148,8 @@ def _run_datapath(args: argparse.Namespace) -> int:
     if not args.verbose:
         # Session start and end lines of the in-process server are not the benchmark's output.
         logging.getLogger("pptpkit").setLevel(logging.WARNING)
-    result = measure_datapath(mppe=args.mppe, packets=packets, size=args.size, repeat=max(args.repeat, 3))
+    result = measure_datapath(mppe=args.mppe, packets=packets, size=args.size, repeat=max(args.repeat, 3),
+                              batch=args.batch)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

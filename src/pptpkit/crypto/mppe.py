@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -548,6 +549,29 @@ class MppeDecryptor:
         stats.octets += len(payload)
         self._expected = (self._expected + 1) & _CC_MASK
         return protocol, payload
+
+    def open_frames(self, frames: Sequence[bytes | bytearray | memoryview]
+                    ) -> tuple[list[bytes], list[int], int, int]:
+        """:meth:`open_frame` over a run of frames, in one backend call
+        (``rekey_unseal_frames``): ``(payloads, protocols, frame octets, payload octets)`` of
+        the longest prefix that :meth:`open_frame` would open one by one, with the same state
+        changes and counters; the frame after it (if any) is the caller's, untouched, for the
+        per-frame path.  Stateful receivers take nothing."""
+        if not self._stateless:
+            return [], [], 0, 0
+        keys = self._keys
+        key, payloads, protocols, frame_octets, payload_octets = keys.rc4.rekey_unseal_frames(
+            keys.start, keys.salt, keys.key, frames, self._expected)
+        k = len(payloads)
+        if k:
+            keys.key = key
+            stats = self.stats
+            stats.rekeys += k
+            stats.flushed += k
+            stats.packets += k
+            stats.octets += payload_octets
+            self._expected = (self._expected + k) & _CC_MASK
+        return payloads, protocols, frame_octets, payload_octets
 
     def decrypt(self, body: bytes | bytearray | memoryview) -> tuple[int, bytes] | None:
         if len(body) < 3:

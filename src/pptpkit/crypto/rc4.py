@@ -25,7 +25,7 @@ import ctypes.util
 import hashlib
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 from Crypto.Cipher import ARC4
@@ -89,6 +89,9 @@ class Rc4(Protocol):
     def rekey_unseal_frame(self, start: bytes, salt: bytes, key: bytes, frame: Buffer, count: int, /
                            ) -> tuple[bytes, int, bytes] | None: ...
 
+    def rekey_unseal_frames(self, start: bytes, salt: bytes, key: bytes, frames: Sequence[Buffer], count: int,
+                            /) -> tuple[bytes, list[bytes], list[int], int, int]: ...
+
 
 _SHA_PAD1: Final = b"\x00" * 40
 _SHA_PAD2: Final = b"\xf2" * 40
@@ -136,6 +139,29 @@ class PacketOps:
         if at < 0:
             return None
         return self.rekey_unseal(start, salt, key, memoryview(frame)[at:])
+
+    def rekey_unseal_frames(self: Rc4, start: bytes, salt: bytes, key: bytes, frames: Sequence[Buffer],
+                            count: int, /) -> tuple[bytes, list[bytes], list[int], int, int]:
+        """:meth:`rekey_unseal_frame` over the longest prefix of ``frames`` that opens, counts
+        ``count``, ``count + 1``, ...: ``(key after the last frame taken, payloads, protocols,
+        octets of the frames taken, octets of their payloads)``.  The receiver's batch entry
+        point; the compiled backend runs the same loop in one call."""
+        if not 0 <= count <= 0x0FFF:
+            raise ValueError("count must be 0..4095")
+        payloads: list[bytes] = []
+        protocols: list[int] = []
+        frame_octets = payload_octets = 0
+        for frame in frames:
+            opened = self.rekey_unseal_frame(start, salt, key, frame, count)
+            if opened is None:
+                break
+            key, protocol, payload = opened
+            protocols.append(protocol)
+            payloads.append(payload)
+            frame_octets += len(frame)
+            payload_octets += len(payload)
+            count = (count + 1) & 0x0FFF
+        return key, payloads, protocols, frame_octets, payload_octets
 
 
 #: What makes a fresh, unkeyed :class:`Rc4` (a backend class).

@@ -11,6 +11,7 @@ style: ``b`` is newer than ``a`` when ``(b - a) mod 2**32`` is in ``1 .. 2**31 -
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -366,6 +367,75 @@ class GreCall:
             else:
                 self._send_ack_only()
         return bytes(data[hdr:])
+
+    def receive_run(self, packets: Sequence[Buffer], now: float) -> list[bytes]:
+        """:meth:`receive_next` over a run of packets: the payloads of the longest prefix that
+        :meth:`receive_next` would take one by one (in-order data packets of this call, nothing
+        held), with exactly the state changes and counters of those calls, acks carried
+        included; the packet after the prefix is the caller's (untouched) for
+        :meth:`receive_datagram`.  The loop is :meth:`receive_next`'s with the per-packet
+        attribute reads hoisted: only an ack that moves the send side (or an ack-only packet
+        sent at once, ``ack_delay`` 0) touches what it reads, and the state is committed
+        before either runs."""
+        out: list[bytes] = []
+        if self._held or not self._rx_started or self._rx_last != self._rx_highest:
+            return out
+        config = self.config
+        call_id = config.call_id
+        window = config.our_window
+        delay = config.ack_delay
+        stats = self.stats
+        rx = self._rx_last
+        acked = self._ack_sent
+        overruns = 0
+        same_acks = 0
+        unpack_ack = HDR_SEQ_ACK.unpack_from
+        unpack_one = HDR_ONE.unpack_from
+        append = out.append
+        for data in packets:
+            n = len(data)
+            if n <= 16:
+                break
+            word = data[0] << 8 | data[1]
+            if word == W_DATA_ACK:
+                _w, proto, length, cid, seq, ack = unpack_ack(data)
+                hdr = 16
+            elif word == W_DATA:
+                _w, proto, length, cid, seq = unpack_one(data)
+                ack = None
+                hdr = 12
+            else:
+                break
+            if proto != GRE_PROTOCOL_PPP or length != n - hdr or cid != call_id or seq != (rx + 1) & _MASK:
+                break
+            rx = seq
+            if acked is not None and window < (seq - acked) & _MASK < _HALF:
+                overruns += 1
+            append(bytes(data[hdr:]))
+            if ack is not None:
+                if ack == self._tx_acked:
+                    same_acks += 1
+                else:
+                    # _on_ack may send queued data, whose header reads the receive state
+                    # (the counters it does not read are added up at the end).
+                    self._rx_last = self._rx_highest = rx
+                    self._on_ack(ack, now)
+                    acked = self._ack_sent
+            if self._ack_deadline is None and self._ack_sent != seq:
+                if delay > 0:
+                    self._ack_deadline = now + delay
+                else:
+                    self._rx_last = self._rx_highest = rx
+                    self._send_ack_only()
+                    acked = self._ack_sent
+        if out:
+            k = len(out)
+            self._rx_last = self._rx_highest = rx
+            stats.received += k
+            stats.delivered += k
+            stats.window_overruns += overruns
+            stats.acks_received += same_acks
+        return out
 
     def count_malformed(self) -> None:
         """Count a packet for this call that the adapter could not decode."""

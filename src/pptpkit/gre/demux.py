@@ -30,6 +30,7 @@ __all__ = [
     "PARSE_NOT_IPV4",
     "PARSE_TOO_SHORT",
     "DemuxStats",
+    "GreBatchHandler",
     "GreDemux",
     "GreHandler",
     "address_key",
@@ -47,6 +48,9 @@ _U16: Final = struct.Struct("!H")
 #: the time taken once per receive batch.  A handler registered with ``borrow=True`` gets a
 #: memoryview into the reader's buffer instead, valid only during the call.
 GreHandler = Callable[[bytes, float], None]
+#: ``batch_handler(gre_packets, now)``: a run of packets for one call, in arrival order (see
+#: :meth:`GreDemux.route_batch`).
+GreBatchHandler = Callable[[list[bytes], float], None]
 
 
 @dataclass(slots=True)
@@ -115,16 +119,21 @@ class GreDemux:
         self.stats = DemuxStats()
         # key -> (handler, borrow): borrowing handlers get a view, the others a copy.
         self._calls: dict[int, tuple[GreHandler, bool]] = {}
+        # key -> batch handler, for the calls that registered one (route_batch).
+        self._runs: dict[int, GreBatchHandler] = {}
         #: Optional hook for dropped packets whose call is not registered (for logging or a
         #: "no such call" policy); called with (peer address, call ID).
         self.on_unknown_call: Callable[[str, int], None] | None = None
 
-    def register(self, peer: str, call_id: int, handler: GreHandler, *, borrow: bool = False) -> None:
+    def register(self, peer: str, call_id: int, handler: GreHandler, *, borrow: bool = False,
+                 batch: GreBatchHandler | None = None) -> None:
         """Route GRE from ``peer`` whose key carries ``call_id`` (our call ID) to ``handler``.
 
         ``borrow``: hand the packet over as a memoryview into the receive buffer, which the next
         receive overwrites, so the handler must copy whatever it keeps; it saves a copy of every
-        packet for a handler that copies (or decodes) anyway.
+        packet for a handler that copies (or decodes) anyway.  ``batch``: also take runs of
+        packets in one call (:meth:`route_batch`); it must do what ``handler`` would do with
+        each packet of the run, in order.
         """
         if not 0 <= call_id <= 0xFFFF:
             raise ValueError(f"call ID out of range: {call_id}")
@@ -134,10 +143,14 @@ class GreDemux:
         if len(self._calls) >= self.max_calls:
             raise ValueError(f"GRE call table full ({self.max_calls} calls)")
         self._calls[key] = (handler, borrow)
+        if batch is not None:
+            self._runs[key] = batch
 
     def unregister(self, peer: str, call_id: int) -> None:
         """Forget a call; unknown calls are ignored (teardown paths may race)."""
-        self._calls.pop(address_key(peer) << 16 | call_id, None)
+        key = address_key(peer) << 16 | call_id
+        self._calls.pop(key, None)
+        self._runs.pop(key, None)
 
     def is_registered(self, peer: str, call_id: int) -> bool:
         return (address_key(peer) << 16 | call_id) in self._calls
@@ -182,3 +195,46 @@ class GreDemux:
             return False
         st.delivered += 1
         return True
+
+    def route_batch(self, batch: list[tuple[int, bytes]], now: float) -> None:
+        """:meth:`route` of each ``(key, packet)`` in order (a receive batch as the compiled
+        reader returns it), with runs of consecutive packets for one call that registered a
+        batch handler handed to it in one call.  Counters as :meth:`route` keeps them: a run
+        counts each packet as received and, when the handler returns, as delivered; a handler
+        that raises counts every packet of its run as a handler error (one call's bug must not
+        stop the reader, nor make its packets vanish from the books).  Stops early when
+        :meth:`_halted` says so (the socket was closed by a handler)."""
+        runs = self._runs
+        route = self.route
+        n = len(batch)
+        i = 0
+        while i < n:
+            key, packet = batch[i]
+            j = i + 1
+            handler = runs.get(key) if runs else None
+            if handler is not None:
+                while j < n and batch[j][0] == key:
+                    j += 1
+            if j - i == 1 or handler is None:
+                route(key, packet, now)
+            else:
+                self._route_run(key, handler, [p for _k, p in batch[i:j]], now)
+            if self._halted():
+                return
+            i = j
+
+    def _route_run(self, key: int, handler: GreBatchHandler, packets: list[bytes], now: float) -> None:
+        st = self.stats
+        k = len(packets)
+        st.received += k
+        try:
+            handler(packets, now)
+        except Exception:
+            st.handler_errors += k
+            log.exception("GRE batch handler for call %d failed", key & 0xFFFF)
+            return
+        st.delivered += k
+
+    def _halted(self) -> bool:
+        """Whether :meth:`route_batch` must stop (a socket that a handler closed)."""
+        return False

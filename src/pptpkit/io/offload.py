@@ -393,6 +393,13 @@ class Coalescer:
         q.append(packet)
         return len(q) >= MAX_QUEUE
 
+    def feed_many(self, packets: list[bytes]) -> bool:
+        """:meth:`feed` of each packet (bytes, in order) in one step; True when the queue is
+        full and must be flushed now."""
+        q = self._queue
+        q.extend(packets)
+        return len(q) >= MAX_QUEUE
+
     def clear(self) -> None:
         self._queue.clear()
 

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from pptpkit.errors import DecodeError
-from pptpkit.io.offload import VNET_HDR_SIZE, ZERO_VNET_HDR, Coalescer, OffloadStats, VnetHeader, segment
+from pptpkit.io.offload import (
+    MAX_QUEUE,
+    VNET_HDR_SIZE,
+    ZERO_VNET_HDR,
+    Coalescer,
+    OffloadStats,
+    VnetHeader,
+    segment,
+)
 
 __all__ = ["TunDevice", "TunStats"]
 
@@ -172,6 +180,35 @@ class TunDevice:
             return False
         self.stats.sent += 1
         return True
+
+    def write_many(self, packets: list[bytes]) -> None:
+        """:meth:`write` of each packet, in order, as one call (the receive path's batch sink).
+
+        With offload the run joins the coalescer's queue in one step (the flush is scheduled
+        once, as for a single packet); a run that would overfill the queue goes packet by
+        packet, so the queue's cap and its flush-when-full hold exactly as for :meth:`write`.
+        """
+        if not self.offload:
+            write = self.write
+            for packet in packets:
+                write(packet)
+            return
+        coalescer = self._coalescer
+        if self.fd is None or len(coalescer) + len(packets) >= MAX_QUEUE:
+            write = self._write_offload
+            for packet in packets:
+                write(packet)
+            return
+        coalescer.feed_many(packets)
+        if self._flush_handle is None:
+            loop = self._loop
+            if loop is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    self.flush()
+                    return
+            self._flush_handle = loop.call_soon(self.flush)
 
     # -- offload path ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ every way the session can end ends in exactly one :class:`LinkDown` with an
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final
@@ -369,6 +370,44 @@ class PppSession:
             return payload
         stats.dropped["mppe_inner_protocol"] += 1
         return None
+
+    def receive_frames(self, frames: Sequence[bytes | bytearray | memoryview], now: float
+                       ) -> tuple[list[bytes], int]:
+        """:meth:`receive_frame` for a run of frames, the stateless MPPE case in one backend call
+        (:meth:`~pptpkit.crypto.mppe.MppeDecryptor.open_frames`): ``(IP packets, frames
+        taken)``, the packets of the longest prefix of ``frames`` that the per-frame fast path
+        would open, in order, with exactly its state changes and counters.  The frame after the
+        prefix (and what follows it) is the caller's, for :meth:`receive_frame`; ``([], 0)``
+        whenever there is no fast path (stateful, no MPPE, finished)."""
+        mppe = self._mppe
+        if self._finished or mppe is None or (fast := mppe.fast_rx) is None:
+            return [], 0
+        payloads, protocols, frame_octets, payload_octets = fast.open_frames(frames)
+        k = len(payloads)
+        if not k:
+            return payloads, 0
+        stats = self.stats
+        stats.rx_frames += k
+        stats.rx_octets += frame_octets
+        # The per-packet case: every packet of the run is of one open protocol (list.count
+        # runs in C); a run that mixes in anything else is sorted packet by packet.
+        if (self._rx4 and protocols.count(_IP) == k) or (self._rx6 and protocols.count(_IPV6) == k):
+            self._last_data = now
+            self._rx_alive = True
+            stats.rx_packets += k
+            stats.rx_packet_octets += payload_octets
+            return payloads, k
+        packets: list[bytes] = []
+        for protocol, payload in zip(protocols, payloads, strict=True):
+            if (protocol == _IP and self._rx4) or (protocol == _IPV6 and self._rx6):
+                self._last_data = now
+                self._rx_alive = True
+                stats.rx_packets += 1
+                stats.rx_packet_octets += len(payload)
+                packets.append(payload)
+            else:
+                stats.dropped["mppe_inner_protocol"] += 1
+        return packets, k
 
     def send_packet(self, packet: bytes | bytearray | memoryview, now: float) -> bytes | None:
         """An IP/IPv6 packet from the data plane as a PPP frame ready for GRE, or None when it

@@ -582,6 +582,109 @@ done:
     return result;
 }
 
+/* rekey_unseal_frames(start, salt, key, frames, count) -> (key, payloads, protocols,
+ * frame_octets, payload_octets): rekey_unseal_frame over a run of frames, the first with
+ * coherency count ``count``, each next one count further, for as long as each opens as
+ * rekey_unseal_frame would open it; the first frame that does not ends the run (it and what
+ * follows are the caller's, nothing of them committed).  ``key`` comes back as the key after
+ * the last frame taken (the one given when none was), with the payloads and protocols of the
+ * frames taken and the octet totals of those frames and payloads. */
+static PyObject *Rc4_rekey_unseal_frames(Rc4Object *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b[3]; /* start, salt, key */
+    static const char *names[3] = {"start", "salt", "key"};
+    uint8_t cur[16], next[16];
+    unsigned int count;
+    Py_ssize_t i, nframes, klen, frame_octets = 0, payload_octets = 0;
+    PyObject *seq = NULL, *payloads = NULL, *protocols = NULL, *key = NULL, *result = NULL;
+    int got = 0;
+    if (check_nargs("rekey_unseal_frames", nargs, 5) < 0 || get_u16(args[4], &count, "count") < 0)
+        return NULL;
+    if (count > 0x0FFF) {
+        PyErr_SetString(PyExc_ValueError, "count must be 0..4095");
+        return NULL;
+    }
+    for (; got < 3; got++)
+        if (get_buf(args[got], &b[got], names[got]) < 0)
+            goto done;
+    klen = b[2].len;
+    if ((b[0].len != 8 && b[0].len != 16) || klen != b[0].len || b[1].len > b[0].len) {
+        PyErr_SetString(PyExc_ValueError, "change_key: start key and key must be 8 or 16 octets alike");
+        goto done;
+    }
+    memcpy(cur, b[2].buf, (size_t)klen);
+    seq = PySequence_Fast(args[3], "frames must be a sequence");
+    if (!seq)
+        goto done;
+    payloads = PyList_New(0);
+    protocols = PyList_New(0);
+    if (!payloads || !protocols)
+        goto done;
+    nframes = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < nframes; i++) {
+        Py_buffer fb;
+        const uint8_t *f;
+        Py_ssize_t n, pos = 0;
+        PyObject *opened;
+        int rc;
+        if (get_buf(PySequence_Fast_GET_ITEM(seq, i), &fb, "frame") < 0)
+            goto done;
+        f = fb.buf;
+        n = fb.len;
+        /* rekey_unseal_frame's checks, rule for rule. */
+        if (n >= 2 && f[0] == 0xFF && f[1] == 0x03)
+            pos = 2;
+        if (pos < n && f[pos] == 0xFD)
+            pos += 1;
+        else if (pos + 1 < n && f[pos] == 0x00 && f[pos + 1] == 0xFD)
+            pos += 2;
+        else {
+            PyBuffer_Release(&fb);
+            break;
+        }
+        if (n - pos < 3 || (f[pos] & 0xB0) != 0x90 ||
+            ((unsigned int)(f[pos] & 0x0F) << 8 | f[pos + 1]) != count) {
+            PyBuffer_Release(&fb);
+            break;
+        }
+        if (change_key(&self->st, b[0].buf, b[0].len, cur, klen, b[1].buf, b[1].len, next) < 0) {
+            PyBuffer_Release(&fb);
+            goto done;
+        }
+        rc4_setup(&self->st, next, klen);
+        opened = unseal_from(&self->st, f + pos, n - pos);
+        PyBuffer_Release(&fb);
+        if (!opened)
+            goto done;
+        if (opened == Py_None) {
+            Py_DECREF(opened);
+            break;
+        }
+        rc = PyList_Append(protocols, PyTuple_GET_ITEM(opened, 0));
+        if (rc == 0)
+            rc = PyList_Append(payloads, PyTuple_GET_ITEM(opened, 1));
+        payload_octets += PyBytes_GET_SIZE(PyTuple_GET_ITEM(opened, 1));
+        Py_DECREF(opened);
+        if (rc < 0)
+            goto done;
+        frame_octets += n;
+        memcpy(cur, next, (size_t)klen);
+        count = (count + 1) & 0x0FFF;
+    }
+    key = PyBytes_FromStringAndSize((const char *)cur, klen);
+    if (!key)
+        goto done;
+    result = Py_BuildValue("(OOOnn)", key, payloads, protocols, frame_octets, payload_octets);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(payloads);
+    Py_XDECREF(protocols);
+    Py_XDECREF(seq);
+    while (got-- > 0)
+        PyBuffer_Release(&b[got]);
+    return result;
+}
+
 static PyMethodDef Rc4_methods[] = {
     {"set_key", (PyCFunction)Rc4_set_key, METH_O, "Key the stream (RC4 key schedule)."},
     {"crypt", (PyCFunction)Rc4_crypt, METH_O, "Continue the stream over data."},
@@ -597,6 +700,9 @@ static PyMethodDef Rc4_methods[] = {
      "rekey_unseal(start, salt, key, body) -> (new key, protocol, payload) or None."},
     {"rekey_unseal_frame", (PyCFunction)(void (*)(void))Rc4_rekey_unseal_frame, METH_FASTCALL,
      "rekey_unseal_frame(start, salt, key, frame, count) -> (new key, protocol, payload) or None."},
+    {"rekey_unseal_frames", (PyCFunction)(void (*)(void))Rc4_rekey_unseal_frames, METH_FASTCALL,
+     "rekey_unseal_frames(start, salt, key, frames, count) -> (key, payloads, protocols, frame_octets, "
+     "payload_octets): rekey_unseal_frame over the longest prefix of frames that opens."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1025,7 +1131,7 @@ done:
 /* The raw GRE socket: batched receive with the demultiplexer's parse, and send with a fixed
  * source address.  pptpkit.gre.demux.parse_datagram is the parse's twin; the codes match. */
 
-#define RECV_SLOTS 16
+#define RECV_SLOTS 64
 #define RECV_SIZE 65536
 static uint8_t *recv_area; /* RECV_SLOTS * RECV_SIZE, allocated on first use */
 
@@ -1049,7 +1155,7 @@ static long long parse_datagram(const uint8_t *d, Py_ssize_t n, Py_ssize_t *ihl)
            ((unsigned int)d[h + 6] << 8 | d[h + 7]);
 }
 
-/* recv_gre(fd, max) -> [(key or reason code, GRE packet or b"")]: up to max (<= 16) datagrams
+/* recv_gre(fd, max) -> [(key or reason code, GRE packet or b"")]: up to max (<= 64) datagrams
  * in one recvmmsg; [] when none is waiting; OSError for a socket error before any datagram. */
 static PyObject *fast_recv_gre(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1066,7 +1172,7 @@ static PyObject *fast_recv_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     if (PyErr_Occurred())
         return NULL;
     if (want < 1 || want > RECV_SLOTS) {
-        PyErr_SetString(PyExc_ValueError, "recv_gre: max must be 1..16");
+        PyErr_SetString(PyExc_ValueError, "recv_gre: max must be 1..64");
         return NULL;
     }
     if (!recv_area) {

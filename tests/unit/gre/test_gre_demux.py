@@ -168,3 +168,53 @@ def test_address_key_refuses_what_ipaddress_refuses(text: str) -> None:
         ipaddress.IPv4Address(text)
     with pytest.raises(ValueError, match="not an IPv4 address"):
         address_key(text)
+
+
+def test_route_batch_hands_each_call_its_runs_in_order() -> None:
+    """Runs of two interleaved calls are split where the key changes; a call without a batch
+    handler, an unknown call and a bad datagram in between go through route as ever."""
+    demux = GreDemux()
+    runs: list[tuple[int, list[bytes]]] = []
+    singles: list[tuple[int, bytes]] = []
+    for call in (1, 2):
+        demux.register("192.0.2.2", call, lambda d, n, call=call: singles.append((call, d)),
+                       batch=lambda ps, n, call=call: runs.append((call, ps)))
+    plain, h = collector()
+    demux.register("192.0.2.2", 3, h)
+    key = address_key("192.0.2.2") << 16
+    batch = [(key | 1, b"a"), (key | 1, b"b"), (key | 2, b"c"), (key | 1, b"d"), (key | 1, b"e"),
+             (key | 1, b"f"), (key | 3, b"g"), (key | 3, b"h"), (key | 9, b"i"), (-3, b""), (key | 2, b"j"),
+             (key | 2, b"k")]
+    demux.route_batch(batch, 1.0)
+    assert runs == [(1, [b"a", b"b"]), (1, [b"d", b"e", b"f"]), (2, [b"j", b"k"])]
+    assert singles == [(2, b"c")]
+    assert plain == [(b"g", 1.0), (b"h", 1.0)]
+    s = demux.stats
+    assert (s.received, s.delivered, s.unknown_call, s.not_gre_v1) == (12, 10, 1, 1)
+    # One by one through route, the same datagrams count the same.
+    alone = GreDemux()
+    for call in (1, 2, 3):
+        alone.register("192.0.2.2", call, lambda d, n: None)
+    for k, packet in batch:
+        alone.route(k, packet, 1.0)
+    assert alone.stats == demux.stats
+    demux.unregister("192.0.2.2", 1)
+    demux.route_batch([(key | 1, b"x"), (key | 1, b"y")], 2.0)
+    assert demux.stats.unknown_call == 3 and len(runs) == 3
+
+
+def test_a_raising_batch_handler_is_contained_and_counted() -> None:
+    demux = GreDemux()
+
+    def boom(packets: list[bytes], now: float) -> None:
+        raise RuntimeError("handler bug")
+
+    got, h = collector()
+    demux.register("192.0.2.2", 1, lambda d, n: None, batch=boom)
+    demux.register("192.0.2.2", 2, h)
+    key = address_key("192.0.2.2") << 16
+    demux.route_batch([(key | 1, b"a"), (key | 1, b"b"), (key | 1, b"c"), (key | 2, b"d")], 0.0)
+    assert got == [(b"d", 0.0)]  # the reader went on after the failing run
+    s = demux.stats
+    assert (s.received, s.delivered, s.handler_errors) == (4, 1, 3)
+    assert s.received == s.delivered + _drops(demux)

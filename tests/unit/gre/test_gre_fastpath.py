@@ -119,3 +119,90 @@ def test_send_header_declines_what_send_would_queue_or_refuse() -> None:
     assert call.send_header(b"b", 0.0) is None  # the window (1) is full: send() queues it
     assert call.stats.sent == 1 and call.queued == 0
     assert GreCall(GreCallConfig(call_id=7, peer_call_id=9)).send_header(bytes(0x10000), 0.0) is None
+
+
+# -- the batch entry point: receive_run over a run, then the rest one by one -------------------
+
+# One packet of a run: (kind, size).  Sequence numbers follow a stream the test keeps: "next"
+# continues it, "gap" skips ahead, "dup" repeats the last, "old" goes back, "far" jumps past
+# max_seq_jump; the others carry no new number or are not for this call.
+run_step = st.tuples(
+    st.sampled_from(["next"] * 6 + ["next_noack", "gap", "dup", "old", "far", "ack_only", "mangle",
+                                    "other_call"]),
+    st.integers(1, 200), st.integers(-2, 2),
+)
+
+
+def receive_as_channel(call: GreCall, packets: list[bytes], now: float) -> list[bytes]:
+    """What GreChannel.receive_packets hands up: the run's in-order prefix in one call, then
+    the first packet it did not take and everything after it one by one."""
+    frames = call.receive_run(packets, now)
+    for data in packets[len(frames):]:
+        frames += call.receive_datagram(data, now)
+    return frames
+
+
+@settings(max_examples=300, deadline=None)
+@given(runs=st.lists(st.lists(run_step, min_size=1, max_size=12), max_size=12),
+       first=st.sampled_from([0, 1, MASK - 5, MASK, 1 << 31]), ack_delay=st.sampled_from([0.0, 0.1]),
+       sends=st.lists(st.integers(0, 3), max_size=12), window=st.integers(1, 4), respect=st.booleans(),
+       nobuffer=st.booleans())
+def test_a_run_ends_exactly_as_its_packets_one_by_one(
+    runs: list[list[tuple[str, int, int]]], first: int, ack_delay: float, sends: list[int], window: int,
+    respect: bool, nobuffer: bool,
+) -> None:
+    cfg = GreCallConfig(call_id=7, peer_call_id=9, ack_delay=ack_delay, peer_window=window, our_window=3,
+                        reorder_buffer=3, send_queue=2, respect_peer_window=respect, nobuffer=nobuffer,
+                        max_seq_jump=8)
+    batch, single = GreCall(cfg), GreCall(cfg)
+    seq = first
+    now = 0.0
+    # The first packet sets the receive baseline (never the batch path's case): sent alone.
+    opening = encode_gre(7, b"first", seq, None)
+    assert batch.receive_datagram(opening, now) == single.receive_datagram(opening, now)
+    for r, run in enumerate(runs):
+        now += 0.03
+        for i in range(sends[r] if r < len(sends) else 0):  # acks in the run then mean something
+            frame = bytes([r, i])
+            assert batch.send(frame, now) == single.send(frame, now)
+        packets = []
+        for i, (kind, size, dack) in enumerate(run):
+            if kind in ("next", "next_noack"):
+                seq = (seq + 1) & MASK
+            elif kind == "gap":
+                seq = (seq + 2 + size % 3) & MASK
+            elif kind == "old":
+                seq = (seq - 2) & MASK
+            elif kind == "far":
+                seq = (seq + 100) & MASK
+            ack = (batch.next_seq - 1 + dack) & MASK
+            payload = bytes([r & 0xFF, i]) * size
+            if kind == "ack_only":
+                raw = encode_gre(7, b"", None, ack)
+            elif kind == "next_noack":
+                raw = encode_gre(7, payload, seq, None)
+            else:
+                raw = encode_gre(8 if kind == "other_call" else 7, payload, seq, ack)
+            if kind == "mangle":
+                raw = raw[:-1]
+            packets.append(raw)
+        want = []
+        for data in packets:
+            want += single.receive_datagram(data, now)
+        assert receive_as_channel(batch, packets, now) == want
+        assert snapshot(batch) == snapshot(single)
+        if (t := batch.get_timer()) is not None and r % 3 == 2:
+            assert batch.handle_timer(t) == single.handle_timer(t)
+            assert snapshot(batch) == snapshot(single)
+
+
+def test_receive_run_takes_a_clean_run_whole_and_stops_at_the_first_other_packet() -> None:
+    call = GreCall(GreCallConfig(call_id=7, peer_call_id=9))
+    assert call.receive_run([encode_gre(7, b"x", 5, None)], 0.0) == []  # no baseline yet
+    call.receive_datagram(encode_gre(7, b"a", MASK - 1, None), 0.0)
+    run = [encode_gre(7, bytes([i]) * 20, (MASK + i) & MASK, None) for i in range(4)]
+    assert call.receive_run(run, 0.0) == [bytes([i]) * 20 for i in range(4)]
+    assert call.last_delivered == 2 and call.stats.delivered == 5
+    stop = [encode_gre(7, octet * 9, seq, None) for octet, seq in ((b"b", 3), (b"c", 5), (b"d", 6))]
+    assert call.receive_run(stop, 0.0) == [b"b" * 9]  # 5 leaves a gap: the rest is receive_datagram's
+    assert call.last_delivered == 3 and call.stats.received == 6

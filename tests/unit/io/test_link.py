@@ -413,3 +413,73 @@ def test_packets_while_the_data_plane_attaches_are_held_not_dropped(mppe: bool) 
         await client.aclose()
 
     run(main())
+
+
+class BatchPlane(MemoryPlane):
+    """A data plane whose sink is a device's ``write`` with a ``write_many`` beside it (as a
+    TUN's): the link's batch path must find it and hand it whole runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[int] = []
+
+    def write(self, packet: bytes) -> None:
+        self.received.append(packet)
+
+    def write_many(self, packets: list[bytes]) -> None:
+        self.runs.append(len(packets))
+        self.received.extend(packets)
+
+    async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
+        await super().attach(link, up)
+        return self.write
+
+
+@pytest.mark.parametrize("mppe", [True, False])
+def test_frames_received_delivers_runs_as_frame_received_would(mppe: bool) -> None:
+    """A run with a control frame and a spoofed source inside: same packets, order and counters
+    as frame by frame, the clean stretches in one data-plane call each (stateless MPPE)."""
+
+    async def main() -> None:
+        plane = BatchPlane()
+        server, client, *_ = pair(*configs(mppe=mppe), server_plane=plane, client_plane=MemoryPlane(),
+                                  source_check=True)
+        server.start()
+        client.start()
+        await server.wait_up()
+        await client.wait_up()
+        good = [_ipv4(CLIENT_IP, SERVER_IP)[:-1] + bytes([i]) for i in range(12)]
+        spoofed = _ipv4(IPv4Address("192.0.2.77"), SERVER_IP)
+        now = client.loop.time()
+        frames = [client.session.send_packet(p, now) for p in good[:5]]
+        frames.append(b"\xff\x03\xc0\x21" + bytes([9, 7, 0, 8]) + bytes(4))  # LCP Echo-Request
+        frames += [client.session.send_packet(p, now) for p in good[5:9]]
+        frames.append(client.session.send_packet(spoofed, now))
+        frames += [client.session.send_packet(p, now) for p in good[9:]]
+        assert all(f is not None for f in frames)
+        sent_before = server.transport.sent  # type: ignore[attr-defined]
+        rx_before = server.session.stats.rx_frames
+        server.frames_received([f for f in frames if f is not None])
+        assert plane.received == good
+        assert (server.stats.packets_in, server.stats.source_refused) == (12, 1)
+        assert server.stats.octets_in == sum(map(len, good))
+        assert server.session.stats.rx_frames == rx_before + len(frames)
+        assert server.transport.sent == sent_before + 1  # type: ignore[attr-defined]  # echo reply
+        # Stateless MPPE: the stretch before the echo in one call; the one after it holds the
+        # spoofed packet and goes packet by packet.  Without MPPE, frame by frame.
+        assert plane.runs == ([5] if mppe else [])
+        await client.aclose("bye")
+
+    run(main())
+
+
+def test_frames_received_before_start_are_kept_like_single_frames() -> None:
+    async def main() -> None:
+        server, client, *_ = pair(*configs(mppe=False), server_plane=None, client_plane=None)
+        echo = b"\xff\x03\xc0\x21" + bytes([9, 1, 0, 8]) + bytes(4)
+        server.frames_received([echo] * (MAX_EARLY_FRAMES + 2))
+        assert server.stats.early_frames_dropped == 2
+        server.close()
+        client.close()
+
+    run(main())

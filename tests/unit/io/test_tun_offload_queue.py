@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Iterator
 
@@ -84,3 +85,52 @@ def test_refused_merged_write_falls_back_to_segments(pipe: tuple[int, int],
     assert dev.stats.gso_write_fallbacks == 1 and dev.stats.sent == 8 and dev.stats.write_errors == 0
     dev.close()
     assert not dev.write(segs[0]) and dev.stats.write_errors == 1
+
+
+def test_write_many_is_write_of_each_packet(pipe: tuple[int, int]) -> None:
+    """The receive path's batch sink: a run joins the queue in one step and is merged and
+    written exactly as the same packets written one by one; a run that would overfill the
+    queue goes packet by packet (flushed when full, as write does)."""
+    from pptpkit.io.offload import MAX_QUEUE
+
+    r, w = pipe
+    segs = flow4(6)
+    outputs = []
+    for batched in (False, True):
+        dev = TunDevice(w, "fake0", offload=True)
+
+        async def main(dev: TunDevice = dev, batched: bool = batched) -> None:
+            if batched:
+                dev.write_many(segs[:4])
+                dev.write_many(segs[4:])
+            else:
+                for s in segs:
+                    dev.write(s)
+            assert drain(r) == b""  # queued: flushed once the loop turns
+            await asyncio.sleep(0)
+
+        asyncio.run(main())
+        outputs.append((drain(r), dataclasses.astuple(dev.stats)))
+    assert outputs[0] == outputs[1] and outputs[0][1][1] == 6  # sent
+
+    dev = TunDevice(w, "fake0", offload=True)
+
+    tiny = bytes([0x45]) + bytes(19)  # not TCP: written alone (and small: the pipe holds them all)
+
+    async def overfill() -> None:
+        dev.write_many([tiny] * (MAX_QUEUE - 1))
+        assert len(dev._coalescer) == MAX_QUEUE - 1
+        dev.write_many([tiny, tiny])  # the first fills the queue: flushed at once, the second queued
+        assert len(dev._coalescer) == 1
+        await asyncio.sleep(0)
+
+    asyncio.run(overfill())
+    drain(r)
+    assert dev.stats.sent == MAX_QUEUE + 1
+    plain = TunDevice(w, "fake1")
+    plain.write_many(segs[:3])
+    assert drain(r) == b"".join(segs[:3]) and plain.stats.sent == 3
+    dev.fd = plain.fd = None  # the pipe is the fixture's to close
+    plain.write_many(segs[:2])
+    dev.write_many(segs[:2])
+    assert plain.stats.write_errors == dev.stats.write_errors == 2

@@ -32,10 +32,48 @@ class _Counting:
         self.taken += opened is not None
         return opened
 
+    def open_frames(self, frames: list[bytes]) -> tuple[list[bytes], list[int], int, int]:
+        opened = self.dec.open_frames(frames)
+        self.taken += len(opened[0])
+        return opened
 
-def _pair(fast: bool, policy: MppePolicy | None, tamper: Tamper | None, **kw: object) -> SessionPair:
-    pair = SessionPair(client_config(mppe=policy, ipv6=True), server_config(mppe=policy, ipv6=True),
-                       tamper=tamper, **kw)  # type: ignore[arg-type]
+
+class _BatchPair(SessionPair):
+    """Each round's frames arrive as one run, handed to the session as ``PppLink.frames_received``
+    does: ``receive_frames`` takes the longest prefix it can, the frame after it goes to
+    ``receive_frame``, and the batch path resumes after that."""
+
+    def _deliver(self, direction: str, dst: str) -> bool:
+        wire = self.wires[direction]
+        batch, wire.in_flight = wire.in_flight, []
+        if len(batch) > 1:
+            batch = self.reorder_batch(direction, batch)
+        for unit in batch:
+            wire.arrived.append(unit)
+            self.log.append((direction, unit))
+        wire.delivered += receive_as_link(self.session(dst), batch, self.now)
+        return bool(batch)
+
+
+def receive_as_link(session: PppSession, frames: list[bytes], now: float) -> list[bytes]:
+    packets: list[bytes] = []
+    while frames:
+        opened, taken = session.receive_frames(frames, now)
+        assert taken >= len(opened)
+        packets += opened
+        if taken < len(frames):
+            packet = session.receive_frame(frames[taken], now)
+            if packet is not None:
+                packets.append(packet)
+        frames = frames[taken + 1:]
+    return packets
+
+
+def _pair(fast: bool, policy: MppePolicy | None, tamper: Tamper | None, batch: bool = False,
+          **kw: object) -> SessionPair:
+    kind = _BatchPair if batch else SessionPair
+    pair = kind(client_config(mppe=policy, ipv6=True), server_config(mppe=policy, ipv6=True),
+                tamper=tamper, **kw)  # type: ignore[arg-type]
     pair.start()
     pair.run(until=5.0)
     for session in (pair.client, pair.server):
@@ -60,9 +98,9 @@ def _state(session: PppSession) -> object:
             session.get_timer(), session.finished)
 
 
-def _run(fast: bool, policy: MppePolicy | None, tamper: Tamper | None, n: int, **kw: object
-         ) -> tuple[object, int]:
-    pair = _pair(fast, policy, tamper, **kw)
+def _run(fast: bool, policy: MppePolicy | None, tamper: Tamper | None, n: int, batch: bool = False,
+         **kw: object) -> tuple[object, int]:
+    pair = _pair(fast, policy, tamper, batch, **kw)
     for i in range(n):
         pair.send("client", ipv6_packet(i) if i % 7 == 3 else ipv4_packet(i, 60 + i % 50))
         pair.send("server", ipv4_packet(1000 + i))
@@ -137,3 +175,41 @@ def test_the_fast_path_takes_every_clean_in_order_stateless_packet() -> None:
     state, taken = _run(True, None, None, 40)
     assert taken == 80
     assert state == _run(False, None, None, 40)[0]
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**16), loss=st.sampled_from([0.0, 0.1]), reorder=st.sampled_from([0.0, 0.2]),
+       duplicate=st.sampled_from([0.0, 0.1]), tampered=st.booleans())
+def test_runs_through_receive_frames_end_as_frames_one_by_one(name: str, seed: int, loss: float,
+                                                              reorder: float, duplicate: float,
+                                                              tampered: bool) -> None:
+    policy = POLICIES[name]
+    kw = dict(loss=loss, reorder=reorder, duplicate=duplicate, seed=seed, lossy_data_only=True)
+    batched, taken = _run(True, policy, _tamper(seed) if tampered else None, 60, batch=True, **kw)
+    single, _ = _run(False, policy, _tamper(seed) if tampered else None, 60, **kw)
+    assert batched == single
+    assert (taken > 0) == (name == "stateless")
+
+
+def test_a_run_with_control_frames_and_other_protocols_inside_ends_as_one_by_one() -> None:
+    """LCP Echo-Request and CCP Reset-Request in the middle of a run, an IPv6 packet among IPv4
+    ones, a late (replayed) frame and one for a protocol that is not open: the batch path stops
+    at each and resumes after it."""
+    frames: list[bytes] = []
+    states = []
+    for batch in (True, False):
+        pair = _pair(True, None, None)
+        sent = [pair.session("client").send_packet(
+            ipv6_packet(i) if i == 5 else ipv4_packet(i, 100 + i), pair.now) for i in range(12)]
+        assert all(frame is not None for frame in sent)
+        frames = [f for f in sent if f is not None]
+        echo = b"\xff\x03\xc0\x21" + bytes([9, 1, 0, 8]) + bytes(4)
+        reset = b"\x80\xfd" + bytes([14, 3, 0, 4])
+        run = [*frames[:3], echo, *frames[3:7], reset, frames[6], *frames[7:], b"\x00\x2b" + bytes(8)]
+        server = pair.server
+        got = receive_as_link(server, run, pair.now) if batch else [
+            p for f in run if (p := server.receive_frame(f, pair.now)) is not None]
+        states.append((got, server.frames_to_send(), _state(server), _state(pair.client)))
+    assert states[0] == states[1]
+    assert len(states[0][0]) == 12 and states[0][1]  # every packet delivered; the echo answered
