@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from conftest import require
 from pptpkit import speedups
 from pptpkit.crypto import mppe, rc4
+from pptpkit.gre.packet import encode_gre
 from pptpkit.io import offload
 
 
@@ -597,6 +598,48 @@ def test_gre_parse_is_the_demux_parse(datagram: bytes) -> None:
     assert _ext().parse_gre(datagram) == parse_datagram(datagram)
 
 
+@st.composite
+def _data_runs(draw: st.DrawFn) -> tuple[list[bytes], int, int]:
+    """A run of GRE data packets for call 7 numbered on from ``seq`` (wrapping), with now and
+    then a near miss: another call, a gap, a bad length or protocol, other flags, a short one."""
+    seq = draw(st.sampled_from([0, 5, 0xFFFFFFFE, 0x7FFFFFFF]))
+    packets = []
+    for i in range(draw(st.integers(0, 8))):
+        ack = draw(st.one_of(st.none(), st.integers(0, 0xFFFFFFFF)))
+        payload = draw(st.binary(min_size=0, max_size=30))
+        packet = encode_gre(7, payload, (seq + i) & 0xFFFFFFFF, ack)
+        miss = draw(st.integers(0, 12))
+        if miss == 0:
+            packet = encode_gre(8, payload, (seq + i) & 0xFFFFFFFF, ack)
+        elif miss == 1:
+            packet = encode_gre(7, payload, (seq + i + 1) & 0xFFFFFFFF, ack)
+        elif miss == 2:
+            packet = packet[:-1] if payload else packet + b"x"
+        elif miss == 3:
+            packet = packet[:2] + b"\x08\x00" + packet[4:]
+        elif miss == 4:
+            packet = bytes([packet[0] | 0x80]) + packet[1:]
+        elif miss == 5:
+            packet = encode_gre(7, b"", None, ack)
+        packets.append(packet)
+    return packets, seq, draw(st.sampled_from([-1, 0, seq, (seq - 3) & 0xFFFFFFFF, (seq + 2) & 0xFFFFFFFF]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(case=_data_runs(), window=st.sampled_from([0, 1, 3, 64]), views=st.booleans())
+def test_gre_data_run_matches_the_pure_twin(case: tuple[list[bytes], int, int], window: int,
+                                            views: bool) -> None:
+    from pptpkit.gre.packet import data_run
+
+    packets, seq, acked = case
+    run = [memoryview(b"x" + p)[1:] for p in packets] if views else packets
+    got = _ext().gre_data_run(run, 7, seq, acked, window)
+    assert got == data_run(packets, 7, seq, acked, window)
+    assert len(got[0]) <= len(packets)
+    with pytest.raises(ValueError):
+        _ext().gre_data_run(packets, 7, 1 << 32, -1, 0)
+
+
 def test_recv_gre_batches_and_routes_like_the_demux(ext: ModuleType) -> None:
     """Datagrams through a datagram socket pair: each comes back parsed, in order, at most
     ``max`` per call; an empty socket gives []."""
@@ -618,7 +661,7 @@ def test_recv_gre_batches_and_routes_like_the_demux(ext: ModuleType) -> None:
         want.append((key, d[ihl:] if key >= 0 else b""))
     assert got == want
     with pytest.raises(ValueError):
-        ext.recv_gre(0, 17)
+        ext.recv_gre(0, 65)
     with pytest.raises(OSError):
         ext.recv_gre(-1, 1)
 

@@ -25,9 +25,13 @@ from pptpkit.gre.packet import (
     W_DATA_ACK,
     Buffer,
     GrePacket,
+    data_run,
     encode_gre,
 )
+from pptpkit.speedups import EXT
 
+#: The run parse of GreCall.receive_run: compiled, or its pure twin.
+_data_run: Final = EXT.gre_data_run if EXT is not None else data_run
 _MASK: Final = 0xFFFFFFFF
 _HALF: Final = 0x80000000
 _MAX_HELD: Final = 4096
@@ -387,6 +391,31 @@ class GreCall:
         stats = self.stats
         rx = self._rx_last
         acked = self._ack_sent
+        if delay > 0 and not self._queue:
+            # The per-run case: nothing in the run can move _ack_sent (no queue for an ack to
+            # release, no ack-only packet sent at once), so the parse, the numbering and the
+            # window check of every packet are one call (in C when it is built) and only the
+            # acks are taken in Python, in order.
+            out, acks, overruns = _data_run(packets, call_id, (rx + 1) & _MASK,
+                                            -1 if acked is None else acked, window)
+            k = len(out)
+            if k:
+                rx = (rx + k) & _MASK
+                self._rx_last = self._rx_highest = rx
+                stats.received += k
+                stats.delivered += k
+                stats.window_overruns += overruns
+                same_acks = 0
+                for ack in acks:
+                    if ack == self._tx_acked:
+                        same_acks += 1
+                    else:
+                        self._on_ack(ack, now)
+                stats.acks_received += same_acks
+                # One by one, the first packet not numbered _ack_sent would arm the ack delay.
+                if self._ack_deadline is None and (k > 1 or self._ack_sent != rx):
+                    self._ack_deadline = now + delay
+            return out
         overruns = 0
         same_acks = 0
         unpack_ack = HDR_SEQ_ACK.unpack_from

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -213,3 +214,39 @@ def strip_ipv4_header(data: Buffer) -> tuple[str, memoryview]:
         raise DecodeError("IPv4 fragment (MF set or non-zero offset)")
     view = memoryview(data).cast("B")
     return socket.inet_ntoa(src), view[ihl:total_len]
+
+
+def data_run(packets: Sequence[Buffer], call_id: int, seq: int, acked: int, window: int
+             ) -> tuple[list[bytes], list[int], int]:
+    """The receiver's in-order run, parsed: the longest prefix of ``packets`` that are data
+    packets (S set, A optional, nothing else, version 1, protocol PPP) of ``call_id``, with a
+    matching length field, more than 16 octets in all, numbered ``seq``, ``seq + 1``, ... (mod
+    2**32).  Returns their payloads (copies), the ack numbers of those that carry one (in
+    order), and how many are numbered more than ``window`` past ``acked`` (serially; ``acked``
+    negative: none).  :meth:`pptpkit.gre.call.GreCall.receive_run` builds on it; the compiled
+    ``gre_data_run`` (:mod:`pptpkit.speedups`) is its twin."""
+    payloads: list[bytes] = []
+    acks: list[int] = []
+    overruns = 0
+    for data in packets:
+        n = len(data)
+        if n <= 16:
+            break
+        word = data[0] << 8 | data[1]
+        if word == W_DATA_ACK:
+            _w, proto, length, cid, got, ack = HDR_SEQ_ACK.unpack_from(data)
+            hdr = 16
+        elif word == W_DATA:
+            _w, proto, length, cid, got = HDR_ONE.unpack_from(data)
+            hdr = 12
+        else:
+            break
+        if proto != GRE_PROTOCOL_PPP or length != n - hdr or cid != call_id or got != seq:
+            break
+        if acked >= 0 and window < (seq - acked) & SEQ_MASK < 0x80000000:
+            overruns += 1
+        payloads.append(bytes(data[hdr:]))
+        if hdr == 16:
+            acks.append(ack)
+        seq = (seq + 1) & SEQ_MASK
+    return payloads, acks, overruns

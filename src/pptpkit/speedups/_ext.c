@@ -1304,6 +1304,104 @@ static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
+/* gre_data_run(packets, call_id, seq, acked, window) -> (payloads, acks, overruns): the
+ * longest prefix of packets that are enhanced-GRE data packets (K and S set, A optional, no
+ * other flag, version 1, protocol PPP) of call_id, whose length field matches, with more than
+ * 16 octets in all, numbered seq, seq + 1, ... (mod 2**32): their payloads (copies), the ack
+ * numbers of those that carry one, in order, and how many are numbered more than window past
+ * acked (serially; acked < 0: none).  pptpkit.gre.packet.data_run is the twin. */
+static PyObject *fast_gre_data_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *seq_obj = NULL, *payloads = NULL, *acks = NULL, *result = NULL;
+    unsigned long call_id, expect, window;
+    long long acked;
+    Py_ssize_t i, npk, overruns = 0;
+    (void)mod;
+    if (check_nargs("gre_data_run", nargs, 5) < 0)
+        return NULL;
+    call_id = PyLong_AsUnsignedLong(args[1]);
+    expect = PyLong_AsUnsignedLong(args[2]);
+    acked = PyLong_AsLongLong(args[3]);
+    window = PyLong_AsUnsignedLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (call_id > 0xFFFF || expect > 0xFFFFFFFFul || acked > 0xFFFFFFFFll || window > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "gre_data_run: argument out of range");
+        return NULL;
+    }
+    seq_obj = PySequence_Fast(args[0], "packets must be a sequence");
+    if (!seq_obj)
+        return NULL;
+    payloads = PyList_New(0);
+    acks = PyList_New(0);
+    if (!payloads || !acks)
+        goto done;
+    npk = PySequence_Fast_GET_SIZE(seq_obj);
+    for (i = 0; i < npk; i++) {
+        Py_buffer b;
+        const uint8_t *d;
+        Py_ssize_t n, hdr;
+        unsigned int word;
+        uint32_t seq, dist;
+        PyObject *payload, *ack = NULL;
+        int rc;
+        if (get_buf(PySequence_Fast_GET_ITEM(seq_obj, i), &b, "packet") < 0)
+            goto done;
+        d = b.buf;
+        n = b.len;
+        if (n <= 16) {
+            PyBuffer_Release(&b);
+            break;
+        }
+        word = (unsigned int)d[0] << 8 | d[1];
+        if (word == 0x3081)
+            hdr = 16;
+        else if (word == 0x3001)
+            hdr = 12;
+        else {
+            PyBuffer_Release(&b);
+            break;
+        }
+        seq = (uint32_t)d[8] << 24 | (uint32_t)d[9] << 16 | (uint32_t)d[10] << 8 | d[11];
+        if (d[2] != 0x88 || d[3] != 0x0B || ((Py_ssize_t)d[4] << 8 | d[5]) != n - hdr ||
+            ((unsigned long)d[6] << 8 | d[7]) != call_id || seq != (uint32_t)expect) {
+            PyBuffer_Release(&b);
+            break;
+        }
+        if (acked >= 0) {
+            dist = seq - (uint32_t)acked;
+            if (dist > window && dist < 0x80000000u)
+                overruns++;
+        }
+        payload = PyBytes_FromStringAndSize((const char *)d + hdr, n - hdr);
+        if (payload && hdr == 16) {
+            ack = PyLong_FromUnsignedLong((unsigned long)((uint32_t)d[12] << 24 | (uint32_t)d[13] << 16 |
+                                                          (uint32_t)d[14] << 8 | d[15]));
+        }
+        PyBuffer_Release(&b);
+        if (!payload || (hdr == 16 && !ack)) {
+            Py_XDECREF(payload);
+            goto done;
+        }
+        rc = PyList_Append(payloads, payload);
+        Py_DECREF(payload);
+        if (ack) {
+            if (rc == 0)
+                rc = PyList_Append(acks, ack);
+            Py_DECREF(ack);
+        }
+        if (rc < 0)
+            goto done;
+        expect = (expect + 1) & 0xFFFFFFFFul;
+    }
+    result = Py_BuildValue("(OOn)", payloads, acks, overruns);
+done:
+    Py_XDECREF(payloads);
+    Py_XDECREF(acks);
+    Py_DECREF(seq_obj);
+    return result;
+}
+
 static PyObject *fast_parse_gre(PyObject *mod, PyObject *arg)
 {
     Py_buffer d;
@@ -1320,6 +1418,8 @@ static PyObject *fast_parse_gre(PyObject *mod, PyObject *arg)
 static PyMethodDef module_methods[] = {
     {"parse_gre", (PyCFunction)fast_parse_gre, METH_O,
      "parse_gre(datagram) -> (routing key or reason code, IPv4 header length): recv_gre's parse"},
+    {"gre_data_run", (PyCFunction)(void (*)(void))fast_gre_data_run, METH_FASTCALL,
+     "gre_data_run(packets, call_id, seq, acked, window) -> (payloads, acks, overruns)"},
     {"recv_gre", (PyCFunction)(void (*)(void))fast_recv_gre, METH_FASTCALL,
      "recv_gre(fd, max) -> [(routing key or reason code, GRE packet)]"},
     {"send_gre", (PyCFunction)(void (*)(void))fast_send_gre, METH_FASTCALL,
