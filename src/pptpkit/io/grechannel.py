@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -200,7 +200,7 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_parts', '_peer',
+        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_many', '_on_frame', '_parts', '_peer',
         '_pktinfo', '_sock', 'adapter_stats', 'engine', 'local_address', 'peer_address',
     )
 
@@ -227,6 +227,9 @@ class GreChannel:
         # socket without send_parts gets whole datagrams from the general path.
         self._parts: Callable[[int, bytes, bytes, bytes | None], bool] | None = getattr(
             gre_socket, "send_parts", None)
+        # The batch send (send_frames); a stand-in socket without it gets frames one by one.
+        self._many: Callable[[int, int, int, int, Sequence[bytes], bytes | None], int] | None = getattr(
+            gre_socket, "send_many", None)
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._inlet = FrameInlet()
@@ -292,6 +295,27 @@ class GreChannel:
             # The per-packet case: nothing else to send, only the deadline may have moved.
             self._deadline.arm(engine.get_timer())
         return bool(out)
+
+    def send_frames(self, frames: Sequence[bytes]) -> int:
+        """:meth:`send_frame` for a batch: the first ``k`` frames the engine can send at once
+        (:meth:`~pptpkit.gre.GreCall.send_run`: window open, nothing queued) go out together
+        (:meth:`~pptpkit.io.gresock.GreSocket.send_many`: one ``sendmmsg``), each accepted as
+        :meth:`send_frame` would; returns ``k``.  ``frames[k:]`` are untouched: the caller
+        hands them, in order, to :meth:`send_frame`, which decides (queue, drop, count)."""
+        many = self._many
+        if self._closed or many is None:
+            return 0
+        engine = self.engine
+        k, seq, ack = engine.send_run(frames, self._loop.time())
+        if not k:
+            return 0
+        many(self._peer, engine.config.peer_call_id, seq, ack, frames if k == len(frames) else frames[:k],
+             self._pktinfo)
+        if engine.has_datagrams:
+            self._flush()
+        else:
+            self._deadline.arm(engine.get_timer())
+        return k
 
     def _transmit(self, datagram: bytes) -> None:
         ancillary = self._ancillary
