@@ -748,3 +748,48 @@ def test_send_gre_many_counts_refusals_and_checks_arguments(ext: ModuleType) -> 
         ext.send_gre_many(-1, 1, None, 1, 0, -1, [bytes(65536)])
     with pytest.raises(TypeError):
         ext.send_gre_many(-1, 1, None, 1, 0, -1, [b"a", 3])
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+def test_gre_channel_send_frames_puts_the_engine_numbering_on_the_wire(
+        compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GreChannel.send_frames over a real GRE socket, both paths: the frames the window admits
+    go out in one batch, numbered by the engine, and the rest are left to send_frame (queued)."""
+    import asyncio
+    import socket as s
+
+    from conftest import require_root
+
+    require_root()
+    from pptpkit.gre import GreCallConfig
+    from pptpkit.gre.packet import encode_gre
+    from pptpkit.io import gresock
+    from pptpkit.io.grechannel import GreChannel
+
+    monkeypatch.setattr(gresock, "EXT", _ext() if compiled else None)
+    marker = os.urandom(8)
+    frames = [marker + bytes([i]) * i for i in range(8)]
+
+    async def run() -> tuple[list[bytes], int, int]:
+        sock = gresock.GreSocket(receive_buffer=None)
+        config = GreCallConfig(call_id=0x7E57, peer_call_id=0x7E58, peer_window=5, first_seq=0xFFFFFFFE)
+        channel = GreChannel(sock, "127.0.0.1", config, local_address="127.0.0.1")
+        try:
+            with s.socket(s.AF_INET, s.SOCK_RAW, 47) as raw:
+                raw.settimeout(5)
+                k = channel.send_frames(frames)
+                assert [channel.send_frame(f) for f in frames[k:]] == [False] * (len(frames) - k)
+                got = []
+                while len(got) < k:
+                    d = raw.recv(4096)[20:]
+                    if marker in d:
+                        got.append(d)
+                return got, k, channel.engine.queued
+        finally:
+            channel.close()
+            sock.close()
+
+    got, k, queued = asyncio.run(run())
+    assert (k, queued) == (5, 3)
+    assert got == [encode_gre(0x7E58, f, (0xFFFFFFFE + i) & 0xFFFFFFFF, None)
+                   for i, f in enumerate(frames[:5])]
