@@ -449,7 +449,8 @@ class PppLink:
         ``send_frames`` (a PPTP call: one ``sendmmsg``) sends what it can at once; the frames
         it leaves go through ``send_frame`` one by one.  A policed link (shared TUN shaper)
         takes the packets one by one: each packet's verdict depends on the time it is seen."""
-        if self._police_out is not None:
+        if self._police_out is not None or len(packets) == 1:
+            # A read of one packet (an ACK, a plain TUN) costs less through send_ip.
             send_ip = self.send_ip
             return sum([send_ip(packet) for packet in packets])
         session = self.session
