@@ -745,3 +745,138 @@ def test_gre_socket_send_parts_is_one_datagram_on_both_paths(compiled: bool, mon
             sock.close()
 
     assert asyncio.run(run()) == [b"\x20\x01\x88\x0b" + marker, b"\x20\x01\x88\x0b" + marker[::-1]]
+
+
+# -- batch entry points of the send path ---------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(impl=impls, start=start_keys, data=st.data(), prefix=st.binary(max_size=4),
+       count=st.one_of(st.integers(0, 0x0FFF), st.integers(0x0FF0, 0x0FFF)), protocol=st.integers(0x21, 0xFA),
+       payloads=st.lists(st.binary(max_size=1500), max_size=40))
+def test_rekey_seal_many_is_rekey_seal_in_turn(impl: str, start: bytes, data: st.DataObject, prefix: bytes,
+                                               count: int, protocol: int, payloads: list[bytes]) -> None:
+    """Compiled batch == the pure twin (PacketOps) == rekey_seal one by one with consecutive
+    counts (wrapping at 4095) and each packet under the key after the previous one's."""
+    key = data.draw(st.binary(min_size=len(start), max_size=len(start)))
+    salt = data.draw(st.sampled_from([b"", b"\xd1", b"\xd1\x26\x9e"]))
+    fast, pure = _rc4(impl), rc4.PyCryptodomeRc4()
+    views = [memoryview(p) if i % 2 else p for i, p in enumerate(payloads)]
+    got = fast.rekey_seal_many(start, salt, key, prefix, count, protocol, views)
+    assert got == pure.rekey_seal_many(start, salt, key, prefix, count, protocol, payloads)
+    one = _rc4(impl)
+    frames = []
+    for k, payload in enumerate(payloads):
+        head = 0x9000 | ((count + k) & 0x0FFF)
+        key, frame = one.rekey_seal(start, salt, key, prefix, head, protocol, payload)
+        frames.append(frame)
+    assert got == (key, frames)
+
+
+def test_rekey_seal_many_rejects_bad_arguments(ext: ModuleType) -> None:
+    cipher = ext.Rc4()
+    with pytest.raises(ValueError):
+        cipher.rekey_seal_many(bytes(16), b"", bytes(16), b"", 0x1000, 0x21, [b"x"])
+    with pytest.raises(ValueError):
+        cipher.rekey_seal_many(bytes(16), b"", bytes(8), b"", 0, 0x21, [b"x"])
+    with pytest.raises(TypeError):
+        cipher.rekey_seal_many(bytes(16), b"", bytes(16), b"", 0, 0x21, [b"x", "text"])
+    with pytest.raises(TypeError):
+        cipher.rekey_seal_many(bytes(16), b"", bytes(16), b"", 0, 0x21, 5)
+    assert cipher.rekey_seal_many(bytes(16), b"", bytes(16), b"", 0, 0x21, []) == (bytes(16), [])
+    with pytest.raises(ValueError):
+        rc4.PyCryptodomeRc4().rekey_seal_many(bytes(16), b"", bytes(16), b"", 0x1000, 0x21, [])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seq=st.one_of(st.integers(0, 2**32 - 1), st.integers(2**32 - 80, 2**32 - 1)),
+       ack=st.one_of(st.just(-1), st.integers(0, 2**32 - 1)), call_id=st.integers(0, 0xFFFF),
+       frames=st.lists(st.binary(max_size=300), max_size=150), source=st.booleans())
+def test_send_gre_many_sends_what_its_pure_twin_sends(seq: int, ack: int, call_id: int, frames: list[bytes],
+                                                      source: bool) -> None:
+    """Through a raw socket of an experimental protocol on loopback (no GRE, no route touched):
+    the compiled sendmmsg batch (more than its 64 slots, too) and the pure sendmsg loop put the
+    same datagrams on the wire, header seq + k (wrapping) and the same ack on each."""
+    import socket as s
+
+    from conftest import require_root
+    from pptpkit.gre.packet import data_header
+    from pptpkit.io.gresock import send_gre_many, source_ancillary
+
+    require_root()
+    ext = _ext()
+    pktinfo = source_ancillary("127.0.0.1")[0][2] if source else None
+    with s.socket(s.AF_INET, s.SOCK_RAW, 253) as raw:
+        raw.setsockopt(s.SOL_SOCKET, s.SO_RCVBUF, 4 * 1024 * 1024)
+        raw.settimeout(5)
+        assert ext.send_gre_many(raw.fileno(), 0x7F000001, pktinfo, call_id, seq, ack, frames) == (
+            len(frames), 0, 0, 0)
+        fast = [raw.recv(2048)[20:] for _ in frames]
+        assert send_gre_many(raw, 0x7F000001, pktinfo, call_id, seq, ack, frames) == (len(frames), 0, 0, 0)
+        pure = [raw.recv(2048)[20:] for _ in frames]
+    assert fast == pure == [data_header(call_id, len(f), (seq + k) & 0xFFFFFFFF, ack) + f
+                            for k, f in enumerate(frames)]
+
+
+def test_send_gre_many_counts_refusals_and_checks_arguments(ext: ModuleType) -> None:
+    """Every message is tried and counted, never raised: a bad descriptor refuses each one (an
+    error, with its errno)."""
+    import errno as e
+
+    assert ext.send_gre_many(-1, 0x7F000001, None, 1, 0, -1, [b"a", b"b", b"c"]) == (0, 0, 3, e.EBADF)
+    assert ext.send_gre_many(-1, 0x7F000001, None, 1, 0, -1, []) == (0, 0, 0, 0)
+    with pytest.raises(ValueError):
+        ext.send_gre_many(-1, 1 << 32, None, 1, 0, -1, [b"a"])
+    with pytest.raises(ValueError):
+        ext.send_gre_many(-1, 1, b"short", 1, 0, -1, [b"a"])
+    with pytest.raises(ValueError):
+        ext.send_gre_many(-1, 1, None, 1 << 16, 0, -1, [b"a"])
+    with pytest.raises(ValueError):
+        ext.send_gre_many(-1, 1, None, 1, 0, -1, [bytes(65536)])
+    with pytest.raises(TypeError):
+        ext.send_gre_many(-1, 1, None, 1, 0, -1, [b"a", 3])
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+def test_gre_channel_send_frames_puts_the_engine_numbering_on_the_wire(
+        compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GreChannel.send_frames over a real GRE socket, both paths: the frames the window admits
+    go out in one batch, numbered by the engine, and the rest are left to send_frame (queued)."""
+    import asyncio
+    import socket as s
+
+    from conftest import require_root
+
+    require_root()
+    from pptpkit.gre import GreCallConfig
+    from pptpkit.gre.packet import encode_gre
+    from pptpkit.io import gresock
+    from pptpkit.io.grechannel import GreChannel
+
+    monkeypatch.setattr(gresock, "EXT", _ext() if compiled else None)
+    marker = os.urandom(8)
+    frames = [marker + bytes([i]) * i for i in range(8)]
+
+    async def run() -> tuple[list[bytes], int, int]:
+        sock = gresock.GreSocket(receive_buffer=None)
+        config = GreCallConfig(call_id=0x7E57, peer_call_id=0x7E58, peer_window=5, first_seq=0xFFFFFFFE)
+        channel = GreChannel(sock, "127.0.0.1", config, local_address="127.0.0.1")
+        try:
+            with s.socket(s.AF_INET, s.SOCK_RAW, 47) as raw:
+                raw.settimeout(5)
+                k = channel.send_frames(frames)
+                assert [channel.send_frame(f) for f in frames[k:]] == [False] * (len(frames) - k)
+                got = []
+                while len(got) < k:
+                    d = raw.recv(4096)[20:]
+                    if marker in d:
+                        got.append(d)
+                return got, k, channel.engine.queued
+        finally:
+            channel.close()
+            sock.close()
+
+    got, k, queued = asyncio.run(run())
+    assert (k, queued) == (5, 3)
+    assert got == [encode_gre(0x7E58, f, (0xFFFFFFFE + i) & 0xFFFFFFFF, None)
+                   for i, f in enumerate(frames[:5])]

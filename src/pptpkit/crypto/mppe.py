@@ -451,6 +451,30 @@ class MppeEncryptor:
             stats.flushed += 1
         return keys.rc4.seal(prefix, (bits << 8) | cc, protocol, payload)
 
+    def encrypt_frames(self, prefix: bytes, protocol: int, payloads: Sequence[Buffer]) -> list[bytes]:
+        """:meth:`encrypt_frame` of each payload in turn (all of one ``protocol``), with the
+        same frames, counts, key and counters as those calls.  Stateless: the whole batch in
+        one backend call (``rekey_seal_many``, consecutive coherency counts); stateful: the
+        per-packet calls, since flag packets and flushes may fall anywhere in the batch."""
+        if not self._stateless:
+            return [self.encrypt_frame(prefix, protocol, payload) for payload in payloads]
+        if not 0x0021 <= protocol <= 0x00FA:
+            raise CryptoInputError(f"protocol 0x{protocol:04x} is not one MPPE encrypts (0x0021-0x00FA)")
+        n = len(payloads)
+        if not n:
+            return []
+        keys = self._keys
+        cc = (self._cc + 1) & _CC_MASK
+        keys.key, frames = keys.rc4.rekey_seal_many(keys.start, keys.salt, keys.key, prefix, cc, protocol,
+                                                    payloads)
+        self._cc = (cc + n - 1) & _CC_MASK
+        stats = self.stats
+        stats.rekeys += n
+        stats.flushed += n
+        stats.packets += n
+        stats.octets += sum(map(len, payloads))
+        return frames
+
 
 class MppeDecryptor:
     """Receiver side of one MPPE direction.

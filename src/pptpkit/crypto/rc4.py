@@ -12,7 +12,8 @@ written for it) drops in the same way (:data:`BACKENDS`) and is the default when
 Stateless MPPE changes key before every packet (RFC 3078 7.1, RFC 3079 7.3: SHA-1 over the
 start key and the current key, then RC4 of the result under itself), so besides the per-packet
 RC4 operations each backend offers the key change itself (``change_key``) and the two
-stateless packets whole (``rekey_seal``, ``rekey_unseal``): the compiled backend does each in
+stateless packets whole (``rekey_seal``, ``rekey_unseal``; ``rekey_seal_many`` for a batch of
+packets of one protocol, with consecutive coherency counts): the compiled backend does each in
 one call, the Python ones (:class:`PacketOps`) compose them from their own ``next_key``,
 ``set_key``, ``seal`` and ``unseal``, which is the specification the compiled one is tested
 against.
@@ -91,6 +92,8 @@ class Rc4(Protocol):
 
     def rekey_unseal_frames(self, start: bytes, salt: bytes, key: bytes, frames: Sequence[Buffer], count: int,
                             /) -> tuple[bytes, list[bytes], list[int], int, int]: ...
+    def rekey_seal_many(self, start: bytes, salt: bytes, key: bytes, prefix: bytes, count: int, protocol: int,
+                        payloads: Sequence[Buffer], /) -> tuple[bytes, list[bytes]]: ...
 
 
 _SHA_PAD1: Final = b"\x00" * 40
@@ -162,6 +165,18 @@ class PacketOps:
             payload_octets += len(payload)
             count = (count + 1) & 0x0FFF
         return key, payloads, protocols, frame_octets, payload_octets
+    def rekey_seal_many(self: Rc4, start: bytes, salt: bytes, key: bytes, prefix: bytes, count: int,
+                        protocol: int, payloads: Sequence[Buffer], /) -> tuple[bytes, list[bytes]]:
+        # The stateless sender's batch: packet k is rekey_seal with count + k (12 bits) under
+        # the key after packet k - 1's, FLUSHED and ENCRYPTED set.
+        if not 0 <= count <= 0x0FFF:
+            raise ValueError("count must be 0..4095")
+        frames = []
+        for k, payload in enumerate(payloads):
+            key, frame = self.rekey_seal(start, salt, key, prefix, 0x9000 | ((count + k) & 0x0FFF), protocol,
+                                         payload)
+            frames.append(frame)
+        return key, frames
 
 
 #: What makes a fresh, unkeyed :class:`Rc4` (a backend class).

@@ -277,6 +277,39 @@ class GreCall:
             return None
         return self._header(n, now)
 
+    def send_run(self, payloads: Sequence[Buffer], now: float) -> tuple[int, int, int]:
+        """:meth:`send_header` for the first ``k`` of ``payloads`` at once: ``(k, seq, ack)``,
+        where those ``k`` go out as data packets numbered ``seq``, ``seq + 1``, ... (32 bits,
+        wrapping), each acknowledging ``ack`` (-1: no ack field), with the same state changes
+        as ``k`` calls of :meth:`send_header`.  ``k`` stops where :meth:`send_header` would
+        return None (the window fills, packets are queued, a payload too long); the adapter
+        hands the rest, in order, to the per-packet path."""
+        k = len(payloads)
+        if k and max(map(len, payloads)) > MAX_PAYLOAD:
+            k = next(i for i, p in enumerate(payloads) if len(p) > MAX_PAYLOAD)
+        seq = self._tx_next
+        if self.config.respect_peer_window:
+            if self._queue:
+                return 0, seq, -1
+            room = self._window - ((seq - 1 - self._tx_acked) & _MASK)
+            if room < k:
+                k = max(room, 0)
+        if not k:
+            return 0, seq, -1
+        if seq == (self._tx_acked + 1) & _MASK:
+            self._tx_progress = now
+        self._tx_next = (seq + k) & _MASK
+        if self._rtt_seq is None:
+            self._rtt_seq = seq
+            self._rtt_time = now
+        self.stats.sent += k
+        if self._rx_started:
+            ack = self._rx_highest
+            self._ack_sent = ack
+            self._ack_deadline = None
+            return k, seq, ack
+        return k, seq, -1
+
     def _transmit(self, payload: bytes, now: float) -> bytes:
         return self._header(len(payload), now) + payload
 

@@ -63,6 +63,15 @@ _IPV4_FIXED: Final = struct.Struct("!BBHHHBBH4s4s")
 Buffer = bytes | bytearray | memoryview
 
 
+def data_header(call_id: int, n: int, seq: int, ack: int) -> bytes:
+    """The header of a data packet of ``n`` octets numbered ``seq`` (``ack`` < 0: no ack
+    field), as :meth:`~pptpkit.gre.call.GreCall.send_run` numbers a batch: the pure twin of the
+    headers the compiled ``send_gre_many`` builds."""
+    if ack >= 0:
+        return HDR_SEQ_ACK.pack(W_DATA_ACK, GRE_PROTOCOL_PPP, n, call_id, seq & SEQ_MASK, ack)
+    return HDR_ONE.pack(W_DATA, GRE_PROTOCOL_PPP, n, call_id, seq & SEQ_MASK)
+
+
 def encode_gre(call_id: int, payload: Buffer, seq: int | None, ack: int | None) -> bytes:
     """One enhanced GRE packet as bytes, without building a :class:`GrePacket`.
 

@@ -101,8 +101,9 @@ class TunDataPlane:
             raise
         tun.on_lost = lambda exc, name=tun.name: link.data_plane_lost(
             f"interface {name} disappeared ({exc.strerror or exc})")
-        # send_ip itself (its result ignored): no hop per packet in between.
-        tun.start(link.send_ip, loop=link.loop, max_batch=self.max_batch)
+        # send_ip / send_ips themselves (results ignored): no hop per packet in between; a
+        # read's segments go to the link as one batch.
+        tun.start(link.send_ip, loop=link.loop, max_batch=self.max_batch, on_packets=link.send_ips)
         self._tuns[link] = tun
         link.interface = tun.name
         return tun.write
@@ -196,7 +197,7 @@ class SharedTunRouter:
             raise
         self._nc = nc
         self.tun = tun
-        tun.start(self._dispatch, max_batch=self.max_batch)
+        tun.start(self._dispatch, max_batch=self.max_batch, on_packets=self._dispatch_many)
 
     def _dispatch(self, packet: bytes) -> None:
         # A TUN read is never empty, but a short or non-IPv4 packet must not raise here.
@@ -205,6 +206,26 @@ class SharedTunRouter:
             self.unroutable += 1
             return
         link.send_ip(packet)
+
+    def _dispatch_many(self, packets: list[bytes]) -> None:
+        """:meth:`_dispatch` of one read's packets: each run of consecutive packets for one link
+        goes to its batch path (:meth:`PppLink.send_ips`), in order."""
+        if len(packets) == 1:
+            self._dispatch(packets[0])
+            return
+        routes = self._routes
+        current: PppLink | None = None
+        start = 0
+        for i, packet in enumerate(packets):
+            link = routes.get(packet[16:20]) if len(packet) >= 20 and packet[0] >> 4 == 4 else None
+            if link is not current:
+                if current is not None:
+                    current.send_ips(packets[start:i])
+                current, start = link, i
+            if link is None:
+                self.unroutable += 1
+        if current is not None:
+            current.send_ips(packets[start:] if start else packets)
 
     async def attach(self, link: PppLink, up: LinkUp) -> PacketSink:
         tun, nc = self.tun, self._nc

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -214,8 +214,9 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_many', '_many_of', '_on_frame', '_parts',
-        '_peer', '_pktinfo', '_sock', 'adapter_stats', 'engine', 'local_address', 'peer_address',
+        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_many', '_on_frame', '_parts', '_peer',
+        '_pktinfo', '_rx_many', '_rx_many_of', '_sock', 'adapter_stats', 'engine', 'local_address',
+        'peer_address',
     )
 
     def __init__(
@@ -241,6 +242,9 @@ class GreChannel:
         # socket without send_parts gets whole datagrams from the general path.
         self._parts: Callable[[int, bytes, bytes, bytes | None], bool] | None = getattr(
             gre_socket, "send_parts", None)
+        # The batch send (send_frames); a stand-in socket without it gets frames one by one.
+        self._many: Callable[[int, int, int, int, Sequence[bytes], bytes | None], int] | None = getattr(
+            gre_socket, "send_many", None)
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._inlet = FrameInlet()
@@ -250,8 +254,8 @@ class GreChannel:
         self._deadline = Deadline(self._loop, self._on_deadline)
         self._closed = False
         # The batch variant of _on_frame (see batch_receiver), and the receiver it was found for.
-        self._many: Callable[[list[bytes]], object] | None = None
-        self._many_of: Callable[[bytes], object] | None = None
+        self._rx_many: Callable[[list[bytes]], object] | None = None
+        self._rx_many_of: Callable[[bytes], object] | None = None
         # Borrowed views: the engine copies the payload it keeps (one copy per packet, not two).
         gre_socket.register(peer_address, config.call_id, self.receive_packet, borrow=True,
                             batch=self.receive_packets)
@@ -310,6 +314,27 @@ class GreChannel:
             # The per-packet case: nothing else to send, only the deadline may have moved.
             self._deadline.arm(engine.get_timer())
         return bool(out)
+
+    def send_frames(self, frames: Sequence[bytes]) -> int:
+        """:meth:`send_frame` for a batch: the first ``k`` frames the engine can send at once
+        (:meth:`~pptpkit.gre.GreCall.send_run`: window open, nothing queued) go out together
+        (:meth:`~pptpkit.io.gresock.GreSocket.send_many`: one ``sendmmsg``), each accepted as
+        :meth:`send_frame` would; returns ``k``.  ``frames[k:]`` are untouched: the caller
+        hands them, in order, to :meth:`send_frame`, which decides (queue, drop, count)."""
+        many = self._many
+        if self._closed or many is None:
+            return 0
+        engine = self.engine
+        k, seq, ack = engine.send_run(frames, self._loop.time())
+        if not k:
+            return 0
+        many(self._peer, engine.config.peer_call_id, seq, ack, frames if k == len(frames) else frames[:k],
+             self._pktinfo)
+        if engine.has_datagrams:
+            self._flush()
+        else:
+            self._deadline.arm(engine.get_timer())
+        return k
 
     def _transmit(self, datagram: bytes) -> None:
         ancillary = self._ancillary
@@ -376,10 +401,10 @@ class GreChannel:
             else:
                 self._deadline.arm(engine.get_timer())
             on_frame = self._on_frame
-            if on_frame is not self._many_of:
-                self._many_of = on_frame
-                self._many = batch_receiver(on_frame)
-            many = self._many
+            if on_frame is not self._rx_many_of:
+                self._rx_many_of = on_frame
+                self._rx_many = batch_receiver(on_frame)
+            many = self._rx_many
             if many is not None:
                 if not self._closed:
                     many(frames)

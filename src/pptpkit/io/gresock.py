@@ -12,6 +12,14 @@ there: consecutive datagrams of one call go to its batch handler as one run), an
 :meth:`GreSocket.send_to` sends with the destination and source prepared once per call instead
 of parsed from Python objects per packet.  Without them, one ``recv_into`` per
 datagram and :meth:`GreSocket.send` / :meth:`GreSocket.send_from`.
+
+:meth:`GreSocket.send_many` sends a batch of data frames of one call (the segments of one TUN
+read, numbered by the GRE engine's ``send_run``) with one ``sendmmsg``: the compiled
+``send_gre_many`` builds each GRE header (consecutive sequence numbers, one ack) in C and hands
+header and frame to the kernel as two parts, so Python runs once per batch, not per datagram;
+building the headers in Python instead (``struct.pack`` per packet) would cost a few hundred
+nanoseconds per packet of the ~1 us budget.  Its pure twin, :func:`send_gre_many`, loops
+``sendmsg``.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ import errno
 import functools
 import ipaddress
 import logging
+import os
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from pptpkit.gre.demux import DemuxStats, GreDemux, GreHandler
-from pptpkit.gre.packet import IPPROTO_GRE
+from pptpkit.gre.packet import IPPROTO_GRE, Buffer, data_header
 from pptpkit.speedups import EXT
 
 __all__ = [
@@ -38,6 +48,7 @@ __all__ = [
     "GreSocket",
     "SocketStats",
     "attach_filter",
+    "send_gre_many",
     "source_ancillary",
 ]
 
@@ -233,6 +244,32 @@ class GreSocket(GreDemux):
         self.stats.sent += 1
         return True
 
+    def send_many(self, peer: int, call_id: int, seq: int, ack: int, frames: Sequence[Buffer],
+                  pktinfo: bytes | None) -> int:
+        """:meth:`send_parts` of each frame, frame ``k`` behind the data header numbered
+        ``seq + k`` acknowledging ``ack`` (-1: none) of call ``call_id`` (:func:`data_header`),
+        in as few system calls as the kernel allows (compiled: ``sendmmsg``).  Every frame is
+        tried once and what the kernel refuses is counted as :meth:`send_parts` counts it;
+        returns how many went out."""
+        stats = self.stats
+        sock = self._sock
+        if sock is None:
+            stats.send_errors += len(frames)
+            return 0
+        if EXT is not None:
+            sent, dropped, errors, err = EXT.send_gre_many(sock.fileno(), peer, pktinfo, call_id, seq, ack,
+                                                           frames)
+        else:
+            sent, dropped, errors, err = send_gre_many(sock, peer, pktinfo, call_id, seq, ack, frames)
+        stats.sent += sent
+        if dropped:
+            stats.send_dropped += dropped
+        if errors:
+            stats.send_errors += errors
+            log.debug("GRE send to %s failed %d times: %s", ipaddress.IPv4Address(peer), errors,
+                      os.strerror(err))
+        return int(sent)
+
     def _send_failed(self, peer: str, exc: OSError) -> bool:
         # A full socket buffer is a drop, as on any datagram path; anything else is an error.
         if isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno == errno.ENOBUFS:
@@ -298,3 +335,25 @@ class GreSocket(GreDemux):
         self._sock = None
         self._calls.clear()
         self._runs.clear()
+
+
+def send_gre_many(sock: socket.socket, peer: int, pktinfo: bytes | None, call_id: int, seq: int, ack: int,
+                  frames: Sequence[Buffer]) -> tuple[int, int, int, int]:
+    """The pure twin of the compiled ``send_gre_many``: one ``sendmsg`` per frame, header
+    (:func:`data_header`) and frame as two parts; ``(sent, dropped, errors, last errno)``, a
+    refusal counted as dropped for a full buffer (EAGAIN, ENOBUFS, EINTR), else as an error."""
+    address = (socket.inet_ntoa(peer.to_bytes(4, "big")), 0)
+    ancillary = [] if pktinfo is None else [(socket.IPPROTO_IP, _IP_PKTINFO, pktinfo)]
+    sent = dropped = errors = last = 0
+    for k, frame in enumerate(frames):
+        try:
+            sock.sendmsg([data_header(call_id, len(frame), seq + k, ack), frame], ancillary, 0, address)
+        except OSError as exc:
+            if isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno == errno.ENOBUFS:
+                dropped += 1
+            else:
+                errors += 1
+                last = exc.errno or 0
+            continue
+        sent += 1
+    return sent, dropped, errors, last

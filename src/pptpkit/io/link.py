@@ -40,7 +40,10 @@ reason ``"data plane failed: ..."``.
 Per-packet path: peer -> ``frame_received`` -> ``session.receive_frame`` -> the data plane's
 sink (for a TUN, ``os.write`` of the very bytes object the session returned); TUN ->
 ``send_ip`` -> ``session.send_packet`` -> ``transport.send_frame``.  No queue, no copy of our
-own, no event drain when a frame was data.
+own, no event drain when a frame was data.  A TUN read of several packets (a TSO super-segment
+cut into segments) takes the batch path instead: ``send_ips`` -> ``session.send_packets`` (one
+MPPE call for the batch) -> ``transport.send_frames`` (one ``sendmmsg``), with the same result
+as the packets one by one.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Final, Protocol, runtime_checkable
@@ -499,6 +502,45 @@ class PppLink:
         stats.packets_out += 1
         stats.octets_out += len(packet)
         return True
+
+    def send_ips(self, packets: Sequence[bytes]) -> int:
+        """:meth:`send_ip` of each packet in turn (the segments of one TUN read), with the same
+        frames on the wire and the same counters; returns how many were accepted.  The session
+        seals the whole batch (:meth:`PppSession.send_packets`) and a transport with
+        ``send_frames`` (a PPTP call: one ``sendmmsg``) sends what it can at once; the frames
+        it leaves go through ``send_frame`` one by one.  A policed link (shared TUN shaper)
+        takes the packets one by one: each packet's verdict depends on the time it is seen."""
+        if self._police_out is not None or len(packets) == 1:
+            # A read of one packet (an ACK, a plain TUN) costs less through send_ip.
+            send_ip = self.send_ip
+            return sum([send_ip(packet) for packet in packets])
+        session = self.session
+        sstats = session.stats
+        before = sstats.tx_packet_octets
+        frames = session.send_packets(packets, self._loop.time())
+        stats = self.stats
+        if len(frames) != len(packets):
+            stats.refused_by_session += len(packets) - len(frames)
+            if not frames:
+                return 0
+        octets = sstats.tx_packet_octets - before
+        transport = self._transport
+        send_frames = getattr(transport, "send_frames", None)
+        accepted = send_frames(frames) if send_frames is not None else 0
+        if accepted < len(frames):
+            # The transport's common case ended (window full, call gone): the rest one by one,
+            # as send_ip would, each refusal counted with its packet's octets taken back.
+            send_frame = transport.send_frame
+            overhead = session.tx_overhead
+            for frame in frames[accepted:]:
+                if send_frame(frame):
+                    accepted += 1
+                else:
+                    stats.refused_by_transport += 1
+                    octets -= len(frame) - overhead
+        stats.packets_out += accepted
+        stats.octets_out += octets
+        return accepted
 
     # -- engine plumbing ---------------------------------------------------------------------------
 

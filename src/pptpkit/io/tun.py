@@ -6,7 +6,8 @@ with it every address and route the kernel had on it).
 
 With ``offload=True`` the device carries a virtio-net header on every packet and lets the
 kernel batch both directions (:mod:`pptpkit.io.offload`): reads may be TCP super-segments of up to
-64 KiB, which we cut into MSS-sized packets before ``on_packet`` sees them; writes are queued and
+64 KiB, which we cut into MSS-sized packets before ``on_packet`` sees them (or ``on_packets``
+sees them as one list: the data planes hand a whole read to the link's batch path); writes are queued and
 flushed once per loop iteration, consecutive segments of one TCP flow merged into one write, so
 the kernel runs its receive path once per batch instead of once per packet.
 """
@@ -89,6 +90,7 @@ class TunDevice:
         self.offload_stats = OffloadStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_packet: Callable[[bytes], object] | None = None
+        self._on_packets: Callable[[list[bytes]], object] | None = None
         self._max_batch = 64
         self._buf = bytearray(_MAX_OFFLOAD_READ if offload else _MAX_PACKET)
         self._coalescer = Coalescer(self.offload_stats)
@@ -142,11 +144,14 @@ class TunDevice:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         max_batch: int = 64,
+        on_packets: Callable[[list[bytes]], object] | None = None,
     ) -> None:
         """Deliver every packet the kernel routes into the interface to ``on_packet``.
 
         Each wakeup reads until EAGAIN, at most ``max_batch`` packets, so that a flood from
-        local applications cannot starve the loop.
+        local applications cannot starve the loop.  With ``on_packets``, each read goes to it
+        instead, as one list (the segments of a super-segment, or the one packet read), so the
+        layers below can take a whole batch per call; ``on_packet`` is then not called.
         """
         if self.fd is None:
             raise ValueError("TUN device is closed")
@@ -154,7 +159,10 @@ class TunDevice:
         self._loop = loop or asyncio.get_running_loop()
         self._on_packet = on_packet
         self._max_batch = max_batch
-        self._loop.add_reader(self.fd, self._on_readable)
+        self._on_packets = on_packets
+        reader = self._on_readable if on_packets is None else (
+            self._on_readable_offload_batch if self.offload else self._on_readable_batch)
+        self._loop.add_reader(self.fd, reader)
 
     def stop(self) -> None:
         """Stop reading (the interface stays)."""
@@ -323,6 +331,65 @@ class TunDevice:
             self.stats.received += 1
             if self._on_packet is not None:
                 self._on_packet(bytes(buf[:n]))
+
+    # -- batch readers (start(on_packets=...)): the same reads, one list per read ---------------
+
+    def _on_readable_offload_batch(self) -> None:
+        buf = self._buf
+        view = memoryview(buf)
+        stats = self.stats
+        ostats = self.offload_stats
+        for _ in range(self._max_batch):
+            fd = self.fd
+            if fd is None:
+                return
+            try:
+                n = os.readv(fd, [buf])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._read_failed(exc)
+                return
+            stats.reads += 1
+            if n <= VNET_HDR_SIZE or n >= len(buf):
+                stats.read_dropped += 1
+                continue
+            on_packets = self._on_packets
+            if buf[1] == 0 and not buf[0] & 1:
+                stats.received += 1
+                if on_packets is not None:
+                    on_packets([bytes(view[VNET_HDR_SIZE:n])])
+                continue
+            try:
+                packets = segment(VnetHeader.decode(buf), bytes(view[VNET_HDR_SIZE:n]), ostats)
+            except DecodeError as exc:
+                ostats.malformed_dropped += 1
+                stats.read_dropped += 1
+                log.debug("TUN %s: dropped a malformed offload packet: %s", self.name, exc)
+                continue
+            if not packets:
+                stats.read_dropped += 1
+                continue
+            stats.received += len(packets)
+            if on_packets is not None:
+                on_packets(packets)
+
+    def _on_readable_batch(self) -> None:
+        buf = self._buf
+        for _ in range(self._max_batch):
+            fd = self.fd
+            if fd is None:
+                return
+            try:
+                n = os.readv(fd, [buf])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._read_failed(exc)
+                return
+            self.stats.received += 1
+            if self._on_packets is not None:
+                self._on_packets([bytes(buf[:n])])
 
     def _read_failed(self, exc: OSError) -> None:
         self.stats.read_errors += 1

@@ -6,6 +6,7 @@ Drive it like every engine (docs/conventions.md, docs/engine-api.md)::
     session.open(now)                           # the PPTP call is up
     ip = session.receive_frame(frame, now)      # a frame from GRE; an IP packet or None
     frame = session.send_packet(ip, now)        # an IP packet to send; a frame or None
+    frames = session.send_packets(ips, now)     # a batch of them (e.g. one TSO read's segments)
     session.frames_to_send(); session.next_event(); session.get_timer(); session.handle_timer(now)
 
 Phases follow RFC 1661 3.2: nothing of the network phase (no NCP packet, no data) happens
@@ -436,6 +437,61 @@ class PppSession:
         stats.tx_frames += 1
         stats.tx_octets += len(frame)
         return frame
+
+    def send_packets(self, packets: Sequence[bytes], now: float) -> list[bytes]:
+        """:meth:`send_packet` of each packet in turn: the frames of those it would send, in
+        order, with the same drops, counters and MPPE state.  A run of packets of one open IP
+        version is taken at once (one encryptor call for the run: the stateless batch is one
+        backend call); a packet that would be dropped goes through :meth:`send_packet`, which
+        counts it."""
+        out: list[bytes] = []
+        n = len(packets)
+        mppe = self._mppe
+        enc = mppe.encryptor if mppe is not None else None
+        stats = self.stats
+        i = 0
+        while i < n:
+            packet = packets[i]
+            version = packet[0] >> 4 if packet else 0
+            header = self._tx4 if version == 4 else self._tx6 if version == 6 else None
+            if header is None:
+                frame = self.send_packet(packet, now)
+                if frame is not None:
+                    out.append(frame)
+                i += 1
+                continue
+            j = i + 1
+            while j < n and (q := packets[j]) and q[0] >> 4 == version:
+                j += 1
+            run = packets if j - i == n else packets[i:j]
+            k = j - i
+            octets = sum(map(len, run))
+            self._last_data = now
+            stats.tx_packets += k
+            stats.tx_packet_octets += octets
+            if enc is not None:
+                frames = enc.encrypt_frames(header, _IP if version == 4 else _IPV6, run)
+                stats.tx_octets += octets + k * (len(header) + MPPE_OVERHEAD)
+            else:
+                frames = [header + p for p in run]
+                stats.tx_octets += octets + k * len(header)
+            stats.tx_frames += k
+            if out:
+                out.extend(frames)
+            else:
+                out = frames
+            i = j
+        return out
+
+    @property
+    def tx_overhead(self) -> int:
+        """Octets a data frame sent now adds to its packet (PPP header, MPPE's 4 octets): a
+        frame of ``n`` octets from :meth:`send_packet` carries a packet of ``n - tx_overhead``."""
+        header = self._tx4 or self._tx6
+        if header is None:
+            return 0
+        mppe = self._mppe
+        return len(header) + (MPPE_OVERHEAD if mppe is not None and mppe.encryptor is not None else 0)
 
     def frames_to_send(self) -> list[bytes]:
         """Control frames (LCP, authentication, NCPs, CCP) queued for the peer, oldest first."""

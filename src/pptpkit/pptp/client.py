@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -206,6 +206,11 @@ class PptpCall(FrameReceiver):
     def send_frame(self, ppp_frame: bytes) -> bool:
         """Send one PPP frame; False when it was dropped (call over, window queue full)."""
         return self.channel.send_frame(ppp_frame)
+
+    def send_frames(self, frames: Sequence[bytes]) -> int:
+        """:meth:`send_frame` for a batch: how many of the first frames went out together; the
+        caller sends the rest one by one (:meth:`GreChannel.send_frames`)."""
+        return self.channel.send_frames(frames)
 
     def _ended(self, info: CloseInfo) -> None:
         if self.closed.done():

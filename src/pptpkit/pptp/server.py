@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -206,6 +206,13 @@ class ServerCall(FrameReceiver):
         if not self.answered:
             return False
         return self.channel.send_frame(frame)
+
+    def send_frames(self, frames: Sequence[bytes]) -> int:
+        """:meth:`send_frame` for a batch: how many of the first frames went out together; the
+        caller sends the rest one by one (:meth:`GreChannel.send_frames`)."""
+        if not self.answered:
+            return 0
+        return self.channel.send_frames(frames)
 
     def clear(self, reason: str = "", *, result: int = DisconnectResult.LOST_CARRIER) -> None:
         """Hang up from our side (Call-Disconnect-Notify with ``result``).  Idempotent."""

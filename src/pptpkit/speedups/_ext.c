@@ -582,6 +582,70 @@ done:
     return result;
 }
 
+/* rekey_seal_many(start, salt, key, prefix, count, protocol, payloads) -> (new key, frames):
+ * rekey_seal over a list of payloads of one protocol, packet k with coherency count
+ * count + k (12 bits, wrapping) and FLUSHED + ENCRYPTED, each under the key after the previous
+ * one's: the stateless sender's batch in one call.  An empty list changes nothing. */
+static PyObject *Rc4_rekey_seal_many(Rc4Object *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer b[4]; /* start, salt, key, prefix */
+    static const char *names[4] = {"start", "salt", "key", "prefix"};
+    unsigned int count, protocol;
+    uint8_t cur[16], next[16];
+    PyObject *seq = NULL, *frames = NULL, *key = NULL, *result = NULL;
+    Py_ssize_t n = 0, k;
+    int got = 0;
+    if (check_nargs("rekey_seal_many", nargs, 7) < 0 || get_u16(args[4], &count, "count") < 0 ||
+        get_u16(args[5], &protocol, "protocol") < 0)
+        return NULL;
+    if (count > 0x0FFF) {
+        PyErr_SetString(PyExc_ValueError, "count must be 0..4095");
+        return NULL;
+    }
+    for (; got < 4; got++)
+        if (get_buf(args[got], &b[got], names[got]) < 0)
+            goto done;
+    if ((b[0].len != 8 && b[0].len != 16) || b[2].len != b[0].len || b[1].len > b[0].len) {
+        PyErr_SetString(PyExc_ValueError, "change_key: start key and key must be 8 or 16 octets alike");
+        goto done;
+    }
+    seq = PySequence_Fast(args[6], "payloads must be a sequence");
+    if (!seq)
+        goto done;
+    n = PySequence_Fast_GET_SIZE(seq);
+    frames = PyList_New(n);
+    if (!frames)
+        goto done;
+    memcpy(cur, b[2].buf, (size_t)b[2].len);
+    for (k = 0; k < n; k++) {
+        Py_buffer payload;
+        PyObject *frame;
+        if (get_buf(PySequence_Fast_GET_ITEM(seq, k), &payload, "payload") < 0)
+            goto done;
+        if (change_key(&self->st, b[0].buf, b[0].len, cur, b[0].len, b[1].buf, b[1].len, next) < 0) {
+            PyBuffer_Release(&payload);
+            goto done;
+        }
+        rc4_setup(&self->st, next, b[0].len);
+        memcpy(cur, next, (size_t)b[0].len);
+        frame = seal_into(&self->st, &b[3], 0x9000u | ((count + (unsigned int)k) & 0x0FFFu), protocol, &payload);
+        PyBuffer_Release(&payload);
+        if (!frame)
+            goto done;
+        PyList_SET_ITEM(frames, k, frame);
+    }
+    key = PyBytes_FromStringAndSize((const char *)cur, b[0].len);
+    if (key)
+        result = PyTuple_Pack(2, key, frames);
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(frames);
+    Py_XDECREF(seq);
+    while (got-- > 0)
+        PyBuffer_Release(&b[got]);
+    return result;
+}
+
 /* rekey_unseal_frames(start, salt, key, frames, count) -> (key, payloads, protocols,
  * frame_octets, payload_octets): rekey_unseal_frame over a run of frames, the first with
  * coherency count ``count``, each next one count further, for as long as each opens as
@@ -703,6 +767,8 @@ static PyMethodDef Rc4_methods[] = {
     {"rekey_unseal_frames", (PyCFunction)(void (*)(void))Rc4_rekey_unseal_frames, METH_FASTCALL,
      "rekey_unseal_frames(start, salt, key, frames, count) -> (key, payloads, protocols, frame_octets, "
      "payload_octets): rekey_unseal_frame over the longest prefix of frames that opens."},
+    {"rekey_seal_many", (PyCFunction)(void (*)(void))Rc4_rekey_seal_many, METH_FASTCALL,
+     "rekey_seal_many(start, salt, key, prefix, count, protocol, payloads) -> (new key, frames)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1304,6 +1370,157 @@ static PyObject *fast_send_gre(PyObject *mod, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
+/* send_gre_many(fd, peer, pktinfo, call_id, seq, ack, frames) -> (sent, dropped, errors, errno):
+ * one GRE data datagram per frame to IPv4 address `peer` (an int), from the source in `pktinfo`
+ * (a packed struct in_pktinfo, or None), in as few sendmmsg calls as the kernel allows.  Frame
+ * k gets the enhanced GRE header with call ID `call_id`, sequence number seq + k (32 bits,
+ * wrapping) and, unless `ack` is negative, acknowledgement `ack`: built here, the header and
+ * the frame go out as two iovecs, never joined.  Every frame is tried once, as one sendmsg
+ * each would: a message the kernel refuses is counted - `dropped` for a full buffer or an
+ * interruption (EAGAIN, ENOBUFS, EINTR), `errors` otherwise (the last errno is returned) - and
+ * the next one is tried; nothing is raised for them. */
+#define SEND_SLOTS 64
+static PyObject *fast_send_gre_many(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct mmsghdr msgs[SEND_SLOTS];
+    struct iovec iov[SEND_SLOTS][2];
+    uint8_t hdr[SEND_SLOTS][16];
+    Py_buffer views[SEND_SLOTS];
+    union {
+        char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+        struct cmsghdr align;
+    } control;
+    struct sockaddr_in to;
+    unsigned long peer, call_id, seq;
+    long fd;
+    long long ack;
+    int have_info;
+    Py_ssize_t n, done = 0, sent = 0, dropped = 0, errors = 0;
+    int last_errno = 0;
+    PyObject *list;
+    (void)mod;
+    if (check_nargs("send_gre_many", nargs, 7) < 0)
+        return NULL;
+    fd = PyLong_AsLong(args[0]);
+    peer = PyLong_AsUnsignedLong(args[1]);
+    call_id = PyLong_AsUnsignedLong(args[3]);
+    seq = PyLong_AsUnsignedLong(args[4]);
+    ack = PyLong_AsLongLong(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (peer > 0xFFFFFFFFul || call_id > 0xFFFFul || seq > 0xFFFFFFFFul || ack > 0xFFFFFFFFll) {
+        PyErr_SetString(PyExc_ValueError, "send_gre_many: peer, call ID, seq or ack out of range");
+        return NULL;
+    }
+    have_info = args[2] != Py_None;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_addr.s_addr = htonl((uint32_t)peer);
+    memset(&control, 0, sizeof control);
+    if (have_info) {
+        Py_buffer info;
+        struct msghdr probe;
+        struct cmsghdr *c;
+        if (get_buf(args[2], &info, "pktinfo") < 0)
+            return NULL;
+        if (info.len != (Py_ssize_t)sizeof(struct in_pktinfo)) {
+            PyBuffer_Release(&info);
+            PyErr_SetString(PyExc_ValueError, "send_gre_many: pktinfo must be a packed struct in_pktinfo");
+            return NULL;
+        }
+        memset(&probe, 0, sizeof probe);
+        probe.msg_control = control.buf;
+        probe.msg_controllen = sizeof control.buf;
+        c = CMSG_FIRSTHDR(&probe);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        memcpy(CMSG_DATA(c), info.buf, sizeof(struct in_pktinfo));
+        PyBuffer_Release(&info);
+    }
+    list = PySequence_Fast(args[6], "frames must be a sequence");
+    if (!list)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(list);
+    while (done < n) {
+        Py_ssize_t m = n - done < SEND_SLOTS ? n - done : SEND_SLOTS, k, at = 0;
+        for (k = 0; k < m; k++) {
+            uint8_t *h = hdr[k];
+            uint32_t s = (uint32_t)(seq + (unsigned long)(done + k));
+            size_t len;
+            if (get_buf(PySequence_Fast_GET_ITEM(list, done + k), &views[k], "frame") < 0) {
+                while (k-- > 0)
+                    PyBuffer_Release(&views[k]);
+                Py_DECREF(list);
+                return NULL;
+            }
+            if (views[k].len > 0xFFFF) {
+                while (k >= 0)
+                    PyBuffer_Release(&views[k--]);
+                Py_DECREF(list);
+                PyErr_SetString(PyExc_ValueError, "send_gre_many: frame over 65535 octets");
+                return NULL;
+            }
+            len = (size_t)views[k].len;
+            h[0] = 0x30;
+            h[1] = ack >= 0 ? 0x81 : 0x01;
+            h[2] = 0x88;
+            h[3] = 0x0B;
+            h[4] = (uint8_t)(len >> 8);
+            h[5] = (uint8_t)len;
+            h[6] = (uint8_t)(call_id >> 8);
+            h[7] = (uint8_t)call_id;
+            h[8] = (uint8_t)(s >> 24);
+            h[9] = (uint8_t)(s >> 16);
+            h[10] = (uint8_t)(s >> 8);
+            h[11] = (uint8_t)s;
+            if (ack >= 0) {
+                uint32_t a = (uint32_t)ack;
+                h[12] = (uint8_t)(a >> 24);
+                h[13] = (uint8_t)(a >> 16);
+                h[14] = (uint8_t)(a >> 8);
+                h[15] = (uint8_t)a;
+            }
+            iov[k][0].iov_base = h;
+            iov[k][0].iov_len = ack >= 0 ? 16 : 12;
+            iov[k][1].iov_base = views[k].buf;
+            iov[k][1].iov_len = len;
+            memset(&msgs[k], 0, sizeof msgs[k]);
+            msgs[k].msg_hdr.msg_name = &to;
+            msgs[k].msg_hdr.msg_namelen = sizeof to;
+            msgs[k].msg_hdr.msg_iov = iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 2;
+            if (have_info) {
+                msgs[k].msg_hdr.msg_control = control.buf;
+                msgs[k].msg_hdr.msg_controllen = sizeof control.buf;
+            }
+        }
+        Py_BEGIN_ALLOW_THREADS
+        while (at < m) {
+            int rc = sendmmsg((int)fd, msgs + at, (unsigned int)(m - at), MSG_DONTWAIT);
+            if (rc > 0) {
+                sent += rc;
+                at += rc;
+                continue;
+            }
+            /* The message at `at` was refused (rc < 0: errno says why); count it, go on. */
+            if (rc == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR) {
+                dropped++;
+            } else {
+                errors++;
+                last_errno = errno;
+            }
+            at++;
+        }
+        Py_END_ALLOW_THREADS
+        for (k = 0; k < m; k++)
+            PyBuffer_Release(&views[k]);
+        done += m;
+    }
+    Py_DECREF(list);
+    return Py_BuildValue("(nnni)", sent, dropped, errors, last_errno);
+}
+
 /* gre_data_run(packets, call_id, seq, acked, window) -> (payloads, acks, overruns): the
  * longest prefix of packets that are enhanced-GRE data packets (K and S set, A optional, no
  * other flag, version 1, protocol PPP) of call_id, whose length field matches, with more than
@@ -1424,6 +1641,8 @@ static PyMethodDef module_methods[] = {
      "recv_gre(fd, max) -> [(routing key or reason code, GRE packet)]"},
     {"send_gre", (PyCFunction)(void (*)(void))fast_send_gre, METH_FASTCALL,
      "send_gre(fd, datagram, peer_ipv4_int, pktinfo_or_None)"},
+    {"send_gre_many", (PyCFunction)(void (*)(void))fast_send_gre_many, METH_FASTCALL,
+     "send_gre_many(fd, peer, pktinfo, call_id, seq, ack, frames) -> (sent, dropped, errors, errno)"},
     {"tso_split", (PyCFunction)(void (*)(void))fast_tso_split, METH_FASTCALL,
      "tso_split(packet, v6, ip_header_len, headers_len, mss) -> list of IP packets"},
     {"coalesce", (PyCFunction)(void (*)(void))fast_coalesce, METH_FASTCALL,

@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 Buffer = bytes | bytearray | memoryview
 
 RC4_IMPL: str
@@ -23,6 +25,10 @@ class Rc4:
     def rekey_unseal_frame(
         self, start: Buffer, salt: Buffer, key: Buffer, frame: Buffer, count: int, /
     ) -> tuple[bytes, int, bytes] | None: ...
+    def rekey_seal_many(
+        self, start: Buffer, salt: Buffer, key: Buffer, prefix: Buffer, count: int, protocol: int,
+        payloads: Sequence[Buffer], /,
+    ) -> tuple[bytes, list[bytes]]: ...
 
 def csum(data: Buffer, /) -> int: ...
 def coalesce(
@@ -34,3 +40,6 @@ def recv_gre(fd: int, max: int, /) -> list[tuple[int, bytes]]: ...
 def send_gre(
     fd: int, datagram: Buffer, peer: int, pktinfo: Buffer | None, payload: Buffer = ..., /
 ) -> None: ...
+def send_gre_many(
+    fd: int, peer: int, pktinfo: Buffer | None, call_id: int, seq: int, ack: int, frames: Sequence[Buffer], /
+) -> tuple[int, int, int, int]: ...

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pptpkit.errors import PptpkitError
 from pptpkit.gre import GreCall, GreCallConfig, GrePacket
-from pptpkit.gre.packet import encode_gre
+from pptpkit.gre.packet import data_header, encode_gre
 
 MASK = 0xFFFFFFFF
 
@@ -119,6 +119,72 @@ def test_send_header_declines_what_send_would_queue_or_refuse() -> None:
     assert call.send_header(b"b", 0.0) is None  # the window (1) is full: send() queues it
     assert call.stats.sent == 1 and call.queued == 0
     assert GreCall(GreCallConfig(call_id=7, peer_call_id=9)).send_header(bytes(0x10000), 0.0) is None
+
+
+def send_one_by_one(call: GreCall, frames: list[bytes], now: float) -> list[bytes]:
+    """What ``GreChannel.send_frame`` puts on the wire for each frame in turn (an oversized
+    frame is refused before the engine sees it)."""
+    out = []
+    for frame in frames:
+        if len(frame) > 0xFFFF:
+            out.append(b"oversized")
+            continue
+        header = call.send_header(frame, now)
+        out += [header + frame] if header is not None else call.send(frame, now)
+    return out
+
+
+def send_batch(call: GreCall, frames: list[bytes], now: float) -> list[bytes]:
+    """``GreChannel.send_frames``: ``send_run`` for the first k (headers as ``send_gre_many``
+    numbers them), the rest handed to the per-frame path."""
+    k, seq, ack = call.send_run(frames, now)
+    out = [data_header(9, len(f), seq + i, ack) + f for i, f in enumerate(frames[:k])]
+    return out + send_one_by_one(call, frames[k:], now)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rounds=st.lists(st.tuples(st.integers(0, 12), st.sampled_from(["none", "data", "ack", "timer"]),
+                                 st.integers(-2, 6)), max_size=25),
+       first=st.one_of(st.integers(0, MASK), st.integers(MASK - 20, MASK)), window=st.integers(1, 8),
+       respect=st.booleans(), big=st.integers(0, 30))
+def test_send_run_matches_send_header_one_by_one(rounds: list[tuple[int, str, int]], first: int, window: int,
+                                                  respect: bool, big: int) -> None:
+    """Batches through ``send_run`` and the same frames one by one: the window closing
+    mid-batch (and queued frames released by acks and timeouts), sequence numbers wrapping, an
+    oversized frame, acks piggybacked or not: same datagrams, counters, timers and state."""
+    cfg = GreCallConfig(call_id=7, peer_call_id=9, peer_window=window, send_queue=3,
+                        respect_peer_window=respect, first_seq=first)
+    batch, single = GreCall(cfg), GreCall(cfg)
+    now = 0.0
+    rx = 100
+    for r, (count, event, dack) in enumerate(rounds):
+        now += 0.05
+        frames = [bytes([r, i]) * (i + 1) for i in range(count)]
+        if count and big == r:
+            frames[count // 2] = bytes(0x10000)
+        assert send_batch(batch, frames, now) == send_one_by_one(single, frames, now)
+        assert snapshot(batch) == snapshot(single)
+        if event == "data":
+            rx += 1
+            raw = encode_gre(7, b"x", rx, (single.next_seq - 1 + dack) & MASK)
+        elif event == "ack":
+            raw = encode_gre(7, b"", None, (single.next_seq - 1 - dack) & MASK)
+        else:
+            raw = b""
+        if raw:
+            assert batch.receive_datagram(raw, now) == single.receive_datagram(raw, now)
+        if event == "timer" and (t := single.get_timer()) is not None:
+            assert batch.handle_timer(t) == single.handle_timer(t)
+        assert snapshot(batch) == snapshot(single)
+
+
+def test_send_run_stops_where_the_window_closes() -> None:
+    call = GreCall(GreCallConfig(call_id=7, peer_call_id=9, peer_window=3))
+    assert call.send_run([b"a", b"b", b"c", b"d", b"e"], 1.0) == (3, 0, -1)
+    assert call.next_seq == 3 and call.in_flight == 3 and call.stats.sent == 3
+    assert call.send_run([b"d"], 1.0) == (0, 3, -1)
+    assert call.send(b"d", 1.0) == [] and call.queued == 1
+    assert call.send_run([b"e"], 1.0) == (0, 3, -1)  # something is queued: never ahead of it
 
 
 # -- the batch entry point: receive_run over a run, then the rest one by one -------------------

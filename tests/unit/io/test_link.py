@@ -415,6 +415,78 @@ def test_packets_while_the_data_plane_attaches_are_held_not_dropped(mppe: bool) 
     run(main())
 
 
+class BatchWire(Wire):
+    """A :class:`Wire` with the batch entry point; the frames numbered in ``refuse`` (counting
+    every frame offered, batched or not) are refused, so a batch stops there as a closing
+    window stops ``GreChannel.send_frames``."""
+
+    def __init__(self, refuse: set[int]) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.offered = 0
+        self.batches: list[int] = []
+
+    def send_frame(self, frame: bytes) -> bool:
+        n = self.offered
+        self.offered += 1
+        return n not in self.refuse and super().send_frame(frame)
+
+    def send_frames(self, frames: list[bytes]) -> int:
+        k = 0
+        while k < len(frames) and self.offered not in self.refuse:
+            assert self.send_frame(frames[k])
+            k += 1
+        self.batches.append(k)
+        return k
+
+
+@pytest.mark.parametrize("mppe", [True, False])
+@pytest.mark.parametrize("policed", [False, True])
+def test_send_ips_is_send_ip_in_turn(mppe: bool, policed: bool) -> None:
+    """Batches with packets the session refuses (empty, not IP) and frames the transport
+    refuses mid-batch: the same packets reach the peer and every counter matches one by one."""
+    packets = [PING[:2] + bytes([0, 28 + i]) + PING[4:] + bytes(i) for i in range(40)]
+    packets[5] = b""
+    packets[17] = b"\x50" + bytes(30)
+    refuse = {3, 4, 20, 30, 31, 32}
+
+    async def one(batched: bool) -> tuple[object, list[bytes], list[int]]:
+        sp, cp = MemoryPlane(), MemoryPlane()
+        server, client, *_ = pair(*configs(mppe=mppe), server_plane=sp, client_plane=cp)
+        wire = BatchWire(set())
+        wire.peer = client.frame_received
+        server._transport = wire
+        server.start()
+        client.start()
+        await server.wait_up()
+        await client.wait_up()
+        wire.refuse = {wire.offered + n for n in refuse}
+        if policed:
+            server.set_policers(TokenBucket(rate=0.001, burst=25 * 40, now=server.loop.time()), None)
+        if batched:
+            accepted = server.send_ips(packets[:25]) + server.send_ips(packets[25:])
+        else:
+            accepted = sum(server.send_ip(p) for p in packets)
+        for _ in range(100):
+            if len(cp.received) >= accepted:
+                break
+            await asyncio.sleep(0.01)
+        assert len(cp.received) == accepted
+        stats = dataclasses.replace(server.stats)
+        await client.aclose("bye")
+        return stats, cp.received, wire.batches
+
+    async def main() -> None:
+        b_stats, b_got, batches = await one(True)
+        s_stats, s_got, _ = await one(False)
+        assert (b_stats, b_got) == (s_stats, s_got)
+        assert b_stats.refused_by_session == 2 and b_stats.refused_by_transport > 0  # type: ignore[attr-defined]
+        if not policed:
+            assert batches[0] == 3  # the batch stopped at the first refused frame
+
+    run(main())
+
+
 class BatchPlane(MemoryPlane):
     """A data plane whose sink is a device's ``write`` with a ``write_many`` beside it (as a
     TUN's): the link's batch path must find it and hand it whole runs."""

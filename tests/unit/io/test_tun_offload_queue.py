@@ -87,6 +87,70 @@ def test_refused_merged_write_falls_back_to_segments(pipe: tuple[int, int],
     assert not dev.write(segs[0]) and dev.stats.write_errors == 1
 
 
+def test_a_super_segment_reaches_on_packets_as_one_list() -> None:
+    """The batch reader: a TSO read's segments arrive as one list (what ``segment`` cuts), a
+    plain read as a one-element list, in read order; ``on_packet`` is not called.  A datagram
+    socket stands in for the descriptor (one read, one packet)."""
+    import socket
+
+    from test_offload import ACK, PSH, gso_packet, pattern, tcp4
+
+    from pptpkit.io.offload import GsoType, VnetFlags, segment
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b.setblocking(False)
+    hl = 20 + 32
+    pkt = gso_packet(False, pattern(20 * 1448), ACK | PSH)
+    hdr = VnetHeader(flags=VnetFlags.NEEDS_CSUM, gso_type=GsoType.TCPV4, hdr_len=hl, gso_size=1448,
+                     csum_start=20, csum_offset=16)
+    plain = tcp4(1, b"ack only")
+    a.send(ZERO_VNET_HDR + plain)
+    a.send(hdr.encode() + pkt)
+    a.send(ZERO_VNET_HDR + plain)
+    dev = TunDevice(b.fileno(), "fake0", offload=True)
+    got: list[list[bytes]] = []
+    singles: list[bytes] = []
+
+    async def main() -> None:
+        dev.start(singles.append, on_packets=got.append)
+        for _ in range(100):
+            if len(got) == 3:
+                break
+            await asyncio.sleep(0.01)
+        dev.stop()
+
+    asyncio.run(main())
+    assert got == [[plain], segment(hdr, pkt), [plain]]
+    assert len(got[1]) == 20 and singles == []
+    assert dev.stats.received == 22 and dev.stats.reads == 3
+    a.close()
+    b.close()
+
+
+def test_the_plain_batch_reader_gives_one_element_lists() -> None:
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b.setblocking(False)
+    for n in range(3):
+        a.send(bytes([0x45, n]) + bytes(18))
+    dev = TunDevice(b.fileno(), "fake0")
+    got: list[list[bytes]] = []
+
+    async def main() -> None:
+        dev.start(lambda p: None, on_packets=got.append)
+        for _ in range(100):
+            if len(got) == 3:
+                break
+            await asyncio.sleep(0.01)
+        dev.stop()
+
+    asyncio.run(main())
+    assert got == [[bytes([0x45, n]) + bytes(18)] for n in range(3)]
+    a.close()
+    b.close()
+
+
 def test_write_many_is_write_of_each_packet(pipe: tuple[int, int]) -> None:
     """The receive path's batch sink: a run joins the queue in one step and is merged and
     written exactly as the same packets written one by one; a run that would overfill the

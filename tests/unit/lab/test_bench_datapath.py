@@ -17,6 +17,15 @@ def test_every_packet_reaches_the_sink(mppe: str) -> None:
     # Two passes of 300 packets each, all delivered in order (the bench raises otherwise).
     assert result.delivered == 600
     assert len(result.ns_per_packet) == 2 and all(ns > 0 for ns in result.ns_per_packet)
+    # The packets the server received are what the client's timed send produced.
+    assert result.send_batch == 47 and len(result.send_ns_per_packet) == 2
+    assert all(ns > 0 for ns in result.send_ns_per_packet)
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_the_send_timing_takes_batches_of_any_size(batch: int) -> None:
+    result = measure_datapath(mppe="stateless", packets=100, size=200, repeat=1, send_batch=batch)
+    assert result.delivered == 100 and result.send_batch == batch and result.send_median_ns > 0
 
 
 def test_command_prints_json() -> None:
@@ -25,6 +34,7 @@ def test_command_prints_json() -> None:
                          capture_output=True, text=True, timeout=60, check=True).stdout
     data = json.loads(out)
     assert data["packets"] == 200 and data["mppe"] == "none" and data["median_ns"] > 0
+    assert data["send_batch"] == 47 and data["send_median_ns"] > 0
 
 
 def test_command_refuses_a_bad_size() -> None:

@@ -213,3 +213,83 @@ def test_a_run_with_control_frames_and_other_protocols_inside_ends_as_one_by_one
         states.append((got, server.frames_to_send(), _state(server), _state(pair.client)))
     assert states[0] == states[1]
     assert len(states[0][0]) == 12 and states[0][1]  # every packet delivered; the echo answered
+
+
+# -- the batch send path (send_packets) against send_packet one by one ----------------------------
+
+BATCH_POLICIES: dict[str, MppePolicy | None] = {**POLICIES, "none": MppePolicy(bits_40=False, bits_128=False)}
+
+
+def _up(policy: MppePolicy | None) -> SessionPair:
+    pair = SessionPair(client_config(mppe=policy, ipv6=True), server_config(mppe=policy, ipv6=True))
+    pair.start()
+    pair.run(until=5.0)
+    assert pair.link_up("client") is not None
+    return pair
+
+
+def _tx_state(session: PppSession) -> object:
+    channel = session.mppe_channel
+    enc = channel.encryptor if channel is not None else None
+    return (session.stats, session.mppe_stats, session.tx_overhead,
+            None if enc is None else (enc.session_key, enc.coherency_count))
+
+
+def _packet(kind: str, n: int) -> bytes:
+    if kind == "v4":
+        return ipv4_packet(n, 28 + n % 200)
+    if kind == "v6":
+        return ipv6_packet(n, 40 + n % 100)
+    return b"" if kind == "empty" else bytes([0x50 + n % 16]) + bytes(30)
+
+
+def _send_both(batched: SessionPair, single: SessionPair, packets: list[bytes]) -> list[bytes]:
+    """The client of ``batched`` sends ``packets`` with send_packets, that of ``single`` one by
+    one; the frames and the sender's state must match, and both go on the wire."""
+    frames = batched.client.send_packets(packets, batched.now)
+    one = [f for p in packets if (f := single.client.send_packet(p, single.now)) is not None]
+    assert frames == one
+    assert _tx_state(batched.client) == _tx_state(single.client)
+    for pair in (batched, single):
+        for frame in frames:
+            pair.offer("cs", frame)
+        pair.pump()
+    return frames
+
+
+@pytest.mark.parametrize("name", list(BATCH_POLICIES))
+@settings(max_examples=15, deadline=None)
+@given(batches=st.lists(st.lists(st.sampled_from(["v4", "v4", "v4", "v6", "empty", "junk"]), max_size=50),
+                        max_size=12))
+def test_send_packets_is_send_packet_in_turn(name: str, batches: list[list[str]]) -> None:
+    """Runs of IPv4 and IPv6 mixed, empty and non-IP packets refused in between: the same frames,
+    counters (drops included), MPPE key and coherency count as one by one, under every mode."""
+    batched, single = _up(BATCH_POLICIES[name]), _up(BATCH_POLICIES[name])
+    n = 0
+    for kinds in batches:
+        packets = [_packet(kind, n + i) for i, kind in enumerate(kinds)]
+        n += len(packets)
+        _send_both(batched, single, packets)
+    assert batched.wires["cs"].delivered == single.wires["cs"].delivered
+    assert _tx_state(batched.server) == _tx_state(single.server)
+
+
+@pytest.mark.parametrize("name", list(BATCH_POLICIES))
+def test_send_packets_across_the_coherency_count_wrap(name: str) -> None:
+    """4,200 packets in batches of 47 (a TSO read's worth): the count wraps past 4095 inside a
+    batch (and stateful flag packets fall mid-batch); the peer decrypts every one."""
+    batched, single = _up(BATCH_POLICIES[name]), _up(BATCH_POLICIES[name])
+    packets = [ipv4_packet(i, 100) for i in range(4200)]
+    for at in range(0, len(packets), 47):
+        _send_both(batched, single, packets[at:at + 47])
+    assert batched.wires["cs"].delivered == single.wires["cs"].delivered == packets
+    channel = batched.client.mppe_channel
+    if channel is not None and channel.encryptor is not None:
+        assert channel.encryptor.coherency_count == 4199 % 4096
+
+
+def test_send_packets_refuses_everything_before_the_link_is_up() -> None:
+    pair = SessionPair(client_config(ipv6=True), server_config(ipv6=True))
+    packets = [ipv4_packet(1), ipv6_packet(2), b"", b"\x50junk"]
+    assert pair.client.send_packets(packets, 0.0) == []
+    assert pair.client.stats.dropped == {"tx_not_open": 2, "tx_empty": 1, "tx_not_ip": 1}

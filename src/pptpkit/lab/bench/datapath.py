@@ -11,14 +11,18 @@ raw socket's reader would, and the packets come out at a counting sink where the
 
 The datagrams go in as the compiled reader hands them over: parsed, in ``recvmmsg``-sized
 batches (:meth:`~pptpkit.gre.demux.GreDemux.route_batch`, which gives each call its run in one
-call), so the batch entry points along the receive path are what is timed; ``batch=1`` times
+call), so the batch entry points along the receive path are what is timed; ``batch`` 1 times
 the one-datagram-at-a-time path instead.
 
 So the figure is the server's whole per-packet cost from "datagram read" to "packet written",
 in nanoseconds, without the two system calls (and, batched, without the parse): GRE
 demultiplexing, the GRE engine, every hop between the GRE channel and the PPP link, MPPE and PPP
-decapsulation.  Compare runs of two
-checkouts side by side (see docs/performance.md) to price a change to that path.
+decapsulation.  The client's sealing of those packets is timed too (the send figure): IP
+packet in, GRE datagram handed to the socket, fed as the TUN reader feeds the link -
+``send_batch`` packets per ``PppLink.send_ips`` call, the segments of one TSO read (47 of 1400
+octets in 64 KiB), or one by one with ``send_batch`` 1.
+Compare runs of two checkouts side by side (see docs/performance.md) to price a change to that
+path.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ import socket
 import statistics
 import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pptpkit.gre import GreDemux
 from pptpkit.gre.demux import parse_datagram
+from pptpkit.gre.packet import Buffer, data_header
 from pptpkit.io.gresock import Ancillary
 from pptpkit.io.link import PacketSink, PppLink
 from pptpkit.lab.bench.agent import SECRET, SERVER_NAME, USERNAME, mppe_policy, session_config
@@ -61,6 +66,10 @@ class _MemoryGre(GreDemux):
     def __init__(self) -> None:
         super().__init__()
         self.out: Callable[[bytes], object] | None = None
+        #: While a send is timed, what send_parts and send_many were given, as given: the kernel
+        #: gathers the parts, so joining them here would time our stand-in, not the path
+        #: (None: joined and handed to ``out`` at once).
+        self.held: list[tuple[bytes, Buffer] | tuple[int, int, int, Sequence[bytes]]] | None = None
         self.closed = False
 
     def send(self, peer: str, packet: bytes | bytearray | memoryview) -> bool:
@@ -76,9 +85,29 @@ class _MemoryGre(GreDemux):
 
     def send_parts(self, peer: int, header: bytes, payload: bytes | bytearray | memoryview,
                    pktinfo: bytes | None) -> bool:
-        if self.out is not None:
+        if self.held is not None:
+            self.held.append((header, payload))
+        elif self.out is not None:
             self.out(header + payload)
         return True
+
+    def send_many(self, peer: int, call_id: int, seq: int, ack: int, frames: Sequence[bytes],
+                  pktinfo: bytes | None) -> int:
+        if self.held is not None:
+            self.held.append((call_id, seq, ack, frames))
+        elif self.out is not None:
+            for k, frame in enumerate(frames):
+                self.out(data_header(call_id, len(frame), seq + k, ack) + frame)
+        return len(frames)
+
+    def release(self) -> None:
+        """Stop holding: hand what was held to ``out`` as datagrams, in order."""
+        held, self.held = self.held, None
+        for item in held or ():
+            if len(item) == 2:
+                self.send_parts(0, *item, None)
+            else:
+                self.send_many(0, *item, None)
 
     def close(self) -> None:
         self.closed = True
@@ -118,6 +147,14 @@ class DatapathResult:
     size: int
     ns_per_packet: list[float]
     delivered: int
+    #: The client's send path per packet, IP packet in -> GRE datagram out (no system call),
+    #: fed as the TUN reader feeds it: ``send_batch`` packets per call of ``PppLink.send_ips``
+    #: (a TSO read's segments), or one by one through ``send_ip`` when ``send_batch`` is 1.
+    send_ns_per_packet: list[float] = field(default_factory=list)
+    send_batch: int = 1
+    #: Datagrams per call of the server's reader path (``GreDemux.route_batch``, as one
+    #: ``recvmmsg`` gives them), or 1: one at a time through ``dispatch``.
+    batch: int = 1
 
     @property
     def median_ns(self) -> float:
@@ -126,7 +163,12 @@ class DatapathResult:
     def as_dict(self) -> dict[str, Any]:
         return {"mppe": self.mppe, "packets": self.packets, "size": self.size,
                 "ns_per_packet": self.ns_per_packet, "median_ns": self.median_ns,
-                "delivered": self.delivered}
+                "delivered": self.delivered, "send_ns_per_packet": self.send_ns_per_packet,
+                "send_median_ns": self.send_median_ns, "send_batch": self.send_batch, "batch": self.batch}
+
+    @property
+    def send_median_ns(self) -> float:
+        return statistics.median(self.send_ns_per_packet) if self.send_ns_per_packet else 0.0
 
 
 def _probe(size: int, n: int) -> bytes:
@@ -135,7 +177,30 @@ def _probe(size: int, n: int) -> bytes:
     return header + bytes(size - len(header))
 
 
-async def _measure(mppe: str, packets: int, size: int, repeat: int, batch: int) -> DatapathResult:
+def _time_send(link: PppLink, gre: _MemoryGre, probes: list[bytes], batch: int) -> int:
+    """Nanoseconds the client's link takes to send ``probes``: through ``send_ips`` in slices
+    of ``batch`` (the TUN reader's batch path), or ``send_ip`` one by one when ``batch`` is 1."""
+    gre.held = []
+    send_ip, send_ips = link.send_ip, getattr(link, "send_ips", None)
+    slices = [probes[at:at + batch] for at in range(0, len(probes), batch)]
+    gc.disable()
+    try:
+        t0 = time.perf_counter_ns()
+        if batch == 1 or send_ips is None:
+            for probe in probes:
+                send_ip(probe)
+        else:
+            for chunk in slices:
+                send_ips(chunk)
+        elapsed = time.perf_counter_ns() - t0
+    finally:
+        gc.enable()
+    gre.release()
+    return elapsed
+
+
+async def _measure(mppe: str, packets: int, size: int, repeat: int, send_batch: int = 47,
+                   batch: int = RECV_BATCH) -> DatapathResult:
     # Imported here so that the module (and `pptpkit bench --help`) stays cheap to import.
     from pptpkit.auth.secrets import StaticSecrets
     from pptpkit.pptp.client import PptpClient, PptpClientConfig
@@ -181,11 +246,12 @@ async def _measure(mppe: str, packets: int, size: int, repeat: int, batch: int) 
 
         server_gre.out = None  # acks from the server are not needed any more
         runs: list[float] = []
+        sends: list[float] = []
         for _ in range(repeat):
             captured: list[bytes] = []
             client_gre.out = captured.append
-            for i in range(packets):
-                link.send_ip(_probe(size, i))
+            sends.append(_time_send(link, client_gre, [_probe(size, i) for i in range(packets)], send_batch)
+                         / packets)
             client_gre.out = None
             datagrams = [_ip_wrap(d) for d in captured]
             if len(datagrams) != packets:
@@ -215,7 +281,7 @@ async def _measure(mppe: str, packets: int, size: int, repeat: int, batch: int) 
                 raise RuntimeError(f"the server delivered {got} of {packets} packets")
             runs.append(elapsed / packets)
             await asyncio.sleep(0)
-        return DatapathResult(mppe, packets, size, runs, plane.packets)
+        return DatapathResult(mppe, packets, size, runs, plane.packets, sends, send_batch, batch)
     finally:
         # Both directions again, so that the LCP Terminate exchange ends the session at once.
         server_gre.out = lambda d: loop.call_soon(client_gre.dispatch, _ip_wrap(d), loop.time())
@@ -226,10 +292,10 @@ async def _measure(mppe: str, packets: int, size: int, repeat: int, batch: int) 
 
 
 def measure_datapath(*, mppe: str = "none", packets: int = 20000, size: int = 1400,
-                     repeat: int = 5, batch: int = RECV_BATCH) -> DatapathResult:
-    """Median-friendly figures: ``repeat`` timed passes of ``packets`` packets each, handed to
-    the server's reader path ``batch`` datagrams at a time as its ``recvmmsg`` does (1: one
-    datagram at a time through ``dispatch``, the reader without the compiled primitives)."""
-    if batch < 1:
-        raise ValueError("batch must be at least 1")
-    return asyncio.run(_measure(mppe, packets, size, repeat, batch))
+                     repeat: int = 5, send_batch: int = 47, batch: int = RECV_BATCH) -> DatapathResult:
+    """Median-friendly figures: ``repeat`` timed passes of ``packets`` packets each; the server
+    gets them ``batch`` datagrams at a time, as its ``recvmmsg`` reader does (1: one datagram at
+    a time through ``dispatch``, the reader without the compiled primitives)."""
+    if batch < 1 or send_batch < 1:
+        raise ValueError("batch sizes must be at least 1")
+    return asyncio.run(_measure(mppe, packets, size, repeat, send_batch, batch))
