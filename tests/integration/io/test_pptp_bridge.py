@@ -82,10 +82,13 @@ class FakeGreSocket:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
         self.handlers: dict[tuple[str, int], object] = {}
+        self.batches: dict[tuple[str, int], object] = {}
 
-    def register(self, peer: str, call_id: int, handler: object, *, borrow: bool = False) -> None:
+    def register(self, peer: str, call_id: int, handler: object, *, borrow: bool = False,
+                 batch: object = None) -> None:
         assert borrow  # GreChannel copies what it keeps, so it takes views of the receive buffer
         self.handlers[(peer, call_id)] = handler
+        self.batches[(peer, call_id)] = batch
 
     def unregister(self, peer: str, call_id: int) -> None:
         self.handlers.pop((peer, call_id), None)
@@ -118,6 +121,13 @@ def test_gre_channel_sends_receives_acks_and_unregisters() -> None:
         assert channel.stats.acks_sent == 1
         handler(b"\x00garbage", loop.time())  # type: ignore[operator]
         assert channel.stats.malformed == 1
+        # A run through the batch handler: the in-order prefix at once, then the rest one by one
+        # (4 before 3: held, then both).
+        frames = [b"\xff\x03" + bytes([n]) * 20 for n in range(1, 5)]
+        run_ = [encode_gre(7, frames[n - 1], n, 1) for n in (1, 2, 4, 3)]
+        sock.batches[("192.0.2.9", 7)](run_, loop.time())  # type: ignore[operator]
+        assert got[1:] == frames
+        assert (channel.stats.delivered, channel.stats.reordered) == (5, 1)
         assert not channel.send_frame(b"x" * 70000)
         assert channel.adapter_stats.oversized_frames == 1
         channel.close()
