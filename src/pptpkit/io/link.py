@@ -44,6 +44,12 @@ own, no event drain when a frame was data.  A TUN read of several packets (a TSO
 cut into segments) takes the batch path instead: ``send_ips`` -> ``session.send_packets`` (one
 MPPE call for the batch) -> ``transport.send_frames`` (one ``sendmmsg``), with the same result
 as the packets one by one.
+
+The receive direction has its batch path too: a transport with runs of frames (a GRE channel,
+one ``recvmmsg``'s datagrams of the call) calls ``frames_received``: ``session.receive_frames``
+opens the run's stateless-MPPE prefix in one compiled call and its packets go to the sink's
+batch variant (:func:`batch_sink`: a TUN's ``write_many``) in one call; whatever the prefix
+stops at goes through ``frame_received``.  Same packets, order and counters as frame by frame.
 """
 
 from __future__ import annotations
