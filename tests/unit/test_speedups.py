@@ -640,6 +640,41 @@ def test_gre_data_run_matches_the_pure_twin(case: tuple[list[bytes], int, int], 
         _ext().gre_data_run(packets, 7, 1 << 32, -1, 0)
 
 
+_SOURCE = bytes([198, 51, 100, 2])
+
+
+@st.composite
+def _runs_of_sources(draw: st.DrawFn) -> list[bytes]:
+    """IPv4 packets from _SOURCE, now and then another source, version, or a short one."""
+    packets = []
+    for _ in range(draw(st.integers(0, 6))):
+        packet = bytearray(bytes([0x45]) + bytes(11) + _SOURCE + draw(st.binary(min_size=4, max_size=30)))
+        miss = draw(st.integers(0, 8))
+        if miss == 0:
+            packet[12 + draw(st.integers(0, 3))] ^= 1
+        elif miss == 1:
+            packet[0] = draw(st.sampled_from([0x60, 0x35, 0x00]))
+        elif miss == 2:
+            del packet[draw(st.integers(0, 19)):]
+        packets.append(bytes(packet))
+    return packets
+
+
+@settings(max_examples=500, deadline=None)
+@given(packets=_runs_of_sources(), views=st.booleans())
+def test_ipv4_from_matches_the_pure_twin(packets: list[bytes], views: bool) -> None:
+    from pptpkit.io.link import ipv4_from
+
+    run = [memoryview(b"x" + p)[1:] for p in packets] if views else packets
+    got = _ext().ipv4_from(run, _SOURCE)
+    assert got == ipv4_from(packets, _SOURCE)
+    assert got == all(len(p) >= 20 and p[0] >> 4 == 4 and p[12:16] == _SOURCE for p in packets)
+    with pytest.raises(ValueError):
+        _ext().ipv4_from(packets, b"\x01")
+    with pytest.raises(ValueError):
+        ipv4_from(packets, b"\x01")
+
+
 def test_recv_gre_batches_and_routes_like_the_demux(ext: ModuleType) -> None:
     """Datagrams through a datagram socket pair: each comes back parsed, in order, at most
     ``max`` per call; an empty socket gives []."""

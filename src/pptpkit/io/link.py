@@ -78,6 +78,7 @@ from pptpkit.ppp.session_config import (
     SessionConfig,
     SessionEvent,
 )
+from pptpkit.speedups import EXT
 
 __all__ = [
     "DataPlane",
@@ -89,6 +90,7 @@ __all__ = [
     "PacketSink",
     "PppLink",
     "batch_sink",
+    "ipv4_from",
     "link_local_bytes",
     "outcome_text",
 ]
@@ -445,8 +447,7 @@ class PppLink:
             self._many = batch_sink(sink)
         many = self._many
         src4 = self._src4
-        if many is None or (src4 is not None and not all(
-                len(p) >= 20 and p[0] >> 4 == 4 and p[12:16] == src4 for p in packets)):
+        if many is None or (src4 is not None and not _ipv4_from(packets, src4)):
             for packet in packets:
                 self._deliver(packet, now)
             return
@@ -708,6 +709,18 @@ class PppLink:
         self._emit(down)
         if not self.closed.done():
             self.closed.set_result(down)
+
+
+def ipv4_from(packets: list[bytes], source: bytes) -> bool:
+    """Whether every packet is IPv4 (version 4, a whole 20-octet header) from ``source`` (4
+    octets): the source check of a run, which :meth:`PppLink._deliver` makes per packet.  The
+    compiled ``ipv4_from`` (:mod:`pptpkit.speedups`) is its twin."""
+    if len(source) != 4:
+        raise ValueError("ipv4_from: source must be 4 octets")
+    return all(len(p) >= 20 and p[0] >> 4 == 4 and p[12:16] == source for p in packets)
+
+
+_ipv4_from: Callable[[list[bytes], bytes], bool] = EXT.ipv4_from if EXT is not None else ipv4_from
 
 
 def batch_sink(sink: PacketSink) -> PacketBatchSink | None:

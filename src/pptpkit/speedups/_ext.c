@@ -1619,6 +1619,46 @@ done:
     return result;
 }
 
+/* ipv4_from(packets, source) -> bool: whether every packet is IPv4 (version 4, at least the
+ * 20-octet header) with source address `source` (4 octets): the receive path's source check of
+ * a whole run.  pptpkit.io.link.ipv4_from is the twin. */
+static PyObject *fast_ipv4_from(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer src;
+    PyObject *seq;
+    Py_ssize_t i, n;
+    int ok = 1;
+    (void)mod;
+    if (check_nargs("ipv4_from", nargs, 2) < 0 || get_buf(args[1], &src, "source") < 0)
+        return NULL;
+    if (src.len != 4) {
+        PyBuffer_Release(&src);
+        PyErr_SetString(PyExc_ValueError, "ipv4_from: source must be 4 octets");
+        return NULL;
+    }
+    seq = PySequence_Fast(args[0], "packets must be a sequence");
+    if (!seq) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    n = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < n && ok; i++) {
+        Py_buffer b;
+        const uint8_t *d;
+        if (get_buf(PySequence_Fast_GET_ITEM(seq, i), &b, "packet") < 0) {
+            Py_DECREF(seq);
+            PyBuffer_Release(&src);
+            return NULL;
+        }
+        d = b.buf;
+        ok = b.len >= 20 && d[0] >> 4 == 4 && memcmp(d + 12, src.buf, 4) == 0;
+        PyBuffer_Release(&b);
+    }
+    Py_DECREF(seq);
+    PyBuffer_Release(&src);
+    return PyBool_FromLong(ok);
+}
+
 static PyObject *fast_parse_gre(PyObject *mod, PyObject *arg)
 {
     Py_buffer d;
@@ -1637,6 +1677,8 @@ static PyMethodDef module_methods[] = {
      "parse_gre(datagram) -> (routing key or reason code, IPv4 header length): recv_gre's parse"},
     {"gre_data_run", (PyCFunction)(void (*)(void))fast_gre_data_run, METH_FASTCALL,
      "gre_data_run(packets, call_id, seq, acked, window) -> (payloads, acks, overruns)"},
+    {"ipv4_from", (PyCFunction)(void (*)(void))fast_ipv4_from, METH_FASTCALL,
+     "ipv4_from(packets, source) -> whether every packet is IPv4 from source (4 octets)"},
     {"recv_gre", (PyCFunction)(void (*)(void))fast_recv_gre, METH_FASTCALL,
      "recv_gre(fd, max) -> [(routing key or reason code, GRE packet)]"},
     {"send_gre", (PyCFunction)(void (*)(void))fast_send_gre, METH_FASTCALL,
