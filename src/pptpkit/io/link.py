@@ -447,7 +447,8 @@ class PppLink:
             self._many = batch_sink(sink)
         many = self._many
         src4 = self._src4
-        if many is None or (src4 is not None and not _ipv4_from(packets, src4)):
+        # b"" (no IPv4 source allowed yet) is refused packet by packet, as _deliver does.
+        if many is None or (src4 is not None and (len(src4) != 4 or not _ipv4_from(packets, src4))):
             for packet in packets:
                 self._deliver(packet, now)
             return

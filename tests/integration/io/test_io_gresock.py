@@ -152,3 +152,48 @@ def test_batch_read_and_unreachable_send(two_hosts: tuple[NetnsLab, str, str]) -
             cli.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+def test_a_full_send_buffer_refuses_part_of_a_batch_counted(
+        two_hosts: tuple[NetnsLab, str, str], compiled: bool) -> None:
+    """A real full buffer: a token bucket on the client's veth holds the datagrams, so their
+    memory stays charged to a small send buffer and the kernel refuses the rest of the batch
+    with EAGAIN.  Each refusal is counted as a drop (never raised, never an error), and what was
+    counted as sent is exactly what crossed the link, numbered from the batch's first seq."""
+    import socket
+
+    from pptpkit.io.gresock import send_gre_many
+    from pptpkit.speedups import EXT
+
+    if compiled and EXT is None:
+        pytest.skip("the C extension is not built")
+    lab, server_ns, client_ns = two_hosts
+    lab.run(client_ns, ["tc", "qdisc", "add", "dev", "veth-b", "root", "tbf", "rate", "8mbit",
+                        "burst", "3000", "limit", "4000000"])
+    frames = [bytes([k]) * 1400 for k in range(64)]
+    with inside(server_ns):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
+    with inside(client_ns):
+        tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_GRE)
+    with rx, tx:
+        rx.bind(("192.0.2.1", 0))
+        rx.settimeout(5)
+        tx.setblocking(False)
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # the kernel's floor: a few datagrams
+        peer = 0xC0000201  # 192.0.2.1
+        if compiled:
+            assert EXT is not None
+            sent, dropped, errors, _ = EXT.send_gre_many(tx.fileno(), peer, None, 9, 100, -1, frames)
+        else:
+            sent, dropped, errors, _ = send_gre_many(tx, peer, None, 9, 100, -1, frames)
+        assert errors == 0
+        assert sent + dropped == len(frames)
+        assert 0 < sent < len(frames) and dropped > 0
+        got = [rx.recv(2048) for _ in range(sent)]
+    # What went out went in order, frame k numbered 100 + k (a later frame may still get
+    # through when the bucket frees room during the batch).
+    seqs = [struct.unpack_from("!I", d, (d[0] & 0x0F) * 4 + 8)[0] for d in got]
+    assert seqs[0] == 100 and seqs == sorted(set(seqs)) and seqs[-1] < 100 + len(frames)
+    assert [d[-1] for d in got] == [s - 100 for s in seqs]
