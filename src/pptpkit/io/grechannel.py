@@ -214,7 +214,7 @@ class GreChannel:
     """
 
     __slots__ = (
-        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_many', '_on_frame', '_parts', '_peer',
+        '_ancillary', '_closed', '_deadline', '_inlet', '_loop', '_on_frame', '_parts', '_peer',
         '_pktinfo', '_rx_many', '_rx_many_of', '_sock', 'adapter_stats', 'engine', 'local_address',
         'peer_address',
     )
@@ -242,9 +242,6 @@ class GreChannel:
         # socket without send_parts gets whole datagrams from the general path.
         self._parts: Callable[[int, bytes, bytes, bytes | None], bool] | None = getattr(
             gre_socket, "send_parts", None)
-        # The batch send (send_frames); a stand-in socket without it gets frames one by one.
-        self._many: Callable[[int, int, int, int, Sequence[bytes], bytes | None], int] | None = getattr(
-            gre_socket, "send_many", None)
         self.engine = GreCall(config)
         self.adapter_stats = ChannelStats()
         self._inlet = FrameInlet()
@@ -321,7 +318,10 @@ class GreChannel:
         (:meth:`~pptpkit.io.gresock.GreSocket.send_many`: one ``sendmmsg``), each accepted as
         :meth:`send_frame` would; returns ``k``.  ``frames[k:]`` are untouched: the caller
         hands them, in order, to :meth:`send_frame`, which decides (queue, drop, count)."""
-        many = self._many
+        # Looked up per batch, not bound per channel: an idle session keeps no extra object.
+        # A stand-in socket without send_many gets the frames one by one.
+        many: Callable[[int, int, int, int, Sequence[bytes], bytes | None], int] | None = getattr(
+            self._sock, "send_many", None)
         if self._closed or many is None:
             return 0
         engine = self.engine
