@@ -89,7 +89,6 @@ class TunDevice:
         self.stats = TunStats()
         self.offload_stats = OffloadStats()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_packet: Callable[[bytes], object] | None = None
         self._on_packets: Callable[[list[bytes]], object] | None = None
         self._max_batch = 64
         self._buf = bytearray(_MAX_OFFLOAD_READ if offload else _MAX_PACKET)
@@ -157,12 +156,10 @@ class TunDevice:
             raise ValueError("TUN device is closed")
         self.stop()
         self._loop = loop or asyncio.get_running_loop()
-        self._on_packet = on_packet
         self._max_batch = max_batch
-        self._on_packets = on_packets
-        reader = self._on_readable if on_packets is None else (
-            self._on_readable_offload_batch if self.offload else self._on_readable_batch)
-        self._loop.add_reader(self.fd, reader)
+        # The readers hand over one list per read; a caller of single packets gets them in turn.
+        self._on_packets = on_packets if on_packets is not None else _one_by_one(on_packet)
+        self._loop.add_reader(self.fd, self._on_readable)
 
     def stop(self) -> None:
         """Stop reading (the interface stays)."""
@@ -293,88 +290,26 @@ class TunDevice:
             if n <= VNET_HDR_SIZE or n >= len(buf):
                 stats.read_dropped += 1
                 continue
-            on_packet = self._on_packet
             if buf[1] == 0 and not buf[0] & 1:
                 # Neither GSO nor a checksum to finish: the common case for forwarded packets.
-                stats.received += 1
-                if on_packet is not None:
-                    on_packet(bytes(view[VNET_HDR_SIZE:n]))
-                continue
-            try:
-                packets = segment(VnetHeader.decode(buf), bytes(view[VNET_HDR_SIZE:n]), ostats)
-            except DecodeError as exc:
-                ostats.malformed_dropped += 1
-                stats.read_dropped += 1
-                log.debug("TUN %s: dropped a malformed offload packet: %s", self.name, exc)
-                continue
-            if not packets:
-                stats.read_dropped += 1
-                continue
+                packets = [bytes(view[VNET_HDR_SIZE:n])]
+            else:
+                try:
+                    packets = segment(VnetHeader.decode(buf), bytes(view[VNET_HDR_SIZE:n]), ostats)
+                except DecodeError as exc:
+                    ostats.malformed_dropped += 1
+                    stats.read_dropped += 1
+                    log.debug("TUN %s: dropped a malformed offload packet: %s", self.name, exc)
+                    continue
+                if not packets:
+                    stats.read_dropped += 1
+                    continue
             stats.received += len(packets)
-            if on_packet is not None:
-                for p in packets:
-                    on_packet(p)
-
-    def _on_readable(self) -> None:
-        buf = self._buf
-        for _ in range(self._max_batch):
-            fd = self.fd
-            if fd is None:
-                return
-            try:
-                n = os.readv(fd, [buf])
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._read_failed(exc)
-                return
-            self.stats.received += 1
-            if self._on_packet is not None:
-                self._on_packet(bytes(buf[:n]))
-
-    # -- batch readers (start(on_packets=...)): the same reads, one list per read ---------------
-
-    def _on_readable_offload_batch(self) -> None:
-        buf = self._buf
-        view = memoryview(buf)
-        stats = self.stats
-        ostats = self.offload_stats
-        for _ in range(self._max_batch):
-            fd = self.fd
-            if fd is None:
-                return
-            try:
-                n = os.readv(fd, [buf])
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._read_failed(exc)
-                return
-            stats.reads += 1
-            if n <= VNET_HDR_SIZE or n >= len(buf):
-                stats.read_dropped += 1
-                continue
             on_packets = self._on_packets
-            if buf[1] == 0 and not buf[0] & 1:
-                stats.received += 1
-                if on_packets is not None:
-                    on_packets([bytes(view[VNET_HDR_SIZE:n])])
-                continue
-            try:
-                packets = segment(VnetHeader.decode(buf), bytes(view[VNET_HDR_SIZE:n]), ostats)
-            except DecodeError as exc:
-                ostats.malformed_dropped += 1
-                stats.read_dropped += 1
-                log.debug("TUN %s: dropped a malformed offload packet: %s", self.name, exc)
-                continue
-            if not packets:
-                stats.read_dropped += 1
-                continue
-            stats.received += len(packets)
             if on_packets is not None:
                 on_packets(packets)
 
-    def _on_readable_batch(self) -> None:
+    def _on_readable(self) -> None:
         buf = self._buf
         for _ in range(self._max_batch):
             fd = self.fd
@@ -419,3 +354,13 @@ class TunDevice:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one_by_one(on_packet: Callable[[bytes], object]) -> Callable[[list[bytes]], None]:
+    """A reader's lists handed to a receiver of single packets, in order."""
+
+    def each(packets: list[bytes]) -> None:
+        for packet in packets:
+            on_packet(packet)
+
+    return each
