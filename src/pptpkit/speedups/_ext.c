@@ -414,6 +414,36 @@ static PyObject *unseal_from(rc4_state *st, const uint8_t *body, Py_ssize_t len)
     return result;
 }
 
+/* The stateless packet's first step, before its seal or unseal: the key change (RFC 3079 3.3
+ * and 7.3) from `key`, and RC4 keyed with the result, which is left in `next`. */
+static int rekey(rc4_state *st, const Py_buffer *start, const uint8_t *key, Py_ssize_t keylen,
+                 const Py_buffer *salt, uint8_t next[16])
+{
+    if (change_key(st, start->buf, start->len, key, keylen, salt->buf, salt->len, next) < 0)
+        return -1;
+    rc4_setup(st, next, start->len);
+    return 0;
+}
+
+/* Where the MPPE header of the stateless receiver's common frame starts, or -1: PPP
+ * address/control optional, protocol 0x00FD compressed or not, then A (flushed) and D
+ * (encrypted) set, C (compressed) clear, coherency count `count`, and a body after it. */
+static Py_ssize_t mppe_body_at(const uint8_t *f, Py_ssize_t n, unsigned int count)
+{
+    Py_ssize_t pos = 0;
+    if (n >= 2 && f[0] == 0xFF && f[1] == 0x03)
+        pos = 2;
+    if (pos < n && f[pos] == 0xFD)
+        pos += 1;
+    else if (pos + 1 < n && f[pos] == 0x00 && f[pos + 1] == 0xFD)
+        pos += 2;
+    else
+        return -1;
+    if (n - pos < 3 || (f[pos] & 0xB0) != 0x90 || ((unsigned int)(f[pos] & 0x0F) << 8 | f[pos + 1]) != count)
+        return -1;
+    return pos;
+}
+
 static PyObject *Rc4_unseal(Rc4Object *self, PyObject *arg)
 {
     Py_buffer body;
@@ -465,9 +495,8 @@ static PyObject *Rc4_rekey_seal(Rc4Object *self, PyObject *const *args, Py_ssize
     for (; got < 5; got++)
         if (get_buf(args[at[got]], &b[got], names[got]) < 0)
             goto done;
-    if (change_key(&self->st, b[0].buf, b[0].len, b[2].buf, b[2].len, b[1].buf, b[1].len, next) < 0)
+    if (rekey(&self->st, &b[0], b[2].buf, b[2].len, &b[1], next) < 0)
         goto done;
-    rc4_setup(&self->st, next, b[0].len);
     key = PyBytes_FromStringAndSize((const char *)next, b[0].len);
     if (!key)
         goto done;
@@ -497,9 +526,8 @@ static PyObject *Rc4_rekey_unseal(Rc4Object *self, PyObject *const *args, Py_ssi
     for (; got < 4; got++)
         if (get_buf(args[got], &b[got], names[got]) < 0)
             goto done;
-    if (change_key(&self->st, b[0].buf, b[0].len, b[2].buf, b[2].len, b[1].buf, b[1].len, next) < 0)
+    if (rekey(&self->st, &b[0], b[2].buf, b[2].len, &b[1], next) < 0)
         goto done;
-    rc4_setup(&self->st, next, b[0].len);
     opened = unseal_from(&self->st, b[3].buf, b[3].len);
     if (!opened)
         goto done;
@@ -532,7 +560,7 @@ static PyObject *Rc4_rekey_unseal_frame(Rc4Object *self, PyObject *const *args, 
     static const char *names[4] = {"start", "salt", "key", "frame"};
     uint8_t next[16];
     const uint8_t *f;
-    Py_ssize_t n, pos = 0;
+    Py_ssize_t n, pos;
     unsigned int count;
     PyObject *key = NULL, *opened = NULL, *result = NULL;
     int got = 0;
@@ -547,20 +575,11 @@ static PyObject *Rc4_rekey_unseal_frame(Rc4Object *self, PyObject *const *args, 
             goto done;
     f = b[3].buf;
     n = b[3].len;
-    if (n >= 2 && f[0] == 0xFF && f[1] == 0x03)
-        pos = 2;
-    if (pos < n && f[pos] == 0xFD)
-        pos += 1;
-    else if (pos + 1 < n && f[pos] == 0x00 && f[pos + 1] == 0xFD)
-        pos += 2;
-    else
+    pos = mppe_body_at(f, n, count);
+    if (pos < 0)
         goto none;
-    /* MPPE header: A (flushed) and D (encrypted) set, C (compressed) clear, the count asked. */
-    if (n - pos < 3 || (f[pos] & 0xB0) != 0x90 || ((unsigned int)(f[pos] & 0x0F) << 8 | f[pos + 1]) != count)
-        goto none;
-    if (change_key(&self->st, b[0].buf, b[0].len, b[2].buf, b[2].len, b[1].buf, b[1].len, next) < 0)
+    if (rekey(&self->st, &b[0], b[2].buf, b[2].len, &b[1], next) < 0)
         goto done;
-    rc4_setup(&self->st, next, b[0].len);
     opened = unseal_from(&self->st, f + pos, n - pos);
     if (!opened)
         goto done;
@@ -622,11 +641,10 @@ static PyObject *Rc4_rekey_seal_many(Rc4Object *self, PyObject *const *args, Py_
         PyObject *frame;
         if (get_buf(PySequence_Fast_GET_ITEM(seq, k), &payload, "payload") < 0)
             goto done;
-        if (change_key(&self->st, b[0].buf, b[0].len, cur, b[0].len, b[1].buf, b[1].len, next) < 0) {
+        if (rekey(&self->st, &b[0], cur, b[0].len, &b[1], next) < 0) {
             PyBuffer_Release(&payload);
             goto done;
         }
-        rc4_setup(&self->st, next, b[0].len);
         memcpy(cur, next, (size_t)b[0].len);
         frame = seal_into(&self->st, &b[3], 0x9000u | ((count + (unsigned int)k) & 0x0FFFu), protocol, &payload);
         PyBuffer_Release(&payload);
@@ -688,34 +706,22 @@ static PyObject *Rc4_rekey_unseal_frames(Rc4Object *self, PyObject *const *args,
     for (i = 0; i < nframes; i++) {
         Py_buffer fb;
         const uint8_t *f;
-        Py_ssize_t n, pos = 0;
+        Py_ssize_t n, pos;
         PyObject *opened;
         int rc;
         if (get_buf(PySequence_Fast_GET_ITEM(seq, i), &fb, "frame") < 0)
             goto done;
         f = fb.buf;
         n = fb.len;
-        /* rekey_unseal_frame's checks, rule for rule. */
-        if (n >= 2 && f[0] == 0xFF && f[1] == 0x03)
-            pos = 2;
-        if (pos < n && f[pos] == 0xFD)
-            pos += 1;
-        else if (pos + 1 < n && f[pos] == 0x00 && f[pos + 1] == 0xFD)
-            pos += 2;
-        else {
+        pos = mppe_body_at(f, n, count); /* rekey_unseal_frame's checks */
+        if (pos < 0) {
             PyBuffer_Release(&fb);
             break;
         }
-        if (n - pos < 3 || (f[pos] & 0xB0) != 0x90 ||
-            ((unsigned int)(f[pos] & 0x0F) << 8 | f[pos + 1]) != count) {
-            PyBuffer_Release(&fb);
-            break;
-        }
-        if (change_key(&self->st, b[0].buf, b[0].len, cur, klen, b[1].buf, b[1].len, next) < 0) {
+        if (rekey(&self->st, &b[0], cur, klen, &b[1], next) < 0) {
             PyBuffer_Release(&fb);
             goto done;
         }
-        rc4_setup(&self->st, next, klen);
         opened = unseal_from(&self->st, f + pos, n - pos);
         PyBuffer_Release(&fb);
         if (!opened)
