@@ -410,93 +410,40 @@ class GreCall:
         :meth:`receive_next` would take one by one (in-order data packets of this call, nothing
         held), with exactly the state changes and counters of those calls, acks carried
         included; the packet after the prefix is the caller's (untouched) for
-        :meth:`receive_datagram`.  The loop is :meth:`receive_next`'s with the per-packet
-        attribute reads hoisted: only an ack that moves the send side (or an ack-only packet
-        sent at once, ``ack_delay`` 0) touches what it reads, and the state is committed
-        before either runs."""
+        :meth:`receive_datagram`.  Only when nothing in the run can move what the next
+        packet's checks read: with the ack delay on (no ack-only packet sent at once) and no
+        send queue (no ack can release queued data, whose header reads the receive state).
+        Otherwise it takes nothing and the packets go through :meth:`receive_next` one by one."""
         out: list[bytes] = []
-        if self._held or not self._rx_started or self._rx_last != self._rx_highest:
-            return out
         config = self.config
-        call_id = config.call_id
-        window = config.our_window
         delay = config.ack_delay
+        if (self._held or not self._rx_started or self._rx_last != self._rx_highest or delay <= 0
+                or self._queue):
+            return out
         stats = self.stats
         rx = self._rx_last
         acked = self._ack_sent
-        if delay > 0 and not self._queue:
-            # The per-run case: nothing in the run can move _ack_sent (no queue for an ack to
-            # release, no ack-only packet sent at once), so the parse, the numbering and the
-            # window check of every packet are one call (in C when it is built) and only the
-            # acks are taken in Python, in order.
-            out, acks, overruns = _data_run(packets, call_id, (rx + 1) & _MASK,
-                                            -1 if acked is None else acked, window)
-            k = len(out)
-            if k:
-                rx = (rx + k) & _MASK
-                self._rx_last = self._rx_highest = rx
-                stats.received += k
-                stats.delivered += k
-                stats.window_overruns += overruns
-                same_acks = 0
-                for ack in acks:
-                    if ack == self._tx_acked:
-                        same_acks += 1
-                    else:
-                        self._on_ack(ack, now)
-                stats.acks_received += same_acks
-                # One by one, the first packet not numbered _ack_sent would arm the ack delay.
-                if self._ack_deadline is None and (k > 1 or self._ack_sent != rx):
-                    self._ack_deadline = now + delay
-            return out
-        overruns = 0
-        same_acks = 0
-        unpack_ack = HDR_SEQ_ACK.unpack_from
-        unpack_one = HDR_ONE.unpack_from
-        append = out.append
-        for data in packets:
-            n = len(data)
-            if n <= 16:
-                break
-            word = data[0] << 8 | data[1]
-            if word == W_DATA_ACK:
-                _w, proto, length, cid, seq, ack = unpack_ack(data)
-                hdr = 16
-            elif word == W_DATA:
-                _w, proto, length, cid, seq = unpack_one(data)
-                ack = None
-                hdr = 12
-            else:
-                break
-            if proto != GRE_PROTOCOL_PPP or length != n - hdr or cid != call_id or seq != (rx + 1) & _MASK:
-                break
-            rx = seq
-            if acked is not None and window < (seq - acked) & _MASK < _HALF:
-                overruns += 1
-            append(bytes(data[hdr:]))
-            if ack is not None:
-                if ack == self._tx_acked:
-                    same_acks += 1
-                else:
-                    # _on_ack may send queued data, whose header reads the receive state
-                    # (the counters it does not read are added up at the end).
-                    self._rx_last = self._rx_highest = rx
-                    self._on_ack(ack, now)
-                    acked = self._ack_sent
-            if self._ack_deadline is None and self._ack_sent != seq:
-                if delay > 0:
-                    self._ack_deadline = now + delay
-                else:
-                    self._rx_last = self._rx_highest = rx
-                    self._send_ack_only()
-                    acked = self._ack_sent
-        if out:
-            k = len(out)
+        # The parse, the numbering and the window check of every packet are one call (in C
+        # when it is built); only the acks are taken in Python, in order.
+        out, acks, overruns = _data_run(packets, config.call_id, (rx + 1) & _MASK,
+                                        -1 if acked is None else acked, config.our_window)
+        k = len(out)
+        if k:
+            rx = (rx + k) & _MASK
             self._rx_last = self._rx_highest = rx
             stats.received += k
             stats.delivered += k
             stats.window_overruns += overruns
+            same_acks = 0
+            for ack in acks:
+                if ack == self._tx_acked:
+                    same_acks += 1
+                else:
+                    self._on_ack(ack, now)
             stats.acks_received += same_acks
+            # One by one, the first packet not numbered _ack_sent would arm the ack delay.
+            if self._ack_deadline is None and (k > 1 or self._ack_sent != rx):
+                self._ack_deadline = now + delay
         return out
 
     def count_malformed(self) -> None:
