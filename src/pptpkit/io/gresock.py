@@ -271,8 +271,7 @@ class GreSocket(GreDemux):
         return int(sent)
 
     def _send_failed(self, peer: str, exc: OSError) -> bool:
-        # A full socket buffer is a drop, as on any datagram path; anything else is an error.
-        if isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno == errno.ENOBUFS:
+        if _is_drop(exc):
             self.stats.send_dropped += 1
         else:
             self.stats.send_errors += 1
@@ -337,6 +336,12 @@ class GreSocket(GreDemux):
         self._runs.clear()
 
 
+def _is_drop(exc: OSError) -> bool:
+    # A full socket buffer (or an interrupted call) is a drop, as on any datagram path;
+    # anything else is an error.
+    return isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno == errno.ENOBUFS
+
+
 def send_gre_many(sock: socket.socket, peer: int, pktinfo: bytes | None, call_id: int, seq: int, ack: int,
                   frames: Sequence[Buffer]) -> tuple[int, int, int, int]:
     """The pure twin of the compiled ``send_gre_many``: one ``sendmsg`` per frame, header
@@ -349,7 +354,7 @@ def send_gre_many(sock: socket.socket, peer: int, pktinfo: bytes | None, call_id
         try:
             sock.sendmsg([data_header(call_id, len(frame), seq + k, ack), frame], ancillary, 0, address)
         except OSError as exc:
-            if isinstance(exc, (BlockingIOError, InterruptedError)) or exc.errno == errno.ENOBUFS:
+            if _is_drop(exc):
                 dropped += 1
             else:
                 errors += 1
