@@ -160,10 +160,18 @@ class EnginePair:
         for unit in batch:
             wire.arrived.append(unit)
             self.log.append((direction, unit))
+        wire.delivered += self.hand_over(dst, batch)
+        return bool(batch)
+
+    def hand_over(self, dst: str, units: list[Any]) -> list[Any]:
+        """What end ``dst`` delivers of one round's units: here one unit at a time; a subclass
+        may hand the round over as one batch."""
+        out = []
+        for unit in units:
             result = self.ends[dst].deliver(unit, self.now)
             if result is not None:
-                wire.delivered.append(result)
-        return bool(batch)
+                out.append(result)
+        return out
 
     def pump(self, rounds: int | None = None) -> None:
         """Exchange output until neither engine has anything more to say."""

@@ -7,6 +7,7 @@ MPPE key state and coherency counts, and every control frame on the wire."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -43,16 +44,8 @@ class _BatchPair(SessionPair):
     does: ``receive_frames`` takes the longest prefix it can, the frame after it goes to
     ``receive_frame``, and the batch path resumes after that."""
 
-    def _deliver(self, direction: str, dst: str) -> bool:
-        wire = self.wires[direction]
-        batch, wire.in_flight = wire.in_flight, []
-        if len(batch) > 1:
-            batch = self.reorder_batch(direction, batch)
-        for unit in batch:
-            wire.arrived.append(unit)
-            self.log.append((direction, unit))
-        wire.delivered += receive_as_link(self.session(dst), batch, self.now)
-        return bool(batch)
+    def hand_over(self, dst: str, units: list[Any]) -> list[Any]:
+        return receive_as_link(self.session(dst), units, self.now)
 
 
 def receive_as_link(session: PppSession, frames: list[bytes], now: float) -> list[bytes]:
