@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from test_offload import flow4
@@ -108,23 +108,29 @@ def test_a_super_segment_reaches_on_packets_as_one_list() -> None:
     a.send(hdr.encode() + pkt)
     a.send(ZERO_VNET_HDR + plain)
     dev = TunDevice(b.fileno(), "fake0", offload=True)
-    got: list[list[bytes]] = []
     singles: list[bytes] = []
-
-    async def main() -> None:
-        dev.start(singles.append, on_packets=got.append)
-        for _ in range(100):
-            if len(got) == 3:
-                break
-            await asyncio.sleep(0.01)
-        dev.stop()
-
-    asyncio.run(main())
+    got = _read_lists(dev, 3, singles.append)
     assert got == [[plain], segment(hdr, pkt), [plain]]
     assert len(got[1]) == 20 and singles == []
     assert dev.stats.received == 22 and dev.stats.reads == 3
     a.close()
     b.close()
+
+
+def _read_lists(dev: TunDevice, want: int, on_packet: Callable[[bytes], object]) -> list[list[bytes]]:
+    """Start ``dev`` with a batch receiver and collect ``want`` reads' lists (or give up)."""
+    got: list[list[bytes]] = []
+
+    async def main() -> None:
+        dev.start(on_packet, on_packets=got.append)
+        for _ in range(100):
+            if len(got) == want:
+                break
+            await asyncio.sleep(0.01)
+        dev.stop()
+
+    asyncio.run(main())
+    return got
 
 
 def test_the_plain_batch_reader_gives_one_element_lists() -> None:
@@ -135,17 +141,7 @@ def test_the_plain_batch_reader_gives_one_element_lists() -> None:
     for n in range(3):
         a.send(bytes([0x45, n]) + bytes(18))
     dev = TunDevice(b.fileno(), "fake0")
-    got: list[list[bytes]] = []
-
-    async def main() -> None:
-        dev.start(lambda p: None, on_packets=got.append)
-        for _ in range(100):
-            if len(got) == 3:
-                break
-            await asyncio.sleep(0.01)
-        dev.stop()
-
-    asyncio.run(main())
+    got = _read_lists(dev, 3, lambda p: None)
     assert got == [[bytes([0x45, n]) + bytes(18)] for n in range(3)]
     a.close()
     b.close()
