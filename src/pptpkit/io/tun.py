@@ -206,14 +206,7 @@ class TunDevice:
             return
         coalescer.feed_many(packets)
         if self._flush_handle is None:
-            loop = self._loop
-            if loop is None:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    self.flush()
-                    return
-            self._flush_handle = loop.call_soon(self.flush)
+            self._schedule_flush()
 
     # -- offload path ------------------------------------------------------------------------------
 
@@ -225,16 +218,20 @@ class TunDevice:
         if self._coalescer.feed(bytes(packet) if not isinstance(packet, bytes) else packet):
             self.flush()
         elif self._flush_handle is None:
-            loop = self._loop
-            if loop is None:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    # No loop to defer to (a synchronous caller): write now.
-                    self.flush()
-                    return True
-            self._flush_handle = loop.call_soon(self.flush)
+            self._schedule_flush()
         return True
+
+    def _schedule_flush(self) -> None:
+        """Flush once this loop iteration is done (the first packet queued since the last)."""
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                # No loop to defer to (a synchronous caller): write now.
+                self.flush()
+                return
+        self._flush_handle = loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write everything queued (merging TCP runs); a no-op without offload or queue."""
