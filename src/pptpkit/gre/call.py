@@ -362,48 +362,36 @@ class GreCall:
         ``data`` may be a reused buffer), with exactly the state changes and counters of the
         general path; None, with nothing changed, for anything else (first packet, gap,
         duplicate, ack-only, malformed, another call), which :meth:`receive_datagram` then
-        decodes and takes through :meth:`receive`, the spec.  One header unpack, no
-        :class:`GrePacket`."""
-        n = len(data)
-        if n <= 16 or self._held or not self._rx_started:
-            return None
-        word = data[0] << 8 | data[1]
-        if word == W_DATA_ACK:
-            _w, proto, length, call_id, seq, ack = HDR_SEQ_ACK.unpack_from(data)
-            hdr = 16
-        elif word == W_DATA:
-            _w, proto, length, call_id, seq = HDR_ONE.unpack_from(data)
-            ack = None
-            hdr = 12
-        else:
-            return None
+        decodes and takes through :meth:`receive`, the spec.  The header is checked by the
+        run parser (:func:`~pptpkit.gre.packet.data_run`, compiled when built) on a run of
+        one, no :class:`GrePacket`."""
         rx_last = self._rx_last
-        if (
-            proto != GRE_PROTOCOL_PPP
-            or length != n - hdr
-            or call_id != self.config.call_id
-            or seq != (rx_last + 1) & _MASK
-            or rx_last != self._rx_highest
-        ):
+        if self._held or not self._rx_started or rx_last != self._rx_highest:
             return None
+        acked = self._ack_sent
+        config = self.config
+        payloads, acks, overruns = _data_run((data,), config.call_id, (rx_last + 1) & _MASK,
+                                             -1 if acked is None else acked, config.our_window)
+        if not payloads:
+            return None
+        seq = (rx_last + 1) & _MASK
         stats = self.stats
         stats.received += 1
         self._rx_last = self._rx_highest = seq
-        acked = self._ack_sent
-        if acked is not None and self.config.our_window < (seq - acked) & _MASK < _HALF:
-            stats.window_overruns += 1
+        stats.window_overruns += overruns
         stats.delivered += 1
-        if ack is not None:
+        if acks:
+            ack = acks[0]
             if ack == self._tx_acked:
                 stats.acks_received += 1  # nothing new acknowledged: _on_ack would stop here
             else:
                 self._on_ack(ack, now)
         if self._ack_deadline is None and self._ack_sent != seq:
-            if self.config.ack_delay > 0:
-                self._ack_deadline = now + self.config.ack_delay
+            if config.ack_delay > 0:
+                self._ack_deadline = now + config.ack_delay
             else:
                 self._send_ack_only()
-        return bytes(data[hdr:])
+        return payloads[0]
 
     def receive_run(self, packets: Sequence[Buffer], now: float) -> list[bytes]:
         """:meth:`receive_next` over a run of packets: the payloads of the longest prefix that
