@@ -60,6 +60,19 @@ async def _serve(gate: _Gate) -> PptpServer:
     return server
 
 
+_SCCRQ = StartControlConnectionRequest(host_name="h", vendor="v").encode()
+
+
+async def _held(server: PptpServer, gate: _Gate, data: bytes
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.Future[str | None]]:
+    """Connect, send ``data``, and wait until the server asks the gate about the connection:
+    the reader, the writer, and the gate's answer still to give."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(data)
+    answer = await asyncio.wait_for(gate.asked.get(), 5)
+    return reader, writer, answer
+
+
 async def _nothing_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     try:
         await asyncio.wait_for(reader.read(1), seconds)
@@ -73,9 +86,7 @@ def test_a_refused_connection_is_closed_before_any_reply() -> None:
         gate = _Gate()
         server = await _serve(gate)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(StartControlConnectionRequest(host_name="h", vendor="v").encode())
-            answer = await asyncio.wait_for(gate.asked.get(), 5)
+            reader, writer, answer = await _held(server, gate, _SCCRQ)
             # Asked and not answered yet: the request waits, unanswered.
             assert await _nothing_within(reader, 0.3)
             answer.set_result("3 connections already (the limit)")
@@ -93,9 +104,7 @@ def test_an_admitted_connection_gets_what_it_sent_while_held() -> None:
         gate = _Gate()
         server = await _serve(gate)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(StartControlConnectionRequest(host_name="h", vendor="v").encode())
-            answer = await asyncio.wait_for(gate.asked.get(), 5)
+            reader, writer, answer = await _held(server, gate, _SCCRQ)
             assert await _nothing_within(reader, 0.2)
             answer.set_result(None)
             reply = decode_message(await asyncio.wait_for(reader.readexactly(156), 5))
@@ -118,9 +127,7 @@ def test_a_peer_that_floods_while_held_is_cut_off(caplog: pytest.LogCaptureFixtu
         gate = _Gate()
         server = await _serve(gate)
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(b"\0" * (MAX_HELD + 1))
-            answer = await asyncio.wait_for(gate.asked.get(), 5)
+            reader, writer, answer = await _held(server, gate, b"\0" * (MAX_HELD + 1))
             assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
             # Admitted after it was gone: given back to the gate at once.
