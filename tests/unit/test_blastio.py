@@ -71,6 +71,21 @@ def test_batches_send_a_slice_in_one_call() -> None:
         assert [rx.recv(4096) for _ in range(3)] == packets[1:4]
 
 
+def test_batches_without_a_name_send_to_where_the_socket_points() -> None:
+    # The packet path's socket is bound to its device: its messages carry no address (a
+    # connected datagram socket stands in for it here, without root).
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(2.0)
+        tx.connect(rx.getsockname())
+        packets = [bytes([i]) * (50 + i) for i in range(4)]
+        batches = Batches(packets, b"")
+        assert batches.send(tx.fileno(), 0, 4) == 4
+        assert [rx.recv(4096) for _ in range(4)] == packets
+
+
 def _inner(tag: int) -> bytes:
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 60, tag & 0xFFFF, 0, 64, 253, 0,
                          socket.inet_aton("198.51.100.2"), socket.inet_aton("198.51.100.1"))

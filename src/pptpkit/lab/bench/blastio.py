@@ -11,9 +11,9 @@ and echoed back):
   lays their ``mmsghdr`` arrays out ahead of time too, so each refill of a session's window is
   one ``sendmmsg`` (through ctypes: libc's, no extension code) instead of a Python ``sendto``
   per packet.
-* **Sent below IP.** The packets go out through a packet socket (``AF_PACKET``, the kernel
-  adds the Ethernet header for the neighbour's address) with their IPv4 header built ahead of
-  time, as packet generators do: no route lookup, no IP output path, and no checksum computed
+* **Sent below IP.** The packets go out through a packet socket (``AF_PACKET``, bound to the
+  device) as whole Ethernet frames, their Ethernet and IPv4 headers built ahead of time, as
+  packet generators do: no route lookup, no IP output path, and no checksum computed
   over each payload while it is copied (a raw IP socket sums every octet it copies, for a
   checksum GRE does not have).  What reaches the server's veth is the same IPv4 packet.
   ``--tx raw`` keeps the raw IP socket, for comparison.
@@ -109,12 +109,15 @@ def _checksum(header: bytes) -> int:
 
 
 class PacketPath:
-    """Sending GRE packets to ``peer`` through a packet socket: the socket, the link-layer
-    destination (``struct sockaddr_ll``) and the IPv4 header each packet needs.
+    """Sending GRE packets to ``peer`` through a packet socket: the socket, bound to the
+    device, and the Ethernet and IPv4 headers each packet needs.
 
-    The neighbour's hardware address comes from the namespace's ARP table (the control
-    connection's TCP traffic has filled it); the source address is the one the kernel would
-    choose for ``peer``."""
+    The frames are whole Ethernet frames (``SOCK_RAW``) on a socket bound to the device, so a
+    send names no destination: the kernel neither copies an address in nor looks the device up
+    for each message, nor builds a link-layer header (measured: 2,400 -> 2,300 ns a packet at
+    16 a batch, the server's receive path included).  The neighbour's hardware address comes
+    from the namespace's ARP table (the control connection's TCP traffic has filled it); the
+    source address is the one the kernel would choose for ``peer``."""
 
     def __init__(self, peer: str) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -122,20 +125,26 @@ class PacketPath:
             self.source = socket.inet_aton(probe.getsockname()[0])
         self.peer = socket.inet_aton(peer)
         mac, device = _neighbour(peer)
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self.sock.setblocking(False)
         # Straight to the device's transmit routine (a veth has no queue to skip anyway).
         self.sock.setsockopt(_SOL_PACKET, _PACKET_QDISC_BYPASS, 1)
-        self.name = struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(_ETH_P_IP),
-                                socket.if_nametoindex(device), 1, 0, 6, mac)
+        # Protocol 0: the socket only sends.  Bound to ETH_P_IP it would also be handed a
+        # clone of every IPv4 frame arriving on the device, the echoes included.
+        self.sock.bind((device, 0))
+        own: bytes = self.sock.getsockname()[4]
+        self._ethernet = mac + own + struct.pack("!H", _ETH_P_IP)
+        self.name = b""  # bound: the frames go to the device without a per-message address
         self._ident = 0
 
     def ip_packet(self, gre_packet: bytes) -> bytes:
-        """``gre_packet`` with the IPv4 header a raw socket would give it (DF set, TTL 64)."""
+        """``gre_packet`` in the Ethernet frame and IPv4 header a raw socket would give it (DF
+        set, TTL 64)."""
         self._ident = (self._ident + 1) & 0xFFFF
         header = _IPV4.pack(0x45, 0, 20 + len(gre_packet), self._ident, 0x4000, 64, 47, 0,
                             self.source, self.peer)
-        return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + gre_packet
+        return (self._ethernet + header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+                + gre_packet)
 
     def close(self) -> None:
         self.sock.close()
@@ -185,10 +194,10 @@ class Batches:
     the array out copies no packet."""
 
     def __init__(self, packets: Sequence[bytes], name: bytes) -> None:
-        """``name``: the destination, a ``struct sockaddr_in`` or ``sockaddr_ll``."""
+        """``name``: the destination, a ``struct sockaddr_in``, or empty for a bound socket."""
         n = len(packets)
         self._packets = list(packets)
-        self._name = ctypes.create_string_buffer(name, len(name))
+        self._name = ctypes.create_string_buffer(name, max(len(name), 1))
         self._iov = (_Iovec * max(n, 1))()
         self._msgs = (_Mmsghdr * max(n, 1))()
         name_at = ctypes.addressof(self._name)
@@ -197,8 +206,9 @@ class Batches:
             self._iov[i].iov_base = ctypes.cast(ctypes.c_char_p(packet), ctypes.c_void_p).value
             self._iov[i].iov_len = len(packet)
             hdr = self._msgs[i].msg_hdr
-            hdr.msg_name = name_at
-            hdr.msg_namelen = len(name)
+            if name:
+                hdr.msg_name = name_at
+                hdr.msg_namelen = len(name)
             hdr.msg_iov = iov0 + i * ctypes.sizeof(_Iovec)
             hdr.msg_iovlen = 1
         self._base = ctypes.addressof(self._msgs)
