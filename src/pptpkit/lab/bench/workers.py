@@ -100,9 +100,9 @@ _SAMPLE = 6
 # With every window full the blast sleeps this long.  Each wake-up of the generator preempts
 # the worker that shares its core, and a 0.5 ms nap allows 2,000 of them a second.  The
 # windows hold ~10 ms of a worker's work (512 packets at ~50,000 a second), so 2 ms never lets
-# them run dry.  Against 0.5 ms, 3
-# rounds of 3 runs, alternating: the generator's CPU per GB at 2 workers 2.38 -> 2.17, the
-# 2-worker ratio's median 1.59 -> 1.67 (a second series: 1.69, generator 2.28).
+# them run dry.  Against 0.5 ms, 3 rounds of 3 runs, alternating: the generator's CPU per GB
+# at 2 workers 2.38 -> 2.17, the 2-worker ratio's median 1.59 -> 1.67 (a second series: 1.69,
+# generator 2.28).
 _NAP = 0.002
 
 
