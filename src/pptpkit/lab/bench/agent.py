@@ -528,7 +528,7 @@ async def run_blast(args: argparse.Namespace) -> None:
     sock.setblocking(False)
     path = PacketPath(str(SERVER_ADDRESS)) if args.tx == "packet" else None
     if path is not None:
-        batches = [Batches([path.ip_packet(packet) for _, packet in c], path.name) for c in captured]
+        batches = [Batches([path.frame(packet) for _, packet in c], path.name) for c in captured]
     else:
         batches = [Batches([packet for _, packet in c], inet_name(c[0][0] if c else "0.0.0.0"))
                    for c in captured]

@@ -137,7 +137,7 @@ class PacketPath:
         self.name = b""  # bound: the frames go to the device without a per-message address
         self._ident = 0
 
-    def ip_packet(self, gre_packet: bytes) -> bytes:
+    def frame(self, gre_packet: bytes) -> bytes:
         """``gre_packet`` in the Ethernet frame and IPv4 header a raw socket would give it (DF
         set, TTL 64)."""
         self._ident = (self._ident + 1) & 0xFFFF
