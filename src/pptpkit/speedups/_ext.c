@@ -192,6 +192,17 @@ static void sha1(const uint8_t *msg, size_t n, uint8_t out[20])
     }
 }
 
+/* The start key 8 or 16 octets, the key as long, the salt no longer: checked once for a
+ * whole run by the batch calls, which then change keys frame after frame. */
+static int check_key_lengths(Py_ssize_t n, Py_ssize_t keylen, Py_ssize_t saltlen)
+{
+    if ((n != 8 && n != 16) || keylen != n || saltlen > n) {
+        PyErr_SetString(PyExc_ValueError, "change_key: start key and key must be 8 or 16 octets alike");
+        return -1;
+    }
+    return 0;
+}
+
 /* RFC 3079 3.3 GetNewKeyFromSHA + 7.3's RC4 step + the 40/56-bit salt: the next session key
  * after `key`, of the start key's length (8 or 16).  Leaves `st` keyed with the interim key, as
  * the Python backends do.  Returns 0, or -1 with an exception set. */
@@ -199,10 +210,8 @@ static int change_key(rc4_state *st, const uint8_t *start, Py_ssize_t n, const u
                       Py_ssize_t keylen, const uint8_t *salt, Py_ssize_t saltlen, uint8_t out[16])
 {
     uint8_t msg[16 + 40 + 16 + 40], digest[20];
-    if ((n != 8 && n != 16) || keylen != n || saltlen > n) {
-        PyErr_SetString(PyExc_ValueError, "change_key: start key and key must be 8 or 16 octets alike");
+    if (check_key_lengths(n, keylen, saltlen) < 0)
         return -1;
-    }
     memcpy(msg, start, (size_t)n);
     memset(msg + n, 0x00, 40);
     memcpy(msg + n + 40, key, (size_t)n);
@@ -248,6 +257,18 @@ static int get_u16(PyObject *obj, unsigned int *out, const char *what)
         return -1;
     }
     *out = (unsigned int)v;
+    return 0;
+}
+
+/* An MPPE coherency count argument: 0..4095. */
+static int get_count(PyObject *obj, unsigned int *out)
+{
+    if (get_u16(obj, out, "count") < 0)
+        return -1;
+    if (*out > 0x0FFF) {
+        PyErr_SetString(PyExc_ValueError, "count must be 0..4095");
+        return -1;
+    }
     return 0;
 }
 
@@ -564,12 +585,8 @@ static PyObject *Rc4_rekey_unseal_frame(Rc4Object *self, PyObject *const *args, 
     unsigned int count;
     PyObject *key = NULL, *opened = NULL, *result = NULL;
     int got = 0;
-    if (check_nargs("rekey_unseal_frame", nargs, 5) < 0 || get_u16(args[4], &count, "count") < 0)
+    if (check_nargs("rekey_unseal_frame", nargs, 5) < 0 || get_count(args[4], &count) < 0)
         return NULL;
-    if (count > 0x0FFF) {
-        PyErr_SetString(PyExc_ValueError, "count must be 0..4095");
-        return NULL;
-    }
     for (; got < 4; got++)
         if (get_buf(args[got], &b[got], names[got]) < 0)
             goto done;
@@ -614,20 +631,14 @@ static PyObject *Rc4_rekey_seal_many(Rc4Object *self, PyObject *const *args, Py_
     PyObject *seq = NULL, *frames = NULL, *key = NULL, *result = NULL;
     Py_ssize_t n = 0, k;
     int got = 0;
-    if (check_nargs("rekey_seal_many", nargs, 7) < 0 || get_u16(args[4], &count, "count") < 0 ||
+    if (check_nargs("rekey_seal_many", nargs, 7) < 0 || get_count(args[4], &count) < 0 ||
         get_u16(args[5], &protocol, "protocol") < 0)
         return NULL;
-    if (count > 0x0FFF) {
-        PyErr_SetString(PyExc_ValueError, "count must be 0..4095");
-        return NULL;
-    }
     for (; got < 4; got++)
         if (get_buf(args[got], &b[got], names[got]) < 0)
             goto done;
-    if ((b[0].len != 8 && b[0].len != 16) || b[2].len != b[0].len || b[1].len > b[0].len) {
-        PyErr_SetString(PyExc_ValueError, "change_key: start key and key must be 8 or 16 octets alike");
+    if (check_key_lengths(b[0].len, b[2].len, b[1].len) < 0)
         goto done;
-    }
     seq = PySequence_Fast(args[6], "payloads must be a sequence");
     if (!seq)
         goto done;
@@ -680,20 +691,14 @@ static PyObject *Rc4_rekey_unseal_frames(Rc4Object *self, PyObject *const *args,
     Py_ssize_t i, nframes, klen, frame_octets = 0, payload_octets = 0;
     PyObject *seq = NULL, *payloads = NULL, *protocols = NULL, *key = NULL, *result = NULL;
     int got = 0;
-    if (check_nargs("rekey_unseal_frames", nargs, 5) < 0 || get_u16(args[4], &count, "count") < 0)
+    if (check_nargs("rekey_unseal_frames", nargs, 5) < 0 || get_count(args[4], &count) < 0)
         return NULL;
-    if (count > 0x0FFF) {
-        PyErr_SetString(PyExc_ValueError, "count must be 0..4095");
-        return NULL;
-    }
     for (; got < 3; got++)
         if (get_buf(args[got], &b[got], names[got]) < 0)
             goto done;
     klen = b[2].len;
-    if ((b[0].len != 8 && b[0].len != 16) || klen != b[0].len || b[1].len > b[0].len) {
-        PyErr_SetString(PyExc_ValueError, "change_key: start key and key must be 8 or 16 octets alike");
+    if (check_key_lengths(b[0].len, klen, b[1].len) < 0)
         goto done;
-    }
     memcpy(cur, b[2].buf, (size_t)klen);
     seq = PySequence_Fast(args[3], "frames must be a sequence");
     if (!seq)
