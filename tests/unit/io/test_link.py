@@ -199,14 +199,18 @@ def test_data_plane_failure_closes_the_session() -> None:
     run(main())
 
 
+async def _both_up(server: PppLink, client: PppLink) -> None:
+    server.start()
+    client.start()
+    await server.wait_up()
+    await client.wait_up()
+
+
 def test_lower_down_and_no_data_plane_drops() -> None:
     async def main() -> None:
         server, client, to_client, _, _ = pair(*configs(mppe=False), server_plane=None,
                                                client_plane=MemoryPlane())
-        server.start()
-        client.start()
-        await server.wait_up()
-        await client.wait_up()
+        await _both_up(server, client)
         client.send_ip(PING)
         for _ in range(100):
             if server.stats.dropped_no_data_plane:
@@ -289,10 +293,7 @@ def test_source_check_drops_packets_not_from_the_peer_address(mppe: bool) -> Non
         sp = MemoryPlane()
         server, client, *_ = pair(*configs(mppe=mppe), server_plane=sp, client_plane=MemoryPlane(),
                                   source_check=True)
-        server.start()
-        client.start()
-        await server.wait_up()
-        await client.wait_up()
+        await _both_up(server, client)
         good = _ipv4(CLIENT_IP, SERVER_IP)
         spoofed = _ipv4(IPv4Address("192.0.2.77"), SERVER_IP)  # another user's address
         for packet in (good, spoofed, good[:12], good):
@@ -313,10 +314,7 @@ def test_without_source_check_any_source_passes() -> None:
     async def main() -> None:
         sp = MemoryPlane()
         server, client, *_ = pair(*configs(mppe=False), server_plane=sp, client_plane=MemoryPlane())
-        server.start()
-        client.start()
-        await server.wait_up()
-        await client.wait_up()
+        await _both_up(server, client)
         spoofed = _ipv4(IPv4Address("192.0.2.77"), SERVER_IP)
         assert client.send_ip(spoofed)
         for _ in range(100):
@@ -336,10 +334,7 @@ def test_policers_drop_over_the_rate_each_way_and_can_be_lifted() -> None:
     async def main() -> None:
         sp, cp = MemoryPlane(), MemoryPlane()
         server, client, *_ = pair(*configs(), server_plane=sp, client_plane=cp)
-        server.start()
-        client.start()
-        await server.wait_up()
-        await client.wait_up()
+        await _both_up(server, client)
         assert server.policers == (None, None)
         now = server.loop.time()
         # Two packets of burst and a rate that refills nothing within the test.
@@ -456,10 +451,7 @@ def test_send_ips_is_send_ip_in_turn(mppe: bool, policed: bool) -> None:
         wire = BatchWire(set())
         wire.peer = client.frame_received
         server._transport = wire
-        server.start()
-        client.start()
-        await server.wait_up()
-        await client.wait_up()
+        await _both_up(server, client)
         wire.refuse = {wire.offered + n for n in refuse}
         if policed:
             server.set_policers(TokenBucket(rate=0.001, burst=25 * 40, now=server.loop.time()), None)
@@ -516,10 +508,7 @@ def test_frames_received_delivers_runs_as_frame_received_would(mppe: bool) -> No
         plane = BatchPlane()
         server, client, *_ = pair(*configs(mppe=mppe), server_plane=plane, client_plane=MemoryPlane(),
                                   source_check=True)
-        server.start()
-        client.start()
-        await server.wait_up()
-        await client.wait_up()
+        await _both_up(server, client)
         good = [_ipv4(CLIENT_IP, SERVER_IP)[:-1] + bytes([i]) for i in range(12)]
         spoofed = _ipv4(IPv4Address("192.0.2.77"), SERVER_IP)
         now = client.loop.time()
